@@ -1,0 +1,38 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Programs for the node side of a pod's veth pair (lxc*):
+ *   fp_from_container at tc ingress: packets the pod sends (its egress);
+ *   fp_to_container at tc egress: packets delivered to the pod (its ingress).
+ */
+#include "compiler.h"
+#include "lib/lxc.h"
+
+/*
+ * BTF carries only the types of globals and of non-inlined functions: the
+ * inner policy map's key and value (reached only through pointers) and the
+ * enums shared with Go would otherwise be missing or forward declarations.
+ * This read-only global puts their full layouts in BTF for the loader and
+ * for bpf2go; nothing reads it.
+ */
+struct btf_layouts {
+	struct policy_key policy_key;
+	struct policy_value policy_value;
+	enum reason reason;
+	enum direction direction;
+	enum policy_action policy_action;
+};
+const volatile struct btf_layouts btf_layouts;
+
+SEC("tc")
+int fp_from_container(struct __sk_buff *skb)
+{
+	return handle_endpoint(skb, DIR_EGRESS);
+}
+
+SEC("tc")
+int fp_to_container(struct __sk_buff *skb)
+{
+	return handle_endpoint(skb, DIR_INGRESS);
+}
+
+char __license[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,30 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Verdict reasons: the single definition shared with Go. bpf2go emits this
+ * enum into datapath/lxc (type lxcReason), and the Go side reads the names
+ * from the object's BTF, so adding a reason here is all it takes.
+ */
+#pragma once
+
+enum reason {
+	REASON_FORWARDED = 0,       /* passed: policy allowed or not enforced */
+	REASON_CT_ESTABLISHED = 1,  /* passed: part of a tracked connection */
+	REASON_CT_REPLY = 2,        /* passed: reply of a tracked connection */
+	DROP_POLICY = 3,            /* no rule allows the new connection */
+	DROP_POLICY_DENY = 4,       /* an explicit deny rule matched */
+	DROP_INVALID_SOURCE = 5,    /* a pod sent with an address not its own */
+	DROP_UNKNOWN_ENDPOINT = 6,  /* program attached to an unknown interface */
+	DROP_TRUNCATED = 7,         /* header shorter than its protocol needs */
+	DROP_MALFORMED = 8,         /* header fields that cannot be right */
+	DROP_UNSUPPORTED_L3 = 9,    /* neither IPv4 nor ARP */
+	DROP_FRAGMENT = 10,         /* non-first IPv4 fragment: no ports to check */
+	DROP_NO_POLICY_MAP = 11,    /* enforced endpoint without a policy map */
+	REASON_MAX = 12,
+};
+
+/* Direction of traffic as the endpoint sees it. */
+enum direction {
+	DIR_INGRESS = 0,  /* towards the pod */
+	DIR_EGRESS = 1,   /* from the pod */
+	DIR_MAX = 2,
+};

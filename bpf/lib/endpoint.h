@@ -1,0 +1,30 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Local endpoints: the pod behind each lxc interface. */
+#pragma once
+
+#include "compiler.h"
+#include "maps.h"
+
+#define EP_F_INGRESS_ENFORCED 0x1
+#define EP_F_EGRESS_ENFORCED 0x2
+
+struct endpoint_info {
+	__u32 ep_id;     /* key of the endpoint's policy map in fp_policy */
+	__u32 identity;  /* the pod's security identity */
+	__be32 ipv4;     /* the pod's address: the only source it may use */
+	__u32 flags;     /* EP_F_* */
+};
+
+/* Keyed by the ifindex of the node-side veth. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct endpoint_info);
+	__uint(max_entries, ENDPOINTS_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fp_endpoints SEC(".maps");
+
+static __always_inline struct endpoint_info *endpoint_lookup(__u32 ifindex)
+{
+	return bpf_map_lookup_elem(&fp_endpoints, &ifindex);
+}

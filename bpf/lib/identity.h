@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* ipcache: longest-prefix match from an address to its security identity. */
+#pragma once
+
+#include "compiler.h"
+#include "maps.h"
+
+#define IDENTITY_WORLD 2
+
+struct ipcache_key {
+	__u32 prefixlen;
+	__be32 addr;
+};
+
+struct ipcache_value {
+	__u32 identity;
+	__u32 flags;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct ipcache_key);
+	__type(value, struct ipcache_value);
+	__uint(max_entries, IPCACHE_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fp_ipcache SEC(".maps");
+
+static __always_inline __u32 identity_of(__be32 addr)
+{
+	struct ipcache_key key = { .prefixlen = 32, .addr = addr };
+	struct ipcache_value *v = bpf_map_lookup_elem(&fp_ipcache, &key);
+
+	return v ? v->identity : IDENTITY_WORLD;
+}

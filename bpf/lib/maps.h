@@ -1,0 +1,12 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Map sizes. The Go package datapath/lxc owns every layout; it reads the
+ * sizes back from the loaded spec, so these numbers live only here.
+ */
+#pragma once
+
+#define ENDPOINTS_MAX 4096      /* local endpoints per node */
+#define IPCACHE_MAX 65536       /* prefixes known to the node */
+#define POLICY_OUTER_MAX 4096   /* one inner policy map per endpoint */
+#define POLICY_INNER_MAX 16384  /* entries in one endpoint's policy */
+#define CT_MAX 262144           /* tracked connections (LRU) */

@@ -1,0 +1,353 @@
+package lxc
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/fastpath-bench/fastpath/datapath/attach"
+	"github.com/fastpath-bench/fastpath/datapath/model"
+)
+
+// Options configure a Datapath. The zero value loads unpinned maps and
+// attaches with TCX where available.
+type Options struct {
+	// PinPath is a directory on a bpffs where maps are pinned by name, so
+	// that they (and the connections tracked in them) survive an agent
+	// restart. Empty means no pinning.
+	PinPath string
+	// AttachMode picks TCX or netlink tc; zero means automatic.
+	AttachMode attach.Mode
+	// InterfaceName maps an endpoint to the name of its node-side veth.
+	// Nil means model.InterfaceName.
+	InterfaceName func(ep *model.Endpoint) string
+}
+
+// ErrOverflow is returned (wrapped) when a desired state does not fit a map.
+var ErrOverflow = errors.New("map would overflow")
+
+// Datapath is the loaded endpoint datapath of one node.
+type Datapath struct {
+	opts Options
+	objs lxcObjects
+	// innerSpec describes a per-endpoint policy trie.
+	innerSpec *ebpf.MapSpec
+
+	mu        sync.Mutex
+	endpoints map[string]*endpointState // by model key ns/name
+	nextEpID  uint32
+	ipcache   map[netip.Prefix]uint32
+}
+
+type endpointState struct {
+	id       uint32
+	ifname   string
+	ifindex  int
+	attached []attach.Attachment
+	entries  int
+}
+
+// ApplyStats tells what an Apply did.
+type ApplyStats struct {
+	// Endpoints programmed on this node, and those whose interface does
+	// not exist yet (they are retried on the next Apply).
+	Endpoints int
+	Pending   []string
+	// PolicyEntries written across all endpoints.
+	PolicyEntries int
+	// AttachMode actually used ("tcx" or "tc").
+	AttachMode attach.Mode
+	// SwapDuration is the time spent building and swapping policy maps.
+	SwapDuration time.Duration
+}
+
+// Load loads the BPF objects (creating or reusing pinned maps).
+func Load(opts Options) (*Datapath, error) {
+	spec, err := loadLxc()
+	if err != nil {
+		return nil, fmt.Errorf("load lxc spec: %w", err)
+	}
+	inner := spec.Maps["fp_policy"].InnerMap
+	if inner == nil {
+		return nil, errors.New("lxc spec: fp_policy has no inner map")
+	}
+	copts := &ebpf.CollectionOptions{}
+	if opts.PinPath != "" {
+		if err := os.MkdirAll(opts.PinPath, 0o700); err != nil {
+			return nil, fmt.Errorf("create pin path: %w", err)
+		}
+		copts.Maps.PinPath = opts.PinPath
+	} else {
+		for _, m := range spec.Maps {
+			m.Pinning = ebpf.PinNone
+		}
+	}
+	d := &Datapath{
+		opts:      opts,
+		innerSpec: inner.Copy(),
+		endpoints: map[string]*endpointState{},
+		nextEpID:  1,
+		ipcache:   map[netip.Prefix]uint32{},
+	}
+	if err := spec.LoadAndAssign(&d.objs, copts); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load lxc programs: %+v", ve)
+		}
+		if errors.Is(err, ebpf.ErrMapIncompatible) && opts.PinPath != "" {
+			return nil, fmt.Errorf("load lxc maps: pinned maps in %s are of another layout (remove them): %w", opts.PinPath, err)
+		}
+		return nil, fmt.Errorf("load lxc objects: %w", err)
+	}
+	// Pinned maps may hold the state of an earlier agent: forget the
+	// endpoints and policies (they are rebuilt by the first Apply) but keep
+	// conntrack, so established connections survive.
+	if err := d.resetTables(); err != nil {
+		d.objs.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Datapath) resetTables() error {
+	for _, m := range []*ebpf.Map{d.objs.FpEndpoints, d.objs.FpPolicy} {
+		var k uint32
+		var keys []uint32
+		it := m.Iterate()
+		var v []byte
+		for it.Next(&k, &v) {
+			keys = append(keys, k)
+		}
+		for _, key := range keys {
+			_ = m.Delete(key)
+		}
+	}
+	return nil
+}
+
+// Programs returns the two endpoint programs (from and to the container),
+// for tests and benchmarks that run them with BPF_PROG_RUN.
+func (d *Datapath) Programs() (from, to *ebpf.Program) {
+	return d.objs.FpFromContainer, d.objs.FpToContainer
+}
+
+func (d *Datapath) ifname(ep *model.Endpoint) string {
+	if d.opts.InterfaceName != nil {
+		return d.opts.InterfaceName(ep)
+	}
+	return model.InterfaceName(ep.Namespace, ep.Name)
+}
+
+// Apply programs the datapath for the endpoints of node in r. It checks that
+// everything fits before it changes anything; a policy map is replaced as a
+// whole with one update of the outer map, so packets see the old policy or
+// the new one. On error the previous state stays in force.
+func (d *Datapath) Apply(r *model.Resolved, node string) (ApplyStats, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var st ApplyStats
+	start := time.Now()
+
+	// 1. Plan and check everything before touching the kernel.
+	innerMax := int(d.innerSpec.MaxEntries)
+	type planned struct {
+		ep      *model.Endpoint
+		ifname  string
+		ifindex int
+		entries []PolicyEntry
+	}
+	var plan []planned
+	var errs []error
+	for _, ep := range r.NodeEndpoints(node) {
+		entries := PolicyEntries(ep)
+		if len(entries) > innerMax {
+			errs = append(errs, fmt.Errorf("Pod %s: policy needs %d map entries, more than the %d an endpoint's policy map holds: %w",
+				ep.Key(), len(entries), innerMax, ErrOverflow))
+			continue
+		}
+		name := d.ifname(ep)
+		iface, err := net.InterfaceByName(name)
+		if err != nil {
+			st.Pending = append(st.Pending, ep.Key())
+			continue
+		}
+		plan = append(plan, planned{ep: ep, ifname: name, ifindex: iface.Index, entries: entries})
+	}
+	desiredIPs := map[netip.Prefix]uint32{}
+	for _, ep := range r.Endpoints {
+		desiredIPs[netip.PrefixFrom(ep.IP, 32)] = uint32(ep.Identity)
+	}
+	for _, n := range r.Nodes {
+		if !n.IP.IsValid() {
+			continue
+		}
+		id := model.IdentityRemoteNode
+		if n.Name == node {
+			id = model.IdentityHost
+		}
+		desiredIPs[netip.PrefixFrom(n.IP, 32)] = uint32(id)
+	}
+	if max := int(d.objs.FpIpcache.MaxEntries()); len(desiredIPs) > max {
+		errs = append(errs, fmt.Errorf("ipcache needs %d entries, more than its %d: %w", len(desiredIPs), max, ErrOverflow))
+	}
+	if max := int(d.objs.FpEndpoints.MaxEntries()); len(plan) > max {
+		errs = append(errs, fmt.Errorf("node %s has %d endpoints, more than the %d the endpoint map holds: %w", node, len(plan), max, ErrOverflow))
+	}
+	if len(errs) > 0 {
+		return st, errors.Join(errs...)
+	}
+
+	// 2. ipcache: add and update first, so new policy never refers to an
+	// identity the ipcache cannot produce yet.
+	for p, id := range desiredIPs {
+		if old, ok := d.ipcache[p]; ok && old == id {
+			continue
+		}
+		k := lxcIpcacheKey{Prefixlen: uint32(p.Bits()), Addr: be32(p.Addr())}
+		if err := d.objs.FpIpcache.Put(k, lxcIpcacheValue{Identity: id}); err != nil {
+			return st, fmt.Errorf("update ipcache %s: %w", p, err)
+		}
+		d.ipcache[p] = id
+	}
+
+	// 3. Per endpoint: build a new policy trie, swap it in, then the
+	// endpoint record, then attach programs if not yet attached.
+	seen := map[string]bool{}
+	for _, p := range plan {
+		key := p.ep.Key()
+		seen[key] = true
+		es, ok := d.endpoints[key]
+		if ok && es.ifindex != p.ifindex {
+			// The interface was re-created: start over for it.
+			d.removeEndpoint(key, es)
+			ok = false
+		}
+		if !ok {
+			es = &endpointState{id: d.allocID(), ifname: p.ifname, ifindex: p.ifindex}
+			d.endpoints[key] = es
+		}
+		if err := d.swapPolicy(es.id, p.entries); err != nil {
+			return st, fmt.Errorf("Pod %s: %w", key, err)
+		}
+		es.entries = len(p.entries)
+		st.PolicyEntries += len(p.entries)
+		var flags uint32
+		if p.ep.IngressEnforced {
+			flags |= 0x1
+		}
+		if p.ep.EgressEnforced {
+			flags |= 0x2
+		}
+		info := lxcEndpointInfo{EpId: es.id, Identity: uint32(p.ep.Identity), Ipv4: be32(p.ep.IP), Flags: flags}
+		if err := d.objs.FpEndpoints.Put(uint32(p.ifindex), info); err != nil {
+			return st, fmt.Errorf("Pod %s: update endpoint map: %w", key, err)
+		}
+		if es.attached == nil {
+			if err := d.attach(es); err != nil {
+				return st, fmt.Errorf("Pod %s: %w", key, err)
+			}
+		}
+		st.AttachMode = es.attached[0].Mode()
+		st.Endpoints++
+	}
+
+	// 4. Remove what is no longer desired.
+	for key, es := range d.endpoints {
+		if !seen[key] {
+			d.removeEndpoint(key, es)
+		}
+	}
+	for p := range d.ipcache {
+		if _, ok := desiredIPs[p]; !ok {
+			k := lxcIpcacheKey{Prefixlen: uint32(p.Bits()), Addr: be32(p.Addr())}
+			if err := d.objs.FpIpcache.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return st, fmt.Errorf("delete ipcache %s: %w", p, err)
+			}
+			delete(d.ipcache, p)
+		}
+	}
+	st.SwapDuration = time.Since(start)
+	sort.Strings(st.Pending)
+	return st, nil
+}
+
+func (d *Datapath) allocID() uint32 {
+	used := map[uint32]bool{}
+	for _, es := range d.endpoints {
+		used[es.id] = true
+	}
+	for used[d.nextEpID] || d.nextEpID == 0 {
+		d.nextEpID++
+	}
+	id := d.nextEpID
+	d.nextEpID++
+	return id
+}
+
+// swapPolicy builds a complete trie for an endpoint and installs it with a
+// single update of the outer map.
+func (d *Datapath) swapPolicy(epID uint32, entries []PolicyEntry) error {
+	inner, err := ebpf.NewMap(d.innerSpec)
+	if err != nil {
+		return fmt.Errorf("create policy map: %w", err)
+	}
+	defer inner.Close() // the outer map holds its own reference
+	for _, e := range entries {
+		v := lxcPolicyValue{Action: uint8(lxcPolicyActionPOLICY_ALLOW), RuleId: e.RuleID}
+		if err := inner.Put(e.key(), v); err != nil {
+			return fmt.Errorf("fill policy map: %w", err)
+		}
+	}
+	if err := d.objs.FpPolicy.Put(epID, inner); err != nil {
+		return fmt.Errorf("swap policy map: %w", err)
+	}
+	return nil
+}
+
+func (d *Datapath) attach(es *endpointState) error {
+	for _, h := range []struct {
+		prog *ebpf.Program
+		dir  attach.Direction
+	}{
+		{d.objs.FpFromContainer, attach.Ingress},
+		{d.objs.FpToContainer, attach.Egress},
+	} {
+		a, err := attach.TC(attach.TCOptions{Ifindex: es.ifindex, Program: h.prog, Direction: h.dir, Mode: d.opts.AttachMode, Name: "fastpath-lxc"})
+		if err != nil {
+			for _, prev := range es.attached {
+				_ = prev.Detach()
+			}
+			es.attached = nil
+			return fmt.Errorf("attach to %s: %w", es.ifname, err)
+		}
+		es.attached = append(es.attached, a)
+	}
+	return nil
+}
+
+func (d *Datapath) removeEndpoint(key string, es *endpointState) {
+	for _, a := range es.attached {
+		_ = a.Detach()
+	}
+	_ = d.objs.FpEndpoints.Delete(uint32(es.ifindex))
+	_ = d.objs.FpPolicy.Delete(es.id)
+	delete(d.endpoints, key)
+}
+
+// Close detaches every program and closes the objects. Pinned maps stay
+// pinned: removing the pin directory is the caller's decision.
+func (d *Datapath) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for key, es := range d.endpoints {
+		d.removeEndpoint(key, es)
+	}
+	return d.objs.Close()
+}

@@ -1,0 +1,219 @@
+package model
+
+import (
+	"fmt"
+	"net/netip"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// Verdict is the answer of an evaluator, with the reason in words.
+type Verdict struct {
+	Allowed bool
+	Reason  string
+}
+
+// Evaluate is the reference evaluator: it decides whether a connection from
+// address from to address to on proto/port is allowed, reading the
+// NetworkPolicy objects directly (it does not use identities or resolved
+// rules). Addresses that belong to no pod match only ipBlock peers.
+func Evaluate(objs *Objects, from, to netip.Addr, proto Protocol, port uint16) Verdict {
+	nsLabels := map[string]map[string]string{}
+	for _, ns := range objs.Namespaces {
+		nsLabels[ns.Name] = ns.Labels
+	}
+	podAt := func(a netip.Addr) *corev1.Pod {
+		for i := range objs.Pods {
+			if ip, err := netip.ParseAddr(objs.Pods[i].Status.PodIP); err == nil && ip == a {
+				return &objs.Pods[i]
+			}
+		}
+		return nil
+	}
+	src, dst := podAt(from), podAt(to)
+	if src != nil {
+		if ok, why := evalSide(objs, src, dst, to, proto, port, true, nsLabels); !ok {
+			return Verdict{Allowed: false, Reason: why}
+		}
+	}
+	if dst != nil {
+		if ok, why := evalSide(objs, dst, src, from, proto, port, false, nsLabels); !ok {
+			return Verdict{Allowed: false, Reason: why}
+		}
+	}
+	return Verdict{Allowed: true, Reason: "allowed"}
+}
+
+// evalSide checks the policies that select subject, for egress (subject is
+// the source) or ingress (subject is the destination). peer is the pod at
+// the other end (nil for a non-pod address peerIP). The port's owner for
+// named ports is always the destination pod.
+func evalSide(objs *Objects, subject, peer *corev1.Pod, peerIP netip.Addr, proto Protocol, port uint16, egress bool,
+	nsLabels map[string]map[string]string) (bool, string) {
+	dir := "ingress"
+	if egress {
+		dir = "egress"
+	}
+	dstPod := subject
+	if egress {
+		dstPod = peer
+	}
+	selected := false
+	for i := range objs.NetworkPolicies {
+		np := &objs.NetworkPolicies[i]
+		if np.Namespace != subject.Namespace || !mustSelector(&np.Spec.PodSelector).Matches(labels.Set(subject.Labels)) {
+			continue
+		}
+		ing, eg := policyTypes(np)
+		if (egress && !eg) || (!egress && !ing) {
+			continue
+		}
+		selected = true
+		if egress {
+			for _, r := range np.Spec.Egress {
+				if peersMatch(r.To, np.Namespace, peer, peerIP, nsLabels) && portsMatch(r.Ports, dstPod, proto, port) {
+					return true, ""
+				}
+			}
+		} else {
+			for _, r := range np.Spec.Ingress {
+				if peersMatch(r.From, np.Namespace, peer, peerIP, nsLabels) && portsMatch(r.Ports, dstPod, proto, port) {
+					return true, ""
+				}
+			}
+		}
+	}
+	if !selected {
+		return true, ""
+	}
+	return false, fmt.Sprintf("no %s rule of the policies selecting %s/%s allows it", dir, subject.Namespace, subject.Name)
+}
+
+func peersMatch(peers []networkingv1.NetworkPolicyPeer, ns string, peer *corev1.Pod, peerIP netip.Addr, nsLabels map[string]map[string]string) bool {
+	if len(peers) == 0 {
+		return true
+	}
+	for _, p := range peers {
+		if p.IPBlock != nil {
+			if ipBlockContains(p.IPBlock, peerIP) {
+				return true
+			}
+			continue
+		}
+		if peer == nil {
+			continue
+		}
+		if p.NamespaceSelector == nil {
+			if peer.Namespace != ns {
+				continue
+			}
+		} else if !mustSelector(p.NamespaceSelector).Matches(labels.Set(nsLabels[peer.Namespace])) {
+			continue
+		}
+		if p.PodSelector != nil && !mustSelector(p.PodSelector).Matches(labels.Set(peer.Labels)) {
+			continue
+		}
+		return true
+	}
+	return false
+}
+
+func ipBlockContains(b *networkingv1.IPBlock, ip netip.Addr) bool {
+	cidr, err := netip.ParsePrefix(b.CIDR)
+	if err != nil || !cidr.Contains(ip) {
+		return false
+	}
+	for _, e := range b.Except {
+		if ex, err := netip.ParsePrefix(e); err == nil && ex.Contains(ip) {
+			return false
+		}
+	}
+	return true
+}
+
+func portsMatch(ports []networkingv1.NetworkPolicyPort, dstPod *corev1.Pod, proto Protocol, port uint16) bool {
+	if len(ports) == 0 {
+		return true
+	}
+	for _, p := range ports {
+		pp, _ := protocolOf(ptrOr(p.Protocol, corev1.ProtocolTCP))
+		if pp != proto {
+			continue
+		}
+		if p.Port == nil {
+			return true
+		}
+		if p.Port.Type == intstr.Int {
+			end := p.Port.IntVal
+			if p.EndPort != nil {
+				end = *p.EndPort
+			}
+			if int32(port) >= p.Port.IntVal && int32(port) <= end {
+				return true
+			}
+			continue
+		}
+		if dstPod == nil {
+			continue
+		}
+		for _, c := range dstPod.Spec.Containers {
+			for _, cp := range c.Ports {
+				cproto, _ := protocolOf(cp.Protocol)
+				if cp.Name == p.Port.StrVal && cproto == proto && uint16(cp.ContainerPort) == port {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// Allowed decides from the resolved rules, the way an identity-based
+// datapath does: the source endpoint's egress rules keyed by the
+// destination's identity, then the destination's ingress rules keyed by the
+// source's identity. It is what datapaths are expected to implement, and is
+// checked against Evaluate in the tests.
+func (r *Resolved) Allowed(from, to netip.Addr, proto Protocol, port uint16) Verdict {
+	src, srcOK := r.byIP[from]
+	dst, dstOK := r.byIP[to]
+	srcID, dstID := IdentityWorld, IdentityWorld
+	if srcOK {
+		srcID = src.Identity
+	}
+	if dstOK {
+		dstID = dst.Identity
+	}
+	if srcOK && src.EgressEnforced && !rulesAllow(src.Egress, dstID, proto, port) {
+		return Verdict{Reason: fmt.Sprintf("egress of %s denies identity %d %s/%d", src.Key(), dstID, proto, port)}
+	}
+	if dstOK && dst.IngressEnforced && !rulesAllow(dst.Ingress, srcID, proto, port) {
+		return Verdict{Reason: fmt.Sprintf("ingress of %s denies identity %d %s/%d", dst.Key(), srcID, proto, port)}
+	}
+	return Verdict{Allowed: true, Reason: "allowed"}
+}
+
+func rulesAllow(rules []Rule, peer Identity, proto Protocol, port uint16) bool {
+	for _, r := range rules {
+		if !r.AnyPeer && !containsIdentity(r.Peers, peer) {
+			continue
+		}
+		for _, p := range r.Ports {
+			if p.Contains(proto, port) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func containsIdentity(ids []Identity, id Identity) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}

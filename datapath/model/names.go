@@ -1,0 +1,51 @@
+package model
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"hash"
+	"os"
+	"path/filepath"
+)
+
+// InterfaceName is the name of the node-side veth of a pod: "lxc" and 12 hex
+// digits of a hash of "namespace/name" (15 characters, the kernel's limit).
+// The cluster provider (which plays the CNI) and the agent both derive it.
+func InterfaceName(namespace, name string) string {
+	sum := sha256.Sum256([]byte(namespace + "/" + name))
+	return "lxc" + hex.EncodeToString(sum[:])[:12]
+}
+
+// HashDir returns a digest of the state files below dir (the same files
+// LoadDir reads, and the same digest it records in Objects.Hash): writers
+// and the agent compare it to tell which version of the desired state the
+// datapath has programmed.
+func HashDir(dir string) (string, error) {
+	files, err := stateFiles(dir)
+	if err != nil {
+		return "", err
+	}
+	h := newDirHash()
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return "", err
+		}
+		rel, _ := filepath.Rel(dir, f)
+		h.add(rel, data)
+	}
+	return h.sum(), nil
+}
+
+type dirHash struct{ h hash.Hash }
+
+func newDirHash() *dirHash { return &dirHash{h: sha256.New()} }
+
+func (d *dirHash) add(name string, data []byte) {
+	d.h.Write([]byte(name))
+	d.h.Write([]byte{0})
+	d.h.Write(data)
+	d.h.Write([]byte{0})
+}
+
+func (d *dirHash) sum() string { return hex.EncodeToString(d.h.Sum(nil))[:16] }

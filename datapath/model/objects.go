@@ -1,0 +1,243 @@
+package model
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
+)
+
+// Objects is the desired state: the Kubernetes objects a datapath enforces.
+// Source records, for every object, the file (and document index) it came
+// from, so that errors can name it.
+type Objects struct {
+	Namespaces      []corev1.Namespace
+	Nodes           []corev1.Node
+	Pods            []corev1.Pod
+	NetworkPolicies []networkingv1.NetworkPolicy
+
+	// Source maps "Kind namespace/name" to "file#doc".
+	Source map[string]string
+	// Hash is the digest of the files LoadDir read (see HashDir).
+	Hash string
+}
+
+// ObjectKey names an object for error messages: "Kind namespace/name" or
+// "Kind name" for cluster-scoped kinds.
+func ObjectKey(kind, namespace, name string) string {
+	if namespace == "" {
+		return kind + " " + name
+	}
+	return kind + " " + namespace + "/" + name
+}
+
+// where returns "file: Kind ns/name" for an object, or just the key when the
+// object was not read from a file.
+func (o *Objects) where(kind, namespace, name string) string {
+	key := ObjectKey(kind, namespace, name)
+	if src, ok := o.Source[key]; ok {
+		return src + ": " + key
+	}
+	return key
+}
+
+// yamlExtensions are the file endings LoadDir reads.
+var yamlExtensions = map[string]bool{".yaml": true, ".yml": true, ".json": true}
+
+// LoadDir reads every YAML or JSON file below dir (in lexical order, skipping
+// names that start with "." so that editors' and writers' temporary files are
+// ignored), decodes every document strictly, and validates the result. All
+// problems are reported together; each names the file, the object and the
+// field.
+func LoadDir(dir string) (*Objects, error) {
+	files, err := stateFiles(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read state directory: %w", err)
+	}
+	objs := &Objects{Source: map[string]string{}}
+	h := newDirHash()
+	var errs []error
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("read %s: %w", f, err))
+			continue
+		}
+		rel, _ := filepath.Rel(dir, f)
+		h.add(rel, data)
+		if err := objs.Decode(rel, data); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	objs.Hash = h.sum()
+	if err := objs.Validate(); err != nil {
+		return nil, err
+	}
+	return objs, nil
+}
+
+// stateFiles lists the YAML and JSON files below dir in lexical order,
+// skipping names that start with "." (writers' temporary files).
+func stateFiles(dir string) ([]string, error) {
+	var files []string
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if strings.HasPrefix(d.Name(), ".") && path != dir {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !d.IsDir() && yamlExtensions[filepath.Ext(path)] {
+			files = append(files, path)
+		}
+		return nil
+	})
+	sort.Strings(files)
+	return files, err
+}
+
+// Decode adds the objects of one (possibly multi-document) YAML or JSON file
+// to o. Unknown kinds and unknown fields are errors.
+func (o *Objects) Decode(file string, data []byte) error {
+	if o.Source == nil {
+		o.Source = map[string]string{}
+	}
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	var errs []error
+	for doc := 0; ; doc++ {
+		raw, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("%s: document %d: malformed YAML: %w", file, doc, err)
+		}
+		if len(bytes.TrimSpace(raw)) == 0 || isOnlyComments(raw) {
+			continue
+		}
+		if err := o.decodeDoc(file, doc, raw); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func isOnlyComments(raw []byte) bool {
+	for _, line := range bytes.Split(raw, []byte("\n")) {
+		l := bytes.TrimSpace(line)
+		if len(l) > 0 && l[0] != '#' && !bytes.Equal(l, []byte("---")) {
+			return false
+		}
+	}
+	return true
+}
+
+type header struct {
+	metav1.TypeMeta `json:",inline"`
+	Metadata        struct {
+		Name      string `json:"name"`
+		Namespace string `json:"namespace"`
+	} `json:"metadata"`
+}
+
+func (o *Objects) decodeDoc(file string, doc int, raw []byte) error {
+	var h header
+	if err := yaml.Unmarshal(raw, &h); err != nil {
+		return fmt.Errorf("%s: document %d: malformed YAML: %w", file, doc, err)
+	}
+	gvk := h.APIVersion + "/" + h.Kind
+	ns := h.Metadata.Namespace
+	loc := fmt.Sprintf("%s: %s", file, ObjectKey(orUnknown(h.Kind), ns, orUnknown(h.Metadata.Name)))
+	if h.Metadata.Name == "" {
+		return fmt.Errorf("%s: metadata.name: required", loc)
+	}
+	strict := func(into any) error {
+		if err := yaml.UnmarshalStrict(raw, into); err != nil {
+			return fmt.Errorf("%s: %s", loc, cleanDecodeError(err))
+		}
+		return nil
+	}
+	var key string
+	switch gvk {
+	case "v1/Namespace":
+		var obj corev1.Namespace
+		if err := strict(&obj); err != nil {
+			return err
+		}
+		obj.Namespace = ""
+		key = ObjectKey("Namespace", "", obj.Name)
+		o.Namespaces = append(o.Namespaces, obj)
+	case "v1/Node":
+		var obj corev1.Node
+		if err := strict(&obj); err != nil {
+			return err
+		}
+		key = ObjectKey("Node", "", obj.Name)
+		o.Nodes = append(o.Nodes, obj)
+	case "v1/Pod":
+		var obj corev1.Pod
+		if err := strict(&obj); err != nil {
+			return err
+		}
+		if obj.Namespace == "" {
+			obj.Namespace = metav1.NamespaceDefault
+		}
+		key = ObjectKey("Pod", obj.Namespace, obj.Name)
+		o.Pods = append(o.Pods, obj)
+	case "networking.k8s.io/v1/NetworkPolicy":
+		var obj networkingv1.NetworkPolicy
+		if err := strict(&obj); err != nil {
+			return err
+		}
+		if obj.Namespace == "" {
+			obj.Namespace = metav1.NamespaceDefault
+		}
+		key = ObjectKey("NetworkPolicy", obj.Namespace, obj.Name)
+		o.NetworkPolicies = append(o.NetworkPolicies, obj)
+	default:
+		if h.Kind == "" {
+			return fmt.Errorf("%s: kind: required", loc)
+		}
+		return fmt.Errorf("%s: apiVersion/kind: unknown kind %q of apiVersion %q (known: v1 Namespace, Node, Pod; networking.k8s.io/v1 NetworkPolicy)", loc, h.Kind, h.APIVersion)
+	}
+	if prev, dup := o.Source[key]; dup {
+		return fmt.Errorf("%s: metadata.name: duplicate object, already defined in %s", loc, prev)
+	}
+	o.Source[key] = fmt.Sprintf("%s#%d", file, doc)
+	return nil
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "<unnamed>"
+	}
+	return s
+}
+
+// cleanDecodeError strips the layers sigs.k8s.io/yaml adds so that the field
+// name stands out: `json: unknown field "foo"`.
+func cleanDecodeError(err error) string {
+	s := err.Error()
+	for _, p := range []string{"error unmarshaling JSON: ", "while decoding JSON: "} {
+		s = strings.ReplaceAll(s, p, "")
+	}
+	return s
+}

@@ -1,0 +1,558 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net/netip"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// Protocol is an IP protocol number; ProtoAny matches every protocol.
+type Protocol uint8
+
+// IP protocol numbers the policy engine knows.
+const (
+	ProtoAny  Protocol = 0
+	ProtoICMP Protocol = 1
+	ProtoTCP  Protocol = 6
+	ProtoUDP  Protocol = 17
+	ProtoSCTP Protocol = 132
+)
+
+func (p Protocol) String() string {
+	switch p {
+	case ProtoAny:
+		return "ANY"
+	case ProtoICMP:
+		return "ICMP"
+	case ProtoTCP:
+		return "TCP"
+	case ProtoUDP:
+		return "UDP"
+	case ProtoSCTP:
+		return "SCTP"
+	}
+	return fmt.Sprintf("proto-%d", uint8(p))
+}
+
+// ParseProtocol parses "TCP", "UDP", "SCTP" or "ICMP" (case-insensitive).
+func ParseProtocol(s string) (Protocol, error) {
+	switch strings.ToUpper(s) {
+	case "TCP", "":
+		return ProtoTCP, nil
+	case "UDP":
+		return ProtoUDP, nil
+	case "SCTP":
+		return ProtoSCTP, nil
+	case "ICMP":
+		return ProtoICMP, nil
+	}
+	return 0, fmt.Errorf("unknown protocol %q (want TCP, UDP, SCTP or ICMP)", s)
+}
+
+// Identity is a security identity: a number that stands for a set of labels.
+// The datapath keys every policy decision on it.
+type Identity uint32
+
+// Reserved identities. Identities of pods start at FirstPodIdentity.
+const (
+	// IdentityAny is the wildcard: a rule for IdentityAny matches every peer.
+	IdentityAny Identity = 0
+	// IdentityHost is the local node itself.
+	IdentityHost Identity = 1
+	// IdentityWorld is every address the ipcache does not know.
+	IdentityWorld Identity = 2
+	// IdentityRemoteNode is another node of the cluster.
+	IdentityRemoteNode Identity = 6
+	// FirstPodIdentity is the lowest identity given to a label set.
+	FirstPodIdentity Identity = 256
+	// maxLocalIdentity bounds pod identities to the lower 16 bits; the upper
+	// bits are kept for the cluster id.
+	maxLocalIdentity Identity = 0xffff
+)
+
+// Label keys the model adds to a pod's own labels to form its identity.
+const (
+	LabelNamespace       = "io.kubernetes.pod.namespace"
+	NamespaceLabelPrefix = "io.cilium.k8s.namespace.labels."
+)
+
+// Direction is the direction of traffic as seen by an endpoint.
+type Direction uint8
+
+// Directions.
+const (
+	Ingress Direction = 0
+	Egress  Direction = 1
+)
+
+func (d Direction) String() string {
+	if d == Egress {
+		return "egress"
+	}
+	return "ingress"
+}
+
+// PortRange is a protocol with an inclusive port range. Port 0 means every
+// port; ProtoAny means every protocol (and then every port).
+type PortRange struct {
+	Protocol Protocol
+	Port     uint16
+	EndPort  uint16
+}
+
+func (p PortRange) String() string {
+	switch {
+	case p.Protocol == ProtoAny:
+		return "any"
+	case p.Port == 0:
+		return p.Protocol.String() + "/*"
+	case p.EndPort > p.Port:
+		return fmt.Sprintf("%s/%d-%d", p.Protocol, p.Port, p.EndPort)
+	}
+	return fmt.Sprintf("%s/%d", p.Protocol, p.Port)
+}
+
+// Contains reports whether proto/port falls in the range.
+func (p PortRange) Contains(proto Protocol, port uint16) bool {
+	if p.Protocol == ProtoAny {
+		return true
+	}
+	if p.Protocol != proto {
+		return false
+	}
+	if p.Port == 0 {
+		return true
+	}
+	end := p.EndPort
+	if end < p.Port {
+		end = p.Port
+	}
+	return port >= p.Port && port <= end
+}
+
+// Rule allows traffic between an endpoint and a set of peers on a set of
+// ports. A nil Peers slice with AnyPeer set means every peer.
+type Rule struct {
+	// Policy is "namespace/name" of the object the rule came from.
+	Policy  string
+	AnyPeer bool
+	Peers   []Identity
+	Ports   []PortRange
+}
+
+// Endpoint is a pod with an address: the unit policy is enforced on.
+type Endpoint struct {
+	Namespace string
+	Name      string
+	Node      string
+	IP        netip.Addr
+	Identity  Identity
+	Labels    map[string]string
+	// NamedPorts maps a container port name to its protocol and number.
+	NamedPorts map[string]PortRange
+
+	// IngressEnforced and EgressEnforced are set when some policy selects
+	// the endpoint for that direction: then only what a rule allows passes.
+	IngressEnforced bool
+	EgressEnforced  bool
+	Ingress         []Rule
+	Egress          []Rule
+}
+
+// Key is "namespace/name".
+func (e *Endpoint) Key() string { return e.Namespace + "/" + e.Name }
+
+// Node is a node with its address and pod CIDR.
+type Node struct {
+	Name    string
+	IP      netip.Addr
+	PodCIDR netip.Prefix
+}
+
+// Resolved is the model every datapath programs.
+type Resolved struct {
+	// Identities maps each identity to its full label set.
+	Identities map[Identity]map[string]string
+	Endpoints  []*Endpoint
+	Nodes      []Node
+	// Policies is the number of policy objects resolved.
+	Policies int
+
+	byKey map[string]*Endpoint
+	byIP  map[netip.Addr]*Endpoint
+}
+
+// Endpoint returns the endpoint "namespace/name".
+func (r *Resolved) Endpoint(key string) (*Endpoint, bool) {
+	e, ok := r.byKey[key]
+	return e, ok
+}
+
+// EndpointByIP returns the endpoint with address ip.
+func (r *Resolved) EndpointByIP(ip netip.Addr) (*Endpoint, bool) {
+	e, ok := r.byIP[ip]
+	return e, ok
+}
+
+// NodeEndpoints returns the endpoints scheduled on node.
+func (r *Resolved) NodeEndpoints(node string) []*Endpoint {
+	var out []*Endpoint
+	for _, e := range r.Endpoints {
+		if e.Node == node {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// IdentityOf returns the identity the datapath gives to address ip as seen
+// from node local: a pod's identity, the host, another node, or the world.
+func (r *Resolved) IdentityOf(local string, ip netip.Addr) Identity {
+	if e, ok := r.byIP[ip]; ok {
+		return e.Identity
+	}
+	for _, n := range r.Nodes {
+		if n.IP == ip {
+			if n.Name == local {
+				return IdentityHost
+			}
+			return IdentityRemoteNode
+		}
+	}
+	return IdentityWorld
+}
+
+// identityLabels is the label set that defines a pod's identity: its own
+// labels, its namespace name, and its namespace's labels (prefixed).
+func identityLabels(pod *corev1.Pod, nsLabels map[string]string) map[string]string {
+	out := make(map[string]string, len(pod.Labels)+len(nsLabels)+1)
+	for k, v := range pod.Labels {
+		out[k] = v
+	}
+	out[LabelNamespace] = pod.Namespace
+	for k, v := range nsLabels {
+		out[NamespaceLabelPrefix+k] = v
+	}
+	return out
+}
+
+func labelString(l map[string]string) string {
+	keys := make([]string, 0, len(l))
+	for k := range l {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(l[k])
+	}
+	return b.String()
+}
+
+// allocateIdentities gives each distinct label set a number derived from a
+// hash of the labels, so that an identity stays the same when other label
+// sets come and go; collisions are resolved by probing in sorted order.
+func allocateIdentities(sets []string) map[string]Identity {
+	sort.Strings(sets)
+	out := make(map[string]Identity, len(sets))
+	used := map[Identity]bool{}
+	span := uint32(maxLocalIdentity - FirstPodIdentity + 1)
+	for _, s := range sets {
+		if _, ok := out[s]; ok {
+			continue
+		}
+		h := fnv.New32a()
+		h.Write([]byte(s))
+		id := FirstPodIdentity + Identity(h.Sum32()%span)
+		for used[id] {
+			id++
+			if id > maxLocalIdentity {
+				id = FirstPodIdentity
+			}
+		}
+		used[id] = true
+		out[s] = id
+	}
+	return out
+}
+
+// Resolve computes identities, endpoints and rules from objects. Pods without
+// an address are not endpoints yet and are skipped, as in Kubernetes.
+func Resolve(objs *Objects) (*Resolved, error) {
+	if err := objs.Validate(); err != nil {
+		return nil, err
+	}
+	nsLabels := map[string]map[string]string{}
+	for _, ns := range objs.Namespaces {
+		nsLabels[ns.Name] = ns.Labels
+	}
+	r := &Resolved{
+		Identities: map[Identity]map[string]string{},
+		byKey:      map[string]*Endpoint{},
+		byIP:       map[netip.Addr]*Endpoint{},
+		Policies:   len(objs.NetworkPolicies),
+	}
+	var errs []error
+	for _, n := range objs.Nodes {
+		node := Node{Name: n.Name}
+		for _, a := range n.Status.Addresses {
+			if a.Type == corev1.NodeInternalIP {
+				node.IP, _ = netip.ParseAddr(a.Address)
+				break
+			}
+		}
+		if n.Spec.PodCIDR != "" {
+			node.PodCIDR, _ = netip.ParsePrefix(n.Spec.PodCIDR)
+		}
+		r.Nodes = append(r.Nodes, node)
+	}
+
+	var sets []string
+	podLabels := make([]map[string]string, len(objs.Pods))
+	for i := range objs.Pods {
+		podLabels[i] = identityLabels(&objs.Pods[i], nsLabels[objs.Pods[i].Namespace])
+		sets = append(sets, labelString(podLabels[i]))
+	}
+	ids := allocateIdentities(sets)
+
+	for i := range objs.Pods {
+		pod := &objs.Pods[i]
+		if pod.Status.PodIP == "" {
+			continue
+		}
+		ip, _ := netip.ParseAddr(pod.Status.PodIP)
+		ep := &Endpoint{
+			Namespace:  pod.Namespace,
+			Name:       pod.Name,
+			Node:       pod.Spec.NodeName,
+			IP:         ip,
+			Labels:     podLabels[i],
+			Identity:   ids[labelString(podLabels[i])],
+			NamedPorts: namedPorts(pod),
+		}
+		if other, dup := r.byIP[ip]; dup {
+			errs = append(errs, fmt.Errorf("%s: status.podIP: address %s is already used by Pod %s", objs.where("Pod", pod.Namespace, pod.Name), ip, other.Key()))
+			continue
+		}
+		r.Identities[ep.Identity] = ep.Labels
+		r.Endpoints = append(r.Endpoints, ep)
+		r.byKey[ep.Key()] = ep
+		r.byIP[ip] = ep
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+
+	// Policies in a stable order so that rule lists are deterministic.
+	nps := append([]networkingv1.NetworkPolicy(nil), objs.NetworkPolicies...)
+	sort.Slice(nps, func(i, j int) bool {
+		if nps[i].Namespace != nps[j].Namespace {
+			return nps[i].Namespace < nps[j].Namespace
+		}
+		return nps[i].Name < nps[j].Name
+	})
+	for i := range nps {
+		if err := r.applyNetworkPolicy(objs, &nps[i], nsLabels); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return r, nil
+}
+
+func namedPorts(pod *corev1.Pod) map[string]PortRange {
+	out := map[string]PortRange{}
+	for _, c := range pod.Spec.Containers {
+		for _, p := range c.Ports {
+			if p.Name == "" {
+				continue
+			}
+			proto, _ := protocolOf(p.Protocol)
+			out[p.Name] = PortRange{Protocol: proto, Port: uint16(p.ContainerPort)}
+		}
+	}
+	return out
+}
+
+// policyTypes returns whether np applies to ingress and egress, with the
+// Kubernetes defaulting: Ingress always, Egress when egress rules exist.
+func policyTypes(np *networkingv1.NetworkPolicy) (ingress, egress bool) {
+	if len(np.Spec.PolicyTypes) == 0 {
+		return true, len(np.Spec.Egress) > 0
+	}
+	for _, t := range np.Spec.PolicyTypes {
+		switch t {
+		case networkingv1.PolicyTypeIngress:
+			ingress = true
+		case networkingv1.PolicyTypeEgress:
+			egress = true
+		}
+	}
+	return ingress, egress
+}
+
+func mustSelector(sel *metav1.LabelSelector) labels.Selector {
+	s, err := metav1.LabelSelectorAsSelector(sel)
+	if err != nil {
+		// Validate ran first; an invalid selector here selects nothing.
+		return labels.Nothing()
+	}
+	return s
+}
+
+// peerMatches reports whether the pod behind identity labels l (with its
+// namespace's own labels nsl) matches a NetworkPolicy peer of a policy in
+// namespace ns.
+func peerMatches(peer networkingv1.NetworkPolicyPeer, ns string, podL, nsl map[string]string, podNS string) bool {
+	if peer.IPBlock != nil {
+		return false
+	}
+	if peer.NamespaceSelector == nil {
+		if podNS != ns {
+			return false
+		}
+	} else if !mustSelector(peer.NamespaceSelector).Matches(labels.Set(nsl)) {
+		return false
+	}
+	if peer.PodSelector != nil && !mustSelector(peer.PodSelector).Matches(labels.Set(podL)) {
+		return false
+	}
+	return true
+}
+
+func (r *Resolved) applyNetworkPolicy(objs *Objects, np *networkingv1.NetworkPolicy, nsLabels map[string]map[string]string) error {
+	sel := mustSelector(&np.Spec.PodSelector)
+	ingress, egress := policyTypes(np)
+	name := np.Namespace + "/" + np.Name
+	for _, rule := range np.Spec.Ingress {
+		for i, p := range rule.From {
+			if p.IPBlock != nil {
+				return fmt.Errorf("%s: spec.ingress[].from[%d].ipBlock: not supported by this build yet (see issue #3)", objs.where("NetworkPolicy", np.Namespace, np.Name), i)
+			}
+		}
+	}
+	for _, rule := range np.Spec.Egress {
+		for i, p := range rule.To {
+			if p.IPBlock != nil {
+				return fmt.Errorf("%s: spec.egress[].to[%d].ipBlock: not supported by this build yet (see issue #3)", objs.where("NetworkPolicy", np.Namespace, np.Name), i)
+			}
+		}
+	}
+	for _, ep := range r.Endpoints {
+		if ep.Namespace != np.Namespace || !sel.Matches(labels.Set(podOwnLabels(ep.Labels))) {
+			continue
+		}
+		if ingress {
+			ep.IngressEnforced = true
+			for _, rule := range np.Spec.Ingress {
+				ep.Ingress = append(ep.Ingress, r.rule(name, rule.From, rule.Ports, np.Namespace, nsLabels, func(networkingv1.NetworkPolicyPort) []*Endpoint { return []*Endpoint{ep} }))
+			}
+		}
+		if egress {
+			ep.EgressEnforced = true
+			for _, rule := range np.Spec.Egress {
+				rr := r.rule(name, rule.To, rule.Ports, np.Namespace, nsLabels, nil)
+				ep.Egress = append(ep.Egress, rr)
+			}
+		}
+	}
+	return nil
+}
+
+// podOwnLabels strips the labels the model added, leaving the pod's own.
+func podOwnLabels(l map[string]string) map[string]string {
+	out := make(map[string]string, len(l))
+	for k, v := range l {
+		if k == LabelNamespace || strings.HasPrefix(k, NamespaceLabelPrefix) {
+			continue
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// rule turns one NetworkPolicy rule into a Rule. Named ports are resolved
+// against the endpoints that own them: the selected pod for ingress (own
+// returns it), every matched peer for egress (own is nil).
+func (r *Resolved) rule(policy string, peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort, ns string,
+	nsLabels map[string]map[string]string, own func(networkingv1.NetworkPolicyPort) []*Endpoint) Rule {
+	out := Rule{Policy: policy}
+	var matched []*Endpoint
+	if len(peers) == 0 {
+		out.AnyPeer = true
+		matched = r.Endpoints
+	} else {
+		seen := map[Identity]bool{}
+		for _, ep := range r.Endpoints {
+			for _, p := range peers {
+				if peerMatches(p, ns, podOwnLabels(ep.Labels), nsLabels[ep.Namespace], ep.Namespace) {
+					matched = append(matched, ep)
+					if !seen[ep.Identity] {
+						seen[ep.Identity] = true
+						out.Peers = append(out.Peers, ep.Identity)
+					}
+					break
+				}
+			}
+		}
+		sort.Slice(out.Peers, func(i, j int) bool { return out.Peers[i] < out.Peers[j] })
+	}
+	if len(ports) == 0 {
+		out.Ports = []PortRange{{Protocol: ProtoAny}}
+		return out
+	}
+	for _, p := range ports {
+		proto, _ := protocolOf(ptrOr(p.Protocol, corev1.ProtocolTCP))
+		switch {
+		case p.Port == nil:
+			out.Ports = append(out.Ports, PortRange{Protocol: proto})
+		case p.Port.Type == intstr.Int:
+			pr := PortRange{Protocol: proto, Port: uint16(p.Port.IntVal)}
+			if p.EndPort != nil {
+				pr.EndPort = uint16(*p.EndPort)
+			}
+			out.Ports = append(out.Ports, pr)
+		default:
+			owners := matched
+			if own != nil {
+				owners = own(p)
+			}
+			seen := map[PortRange]bool{}
+			for _, ep := range owners {
+				if np, ok := ep.NamedPorts[p.Port.StrVal]; ok && np.Protocol == proto && !seen[np] {
+					seen[np] = true
+					out.Ports = append(out.Ports, np)
+				}
+			}
+		}
+	}
+	if len(out.Ports) == 0 {
+		// Only named ports that no pod defines: the rule allows nothing,
+		// but it still makes the endpoint enforced.
+		out.Ports = nil
+	}
+	return out
+}
+
+func ptrOr[T any](p *T, def T) T {
+	if p == nil {
+		return def
+	}
+	return *p
+}

@@ -1,0 +1,66 @@
+// Package testutil holds helpers shared by the project's tests: privilege
+// checks that turn into failures in CI, and throwaway network namespaces.
+package testutil
+
+import (
+	"os"
+	"runtime"
+	"testing"
+
+	"github.com/vishvananda/netns"
+)
+
+// RequireRoot skips a privileged test when not running as root, or fails it
+// when FASTPATH_REQUIRE_PRIVILEGED=1 (set by make test and CI), so that CI
+// cannot silently lose coverage.
+func RequireRoot(tb testing.TB) {
+	tb.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("FASTPATH_REQUIRE_PRIVILEGED") == "1" {
+		tb.Fatal("this test needs root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN) and FASTPATH_REQUIRE_PRIVILEGED=1 forbids skipping it")
+	}
+	tb.Skip("needs root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN); run as root or via make test")
+}
+
+// SkipOrFail skips with reason, or fails when FASTPATH_REQUIRE_PRIVILEGED=1
+// and the reason is not a missing kernel feature.
+func SkipOrFail(tb testing.TB, featureMissing bool, reason string) {
+	tb.Helper()
+	if !featureMissing && os.Getenv("FASTPATH_REQUIRE_PRIVILEGED") == "1" {
+		tb.Fatal(reason)
+	}
+	tb.Skip(reason)
+}
+
+// InNewNetns locks the calling goroutine to its thread and moves that thread
+// into a new, unnamed network namespace, restoring the original one at the
+// end of the test. Everything the test creates there vanishes with it.
+func InNewNetns(tb testing.TB) {
+	tb.Helper()
+	RequireRoot(tb)
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		tb.Fatalf("get netns: %v", err)
+	}
+	ns, err := netns.New()
+	if err != nil {
+		orig.Close()
+		runtime.UnlockOSThread()
+		tb.Fatalf("new netns: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := netns.Set(orig); err != nil {
+			// The thread is stuck in the test netns: never unlock it, so
+			// the runtime discards it instead of reusing it.
+			tb.Errorf("restore netns: %v", err)
+			return
+		}
+		ns.Close()
+		orig.Close()
+		runtime.UnlockOSThread()
+	})
+}
