@@ -1,0 +1,101 @@
+// Command fastpath-agent is the node agent: it runs inside a node's network
+// namespace, watches a directory of Kubernetes YAML, and programs the chosen
+// datapath (ebpf or none). Subcommands query a running agent.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fastpath-bench/fastpath/datapath/agent"
+	"github.com/fastpath-bench/fastpath/datapath/agentapi"
+	"github.com/fastpath-bench/fastpath/datapath/attach"
+)
+
+func main() {
+	if err := newRoot().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "fastpath-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func newRoot() *cobra.Command {
+	var cfg agent.Config
+	var attachMode, logLevel string
+	root := &cobra.Command{
+		Use:           "fastpath-agent",
+		Short:         "Node agent: programs a datapath from a directory of Kubernetes YAML",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			mode, err := attach.ParseMode(attachMode)
+			if err != nil {
+				return fmt.Errorf("--attach: %w", err)
+			}
+			cfg.AttachMode = mode
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level: %w", err)
+			}
+			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})).With("node", cfg.Node)
+			a, err := agent.New(cfg)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return a.Run(ctx)
+		},
+	}
+	f := root.Flags()
+	f.StringVar(&cfg.Node, "node", "", "this node's name (matched against pods' spec.nodeName)")
+	f.StringVar(&cfg.StateDir, "state-dir", "", "directory of desired state: Kubernetes YAML (Namespaces, Nodes, Pods, NetworkPolicies)")
+	f.StringVar(&cfg.Datapath, "datapath", "ebpf", "datapath to program: ebpf or none")
+	f.StringVar(&cfg.PinPath, "pin-path", "", "bpffs directory to pin maps in (empty: no pinning)")
+	f.StringVar(&cfg.Socket, "api-socket", "", "unix socket for the status API (empty: none)")
+	f.DurationVar(&cfg.Resync, "resync", time.Second, "re-read the state this often even without file events")
+	f.StringVar(&attachMode, "attach", "auto", "TC attach mechanism: auto, tcx or tc")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+
+	var socket string
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "Print a running agent's status as JSON",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			body, err := agentapi.NewClient(socket).Get(cmd.Context(), "/v1/status")
+			if err != nil {
+				return err
+			}
+			_, err = os.Stdout.Write(body)
+			return err
+		},
+	}
+	metrics := &cobra.Command{
+		Use:   "metrics",
+		Short: "Print a running agent's datapath counters (Prometheus text)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			body, err := agentapi.NewClient(socket).Get(context.Background(), "/metrics")
+			if err != nil {
+				return err
+			}
+			_, err = os.Stdout.Write(body)
+			return err
+		},
+	}
+	for _, c := range []*cobra.Command{status, metrics} {
+		c.Flags().StringVar(&socket, "api-socket", "", "the agent's status socket")
+		_ = c.MarkFlagRequired("api-socket")
+		root.AddCommand(c)
+	}
+	return root
+}

@@ -1,0 +1,327 @@
+// Package agent is the node agent: it watches a directory of Kubernetes
+// YAML, resolves it with datapath/model, programs the chosen datapath, and
+// serves its status and metrics on a unix socket. A state that fails to
+// load, validate or program is refused as a whole: the previous state stays
+// in force and the error is reported in the status.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"github.com/fastpath-bench/fastpath/datapath/agentapi"
+	"github.com/fastpath-bench/fastpath/datapath/attach"
+	"github.com/fastpath-bench/fastpath/datapath/lxc"
+	"github.com/fastpath-bench/fastpath/datapath/model"
+)
+
+// Datapaths the agent can program.
+var Datapaths = []string{"none", "ebpf"}
+
+// Config configures an agent. Zero values mean defaults where noted.
+type Config struct {
+	// Node is this node's name, matched against spec.nodeName of pods.
+	Node string
+	// StateDir is the directory of desired state (YAML/JSON).
+	StateDir string
+	// Datapath is "ebpf" or "none".
+	Datapath string
+	// PinPath is a bpffs directory for pinned maps (ebpf only); empty: none.
+	PinPath string
+	// AttachMode for TC programs; zero: automatic.
+	AttachMode attach.Mode
+	// Socket is the unix socket of the status API; empty: no API.
+	Socket string
+	// Resync is how often the state is re-read even without a file event
+	// (and pending endpoints retried); zero: 1s.
+	Resync time.Duration
+	// Logger; nil: slog.Default().
+	Logger *slog.Logger
+}
+
+// Datapath is what the agent programs.
+type Datapath interface {
+	// Apply programs the state of node; on error the previous state must
+	// stay in force.
+	Apply(r *model.Resolved, node string) (lxc.ApplyStats, error)
+	Close() error
+}
+
+// noneDatapath programs nothing: the raw-path baseline. The agent still
+// loads and resolves every state, so its own cost is comparable.
+type noneDatapath struct{}
+
+func (noneDatapath) Apply(r *model.Resolved, node string) (lxc.ApplyStats, error) {
+	return lxc.ApplyStats{Endpoints: len(r.NodeEndpoints(node))}, nil
+}
+func (noneDatapath) Close() error { return nil }
+
+// Agent is a running node agent.
+type Agent struct {
+	cfg Config
+	dp  Datapath
+	log *slog.Logger
+
+	mu     sync.Mutex
+	status agentapi.Status
+	// metrics returns datapath counters, when the datapath has them.
+	metrics func() (map[lxc.MetricKey]lxc.Counter, error)
+}
+
+// New validates cfg and loads the datapath.
+func New(cfg Config) (*Agent, error) {
+	var errs []error
+	if cfg.Node == "" {
+		errs = append(errs, errors.New("--node: required"))
+	}
+	if cfg.StateDir == "" {
+		errs = append(errs, errors.New("--state-dir: required"))
+	} else if fi, err := os.Stat(cfg.StateDir); err != nil || !fi.IsDir() {
+		errs = append(errs, fmt.Errorf("--state-dir %s: not a directory", cfg.StateDir))
+	}
+	if cfg.Resync == 0 {
+		cfg.Resync = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	a := &Agent{cfg: cfg, log: cfg.Logger}
+	switch cfg.Datapath {
+	case "none":
+		a.dp = noneDatapath{}
+	case "ebpf":
+	default:
+		errs = append(errs, fmt.Errorf("--datapath %q: unknown (want one of %v)", cfg.Datapath, Datapaths))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if cfg.Datapath == "ebpf" {
+		d, err := lxc.Load(lxc.Options{PinPath: cfg.PinPath, AttachMode: cfg.AttachMode})
+		if err != nil {
+			return nil, fmt.Errorf("load ebpf datapath: %w", err)
+		}
+		a.dp = d
+		a.metrics = d.Metrics
+	}
+	a.status = agentapi.Status{Node: cfg.Node, Datapath: cfg.Datapath, PID: os.Getpid(), StartedAt: time.Now()}
+	return a, nil
+}
+
+// Status returns a copy of the current status.
+func (a *Agent) Status() agentapi.Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := a.status
+	st.Pending = append([]string(nil), a.status.Pending...)
+	return st
+}
+
+// Run watches the state directory and programs every change until ctx
+// ends, then detaches everything.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.dp.Close()
+	if a.cfg.Socket != "" {
+		srv, err := a.serve()
+		if err != nil {
+			return err
+		}
+		defer func() {
+			srv.Close()
+			os.Remove(a.cfg.Socket)
+		}()
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watch state: %w", err)
+	}
+	defer w.Close()
+	if err := addWatches(w, a.cfg.StateDir); err != nil {
+		return err
+	}
+	a.reconcile()
+	tick := time.NewTicker(a.cfg.Resync)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			a.log.Info("stopping: detaching datapath")
+			return nil
+		case ev, ok := <-w.Events:
+			if !ok {
+				return errors.New("state watcher closed")
+			}
+			if ev.Has(fsnotify.Create) {
+				if fi, err := os.Stat(ev.Name); err == nil && fi.IsDir() {
+					_ = addWatches(w, ev.Name)
+				}
+			}
+			// Coalesce a burst of events (a writer's rename, many files).
+			drain(w.Events, 2*time.Millisecond)
+			a.reconcile()
+		case err := <-w.Errors:
+			a.log.Warn("state watcher", "error", err)
+		case <-tick.C:
+			a.reconcile()
+		}
+	}
+}
+
+func drain(ch <-chan fsnotify.Event, quiet time.Duration) {
+	t := time.NewTimer(quiet)
+	defer t.Stop()
+	for {
+		select {
+		case <-ch:
+			if !t.Stop() {
+				<-t.C
+			}
+			t.Reset(quiet)
+		case <-t.C:
+			return
+		}
+	}
+}
+
+func addWatches(w *fsnotify.Watcher, root string) error {
+	return filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if err := w.Add(path); err != nil {
+				return fmt.Errorf("watch %s: %w", path, err)
+			}
+		}
+		return nil
+	})
+}
+
+// reconcile loads the state and programs it when it changed (or when
+// endpoints are still pending).
+func (a *Agent) reconcile() {
+	a.mu.Lock()
+	cur := a.status
+	a.mu.Unlock()
+	if cur.Ready && len(cur.Pending) == 0 {
+		if h, err := model.HashDir(a.cfg.StateDir); err == nil && (h == cur.StateHash || h == cur.FailedHash) {
+			return
+		}
+	}
+	start := time.Now()
+	objs, err := model.LoadDir(a.cfg.StateDir)
+	var r *model.Resolved
+	if err == nil {
+		r, err = model.Resolve(objs)
+	}
+	var st lxc.ApplyStats
+	if err == nil {
+		st, err = a.dp.Apply(r, a.cfg.Node)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err != nil {
+		failed := ""
+		if objs != nil {
+			failed = objs.Hash
+		} else if h, herr := model.HashDir(a.cfg.StateDir); herr == nil {
+			failed = h
+		}
+		if a.status.LastError != err.Error() {
+			a.log.Error("desired state refused; previous state stays in force", "error", err)
+		}
+		a.status.LastError = err.Error()
+		a.status.FailedHash = failed
+		return
+	}
+	changed := a.status.StateHash != objs.Hash || len(a.status.Pending) != len(st.Pending)
+	a.status.Ready = true
+	a.status.Generation++
+	a.status.StateHash = objs.Hash
+	a.status.AppliedAt = time.Now()
+	a.status.ApplySeconds = time.Since(start).Seconds()
+	a.status.LastError = ""
+	a.status.FailedHash = ""
+	a.status.Endpoints = st.Endpoints
+	a.status.Pending = st.Pending
+	a.status.PolicyEntries = st.PolicyEntries
+	a.status.AttachMode = string(st.AttachMode)
+	a.status.Identities = len(r.Identities)
+	a.status.Policies = r.Policies
+	if changed {
+		a.log.Info("programmed", "hash", objs.Hash, "endpoints", st.Endpoints, "pending", len(st.Pending),
+			"policyEntries", st.PolicyEntries, "seconds", a.status.ApplySeconds)
+	}
+}
+
+func (a *Agent) serve() (*http.Server, error) {
+	if err := os.MkdirAll(filepath.Dir(a.cfg.Socket), 0o755); err != nil {
+		return nil, err
+	}
+	os.Remove(a.cfg.Socket)
+	l, err := net.Listen("unix", a.cfg.Socket)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", a.cfg.Socket, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(a.Status())
+	})
+	mux.HandleFunc("GET /metrics", a.serveMetrics)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	return srv, nil
+}
+
+// serveMetrics writes Prometheus text format.
+func (a *Agent) serveMetrics(w http.ResponseWriter, _ *http.Request) {
+	st := a.Status()
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	fmt.Fprintf(w, "# HELP fastpath_agent_generation Successful applies of desired state.\n# TYPE fastpath_agent_generation counter\nfastpath_agent_generation %d\n", st.Generation)
+	fmt.Fprintf(w, "# HELP fastpath_agent_apply_seconds Duration of the last successful apply.\n# TYPE fastpath_agent_apply_seconds gauge\nfastpath_agent_apply_seconds %g\n", st.ApplySeconds)
+	errGauge := 0
+	if st.LastError != "" {
+		errGauge = 1
+	}
+	fmt.Fprintf(w, "# HELP fastpath_agent_state_refused 1 when the newest desired state was refused.\n# TYPE fastpath_agent_state_refused gauge\nfastpath_agent_state_refused %d\n", errGauge)
+	fmt.Fprintf(w, "# HELP fastpath_agent_policy_entries Policy map entries programmed.\n# TYPE fastpath_agent_policy_entries gauge\nfastpath_agent_policy_entries %d\n", st.PolicyEntries)
+	if a.metrics == nil {
+		return
+	}
+	m, err := a.metrics()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	keys := make([]lxc.MetricKey, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].Reason != keys[j].Reason {
+			return keys[i].Reason < keys[j].Reason
+		}
+		return keys[i].Direction < keys[j].Direction
+	})
+	fmt.Fprintf(w, "# HELP fastpath_datapath_packets_total Packets by verdict reason and direction.\n# TYPE fastpath_datapath_packets_total counter\n")
+	for _, k := range keys {
+		fmt.Fprintf(w, "fastpath_datapath_packets_total{reason=%q,direction=%q} %d\n", k.Reason, k.Direction, m[k].Packets)
+	}
+	fmt.Fprintf(w, "# HELP fastpath_datapath_bytes_total Bytes by verdict reason and direction.\n# TYPE fastpath_datapath_bytes_total counter\n")
+	for _, k := range keys {
+		fmt.Fprintf(w, "fastpath_datapath_bytes_total{reason=%q,direction=%q} %d\n", k.Reason, k.Direction, m[k].Bytes)
+	}
+}

@@ -1,0 +1,95 @@
+// Package cluster defines what the harness needs from a cluster, whatever
+// builds it: nodes running agents, pods with addresses, a place to write
+// desired state, and a way to run workload processes in pods. One
+// implementation per backend lives below it (netns today).
+package cluster
+
+import (
+	"context"
+	"net/netip"
+	"os/exec"
+	"time"
+)
+
+// Spec is the topology to build.
+type Spec struct {
+	// RunID prefixes every name the provider creates ("fp-1a2b3c").
+	RunID string
+	Nodes []string
+	Pods  []PodSpec
+	// Namespaces gives labels for pod namespaces (optional).
+	Namespaces map[string]map[string]string
+	// LogDir receives component logs; empty: a directory under the run's
+	// state.
+	LogDir string
+}
+
+// PodSpec is a pod to create.
+type PodSpec struct {
+	Namespace string
+	Name      string
+	Node      string
+	Labels    map[string]string
+	// IP requests an exact address (optional).
+	IP netip.Addr
+	// Ports are container ports (name may be empty).
+	Ports []Port
+}
+
+// Port is a container port.
+type Port struct {
+	Name     string
+	Port     int
+	Protocol string
+}
+
+// Pod is a created pod.
+type Pod struct {
+	PodSpec
+	IP netip.Addr
+}
+
+// Key is "namespace/name".
+func (p Pod) Key() string { return p.Namespace + "/" + p.Name }
+
+// AgentOptions configure the agents of one run of a datapath.
+type AgentOptions struct {
+	// Datapath is "none" or "ebpf".
+	Datapath string
+	// ReadyTimeout bounds the wait for every agent to program the state;
+	// zero means 30s.
+	ReadyTimeout time.Duration
+	// ExtraArgs are passed to every agent.
+	ExtraArgs []string
+}
+
+// Process is a component the harness started (agent, server, client).
+type Process struct {
+	Name string
+	Cmd  *exec.Cmd
+}
+
+// Cluster is a built topology.
+type Cluster interface {
+	// Pods lists the pods with their addresses.
+	Pods() []Pod
+	// WriteState replaces a named file of desired state (Kubernetes YAML)
+	// atomically and returns the state digest agents will report once they
+	// have programmed it.
+	WriteState(name string, data []byte) (string, error)
+	// StartAgents starts one agent per node with the datapath and waits
+	// until each has programmed the current state.
+	StartAgents(ctx context.Context, opts AgentOptions) error
+	// WaitProgrammed waits until every agent has programmed the state with
+	// digest hash, and returns per node how long after since it was.
+	WaitProgrammed(ctx context.Context, hash string, since time.Time) (map[string]time.Duration, error)
+	// StopAgents stops the agents (they detach their programs).
+	StopAgents(ctx context.Context) error
+	// Agents returns the running agent processes by node.
+	Agents() map[string]*Process
+	// Command prepares a command to run inside pod's network namespace;
+	// Start or Run it with StartIn / RunIn.
+	StartIn(pod string, cmd *exec.Cmd) (*Process, error)
+	// Destroy removes everything the cluster created.
+	Destroy(ctx context.Context) error
+}

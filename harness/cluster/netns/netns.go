@@ -1,0 +1,610 @@
+// Package netns builds clusters out of network namespaces on one machine:
+// a fabric namespace with a bridge joins the nodes; every node is a
+// namespace running its agent; every pod is a namespace joined to its node
+// by a veth pair (pod side eth0, node side lxc<hash>) with a /32 route on
+// the node side, as Cilium wires pods. Every name carries the run id, so
+// Clean removes exactly what runs created.
+package netns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/fastpath-bench/fastpath/datapath/agentapi"
+	"github.com/fastpath-bench/fastpath/datapath/model"
+	"github.com/fastpath-bench/fastpath/harness/cluster"
+	"github.com/fastpath-bench/fastpath/harness/execx"
+)
+
+// Prefix starts every name the provider creates.
+const Prefix = "fp-"
+
+// Directories for run state and pinned maps.
+const (
+	RunRoot   = "/run/fastpath"
+	BPFFSRoot = "/sys/fs/bpf"
+)
+
+// Addressing: nodes on 198.18.0.0/24 and pods on 198.19.<node>.0/24, inside
+// 198.18.0.0/15, the range set aside for benchmarking (RFC 2544); nothing
+// of it is routed outside the run's namespaces.
+var (
+	nodeNet = netip.MustParsePrefix("198.18.0.0/24")
+	// gatewayIP is the pods' next hop; the node side of each veth answers
+	// for it through a permanent neighbour entry.
+	gatewayIP = "169.254.1.1"
+)
+
+// Options configure the provider.
+type Options struct {
+	// AgentBinary is the fastpath-agent executable; empty: next to this
+	// executable, then PATH.
+	AgentBinary string
+}
+
+// Provider creates netns clusters.
+type Provider struct{ opts Options }
+
+// NewProvider returns a netns provider.
+func NewProvider(opts Options) *Provider { return &Provider{opts: opts} }
+
+// Cluster is a netns cluster.
+type Cluster struct {
+	spec     cluster.Spec
+	opts     Options
+	runDir   string
+	stateDir string
+	logDir   string
+	pinRoot  string
+	fabric   string
+	nodes    []nodeInfo
+	pods     []cluster.Pod
+
+	mu     sync.Mutex
+	agents map[string]*cluster.Process
+	procs  []*cluster.Process
+}
+
+type nodeInfo struct {
+	name    string
+	ns      string
+	ip      netip.Addr
+	podCIDR netip.Prefix
+}
+
+// NodeNS is the network namespace name of a node.
+func NodeNS(runID, node string) string { return runID + "-" + node }
+
+// PodNS is the network namespace name of a pod.
+func PodNS(runID, namespace, name string) string { return runID + "-pod-" + namespace + "-" + name }
+
+func validate(spec cluster.Spec) error {
+	var errs []error
+	if !strings.HasPrefix(spec.RunID, Prefix) {
+		errs = append(errs, fmt.Errorf("run id %q must start with %q", spec.RunID, Prefix))
+	}
+	if len(spec.Nodes) == 0 || len(spec.Nodes) > 200 {
+		errs = append(errs, fmt.Errorf("nodes: want 1 to 200, have %d", len(spec.Nodes)))
+	}
+	nodes := map[string]bool{}
+	for _, n := range spec.Nodes {
+		if nodes[n] {
+			errs = append(errs, fmt.Errorf("nodes: %q twice", n))
+		}
+		nodes[n] = true
+	}
+	perNode := map[string]int{}
+	seen := map[string]bool{}
+	for _, p := range spec.Pods {
+		if !nodes[p.Node] {
+			errs = append(errs, fmt.Errorf("pod %s/%s: node %q is not a node of the cluster", p.Namespace, p.Name, p.Node))
+		}
+		if seen[p.Namespace+"/"+p.Name] {
+			errs = append(errs, fmt.Errorf("pod %s/%s: defined twice", p.Namespace, p.Name))
+		}
+		seen[p.Namespace+"/"+p.Name] = true
+		perNode[p.Node]++
+		if perNode[p.Node] > 240 {
+			errs = append(errs, fmt.Errorf("node %s: more than 240 pods", p.Node))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Create builds the topology. On error everything created so far is
+// removed.
+func (p *Provider) Create(ctx context.Context, spec cluster.Spec) (c *Cluster, err error) {
+	if err := validate(spec); err != nil {
+		return nil, err
+	}
+	c = &Cluster{
+		spec:     spec,
+		opts:     p.opts,
+		runDir:   filepath.Join(RunRoot, spec.RunID),
+		pinRoot:  filepath.Join(BPFFSRoot, spec.RunID),
+		fabric:   spec.RunID + "-fabric",
+		agents:   map[string]*cluster.Process{},
+	}
+	c.stateDir = filepath.Join(c.runDir, "state")
+	c.logDir = spec.LogDir
+	if c.logDir == "" {
+		c.logDir = filepath.Join(c.runDir, "logs")
+	}
+	defer func() {
+		if err != nil {
+			_ = c.Destroy(context.Background())
+			c = nil
+		}
+	}()
+	for _, d := range []string{c.stateDir, c.logDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return c, err
+		}
+	}
+	if err := ensureBPFFS(ctx); err != nil {
+		return c, err
+	}
+	if err := c.build(ctx); err != nil {
+		return c, err
+	}
+	if err := c.writeClusterState(); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// ensureBPFFS mounts a bpffs at /sys/fs/bpf when none is there.
+func ensureBPFFS(ctx context.Context) error {
+	var st syscall.Statfs_t
+	const bpfMagic = 0xcafe4a11
+	if err := syscall.Statfs(BPFFSRoot, &st); err == nil && st.Type == bpfMagic {
+		return nil
+	}
+	if _, err := execx.Run(ctx, "mount", "-t", "bpf", "bpf", BPFFSRoot); err != nil {
+		return fmt.Errorf("mount bpffs at %s: %w", BPFFSRoot, err)
+	}
+	return nil
+}
+
+func ip(ctx context.Context, args ...string) error {
+	_, err := execx.Run(ctx, "ip", args...)
+	return err
+}
+
+func sysctl(ctx context.Context, ns string, kv ...string) error {
+	args := append([]string{"netns", "exec", ns, "sysctl", "-q", "-w"}, kv...)
+	return ip(ctx, args...)
+}
+
+// mac derives a locally administered MAC address from a name.
+func mac(kind byte, name string) string {
+	h := uint32(2166136261)
+	for i := 0; i < len(name); i++ {
+		h ^= uint32(name[i])
+		h *= 16777619
+	}
+	return fmt.Sprintf("02:%02x:%02x:%02x:%02x:%02x", kind, byte(h>>24), byte(h>>16), byte(h>>8), byte(h))
+}
+
+func (c *Cluster) build(ctx context.Context) error {
+	run := c.spec.RunID
+	if err := ip(ctx, "netns", "add", c.fabric); err != nil {
+		return err
+	}
+	if err := ip(ctx, "-n", c.fabric, "link", "add", "br0", "type", "bridge"); err != nil {
+		return err
+	}
+	if err := ip(ctx, "-n", c.fabric, "link", "set", "br0", "up"); err != nil {
+		return err
+	}
+	base := nodeNet.Addr().As4()
+	for i, name := range c.spec.Nodes {
+		n := nodeInfo{name: name, ns: NodeNS(run, name)}
+		a := base
+		a[3] = byte(i + 1)
+		n.ip = netip.AddrFrom4(a)
+		n.podCIDR = netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, byte(i + 1), 0}), 24)
+		c.nodes = append(c.nodes, n)
+		fab := fmt.Sprintf("n%d", i+1)
+		steps := [][]string{
+			{"netns", "add", n.ns},
+			{"-n", n.ns, "link", "set", "lo", "up"},
+			{"-n", c.fabric, "link", "add", fab, "type", "veth", "peer", "name", "eth0", "netns", n.ns},
+			{"-n", c.fabric, "link", "set", fab, "master", "br0"},
+			{"-n", c.fabric, "link", "set", fab, "up"},
+			{"-n", n.ns, "addr", "add", n.ip.String() + "/24", "dev", "eth0"},
+			{"-n", n.ns, "link", "set", "eth0", "up"},
+		}
+		for _, s := range steps {
+			if err := ip(ctx, s...); err != nil {
+				return fmt.Errorf("node %s: %w", name, err)
+			}
+		}
+		if err := sysctl(ctx, n.ns, "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"); err != nil {
+			return fmt.Errorf("node %s: %w", name, err)
+		}
+	}
+	// Routes between nodes' pod CIDRs.
+	for _, n := range c.nodes {
+		for _, o := range c.nodes {
+			if o.name == n.name {
+				continue
+			}
+			if err := ip(ctx, "-n", n.ns, "route", "add", o.podCIDR.String(), "via", o.ip.String(), "dev", "eth0"); err != nil {
+				return fmt.Errorf("node %s: %w", n.name, err)
+			}
+		}
+	}
+	// Pods.
+	next := map[string]int{}
+	for _, ps := range c.spec.Pods {
+		var node nodeInfo
+		for _, n := range c.nodes {
+			if n.name == ps.Node {
+				node = n
+			}
+		}
+		addr := ps.IP
+		if !addr.IsValid() {
+			next[node.name]++
+			a := node.podCIDR.Addr().As4()
+			a[3] = byte(10 + next[node.name])
+			addr = netip.AddrFrom4(a)
+		}
+		if err := c.addPod(ctx, node, ps, addr); err != nil {
+			return fmt.Errorf("pod %s/%s: %w", ps.Namespace, ps.Name, err)
+		}
+		c.pods = append(c.pods, cluster.Pod{PodSpec: ps, IP: addr})
+	}
+	return nil
+}
+
+func (c *Cluster) addPod(ctx context.Context, node nodeInfo, ps cluster.PodSpec, addr netip.Addr) error {
+	ns := PodNS(c.spec.RunID, ps.Namespace, ps.Name)
+	lxc := model.InterfaceName(ps.Namespace, ps.Name)
+	lxcMAC := mac(0xfe, lxc)
+	podMAC := mac(0x0a, ns)
+	steps := [][]string{
+		{"netns", "add", ns},
+		{"-n", ns, "link", "set", "lo", "up"},
+		{"-n", node.ns, "link", "add", lxc, "address", lxcMAC, "type", "veth", "peer", "name", "eth0", "address", podMAC, "netns", ns},
+		{"-n", ns, "addr", "add", addr.String() + "/32", "dev", "eth0"},
+		{"-n", ns, "link", "set", "eth0", "up"},
+		{"-n", ns, "route", "add", gatewayIP, "dev", "eth0", "scope", "link"},
+		{"-n", ns, "route", "add", "default", "via", gatewayIP, "dev", "eth0"},
+		{"-n", ns, "neigh", "replace", gatewayIP, "lladdr", lxcMAC, "dev", "eth0", "nud", "permanent"},
+		{"-n", node.ns, "link", "set", lxc, "up"},
+		{"-n", node.ns, "route", "add", addr.String() + "/32", "dev", lxc},
+		{"-n", node.ns, "neigh", "replace", addr.String(), "lladdr", podMAC, "dev", lxc, "nud", "permanent"},
+	}
+	for _, s := range steps {
+		if err := ip(ctx, s...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeClusterState writes Namespaces, Nodes and Pods as Kubernetes YAML.
+func (c *Cluster) writeClusterState() error {
+	var docs []any
+	nsSeen := map[string]bool{}
+	var nsNames []string
+	for _, p := range c.pods {
+		if !nsSeen[p.Namespace] {
+			nsSeen[p.Namespace] = true
+			nsNames = append(nsNames, p.Namespace)
+		}
+	}
+	sort.Strings(nsNames)
+	for _, ns := range nsNames {
+		docs = append(docs, &corev1.Namespace{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
+			ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: mergeLabels(map[string]string{"kubernetes.io/metadata.name": ns}, c.spec.Namespaces[ns])},
+		})
+	}
+	for _, n := range c.nodes {
+		docs = append(docs, &corev1.Node{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Node"},
+			ObjectMeta: metav1.ObjectMeta{Name: n.name},
+			Spec:       corev1.NodeSpec{PodCIDR: n.podCIDR.String()},
+			Status:     corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: n.ip.String()}}},
+		})
+	}
+	for _, p := range c.pods {
+		pod := &corev1.Pod{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+			ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, Labels: p.Labels},
+			Spec:       corev1.PodSpec{NodeName: p.Node, Containers: []corev1.Container{{Name: "main", Image: "fastpath"}}},
+			Status:     corev1.PodStatus{PodIP: p.IP.String(), Phase: corev1.PodRunning},
+		}
+		for _, port := range p.Ports {
+			pod.Spec.Containers[0].Ports = append(pod.Spec.Containers[0].Ports, corev1.ContainerPort{
+				Name: port.Name, ContainerPort: int32(port.Port), Protocol: corev1.Protocol(strings.ToUpper(orDefault(port.Protocol, "TCP"))),
+			})
+		}
+		docs = append(docs, pod)
+	}
+	data, err := MarshalDocs(docs)
+	if err != nil {
+		return err
+	}
+	_, err = c.WriteState("00-cluster.yaml", data)
+	return err
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+func mergeLabels(a, b map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range a {
+		out[k] = v
+	}
+	for k, v := range b {
+		out[k] = v
+	}
+	return out
+}
+
+// MarshalDocs renders objects as one multi-document YAML.
+func MarshalDocs(docs []any) ([]byte, error) {
+	var b strings.Builder
+	for _, d := range docs {
+		y, err := yaml.Marshal(d)
+		if err != nil {
+			return nil, err
+		}
+		b.WriteString("---\n")
+		b.Write(y)
+	}
+	return []byte(b.String()), nil
+}
+
+// Pods lists the pods.
+func (c *Cluster) Pods() []cluster.Pod { return append([]cluster.Pod(nil), c.pods...) }
+
+// StateDir is the directory agents watch.
+func (c *Cluster) StateDir() string { return c.stateDir }
+
+// WriteState writes a state file atomically (temporary name starting with
+// ".", then rename) and returns the digest of the whole state.
+func (c *Cluster) WriteState(name string, data []byte) (string, error) {
+	tmp := filepath.Join(c.stateDir, "."+name+".tmp")
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmp, filepath.Join(c.stateDir, name)); err != nil {
+		return "", err
+	}
+	return model.HashDir(c.stateDir)
+}
+
+// RemoveState deletes a state file and returns the new digest.
+func (c *Cluster) RemoveState(name string) (string, error) {
+	if err := os.Remove(filepath.Join(c.stateDir, name)); err != nil && !os.IsNotExist(err) {
+		return "", err
+	}
+	return model.HashDir(c.stateDir)
+}
+
+func (c *Cluster) agentBinary() (string, error) {
+	if c.opts.AgentBinary != "" {
+		return c.opts.AgentBinary, nil
+	}
+	if exe, err := os.Executable(); err == nil {
+		cand := filepath.Join(filepath.Dir(exe), "fastpath-agent")
+		if _, err := os.Stat(cand); err == nil {
+			return cand, nil
+		}
+	}
+	p, err := exec.LookPath("fastpath-agent")
+	if err != nil {
+		return "", errors.New("fastpath-agent binary not found next to this executable nor on PATH (build it with make build, or pass --agent-binary)")
+	}
+	return p, nil
+}
+
+// AgentSocket is the status socket of a node's agent.
+func (c *Cluster) AgentSocket(node string) string {
+	return filepath.Join(c.runDir, "agent-"+node+".sock")
+}
+
+// StartAgents starts an agent in every node namespace and waits until every
+// one has programmed the current state.
+func (c *Cluster) StartAgents(ctx context.Context, opts cluster.AgentOptions) error {
+	bin, err := c.agentBinary()
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if len(c.agents) > 0 {
+		c.mu.Unlock()
+		return errors.New("agents already running")
+	}
+	c.mu.Unlock()
+	for _, n := range c.nodes {
+		args := []string{
+			"--node", n.name,
+			"--state-dir", c.stateDir,
+			"--datapath", opts.Datapath,
+			"--pin-path", filepath.Join(c.pinRoot, n.name),
+			"--api-socket", c.AgentSocket(n.name),
+		}
+		args = append(args, opts.ExtraArgs...)
+		cmd := exec.Command(bin, args...)
+		logf, err := os.OpenFile(filepath.Join(c.logDir, "agent-"+n.name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return err
+		}
+		cmd.Stdout, cmd.Stderr = logf, logf
+		err = execx.StartInNetns(n.ns, cmd)
+		logf.Close()
+		if err != nil {
+			return fmt.Errorf("agent on %s: %w", n.name, err)
+		}
+		proc := &cluster.Process{Name: "agent-" + n.name, Cmd: cmd}
+		c.mu.Lock()
+		c.agents[n.name] = proc
+		c.mu.Unlock()
+	}
+	hash, err := model.HashDir(c.stateDir)
+	if err != nil {
+		return err
+	}
+	timeout := opts.ReadyTimeout
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	_, err = c.WaitProgrammed(wctx, hash, time.Now())
+	return err
+}
+
+// WaitProgrammed waits until every agent reports the state digest hash
+// programmed with no endpoint pending.
+func (c *Cluster) WaitProgrammed(ctx context.Context, hash string, since time.Time) (map[string]time.Duration, error) {
+	out := map[string]time.Duration{}
+	for _, n := range c.nodes {
+		cl := agentapi.NewClient(c.AgentSocket(n.name))
+		st, err := cl.WaitFor(ctx, time.Millisecond, func(st *agentapi.Status) bool {
+			return st.StateHash == hash && len(st.Pending) == 0 || st.FailedHash == hash
+		})
+		if err != nil {
+			return out, fmt.Errorf("agent on %s did not program state %s (see %s): %w", n.name, hash,
+				filepath.Join(c.logDir, "agent-"+n.name+".log"), err)
+		}
+		if st.FailedHash == hash {
+			return out, fmt.Errorf("agent on %s refused state %s: %s", n.name, hash, st.LastError)
+		}
+		out[n.name] = st.AppliedAt.Sub(since)
+	}
+	return out, nil
+}
+
+// StopAgents stops every agent (SIGTERM, then SIGKILL after 5s).
+func (c *Cluster) StopAgents(ctx context.Context) error {
+	c.mu.Lock()
+	agents := c.agents
+	c.agents = map[string]*cluster.Process{}
+	c.mu.Unlock()
+	var errs []error
+	for node, p := range agents {
+		if err := stopProcess(p, 5*time.Second); err != nil {
+			errs = append(errs, fmt.Errorf("agent on %s: %w", node, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Agents returns the running agents by node.
+func (c *Cluster) Agents() map[string]*cluster.Process {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]*cluster.Process{}
+	for k, v := range c.agents {
+		out[k] = v
+	}
+	return out
+}
+
+func stopProcess(p *cluster.Process, grace time.Duration) error {
+	if p.Cmd.Process == nil {
+		return nil
+	}
+	if p.Cmd.ProcessState != nil {
+		return nil
+	}
+	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- p.Cmd.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			return err
+		}
+		return nil
+	case <-time.After(grace):
+		_ = p.Cmd.Process.Kill()
+		<-done
+		return fmt.Errorf("%s did not stop within %s; killed", p.Name, grace)
+	}
+}
+
+// StartIn starts cmd in the network namespace of pod "namespace/name". The
+// process is stopped by Destroy if still running.
+func (c *Cluster) StartIn(pod string, cmd *exec.Cmd) (*cluster.Process, error) {
+	var found *cluster.Pod
+	for i := range c.pods {
+		if c.pods[i].Key() == pod {
+			found = &c.pods[i]
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("no pod %s", pod)
+	}
+	// No Pdeathsig: it fires when the forking thread ends, and the thread
+	// locked into the namespace ends right after the start. Destroy, the
+	// interrupt handler and `fastpath clean` stop processes instead.
+	if err := execx.StartInNetns(PodNS(c.spec.RunID, found.Namespace, found.Name), cmd); err != nil {
+		return nil, err
+	}
+	p := &cluster.Process{Name: pod, Cmd: cmd}
+	c.mu.Lock()
+	c.procs = append(c.procs, p)
+	c.mu.Unlock()
+	return p, nil
+}
+
+// PodNetns returns the network namespace name of pod "namespace/name".
+func (c *Cluster) PodNetns(pod string) string {
+	for _, p := range c.pods {
+		if p.Key() == pod {
+			return PodNS(c.spec.RunID, p.Namespace, p.Name)
+		}
+	}
+	return ""
+}
+
+// Destroy stops every process and removes every namespace, pin and file of
+// the run.
+func (c *Cluster) Destroy(ctx context.Context) error {
+	var errs []error
+	if err := c.StopAgents(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	c.mu.Lock()
+	procs := c.procs
+	c.procs = nil
+	c.mu.Unlock()
+	for _, p := range procs {
+		if p.Cmd.ProcessState == nil && p.Cmd.Process != nil {
+			_ = p.Cmd.Process.Kill()
+			_ = p.Cmd.Wait()
+		}
+	}
+	if err := CleanRun(ctx, c.spec.RunID); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

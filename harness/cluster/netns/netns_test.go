@@ -1,0 +1,232 @@
+package netns
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fastpath-bench/fastpath/datapath/agentapi"
+	"github.com/fastpath-bench/fastpath/harness/cluster"
+	"github.com/fastpath-bench/fastpath/harness/probe"
+	"github.com/fastpath-bench/fastpath/internal/testutil"
+)
+
+var agentBin string
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		if os.Geteuid() == 0 {
+			dir, err := os.MkdirTemp("", "fp-test-bin")
+			if err != nil {
+				panic(err)
+			}
+			defer os.RemoveAll(dir)
+			agentBin = filepath.Join(dir, "fastpath-agent")
+			out, err := exec.Command("go", "build", "-o", agentBin, "github.com/fastpath-bench/fastpath/cmd/fastpath-agent").CombinedOutput()
+			if err != nil {
+				os.Stderr.Write(out)
+				panic(err)
+			}
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+func runID(t *testing.T) string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return "fp-t" + hex.EncodeToString(b[:])
+}
+
+const allowClient = `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: allow-client, namespace: t}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: client}}}]
+    ports: [{protocol: TCP, port: 8080}, {protocol: UDP, port: 5353}]
+`
+
+const allowClientAndOther = `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: allow-client, namespace: t}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: client}}}, {podSelector: {matchLabels: {app: other}}}]
+    ports: [{protocol: TCP, port: 8080}, {protocol: UDP, port: 5353}]
+`
+
+const badPort = `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: broken, namespace: t}
+spec:
+  podSelector: {}
+  ingress:
+  - ports: [{protocol: TCP, port: 70000}]
+`
+
+// TestEnforcement builds a two-node cluster, runs real agents with the eBPF
+// datapath, and probes real connections between pod namespaces.
+func TestEnforcement(t *testing.T) {
+	testutil.RequireRoot(t)
+	ctx := context.Background()
+	id := runID(t)
+	c, err := NewProvider(Options{AgentBinary: agentBin}).Create(ctx, cluster.Spec{
+		RunID: id,
+		Nodes: []string{"n1", "n2"},
+		Pods: []cluster.PodSpec{
+			{Namespace: "t", Name: "client", Node: "n1", Labels: map[string]string{"app": "client"}},
+			{Namespace: "t", Name: "server", Node: "n1", Labels: map[string]string{"app": "server"}},
+			{Namespace: "t", Name: "other", Node: "n2", Labels: map[string]string{"app": "other"}},
+			{Namespace: "t", Name: "server2", Node: "n2", Labels: map[string]string{"app": "server"}},
+		},
+		LogDir: t.TempDir(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	destroyed := false
+	t.Cleanup(func() {
+		if !destroyed {
+			c.Destroy(context.Background())
+		}
+	})
+	ip := map[string]string{}
+	for _, p := range c.Pods() {
+		ip[p.Name] = p.IP.String()
+	}
+	for _, srv := range []string{"t/server", "t/server2"} {
+		s, err := probe.Serve(c.PodNetns(srv), 8080, "TCP", "UDP")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		s2, err := probe.Serve(c.PodNetns(srv), 9090, "TCP")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s2.Close() })
+		s3, err := probe.Serve(c.PodNetns(srv), 5353, "UDP")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s3.Close() })
+	}
+	if _, err := c.WriteState("50-policy.yaml", []byte(allowClient)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.StartAgents(ctx, cluster.AgentOptions{Datapath: "ebpf"}); err != nil {
+		t.Fatal(err)
+	}
+	pods := map[string]cluster.Pod{}
+	for _, p := range c.Pods() {
+		pods[p.Name] = p
+	}
+	type pr struct {
+		from, to string
+		port     int
+		proto    string
+		want     bool
+	}
+	check := func(t *testing.T, probes []pr) {
+		t.Helper()
+		for _, p := range probes {
+			timeout := 2 * time.Second
+			if !p.want {
+				timeout = 400 * time.Millisecond
+			}
+			r := probe.Connect(ctx, c.PodNetns("t/"+p.from), pods[p.to].IP, p.port, p.proto, timeout)
+			if r.Connected != p.want {
+				t.Errorf("%s -> %s %s/%d: connected=%v (%v), want %v", p.from, p.to, p.proto, p.port, r.Connected, r.Err, p.want)
+			}
+		}
+	}
+	check(t, []pr{
+		{"client", "server", 8080, "TCP", true},   // same node, allowed (reply passes too)
+		{"client", "server2", 8080, "TCP", true},  // cross node, allowed
+		{"client", "server", 5353, "UDP", true},   // UDP request and reply
+		{"client", "server", 9090, "TCP", false},  // port not allowed
+		{"other", "server", 8080, "TCP", false},   // peer not allowed, cross node
+		{"other", "server2", 8080, "TCP", false},  // peer not allowed, same node
+		{"server", "other", 0, "TCP", false},      // nothing listens: refused, not connected
+	})
+
+	agentPIDs := map[string]int{}
+	for n, p := range c.Agents() {
+		agentPIDs[n] = p.Cmd.Process.Pid
+	}
+
+	// Flip the verdict by editing the policy file: no restart.
+	start := time.Now()
+	hash, err := c.WriteState("50-policy.yaml", []byte(allowClientAndOther))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	took, err := c.WaitProgrammed(wctx, hash, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("policy change programmed after %v", took)
+	check(t, []pr{
+		{"other", "server", 8080, "TCP", true},
+		{"other", "server2", 8080, "TCP", true},
+		{"client", "server", 9090, "TCP", false},
+	})
+	for n, p := range c.Agents() {
+		if p.Cmd.Process.Pid != agentPIDs[n] {
+			t.Errorf("agent on %s restarted", n)
+		}
+	}
+
+	// A bad file is refused with file, object and field named, and the
+	// last good state stays in force.
+	bad, err := c.WriteState("60-broken.yaml", []byte(badPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"n1", "n2"} {
+		cl := agentapi.NewClient(c.AgentSocket(n))
+		st, err := cl.WaitFor(wctx, 5*time.Millisecond, func(st *agentapi.Status) bool { return st.FailedHash == bad })
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"60-broken.yaml", "NetworkPolicy t/broken", "spec.ingress[0].ports[0].port", "70000"} {
+			if !strings.Contains(st.LastError, want) {
+				t.Errorf("agent %s error %q does not name %q", n, st.LastError, want)
+			}
+		}
+		if st.StateHash != hash {
+			t.Errorf("agent %s state %s, want last good %s", n, st.StateHash, hash)
+		}
+	}
+	check(t, []pr{
+		{"other", "server", 8080, "TCP", true},
+		{"client", "server", 9090, "TCP", false},
+	})
+
+	// Destroy leaves nothing behind.
+	if err := c.Destroy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	destroyed = true
+	left, err := Leftovers(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) > 0 {
+		t.Fatalf("left behind: %v", left)
+	}
+}

@@ -1,0 +1,93 @@
+// Package execx runs commands for the harness: errors carry the command
+// line and its output, and processes can be started inside a named network
+// namespace from a thread locked into it.
+package execx
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"runtime"
+	"strings"
+
+	"github.com/vishvananda/netns"
+)
+
+// RunError is a command that failed, with what it printed.
+type RunError struct {
+	Command []string
+	Output  []byte
+	Inner   error
+}
+
+func (e *RunError) Error() string {
+	out := strings.TrimSpace(string(e.Output))
+	if out == "" {
+		return fmt.Sprintf("command %q failed: %v", strings.Join(e.Command, " "), e.Inner)
+	}
+	return fmt.Sprintf("command %q failed: %v: %s", strings.Join(e.Command, " "), e.Inner, out)
+}
+
+func (e *RunError) Unwrap() error { return e.Inner }
+
+// Run runs a command and returns its combined output; a failure is a
+// *RunError.
+func Run(ctx context.Context, name string, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	if err := cmd.Run(); err != nil {
+		return out.Bytes(), &RunError{Command: append([]string{name}, args...), Output: out.Bytes(), Inner: err}
+	}
+	return out.Bytes(), nil
+}
+
+// StartInNetns starts cmd with its network namespace set to the named one
+// (as created by `ip netns add`). The mount namespace is left alone, unlike
+// `ip netns exec`, so the child sees the host's /sys/fs/bpf.
+func StartInNetns(nsName string, cmd *exec.Cmd) error {
+	errc := make(chan error, 1)
+	go func() {
+		// The thread is never unlocked: when this goroutine ends the
+		// runtime discards it instead of reusing a thread in another netns.
+		runtime.LockOSThread()
+		h, err := netns.GetFromName(nsName)
+		if err != nil {
+			errc <- fmt.Errorf("open netns %s: %w", nsName, err)
+			return
+		}
+		defer h.Close()
+		if err := netns.Set(h); err != nil {
+			errc <- fmt.Errorf("enter netns %s: %w", nsName, err)
+			return
+		}
+		if err := cmd.Start(); err != nil {
+			errc <- fmt.Errorf("start %s in netns %s: %w", cmd.Path, nsName, err)
+			return
+		}
+		errc <- nil
+	}()
+	return <-errc
+}
+
+// RunInNetns runs f on a thread in the named network namespace.
+func RunInNetns(nsName string, f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		h, err := netns.GetFromName(nsName)
+		if err != nil {
+			errc <- fmt.Errorf("open netns %s: %w", nsName, err)
+			return
+		}
+		defer h.Close()
+		if err := netns.Set(h); err != nil {
+			errc <- fmt.Errorf("enter netns %s: %w", nsName, err)
+			return
+		}
+		errc <- f()
+	}()
+	return <-errc
+}

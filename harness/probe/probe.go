@@ -1,0 +1,171 @@
+// Package probe makes and answers real connections between network
+// namespaces: an echo server bound inside a namespace, and a client that
+// connects from another namespace and reports whether a request and its
+// reply got through. Sockets belong to the namespace they are created in,
+// so only socket creation runs on a thread inside the namespace.
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fastpath-bench/fastpath/harness/execx"
+)
+
+// Result of one probe.
+type Result struct {
+	Connected bool
+	// Err says why not (timeout, refused, ...).
+	Err     error
+	Elapsed time.Duration
+}
+
+// Server is an echo server on TCP or UDP inside a namespace.
+type Server struct {
+	closers []io.Closer
+	wg      sync.WaitGroup
+}
+
+// Serve starts echo servers for each protocol ("TCP", "UDP") on port inside
+// network namespace ns (by name; "" means the caller's).
+func Serve(ns string, port int, protocols ...string) (*Server, error) {
+	s := &Server{}
+	for _, proto := range protocols {
+		var err error
+		switch strings.ToUpper(proto) {
+		case "TCP":
+			var l net.Listener
+			err = inNS(ns, func() error {
+				var e error
+				l, e = net.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", port))
+				return e
+			})
+			if err == nil {
+				s.closers = append(s.closers, l)
+				s.wg.Add(1)
+				go s.acceptTCP(l)
+			}
+		case "UDP":
+			var pc net.PacketConn
+			err = inNS(ns, func() error {
+				var e error
+				pc, e = net.ListenPacket("udp4", fmt.Sprintf("0.0.0.0:%d", port))
+				return e
+			})
+			if err == nil {
+				s.closers = append(s.closers, pc)
+				s.wg.Add(1)
+				go s.echoUDP(pc)
+			}
+		default:
+			err = fmt.Errorf("protocol %q not supported by the probe server", proto)
+		}
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("serve %s/%d in %s: %w", proto, port, ns, err)
+		}
+	}
+	return s, nil
+}
+
+func inNS(ns string, f func() error) error {
+	if ns == "" {
+		return f()
+	}
+	return execx.RunInNetns(ns, f)
+}
+
+func (s *Server) acceptTCP(l net.Listener) {
+	defer s.wg.Done()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			_, _ = io.Copy(c, c)
+		}()
+	}
+}
+
+func (s *Server) echoUDP(pc net.PacketConn) {
+	defer s.wg.Done()
+	buf := make([]byte, 2048)
+	for {
+		n, addr, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		_, _ = pc.WriteTo(buf[:n], addr)
+	}
+}
+
+// Close stops the server.
+func (s *Server) Close() error {
+	for _, c := range s.closers {
+		c.Close()
+	}
+	s.wg.Wait()
+	return nil
+}
+
+// Connect opens a connection from namespace ns to dst:port and exchanges one
+// message with the echo server. Connected is true only when the reply came
+// back, so a passing probe also proves the reply direction.
+func Connect(ctx context.Context, ns string, dst netip.Addr, port int, proto string, timeout time.Duration) Result {
+	start := time.Now()
+	res := Result{}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	network := "tcp4"
+	if strings.EqualFold(proto, "UDP") {
+		network = "udp4"
+	} else if !strings.EqualFold(proto, "TCP") && proto != "" {
+		res.Err = fmt.Errorf("protocol %q not supported by the probe client", proto)
+		return res
+	}
+	var conn net.Conn
+	err := inNS(ns, func() error {
+		var d net.Dialer
+		var e error
+		conn, e = d.DialContext(ctx, network, netip.AddrPortFrom(dst, uint16(port)).String())
+		return e
+	})
+	if err != nil {
+		res.Err = err
+		res.Elapsed = time.Since(start)
+		return res
+	}
+	defer conn.Close()
+	deadline, _ := ctx.Deadline()
+	_ = conn.SetDeadline(deadline)
+	msg := []byte("fastpath-probe")
+	if _, err := conn.Write(msg); err != nil {
+		res.Err = err
+		res.Elapsed = time.Since(start)
+		return res
+	}
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(conn, buf); err != nil {
+		res.Err = err
+		res.Elapsed = time.Since(start)
+		return res
+	}
+	if string(buf) != string(msg) {
+		res.Err = errors.New("echo mismatch")
+		res.Elapsed = time.Since(start)
+		return res
+	}
+	res.Connected = true
+	res.Elapsed = time.Since(start)
+	return res
+}
