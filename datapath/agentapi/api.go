@@ -19,8 +19,8 @@ type Status struct {
 	Datapath string `json:"datapath"`
 	// AttachMode is how programs are attached: "tcx", "tc", or "" when
 	// nothing is attached.
-	AttachMode string `json:"attachMode,omitempty"`
-	PID        int    `json:"pid"`
+	AttachMode string    `json:"attachMode,omitempty"`
+	PID        int       `json:"pid"`
 	StartedAt  time.Time `json:"startedAt"`
 
 	// Ready is true once a desired state has been programmed.

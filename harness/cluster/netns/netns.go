@@ -132,12 +132,12 @@ func (p *Provider) Create(ctx context.Context, spec cluster.Spec) (c *Cluster, e
 		return nil, err
 	}
 	c = &Cluster{
-		spec:     spec,
-		opts:     p.opts,
-		runDir:   filepath.Join(RunRoot, spec.RunID),
-		pinRoot:  filepath.Join(BPFFSRoot, spec.RunID),
-		fabric:   spec.RunID + "-fabric",
-		agents:   map[string]*cluster.Process{},
+		spec:    spec,
+		opts:    p.opts,
+		runDir:  filepath.Join(RunRoot, spec.RunID),
+		pinRoot: filepath.Join(BPFFSRoot, spec.RunID),
+		fabric:  spec.RunID + "-fabric",
+		agents:  map[string]*cluster.Process{},
 	}
 	c.stateDir = filepath.Join(c.runDir, "state")
 	c.logDir = spec.LogDir

@@ -153,13 +153,13 @@ func TestEnforcement(t *testing.T) {
 		}
 	}
 	check(t, []pr{
-		{"client", "server", 8080, "TCP", true},   // same node, allowed (reply passes too)
-		{"client", "server2", 8080, "TCP", true},  // cross node, allowed
-		{"client", "server", 5353, "UDP", true},   // UDP request and reply
-		{"client", "server", 9090, "TCP", false},  // port not allowed
-		{"other", "server", 8080, "TCP", false},   // peer not allowed, cross node
-		{"other", "server2", 8080, "TCP", false},  // peer not allowed, same node
-		{"server", "other", 0, "TCP", false},      // nothing listens: refused, not connected
+		{"client", "server", 8080, "TCP", true},  // same node, allowed (reply passes too)
+		{"client", "server2", 8080, "TCP", true}, // cross node, allowed
+		{"client", "server", 5353, "UDP", true},  // UDP request and reply
+		{"client", "server", 9090, "TCP", false}, // port not allowed
+		{"other", "server", 8080, "TCP", false},  // peer not allowed, cross node
+		{"other", "server2", 8080, "TCP", false}, // peer not allowed, same node
+		{"server", "other", 0, "TCP", false},     // nothing listens: refused, not connected
 	})
 
 	agentPIDs := map[string]int{}
