@@ -1,0 +1,48 @@
+# fastpath: reference eBPF datapath and benchmark/conformance harness.
+# `make help` lists the targets.
+
+SHELL := /bin/bash
+GO ?= go
+SUITE ?= scenarios/bench/quick.yaml
+BPF_CLANG ?= clang-14
+MULTIARCH := $(shell gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
+BPF_CFLAGS ?= -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter -I/usr/include/$(MULTIARCH)
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+export BPF_CLANG BPF_CFLAGS
+
+.PHONY: help deps deps-bpf build generate check-generated vet test bench clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+deps: ## install the Debian packages runs need (iproute2, ...) when missing
+	@hack/deps.sh run
+
+deps-bpf: ## install the BPF toolchain (clang, libbpf headers) when missing
+	@hack/deps.sh bpf
+
+build: ## build bin/fastpath and bin/fastpath-agent
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/fastpath ./cmd/fastpath
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/fastpath-agent ./cmd/fastpath-agent
+
+generate: deps-bpf ## regenerate bpf2go output from bpf/ (commit the result)
+	$(GO) generate ./datapath/...
+
+check-generated: deps-bpf ## fail when committed bpf2go output is stale
+	@hack/check-generated.sh
+
+vet:
+	$(GO) vet ./...
+
+test: deps check-generated vet build ## run every test (privileged ones need root) and check nothing is left behind
+	FASTPATH_REQUIRE_PRIVILEGED=1 $(GO) test -count=1 ./...
+	@hack/check-leftovers.sh
+
+bench: deps build ## run the benchmark suite (SUITE=...) on the netns provider
+	./bin/fastpath bench --suite $(SUITE)
+
+clean: build ## remove everything runs left behind, and build output
+	./bin/fastpath clean
+	rm -rf bin

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Regenerates the bpf2go output and fails when it differs from what is in
+# the working tree: then `make generate` and commit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+files=$(ls datapath/*/*_bpfel.go datapath/*/*_bpfel.o)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+for f in $files; do mkdir -p "$tmp/$(dirname "$f")"; cp "$f" "$tmp/$f"; done
+go generate ./datapath/... >/dev/null
+stale=()
+for f in $(ls datapath/*/*_bpfel.go datapath/*/*_bpfel.o); do
+  if [[ ! -e "$tmp/$f" ]] || ! cmp -s "$f" "$tmp/$f"; then stale+=("$f"); fi
+done
+if ((${#stale[@]})); then
+  echo "check-generated: bpf2go output was stale: ${stale[*]}" >&2
+  echo "check-generated: it has been regenerated now; review and commit it" >&2
+  exit 1
+fi
+echo "check-generated: bpf2go output is current"

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Fails when a run or test left fastpath objects behind.
+set -euo pipefail
+left=()
+while read -r ns _; do [[ "$ns" == fp-* ]] && left+=("netns $ns"); done < <(ip netns list 2>/dev/null || true)
+for d in /sys/fs/bpf/fp-* /run/fastpath/fp-*; do [[ -e "$d" ]] && left+=("$d"); done
+if ((${#left[@]})); then
+  printf 'check-leftovers: left behind: %s\n' "${left[@]}" >&2
+  echo "check-leftovers: remove with: bin/fastpath clean" >&2
+  exit 1
+fi
+echo "check-leftovers: nothing left behind"
