@@ -16,6 +16,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 )
 
@@ -170,8 +171,22 @@ func (o *Objects) decodeDoc(file string, doc int, raw []byte) error {
 		return fmt.Errorf("%s: metadata.name: required", loc)
 	}
 	strict := func(into any) error {
-		if err := yaml.UnmarshalStrict(raw, into); err != nil {
+		j, err := yaml.YAMLToJSON(raw)
+		if err != nil {
+			return fmt.Errorf("%s: malformed YAML: %w", loc, err)
+		}
+		// sigs.k8s.io/json names the full path of an unknown or
+		// duplicate field ("spec.podSelectr").
+		strictErrs, err := kjson.UnmarshalStrict(j, into, kjson.DisallowDuplicateFields, kjson.DisallowUnknownFields)
+		if err != nil {
 			return fmt.Errorf("%s: %s", loc, cleanDecodeError(err))
+		}
+		if len(strictErrs) > 0 {
+			var msgs []string
+			for _, e := range strictErrs {
+				msgs = append(msgs, cleanDecodeError(e))
+			}
+			return fmt.Errorf("%s: %s", loc, strings.Join(msgs, "; "))
 		}
 		return nil
 	}
@@ -236,7 +251,7 @@ func orUnknown(s string) string {
 // name stands out: `json: unknown field "foo"`.
 func cleanDecodeError(err error) string {
 	s := err.Error()
-	for _, p := range []string{"error unmarshaling JSON: ", "while decoding JSON: "} {
+	for _, p := range []string{"error unmarshaling JSON: ", "while decoding JSON: ", "json: "} {
 		s = strings.ReplaceAll(s, p, "")
 	}
 	return s

@@ -467,12 +467,80 @@ func (r *Resolved) applyNetworkPolicy(objs *Objects, np *networkingv1.NetworkPol
 		if egress {
 			ep.EgressEnforced = true
 			for _, rule := range np.Spec.Egress {
-				rr := r.rule(name, rule.To, rule.Ports, np.Namespace, nsLabels, nil)
-				ep.Egress = append(ep.Egress, rr)
+				ep.Egress = append(ep.Egress, r.egressRules(name, rule, np.Namespace, nsLabels)...)
 			}
 		}
 	}
 	return nil
+}
+
+// egressRules resolves one egress rule. A rule with named ports is split by
+// peer identity, because a name means the port each destination pod gives
+// it: each identity gets the numbers its own pods define. (Pods that share
+// an identity but number the same name differently get the union.)
+func (r *Resolved) egressRules(policy string, rule networkingv1.NetworkPolicyEgressRule, ns string, nsLabels map[string]map[string]string) []Rule {
+	named := false
+	for _, p := range rule.Ports {
+		if p.Port != nil && p.Port.Type == intstr.String {
+			named = true
+		}
+	}
+	whole := r.rule(policy, rule.To, rule.Ports, ns, nsLabels, nil)
+	if !named {
+		return []Rule{whole}
+	}
+	// The matched peers, grouped by identity.
+	byID := map[Identity][]*Endpoint{}
+	var ids []Identity
+	for _, ep := range r.Endpoints {
+		if !whole.AnyPeer && !containsIdentity(whole.Peers, ep.Identity) {
+			continue
+		}
+		if _, ok := byID[ep.Identity]; !ok {
+			ids = append(ids, ep.Identity)
+		}
+		byID[ep.Identity] = append(byID[ep.Identity], ep)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	var out []Rule
+	// Numeric ports keep applying to every peer (including non-pod peers
+	// of an empty "to").
+	numeric := Rule{Policy: policy, AnyPeer: whole.AnyPeer, Peers: whole.Peers}
+	for _, p := range rule.Ports {
+		if p.Port != nil && p.Port.Type == intstr.String {
+			continue
+		}
+		numeric.Ports = append(numeric.Ports, r.rule(policy, nil, []networkingv1.NetworkPolicyPort{p}, ns, nsLabels, nil).Ports...)
+	}
+	if len(numeric.Ports) > 0 {
+		out = append(out, numeric)
+	}
+	for _, id := range ids {
+		owners := byID[id]
+		per := Rule{Policy: policy, Peers: []Identity{id}}
+		for _, p := range rule.Ports {
+			if p.Port == nil || p.Port.Type != intstr.String {
+				continue
+			}
+			proto, _ := protocolOf(ptrOr(p.Protocol, corev1.ProtocolTCP))
+			seen := map[PortRange]bool{}
+			for _, ep := range owners {
+				if np, ok := ep.NamedPorts[p.Port.StrVal]; ok && np.Protocol == proto && !seen[np] {
+					seen[np] = true
+					per.Ports = append(per.Ports, np)
+				}
+			}
+		}
+		if len(per.Ports) > 0 {
+			out = append(out, per)
+		}
+	}
+	if len(out) == 0 {
+		// Nothing resolves: the rule allows nothing (the endpoint is still
+		// enforced by its policy).
+		out = append(out, Rule{Policy: policy})
+	}
+	return out
 }
 
 // podOwnLabels strips the labels the model added, leaving the pod's own.

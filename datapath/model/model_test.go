@@ -1,0 +1,310 @@
+package model
+
+import (
+	"fmt"
+	"math/rand"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+func writeState(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+const goodPods = `apiVersion: v1
+kind: Namespace
+metadata: {name: t, labels: {team: a}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: t, labels: {app: web}}
+spec:
+  nodeName: n1
+  containers:
+  - name: c
+    ports: [{name: http, containerPort: 8080}]
+status: {podIP: 10.1.0.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db, namespace: t, labels: {app: db}}
+spec: {nodeName: n2}
+status: {podIP: 10.1.0.2}
+`
+
+func TestLoadDirErrorsNameFileObjectField(t *testing.T) {
+	cases := []struct {
+		name, content string
+		want          []string
+	}{
+		{"malformed YAML", "kind: [", []string{"p.yaml", "malformed YAML"}},
+		{"unknown kind", "apiVersion: v1\nkind: Gadget\nmetadata: {name: g}\n", []string{"p.yaml", "Gadget g", "unknown kind"}},
+		{"unknown field", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: x, namespace: t}\nspec: {podSelectr: {}}\n",
+			[]string{"p.yaml", "NetworkPolicy t/x", `unknown field "spec.podSelectr"`}},
+		{"port above 65535", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: x, namespace: t}\nspec:\n  podSelector: {}\n  ingress: [{ports: [{port: 70000}]}]\n",
+			[]string{"p.yaml", "NetworkPolicy t/x", "spec.ingress[0].ports[0].port", "70000"}},
+		{"port 0", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: x, namespace: t}\nspec:\n  podSelector: {}\n  egress: [{ports: [{port: 0}]}]\n",
+			[]string{"spec.egress[0].ports[0].port"}},
+		{"endPort below port", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: x, namespace: t}\nspec:\n  podSelector: {}\n  ingress: [{ports: [{port: 100, endPort: 50}]}]\n",
+			[]string{"spec.ingress[0].ports[0].endPort", "must be >= port 100"}},
+		{"bad operator", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: x, namespace: t}\nspec:\n  podSelector: {matchExpressions: [{key: a, operator: Near}]}\n",
+			[]string{"spec.podSelector.matchExpressions[0].operator", "Near"}},
+		{"ipBlock not a CIDR", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: x, namespace: t}\nspec:\n  podSelector: {}\n  ingress: [{from: [{ipBlock: {cidr: 10.0.0.300/8}}]}]\n",
+			[]string{"spec.ingress[0].from[0].ipBlock.cidr", "not a CIDR"}},
+		{"except outside cidr", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: x, namespace: t}\nspec:\n  podSelector: {}\n  ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8, except: [11.0.0.0/16]}}]}]\n",
+			[]string{"spec.ingress[0].from[0].ipBlock.except[0]", "must be inside cidr"}},
+		{"bad protocol", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: x, namespace: t}\nspec:\n  podSelector: {}\n  ingress: [{ports: [{protocol: ICMP, port: 1}]}]\n",
+			[]string{"spec.ingress[0].ports[0].protocol"}},
+		{"bad pod IP", "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: t}\nstatus: {podIP: 999.1.1.1}\n",
+			[]string{"Pod t/p", "status.podIP"}},
+		{"missing name", "apiVersion: v1\nkind: Pod\nmetadata: {namespace: t}\n", []string{"metadata.name: required"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := LoadDir(writeState(t, map[string]string{"p.yaml": tc.content}))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadDirSkipsHiddenAndReportsAllErrors(t *testing.T) {
+	dir := writeState(t, map[string]string{
+		"a.yaml":    "apiVersion: v1\nkind: Gadget\nmetadata: {name: g}\n",
+		"b.yaml":    "apiVersion: v1\nkind: Widget\nmetadata: {name: w}\n",
+		".tmp.yaml": "not: [valid",
+		"notes.txt": "ignored",
+		"pods.yaml": goodPods,
+	})
+	_, err := LoadDir(dir)
+	if err == nil || !strings.Contains(err.Error(), "a.yaml") || !strings.Contains(err.Error(), "b.yaml") {
+		t.Fatalf("want errors of both files, got %v", err)
+	}
+	if strings.Contains(err.Error(), ".tmp.yaml") {
+		t.Fatalf("hidden file read: %v", err)
+	}
+}
+
+func TestHashMatchesLoad(t *testing.T) {
+	dir := writeState(t, map[string]string{"pods.yaml": goodPods})
+	objs, err := LoadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := HashDir(dir)
+	if err != nil || h != objs.Hash {
+		t.Fatalf("HashDir %s (%v) != LoadDir hash %s", h, err, objs.Hash)
+	}
+	os.WriteFile(filepath.Join(dir, "more.yaml"), []byte("# nothing\n"), 0o644)
+	if h2, _ := HashDir(dir); h2 == h {
+		t.Fatal("hash did not change with a new file")
+	}
+}
+
+func TestIdentities(t *testing.T) {
+	dir := writeState(t, map[string]string{"pods.yaml": goodPods + `---
+apiVersion: v1
+kind: Pod
+metadata: {name: web2, namespace: t, labels: {app: web}}
+spec: {nodeName: n2}
+status: {podIP: 10.1.0.3}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: pending, namespace: t, labels: {app: web}}
+`})
+	objs, err := LoadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Resolve(objs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	web, _ := r.Endpoint("t/web")
+	web2, _ := r.Endpoint("t/web2")
+	db, _ := r.Endpoint("t/db")
+	if web.Identity != web2.Identity || web.Identity == db.Identity || web.Identity < FirstPodIdentity {
+		t.Fatalf("identities web %d web2 %d db %d", web.Identity, web2.Identity, db.Identity)
+	}
+	if _, ok := r.Endpoint("t/pending"); ok {
+		t.Fatal("pod without an address became an endpoint")
+	}
+	if web.Labels[NamespaceLabelPrefix+"team"] != "a" || web.Labels[LabelNamespace] != "t" {
+		t.Fatalf("identity labels: %v", web.Labels)
+	}
+	if got := len(r.NodeEndpoints("n2")); got != 2 {
+		t.Fatalf("n2 endpoints: %d", got)
+	}
+}
+
+// --- differential test: resolved rules vs the reference evaluator ---
+
+var labelPool = []map[string]string{
+	{"app": "a"}, {"app": "b"}, {"app": "b", "tier": "x"}, {"app": "c", "tier": "y"}, {},
+}
+
+func randSelector(rng *rand.Rand) *metav1.LabelSelector {
+	switch rng.Intn(5) {
+	case 0:
+		return &metav1.LabelSelector{}
+	case 1:
+		return &metav1.LabelSelector{MatchLabels: map[string]string{"app": []string{"a", "b", "c"}[rng.Intn(3)]}}
+	case 2:
+		return &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "tier", Operator: metav1.LabelSelectorOpExists}}}
+	case 3:
+		return &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "app", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"a"}}}}
+	}
+	return &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "tier", Operator: metav1.LabelSelectorOpDoesNotExist}}}
+}
+
+func randPorts(rng *rand.Rand) []networkingv1.NetworkPolicyPort {
+	var out []networkingv1.NetworkPolicyPort
+	for i := rng.Intn(3); i > 0; i-- {
+		proto := []corev1.Protocol{corev1.ProtocolTCP, corev1.ProtocolUDP}[rng.Intn(2)]
+		p := networkingv1.NetworkPolicyPort{Protocol: &proto}
+		switch rng.Intn(4) {
+		case 0:
+		case 1:
+			v := intstr.FromInt32(int32(80 + rng.Intn(3)))
+			p.Port = &v
+		case 2:
+			v := intstr.FromInt32(80)
+			end := int32(81 + rng.Intn(2))
+			p.Port, p.EndPort = &v, &end
+		case 3:
+			v := intstr.FromString("web")
+			p.Port = &v
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func randPeers(rng *rand.Rand) []networkingv1.NetworkPolicyPeer {
+	var out []networkingv1.NetworkPolicyPeer
+	for i := rng.Intn(3); i > 0; i-- {
+		p := networkingv1.NetworkPolicyPeer{}
+		switch rng.Intn(3) {
+		case 0:
+			p.PodSelector = randSelector(rng)
+		case 1:
+			p.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"env": []string{"prod", "dev"}[rng.Intn(2)]}}
+		case 2:
+			p.PodSelector = randSelector(rng)
+			p.NamespaceSelector = &metav1.LabelSelector{}
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func namedPortFor(l map[string]string) int32 {
+	switch l["app"] {
+	case "a":
+		return 80
+	case "b":
+		if l["tier"] != "" {
+			return 82
+		}
+		return 81
+	case "c":
+		return 82
+	}
+	return 0
+}
+
+func randomObjects(rng *rand.Rand) *Objects {
+	objs := &Objects{}
+	for i, ns := range []string{"prod", "dev"} {
+		_ = i
+		objs.Namespaces = append(objs.Namespaces, corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{"env": ns}}})
+	}
+	for i := 0; i < 6; i++ {
+		ns := []string{"prod", "dev"}[i%2]
+		pod := corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p%d", i), Namespace: ns, Labels: labelPool[rng.Intn(len(labelPool))]},
+			Spec:       corev1.PodSpec{NodeName: "n1"},
+			Status:     corev1.PodStatus{PodIP: fmt.Sprintf("10.0.0.%d", i+1)},
+		}
+		// The number behind the name "web" depends on the labels, so pods
+		// that share an identity agree on it (see egressRules).
+		if port := namedPortFor(pod.Labels); port > 0 {
+			pod.Spec.Containers = []corev1.Container{{Name: "c", Ports: []corev1.ContainerPort{{Name: "web", ContainerPort: port, Protocol: corev1.ProtocolTCP}}}}
+		}
+		objs.Pods = append(objs.Pods, pod)
+	}
+	for i := rng.Intn(4); i > 0; i-- {
+		np := networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("np%d", i), Namespace: []string{"prod", "dev"}[rng.Intn(2)]}}
+		np.Spec.PodSelector = *randSelector(rng)
+		switch rng.Intn(3) {
+		case 0:
+			np.Spec.PolicyTypes = []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}
+		case 1:
+			np.Spec.PolicyTypes = []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}
+		case 2:
+			np.Spec.PolicyTypes = []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}
+		}
+		for j := rng.Intn(3); j > 0; j-- {
+			np.Spec.Ingress = append(np.Spec.Ingress, networkingv1.NetworkPolicyIngressRule{From: randPeers(rng), Ports: randPorts(rng)})
+			np.Spec.Egress = append(np.Spec.Egress, networkingv1.NetworkPolicyEgressRule{To: randPeers(rng), Ports: randPorts(rng)})
+		}
+		objs.NetworkPolicies = append(objs.NetworkPolicies, np)
+	}
+	return objs
+}
+
+// TestResolvedAgreesWithEvaluator checks the identity-based rules every
+// datapath programs against the reference evaluator, on random policies.
+func TestResolvedAgreesWithEvaluator(t *testing.T) {
+	rng := rand.New(rand.NewSource(1))
+	checked := 0
+	for round := 0; round < 300; round++ {
+		objs := randomObjects(rng)
+		r, err := Resolve(objs)
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		for _, a := range objs.Pods {
+			for _, b := range objs.Pods {
+				if a.Name == b.Name {
+					continue
+				}
+				for _, proto := range []Protocol{ProtoTCP, ProtoUDP} {
+					for _, port := range []uint16{79, 80, 81, 82} {
+						from, to := netip.MustParseAddr(a.Status.PodIP), netip.MustParseAddr(b.Status.PodIP)
+						want := Evaluate(objs, from, to, proto, port)
+						got := r.Allowed(from, to, proto, port)
+						checked++
+						if got.Allowed != want.Allowed {
+							t.Fatalf("round %d: %s/%s -> %s/%s %s/%d: resolved %v (%s), evaluator %v (%s)\npolicies: %+v",
+								round, a.Namespace, a.Name, b.Namespace, b.Name, proto, port, got.Allowed, got.Reason, want.Allowed, want.Reason, objs.NetworkPolicies)
+						}
+					}
+				}
+			}
+		}
+	}
+	t.Logf("%d probes agreed", checked)
+}
