@@ -63,6 +63,11 @@ func testObjects() *model.Objects {
 // endpoint to the netns's loopback, the device BPF_PROG_RUN uses.
 func loadServerOnLo(t *testing.T, objs *model.Objects) *Datapath {
 	t.Helper()
+	return loadServerOnLoTB(t, objs)
+}
+
+func loadServerOnLoTB(t testing.TB, objs *model.Objects) *Datapath {
+	t.Helper()
 	testutil.InNewNetns(t)
 	lo, err := netlink.LinkByName("lo")
 	if err != nil {
