@@ -216,7 +216,10 @@ func (a *Agent) reconcile() {
 	cur := a.status
 	a.mu.Unlock()
 	if cur.Ready && len(cur.Pending) == 0 {
-		if h, err := model.HashDir(a.cfg.StateDir); err == nil && (h == cur.StateHash || h == cur.FailedHash) {
+		// Unchanged, or the same refused state again: nothing to do. (Back
+		// to the programmed state after a refusal: reprogram, which also
+		// clears the error.)
+		if h, err := model.HashDir(a.cfg.StateDir); err == nil && ((h == cur.StateHash && cur.LastError == "") || h == cur.FailedHash) {
 			return
 		}
 	}
