@@ -13,8 +13,10 @@ struct ipcache_key {
 };
 
 struct ipcache_value {
-	__u32 identity;
-	__u32 flags;
+	__u32 identity;       /* pod, node, or CIDR identity of the prefix */
+	__u32 cidr_identity;  /* for pod and node /32s: the identity of the
+			       * longest policy CIDR containing the address,
+			       * so ipBlock rules match it; 0 when none */
 };
 
 struct {
@@ -26,10 +28,21 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fp_ipcache SEC(".maps");
 
-static __always_inline __u32 identity_of(__be32 addr)
+struct peer_identity {
+	__u32 identity;
+	__u32 cidr_identity;
+};
+
+static __always_inline void identity_of(__be32 addr, struct peer_identity *out)
 {
 	struct ipcache_key key = { .prefixlen = 32, .addr = addr };
 	struct ipcache_value *v = bpf_map_lookup_elem(&fp_ipcache, &key);
 
-	return v ? v->identity : IDENTITY_WORLD;
+	if (v) {
+		out->identity = v->identity;
+		out->cidr_identity = v->cidr_identity;
+	} else {
+		out->identity = IDENTITY_WORLD;
+		out->cidr_identity = 0;
+	}
 }

@@ -30,7 +30,8 @@ static __always_inline int handle_endpoint(struct __sk_buff *skb, __u8 dir)
 	struct endpoint_info *ep;
 	struct flow4 f;
 	__u32 len = skb->len;
-	__u32 peer, enforced;
+	struct peer_identity peer;
+	__u32 enforced;
 	__be32 peer_addr;
 	int ret;
 
@@ -63,12 +64,13 @@ static __always_inline int handle_endpoint(struct __sk_buff *skb, __u8 dir)
 		break;
 	}
 
-	peer = identity_of(peer_addr);
+	identity_of(peer_addr, &peer);
 	if (enforced) {
-		ret = policy_check(ep->ep_id, peer, dir, f.proto, f.dport);
+		ret = policy_check(ep->ep_id, peer.identity, peer.cidr_identity,
+				   dir, f.proto, f.dport);
 		if (ret)
 			return verdict(ret, dir, len);
 	}
-	ct_create(&f, dir, len, peer);
+	ct_create(&f, dir, len, peer.identity);
 	return verdict(REASON_FORWARDED, dir, len);
 }

@@ -8,7 +8,9 @@
  * The trie key is (identity, direction, protocol, port) and the prefix
  * length says how much of it a rule fixes: 64 bits for one port, fewer for a
  * port range (aligned blocks), 48 for every port of a protocol, 40 for every
- * protocol. Identity 0 is the wildcard peer, looked up second. The cost of a
+ * protocol. The peer's own identity is looked up first, then the identity
+ * of the policy CIDR containing its address (ipBlock rules), then identity 0,
+ * the wildcard peer. The cost of a
  * lookup depends on the key width, not on the number of rules.
  */
 #pragma once
@@ -57,8 +59,8 @@ struct {
  * policy_check returns 0 when the endpoint's policy allows a new connection
  * with the peer, or a positive drop reason.
  */
-static __always_inline int policy_check(__u32 ep_id, __u32 peer, __u8 dir,
-					 __u8 proto, __be16 dport)
+static __always_inline int policy_check(__u32 ep_id, __u32 peer, __u32 peer_cidr,
+					 __u8 dir, __u8 proto, __be16 dport)
 {
 	struct policy_key key = {
 		.prefixlen = POLICY_KEY_BITS,
@@ -75,6 +77,10 @@ static __always_inline int policy_check(__u32 ep_id, __u32 peer, __u8 dir,
 		return DROP_NO_POLICY_MAP;
 
 	v = bpf_map_lookup_elem(inner, &key);
+	if (!v && peer_cidr && peer_cidr != peer) {
+		key.identity = peer_cidr;
+		v = bpf_map_lookup_elem(inner, &key);
+	}
 	if (!v) {
 		key.identity = 0;
 		v = bpf_map_lookup_elem(inner, &key);

@@ -43,7 +43,7 @@ type Datapath struct {
 	mu        sync.Mutex
 	endpoints map[string]*endpointState // by model key ns/name
 	nextEpID  uint32
-	ipcache   map[netip.Prefix]uint32
+	ipcache   map[netip.Prefix]lxcIpcacheValue
 }
 
 type endpointState struct {
@@ -94,7 +94,7 @@ func Load(opts Options) (*Datapath, error) {
 		innerSpec: inner.Copy(),
 		endpoints: map[string]*endpointState{},
 		nextEpID:  1,
-		ipcache:   map[netip.Prefix]uint32{},
+		ipcache:   map[netip.Prefix]lxcIpcacheValue{},
 	}
 	if err := spec.LoadAndAssign(&d.objs, copts); err != nil {
 		var ve *ebpf.VerifierError
@@ -180,20 +180,7 @@ func (d *Datapath) Apply(r *model.Resolved, node string) (ApplyStats, error) {
 		}
 		plan = append(plan, planned{ep: ep, ifname: name, ifindex: iface.Index, entries: entries})
 	}
-	desiredIPs := map[netip.Prefix]uint32{}
-	for _, ep := range r.Endpoints {
-		desiredIPs[netip.PrefixFrom(ep.IP, 32)] = uint32(ep.Identity)
-	}
-	for _, n := range r.Nodes {
-		if !n.IP.IsValid() {
-			continue
-		}
-		id := model.IdentityRemoteNode
-		if n.Name == node {
-			id = model.IdentityHost
-		}
-		desiredIPs[netip.PrefixFrom(n.IP, 32)] = uint32(id)
-	}
+	desiredIPs := desiredIPCache(r, node)
 	if max := int(d.objs.FpIpcache.MaxEntries()); len(desiredIPs) > max {
 		errs = append(errs, fmt.Errorf("ipcache needs %d entries, more than its %d: %w", len(desiredIPs), max, ErrOverflow))
 	}
@@ -206,15 +193,15 @@ func (d *Datapath) Apply(r *model.Resolved, node string) (ApplyStats, error) {
 
 	// 2. ipcache: add and update first, so new policy never refers to an
 	// identity the ipcache cannot produce yet.
-	for p, id := range desiredIPs {
-		if old, ok := d.ipcache[p]; ok && old == id {
+	for p, v := range desiredIPs {
+		if old, ok := d.ipcache[p]; ok && old == v {
 			continue
 		}
 		k := lxcIpcacheKey{Prefixlen: uint32(p.Bits()), Addr: be32(p.Addr())}
-		if err := d.objs.FpIpcache.Put(k, lxcIpcacheValue{Identity: id}); err != nil {
+		if err := d.objs.FpIpcache.Put(k, v); err != nil {
 			return st, fmt.Errorf("update ipcache %s: %w", p, err)
 		}
-		d.ipcache[p] = id
+		d.ipcache[p] = v
 	}
 
 	// 3. Per endpoint: build a new policy trie, swap it in, then the
@@ -276,6 +263,30 @@ func (d *Datapath) Apply(r *model.Resolved, node string) (ApplyStats, error) {
 	st.SwapDuration = time.Since(start)
 	sort.Strings(st.Pending)
 	return st, nil
+}
+
+// desiredIPCache is the ipcache of node: the policy CIDRs, and /32s for
+// pods and nodes carrying both their identity and the identity of the
+// longest policy CIDR that contains them.
+func desiredIPCache(r *model.Resolved, node string) map[netip.Prefix]lxcIpcacheValue {
+	out := map[netip.Prefix]lxcIpcacheValue{}
+	for p, id := range r.CIDRs {
+		out[p] = lxcIpcacheValue{Identity: uint32(id)}
+	}
+	for _, ep := range r.Endpoints {
+		out[netip.PrefixFrom(ep.IP, 32)] = lxcIpcacheValue{Identity: uint32(ep.Identity), CidrIdentity: uint32(r.CIDRIdentityOf(ep.IP))}
+	}
+	for _, n := range r.Nodes {
+		if !n.IP.IsValid() {
+			continue
+		}
+		id := model.IdentityRemoteNode
+		if n.Name == node {
+			id = model.IdentityHost
+		}
+		out[netip.PrefixFrom(n.IP, 32)] = lxcIpcacheValue{Identity: uint32(id), CidrIdentity: uint32(r.CIDRIdentityOf(n.IP))}
+	}
+	return out
 }
 
 func (d *Datapath) allocID() uint32 {

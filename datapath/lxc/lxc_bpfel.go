@@ -78,9 +78,9 @@ type lxcIpcacheKey struct {
 }
 
 type lxcIpcacheValue struct {
-	_        structs.HostLayout
-	Identity uint32
-	Flags    uint32
+	_            structs.HostLayout
+	Identity     uint32
+	CidrIdentity uint32
 }
 
 type lxcMetricsValue struct {

@@ -338,3 +338,34 @@ func TestOverflowRefusedAndOldPolicyKept(t *testing.T) {
 		t.Fatalf("port of refused update: %d, want drop", got)
 	}
 }
+
+func TestIPBlockPeers(t *testing.T) {
+	objs := testObjects()
+	objs.NetworkPolicies[0].Spec.Ingress = append(objs.NetworkPolicies[0].Spec.Ingress, networkingv1.NetworkPolicyIngressRule{
+		From: []networkingv1.NetworkPolicyPeer{
+			{IPBlock: &networkingv1.IPBlock{CIDR: "192.0.2.0/24", Except: []string{"192.0.2.128/25"}}},
+			// Covers the other pod's address: ipBlock matches pods by address.
+			{IPBlock: &networkingv1.IPBlock{CIDR: otherIP.String() + "/32"}},
+		},
+		Ports: []networkingv1.NetworkPolicyPort{tcpPort(9000)},
+	})
+	d := loadServerOnLo(t, objs)
+	_, to := d.Programs()
+	for _, tc := range []struct {
+		src  string
+		port uint16
+		want uint32
+	}{
+		{"192.0.2.1", 9000, actOK},
+		{"192.0.2.200", 9000, actDrop}, // in except
+		{"192.0.2.1", 9001, actDrop},   // port
+		{"198.51.100.1", 9000, actDrop},
+		{otherIP.String(), 9000, actOK},   // pod inside an ipBlock
+		{clientIP.String(), 9000, actDrop}, // pod outside it
+	} {
+		got := run(t, to, tcpPacket(netip.MustParseAddr(tc.src), 33000, serverIP, tc.port, flagSYN))
+		if got != tc.want {
+			t.Errorf("%s -> server:%d verdict %d, want %d", tc.src, tc.port, got, tc.want)
+		}
+	}
+}

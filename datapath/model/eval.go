@@ -179,17 +179,19 @@ func portsMatch(ports []networkingv1.NetworkPolicyPort, dstPod *corev1.Pod, prot
 func (r *Resolved) Allowed(from, to netip.Addr, proto Protocol, port uint16) Verdict {
 	src, srcOK := r.byIP[from]
 	dst, dstOK := r.byIP[to]
-	srcID, dstID := IdentityWorld, IdentityWorld
-	if srcOK {
-		srcID = src.Identity
-	}
+	// The identities each end's node gives the other address.
+	var srcID, dstID Identity
+	srcCIDR, dstCIDR := r.CIDRIdentityOf(from), r.CIDRIdentityOf(to)
 	if dstOK {
-		dstID = dst.Identity
+		srcID = r.IdentityOf(dst.Node, from)
 	}
-	if srcOK && src.EgressEnforced && !rulesAllow(src.Egress, dstID, proto, port) {
+	if srcOK {
+		dstID = r.IdentityOf(src.Node, to)
+	}
+	if srcOK && src.EgressEnforced && !rulesAllow(src.Egress, dstID, proto, port) && !(dstCIDR != 0 && rulesAllow(src.Egress, dstCIDR, proto, port)) {
 		return Verdict{Reason: fmt.Sprintf("egress of %s denies identity %d %s/%d", src.Key(), dstID, proto, port)}
 	}
-	if dstOK && dst.IngressEnforced && !rulesAllow(dst.Ingress, srcID, proto, port) {
+	if dstOK && dst.IngressEnforced && !rulesAllow(dst.Ingress, srcID, proto, port) && !(srcCIDR != 0 && rulesAllow(dst.Ingress, srcCIDR, proto, port)) {
 		return Verdict{Reason: fmt.Sprintf("ingress of %s denies identity %d %s/%d", dst.Key(), srcID, proto, port)}
 	}
 	return Verdict{Allowed: true, Reason: "allowed"}

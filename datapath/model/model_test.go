@@ -206,7 +206,17 @@ func randPeers(rng *rand.Rand) []networkingv1.NetworkPolicyPeer {
 	var out []networkingv1.NetworkPolicyPeer
 	for i := rng.Intn(3); i > 0; i-- {
 		p := networkingv1.NetworkPolicyPeer{}
-		switch rng.Intn(3) {
+		switch rng.Intn(4) {
+		case 3:
+			blocks := []networkingv1.IPBlock{
+				{CIDR: "10.0.0.0/24", Except: []string{"10.0.0.4/30"}},
+				{CIDR: "192.0.2.0/24"},
+				{CIDR: "0.0.0.0/0", Except: []string{"10.0.0.0/8"}},
+				{CIDR: "10.0.0.2/32"},
+				{CIDR: "192.0.2.0/25", Except: []string{"192.0.2.0/28", "192.0.2.64/26"}},
+			}
+			b := blocks[rng.Intn(len(blocks))]
+			p.IPBlock = &b
 		case 0:
 			p.PodSelector = randSelector(rng)
 		case 1:
@@ -286,20 +296,29 @@ func TestResolvedAgreesWithEvaluator(t *testing.T) {
 		if err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}
-		for _, a := range objs.Pods {
-			for _, b := range objs.Pods {
-				if a.Name == b.Name {
+		addrs := []string{"192.0.2.7", "192.0.2.70", "198.51.100.1", "10.9.9.9"}
+		for _, p := range objs.Pods {
+			addrs = append(addrs, p.Status.PodIP)
+		}
+		for _, a := range addrs {
+			for _, b := range addrs {
+				if a == b {
+					continue
+				}
+				_, aPod := r.EndpointByIP(netip.MustParseAddr(a))
+				_, bPod := r.EndpointByIP(netip.MustParseAddr(b))
+				if !aPod && !bPod {
 					continue
 				}
 				for _, proto := range []Protocol{ProtoTCP, ProtoUDP} {
 					for _, port := range []uint16{79, 80, 81, 82} {
-						from, to := netip.MustParseAddr(a.Status.PodIP), netip.MustParseAddr(b.Status.PodIP)
+						from, to := netip.MustParseAddr(a), netip.MustParseAddr(b)
 						want := Evaluate(objs, from, to, proto, port)
 						got := r.Allowed(from, to, proto, port)
 						checked++
 						if got.Allowed != want.Allowed {
-							t.Fatalf("round %d: %s/%s -> %s/%s %s/%d: resolved %v (%s), evaluator %v (%s)\npolicies: %+v",
-								round, a.Namespace, a.Name, b.Namespace, b.Name, proto, port, got.Allowed, got.Reason, want.Allowed, want.Reason, objs.NetworkPolicies)
+							t.Fatalf("round %d: %s -> %s %s/%d: resolved %v (%s), evaluator %v (%s)\npolicies: %+v",
+								round, a, b, proto, port, got.Allowed, got.Reason, want.Allowed, want.Reason, objs.NetworkPolicies)
 						}
 					}
 				}

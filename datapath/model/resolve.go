@@ -72,6 +72,10 @@ const (
 	IdentityWorld Identity = 2
 	// IdentityRemoteNode is another node of the cluster.
 	IdentityRemoteNode Identity = 6
+	// IdentityCIDRBase starts the node-local identities of CIDR prefixes
+	// named by ipBlock peers (1<<24 + a hash of the prefix); they never
+	// leave the node, so the cluster id bits do not apply.
+	IdentityCIDRBase Identity = 1 << 24
 	// FirstPodIdentity is the lowest identity given to a label set.
 	FirstPodIdentity Identity = 256
 	// maxLocalIdentity bounds pod identities to the lower 16 bits; the upper
@@ -184,6 +188,9 @@ type Resolved struct {
 	Identities map[Identity]map[string]string
 	Endpoints  []*Endpoint
 	Nodes      []Node
+	// CIDRs are the prefixes named by ipBlock peers, with their identities;
+	// the ipcache holds them beside the pods' /32s.
+	CIDRs map[netip.Prefix]Identity
 	// Policies is the number of policy objects resolved.
 	Policies int
 
@@ -228,7 +235,25 @@ func (r *Resolved) IdentityOf(local string, ip netip.Addr) Identity {
 			return IdentityRemoteNode
 		}
 	}
+	if id := r.CIDRIdentityOf(ip); id != IdentityAny {
+		return id
+	}
 	return IdentityWorld
+}
+
+// CIDRIdentityOf returns the identity of the longest ipBlock prefix that
+// contains ip, or IdentityAny when none does. The datapath looks a peer up
+// under both identities: its own (pod, node or CIDR) for selector rules, and
+// this one for ipBlock rules, so ipBlock rules match pods and nodes by
+// address exactly, whatever identity they share with other pods.
+func (r *Resolved) CIDRIdentityOf(ip netip.Addr) Identity {
+	best, id := -1, IdentityAny
+	for p, pid := range r.CIDRs {
+		if p.Contains(ip) && p.Bits() > best {
+			best, id = p.Bits(), pid
+		}
+	}
+	return id
 }
 
 // identityLabels is the label set that defines a pod's identity: its own
@@ -304,6 +329,7 @@ func Resolve(objs *Objects) (*Resolved, error) {
 		Identities: map[Identity]map[string]string{},
 		byKey:      map[string]*Endpoint{},
 		byIP:       map[netip.Addr]*Endpoint{},
+		CIDRs:      map[netip.Prefix]Identity{},
 		Policies:   len(objs.NetworkPolicies),
 	}
 	var errs []error
@@ -365,6 +391,7 @@ func Resolve(objs *Objects) (*Resolved, error) {
 		}
 		return nps[i].Name < nps[j].Name
 	})
+	r.collectCIDRs(nps)
 	for i := range nps {
 		if err := r.applyNetworkPolicy(objs, &nps[i], nsLabels); err != nil {
 			errs = append(errs, err)
@@ -440,20 +467,6 @@ func (r *Resolved) applyNetworkPolicy(objs *Objects, np *networkingv1.NetworkPol
 	sel := mustSelector(&np.Spec.PodSelector)
 	ingress, egress := policyTypes(np)
 	name := np.Namespace + "/" + np.Name
-	for _, rule := range np.Spec.Ingress {
-		for i, p := range rule.From {
-			if p.IPBlock != nil {
-				return fmt.Errorf("%s: spec.ingress[].from[%d].ipBlock: not supported by this build yet (see issue #3)", objs.where("NetworkPolicy", np.Namespace, np.Name), i)
-			}
-		}
-	}
-	for _, rule := range np.Spec.Egress {
-		for i, p := range rule.To {
-			if p.IPBlock != nil {
-				return fmt.Errorf("%s: spec.egress[].to[%d].ipBlock: not supported by this build yet (see issue #3)", objs.where("NetworkPolicy", np.Namespace, np.Name), i)
-			}
-		}
-	}
 	for _, ep := range r.Endpoints {
 		if ep.Namespace != np.Namespace || !sel.Matches(labels.Set(podOwnLabels(ep.Labels))) {
 			continue
@@ -543,6 +556,75 @@ func (r *Resolved) egressRules(policy string, rule networkingv1.NetworkPolicyEgr
 	return out
 }
 
+// ipBlockCovers reports whether every address of prefix lies in the block
+// (inside cidr, outside every except).
+func ipBlockCovers(b *networkingv1.IPBlock, prefix netip.Prefix) bool {
+	cidr, err := netip.ParsePrefix(b.CIDR)
+	if err != nil || !prefixWithin(prefix, cidr) {
+		return false
+	}
+	for _, e := range b.Except {
+		if ex, err := netip.ParsePrefix(e); err == nil && prefixWithin(prefix, ex) {
+			return false
+		}
+	}
+	return true
+}
+
+// prefixWithin reports whether inner is a subset of outer.
+func prefixWithin(inner, outer netip.Prefix) bool {
+	return inner.Addr().Is4() == outer.Addr().Is4() && inner.Bits() >= outer.Bits() && outer.Masked().Contains(inner.Addr())
+}
+
+// collectCIDRs gives every prefix named by an ipBlock (cidr and except) a
+// CIDR identity, derived from a hash of the prefix like pod identities.
+func (r *Resolved) collectCIDRs(nps []networkingv1.NetworkPolicy) {
+	var prefixes []string
+	add := func(s string) {
+		if p, err := netip.ParsePrefix(s); err == nil && p.Addr().Is4() {
+			prefixes = append(prefixes, p.Masked().String())
+		}
+	}
+	for _, np := range nps {
+		for _, rule := range np.Spec.Ingress {
+			for _, p := range rule.From {
+				if p.IPBlock != nil {
+					add(p.IPBlock.CIDR)
+					for _, e := range p.IPBlock.Except {
+						add(e)
+					}
+				}
+			}
+		}
+		for _, rule := range np.Spec.Egress {
+			for _, p := range rule.To {
+				if p.IPBlock != nil {
+					add(p.IPBlock.CIDR)
+					for _, e := range p.IPBlock.Except {
+						add(e)
+					}
+				}
+			}
+		}
+	}
+	sort.Strings(prefixes)
+	used := map[Identity]bool{}
+	for _, s := range prefixes {
+		p := netip.MustParsePrefix(s)
+		if _, ok := r.CIDRs[p]; ok {
+			continue
+		}
+		h := fnv.New32a()
+		h.Write([]byte(s))
+		id := IdentityCIDRBase + Identity(h.Sum32()&0xffffff)
+		for used[id] {
+			id = IdentityCIDRBase + (id+1-IdentityCIDRBase)&0xffffff
+		}
+		used[id] = true
+		r.CIDRs[p] = id
+	}
+}
+
 // podOwnLabels strips the labels the model added, leaving the pod's own.
 func podOwnLabels(l map[string]string) map[string]string {
 	out := make(map[string]string, len(l))
@@ -567,15 +649,37 @@ func (r *Resolved) rule(policy string, peers []networkingv1.NetworkPolicyPeer, p
 		matched = r.Endpoints
 	} else {
 		seen := map[Identity]bool{}
+		addID := func(id Identity) {
+			if !seen[id] {
+				seen[id] = true
+				out.Peers = append(out.Peers, id)
+			}
+		}
 		for _, ep := range r.Endpoints {
 			for _, p := range peers {
-				if peerMatches(p, ns, podOwnLabels(ep.Labels), nsLabels[ep.Namespace], ep.Namespace) {
+				// ipBlock peers match pods through the CIDR identity the
+				// ipcache gives their address (below), not their own.
+				if p.IPBlock != nil && ipBlockContains(p.IPBlock, ep.IP) {
 					matched = append(matched, ep)
-					if !seen[ep.Identity] {
-						seen[ep.Identity] = true
-						out.Peers = append(out.Peers, ep.Identity)
-					}
 					break
+				}
+				if p.IPBlock == nil && peerMatches(p, ns, podOwnLabels(ep.Labels), nsLabels[ep.Namespace], ep.Namespace) {
+					matched = append(matched, ep)
+					addID(ep.Identity)
+					break
+				}
+			}
+		}
+		for _, p := range peers {
+			if p.IPBlock == nil {
+				continue
+			}
+			// Every ipcache prefix inside cidr and outside every except:
+			// the longest-prefix match of an address in cidr-except is one
+			// of them (cidr itself is in the ipcache), and of no other.
+			for prefix, id := range r.CIDRs {
+				if ipBlockCovers(p.IPBlock, prefix) {
+					addID(id)
 				}
 			}
 		}
