@@ -217,7 +217,7 @@ func (c *Cluster) build(ctx context.Context) error {
 		a := base
 		a[3] = byte(i + 1)
 		n.ip = netip.AddrFrom4(a)
-		n.podCIDR = netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, byte(i + 1), 0}), 24)
+		n.podCIDR = PodCIDR(i)
 		c.nodes = append(c.nodes, n)
 		fab := fmt.Sprintf("n%d", i+1)
 		steps := [][]string{
@@ -250,27 +250,72 @@ func (c *Cluster) build(ctx context.Context) error {
 		}
 	}
 	// Pods.
-	next := map[string]int{}
-	for _, ps := range c.spec.Pods {
+	addrs := AssignAddresses(c.spec)
+	for i, ps := range c.spec.Pods {
 		var node nodeInfo
 		for _, n := range c.nodes {
 			if n.name == ps.Node {
 				node = n
 			}
 		}
-		addr := ps.IP
-		if !addr.IsValid() {
-			next[node.name]++
-			a := node.podCIDR.Addr().As4()
-			a[3] = byte(10 + next[node.name])
-			addr = netip.AddrFrom4(a)
-		}
+		addr := addrs[i]
 		if err := c.addPod(ctx, node, ps, addr); err != nil {
 			return fmt.Errorf("pod %s/%s: %w", ps.Namespace, ps.Name, err)
+		}
+		// An address outside the node's pod CIDR needs a route on the
+		// other nodes.
+		if !node.podCIDR.Contains(addr) {
+			for _, o := range c.nodes {
+				if o.name != node.name {
+					if err := ip(ctx, "-n", o.ns, "route", "add", addr.String()+"/32", "via", node.ip.String(), "dev", "eth0"); err != nil {
+						return fmt.Errorf("pod %s/%s: %w", ps.Namespace, ps.Name, err)
+					}
+				}
+			}
 		}
 		c.pods = append(c.pods, cluster.Pod{PodSpec: ps, IP: addr})
 	}
 	return nil
+}
+
+// PodCIDR is the pod CIDR of the node at index i of Spec.Nodes.
+func PodCIDR(i int) netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, byte(i + 1), 0}), 24)
+}
+
+// AssignAddresses returns the address of every pod of spec, in order: the
+// requested one, or the next free host of its node's pod CIDR from .11 on.
+func AssignAddresses(spec cluster.Spec) []netip.Addr {
+	taken := map[netip.Addr]bool{}
+	for _, p := range spec.Pods {
+		if p.IP.IsValid() {
+			taken[p.IP] = true
+		}
+	}
+	nodeIdx := map[string]int{}
+	for i, n := range spec.Nodes {
+		nodeIdx[n] = i
+	}
+	next := map[string]int{}
+	out := make([]netip.Addr, len(spec.Pods))
+	for i, p := range spec.Pods {
+		if p.IP.IsValid() {
+			out[i] = p.IP
+			continue
+		}
+		for {
+			next[p.Node]++
+			a := PodCIDR(nodeIdx[p.Node]).Addr().As4()
+			a[3] = byte(10 + next[p.Node])
+			addr := netip.AddrFrom4(a)
+			if !taken[addr] {
+				taken[addr] = true
+				out[i] = addr
+				break
+			}
+		}
+	}
+	return out
 }
 
 func (c *Cluster) addPod(ctx context.Context, node nodeInfo, ps cluster.PodSpec, addr netip.Addr) error {

@@ -1,0 +1,107 @@
+// Command fastpath is the harness: it builds clusters, runs benchmark
+// suites against datapaths, writes reports, and cleans up after runs.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fastpath-bench/fastpath/harness/cluster/netns"
+	"github.com/fastpath-bench/fastpath/harness/run"
+	"github.com/fastpath-bench/fastpath/harness/workload"
+)
+
+// Set by the Makefile with -ldflags -X.
+var (
+	version = "dev"
+	commit  = "unknown"
+)
+
+func main() {
+	if err := newRoot().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "fastpath:", err)
+		os.Exit(1)
+	}
+}
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "fastpath",
+		Short:         "Benchmark and conformance harness for network datapaths",
+		Version:       version + " (" + commit + ")",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newBench(), newClean(), workload.NewCommand())
+	return root
+}
+
+// interruptible returns a context cancelled by the first SIGINT or SIGTERM;
+// a second one kills the process at once (fastpath clean removes the rest).
+func interruptible() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ch
+		fmt.Fprintln(os.Stderr, "fastpath: interrupted, cleaning up (interrupt again to quit now; then run `fastpath clean`)")
+		cancel()
+		<-ch
+		os.Exit(130)
+	}()
+	return ctx, func() { signal.Stop(ch); cancel() }
+}
+
+func newBench() *cobra.Command {
+	var opts run.Options
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Run a benchmark suite and write report.json and report.md",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := interruptible()
+			defer cancel()
+			opts.Version, opts.Commit = version, commit
+			_, dir, err := run.Bench(ctx, opts)
+			if dir != "" {
+				abs, _ := filepath.Abs(dir)
+				fmt.Printf("report: %s\n  %s\n  %s\n", abs, filepath.Join(abs, "report.md"), filepath.Join(abs, "report.json"))
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.SuitePath, "suite", "scenarios/bench/quick.yaml", "suite file")
+	f.StringVar(&opts.OutRoot, "out", "reports/runs", "directory for run directories (<out>/<timestamp>, <out>/latest)")
+	f.StringVar(&opts.AgentBinary, "agent-binary", "", "fastpath-agent executable (default: next to this one, then PATH)")
+	return cmd
+}
+
+func newClean() *cobra.Command {
+	return &cobra.Command{
+		Use:   "clean",
+		Short: "Remove everything fastpath runs left behind (fp-* namespaces, processes in them, pinned maps, run state)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			before, _ := netns.Leftovers(netns.Prefix)
+			if err := netns.Clean(cmd.Context()); err != nil {
+				return err
+			}
+			after, err := netns.Leftovers(netns.Prefix)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("removed %d objects\n", len(before)-len(after))
+			if len(after) > 0 {
+				return fmt.Errorf("still left: %v", after)
+			}
+			return nil
+		},
+	}
+}

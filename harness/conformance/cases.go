@@ -1,0 +1,180 @@
+// Package conformance runs policy conformance cases: directories holding a
+// cluster (cluster.yaml), policies (policies.yaml) and expected probe
+// results (expect.yaml). Against the model it asks the reference evaluator;
+// against a datapath it builds the cluster, programs the policies through
+// real agents, and makes real connections between pod namespaces.
+package conformance
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/yaml"
+
+	"github.com/fastpath-bench/fastpath/datapath/model"
+)
+
+// Case is one conformance case.
+type Case struct {
+	// Name is the case directory relative to the corpus root.
+	Name string
+	Dir  string
+	// Cluster holds the Namespaces and Pods of cluster.yaml.
+	Cluster *model.Objects
+	// ClusterKey is a digest of cluster.yaml: consecutive cases with the
+	// same key reuse one topology.
+	ClusterKey string
+	// Policies is policies.yaml as written (may be empty).
+	Policies []byte
+	Probes   []Probe
+}
+
+// Probe is one expected connection result.
+type Probe struct {
+	From      string             `json:"from"`
+	To        string             `json:"to"`
+	Port      intstr.IntOrString `json:"port"`
+	Protocol  string             `json:"protocol,omitempty"`
+	Connected bool               `json:"connected"`
+}
+
+func (p Probe) String() string {
+	return fmt.Sprintf("%s -> %s %s/%s", p.From, p.To, p.proto(), p.Port.String())
+}
+
+func (p Probe) proto() string {
+	if p.Protocol == "" {
+		return "TCP"
+	}
+	return strings.ToUpper(p.Protocol)
+}
+
+type expectFile struct {
+	Probes []Probe `json:"probes"`
+}
+
+// LoadCases finds every case below root (a directory holding cluster.yaml
+// and expect.yaml), in lexical order. Every problem of every case is
+// reported.
+func LoadCases(root string) ([]*Case, error) {
+	var dirs []string
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if _, err := os.Stat(filepath.Join(path, "expect.yaml")); err == nil {
+				dirs = append(dirs, path)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read cases: %w", err)
+	}
+	if len(dirs) == 0 {
+		return nil, fmt.Errorf("no cases below %s (a case is a directory with cluster.yaml, policies.yaml and expect.yaml)", root)
+	}
+	sort.Strings(dirs)
+	var cases []*Case
+	var errs []error
+	for _, d := range dirs {
+		c, err := LoadCase(root, d)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		cases = append(cases, c)
+	}
+	return cases, errors.Join(errs...)
+}
+
+// LoadCase reads one case directory.
+func LoadCase(root, dir string) (*Case, error) {
+	name, _ := filepath.Rel(root, dir)
+	if name == "." {
+		name = filepath.Base(dir)
+	}
+	c := &Case{Name: name, Dir: dir}
+	clusterData, err := os.ReadFile(filepath.Join(dir, "cluster.yaml"))
+	if err != nil {
+		return nil, fmt.Errorf("case %s: %w", name, err)
+	}
+	sum := sha256.Sum256(clusterData)
+	c.ClusterKey = hex.EncodeToString(sum[:8])
+	c.Cluster = &model.Objects{}
+	if err := c.Cluster.Decode(filepath.Join(name, "cluster.yaml"), clusterData); err != nil {
+		return nil, fmt.Errorf("case %s: %w", name, err)
+	}
+	if len(c.Cluster.NetworkPolicies) > 0 {
+		return nil, fmt.Errorf("case %s: cluster.yaml: policies belong in policies.yaml", name)
+	}
+	if len(c.Cluster.Pods) == 0 {
+		return nil, fmt.Errorf("case %s: cluster.yaml: no pods", name)
+	}
+	c.Policies, err = os.ReadFile(filepath.Join(dir, "policies.yaml"))
+	if err != nil && !os.IsNotExist(err) {
+		return nil, fmt.Errorf("case %s: %w", name, err)
+	}
+	pol := &model.Objects{}
+	if err := pol.Decode(filepath.Join(name, "policies.yaml"), c.Policies); err != nil {
+		return nil, fmt.Errorf("case %s: %w", name, err)
+	}
+	if len(pol.Pods)+len(pol.Namespaces)+len(pol.Nodes) > 0 {
+		return nil, fmt.Errorf("case %s: policies.yaml: only policy objects belong here", name)
+	}
+	expData, err := os.ReadFile(filepath.Join(dir, "expect.yaml"))
+	if err != nil {
+		return nil, fmt.Errorf("case %s: %w", name, err)
+	}
+	j, err := yaml.YAMLToJSON(expData)
+	if err != nil {
+		return nil, fmt.Errorf("case %s: expect.yaml: malformed YAML: %w", name, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(j))
+	dec.DisallowUnknownFields()
+	var ef expectFile
+	if err := dec.Decode(&ef); err != nil {
+		return nil, fmt.Errorf("case %s: expect.yaml: %s", name, strings.TrimPrefix(err.Error(), "json: "))
+	}
+	if len(ef.Probes) == 0 {
+		return nil, fmt.Errorf("case %s: expect.yaml: probes: none", name)
+	}
+	pods := map[string]bool{}
+	for _, p := range c.Cluster.Pods {
+		pods[p.Namespace+"/"+p.Name] = true
+	}
+	var errs []error
+	for i, p := range ef.Probes {
+		f := fmt.Sprintf("case %s: expect.yaml: probes[%d]", name, i)
+		if !pods[p.From] {
+			errs = append(errs, fmt.Errorf("%s.from: no pod %q in cluster.yaml", f, p.From))
+		}
+		if !pods[p.To] {
+			errs = append(errs, fmt.Errorf("%s.to: no pod %q in cluster.yaml", f, p.To))
+		}
+		switch p.proto() {
+		case "TCP", "UDP", "SCTP":
+		default:
+			errs = append(errs, fmt.Errorf("%s.protocol: %q (want TCP, UDP or SCTP)", f, p.Protocol))
+		}
+		if p.Port.Type == intstr.Int && (p.Port.IntVal < 1 || p.Port.IntVal > 65535) {
+			errs = append(errs, fmt.Errorf("%s.port: %d not in 1-65535", f, p.Port.IntVal))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	c.Probes = ef.Probes
+	return c, nil
+}

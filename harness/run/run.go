@@ -1,0 +1,469 @@
+package run
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/fastpath-bench/fastpath/datapath/model"
+	"github.com/fastpath-bench/fastpath/harness/cluster"
+	"github.com/fastpath-bench/fastpath/harness/cluster/netns"
+	"github.com/fastpath-bench/fastpath/harness/probe"
+	"github.com/fastpath-bench/fastpath/harness/report"
+	"github.com/fastpath-bench/fastpath/harness/scenario"
+	"github.com/fastpath-bench/fastpath/harness/workload"
+)
+
+// Options configure a benchmark run. Zero values mean defaults.
+type Options struct {
+	// SuitePath is the suite file; empty: scenarios/bench/quick.yaml.
+	SuitePath string
+	// OutRoot is where run directories are made; empty: reports/runs. The
+	// report goes to OutRoot/<timestamp>, and OutRoot/latest points to it.
+	OutRoot string
+	// OutDir, when set, is used as the run directory as is.
+	OutDir string
+	// AgentBinary is the fastpath-agent executable; empty: next to this
+	// executable, then PATH.
+	AgentBinary string
+	// Self is the fastpath executable used for workload processes; empty:
+	// os.Executable().
+	Self string
+	// Progress receives one line per step; nil: os.Stderr.
+	Progress io.Writer
+	// Version and Commit are recorded in the report.
+	Version, Commit string
+	// RunID overrides the generated run id (tests).
+	RunID string
+}
+
+// Bench runs the suite and writes report.json and report.md. It returns the
+// report (also when a repetition failed) and the run directory.
+func Bench(ctx context.Context, opts Options) (*report.Report, string, error) {
+	if opts.SuitePath == "" {
+		opts.SuitePath = filepath.Join("scenarios", "bench", "quick.yaml")
+	}
+	if opts.OutRoot == "" {
+		opts.OutRoot = filepath.Join("reports", "runs")
+	}
+	if opts.Progress == nil {
+		opts.Progress = os.Stderr
+	}
+	if opts.Self == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, "", err
+		}
+		opts.Self = exe
+	}
+	suite, err := scenario.LoadFile(opts.SuitePath)
+	if err != nil {
+		return nil, "", err
+	}
+	if p := suite.Spec.Provider; p != "" && p != "netns" {
+		return nil, "", fmt.Errorf("%s: spec.provider: %q is not available in this build (only netns)", opts.SuitePath, p)
+	}
+	started := time.Now()
+	outDir := opts.OutDir
+	if outDir == "" {
+		outDir = filepath.Join(opts.OutRoot, started.UTC().Format("20060102-150405"))
+	}
+	if err := os.MkdirAll(filepath.Join(outDir, "logs"), 0o755); err != nil {
+		return nil, "", err
+	}
+	r := &runner{opts: opts, suite: suite, out: outDir}
+	rep := &report.Report{
+		SchemaVersion: report.SchemaVersion,
+		Suite:         suite.Metadata.Name,
+		SuiteFile:     opts.SuitePath,
+		StartedAt:     started.UTC(),
+		Environment:   environment(opts, suite),
+	}
+	runErr := r.run(ctx, rep)
+	rep.FinishedAt = time.Now().UTC()
+	if werr := report.WriteDir(outDir, rep); werr != nil {
+		return rep, outDir, errors.Join(runErr, werr)
+	}
+	if opts.OutDir == "" {
+		latest := filepath.Join(opts.OutRoot, "latest")
+		_ = os.Remove(latest)
+		_ = os.Symlink(filepath.Base(outDir), latest)
+	}
+	return rep, outDir, runErr
+}
+
+type runner struct {
+	opts  Options
+	suite *scenario.Suite
+	out   string
+	c     *netns.Cluster
+}
+
+func (r *runner) logf(format string, args ...any) {
+	fmt.Fprintf(r.opts.Progress, "fastpath: "+format+"\n", args...)
+}
+
+func newRunID() string {
+	return fmt.Sprintf("fp-%06x", time.Now().UnixNano()&0xffffff)
+}
+
+func (r *runner) run(ctx context.Context, rep *report.Report) (err error) {
+	s := r.suite
+	id := r.opts.RunID
+	if id == "" {
+		id = newRunID()
+	}
+	spec := cluster.Spec{RunID: id, Nodes: s.Spec.Cluster.Nodes, LogDir: filepath.Join(r.out, "logs"), Namespaces: map[string]map[string]string{}}
+	for _, ns := range s.Spec.Cluster.Namespaces {
+		spec.Namespaces[ns.Name] = ns.Labels
+	}
+	ports := map[string][]cluster.Port{}
+	for _, sc := range s.Spec.Scenarios {
+		ports[sc.To] = append(ports[sc.To], cluster.Port{Name: "http", Port: sc.Load.Port, Protocol: "TCP"})
+	}
+	for _, p := range s.Spec.Cluster.Pods {
+		ref := podNamespace(p) + "/" + p.Name
+		spec.Pods = append(spec.Pods, cluster.PodSpec{Namespace: podNamespace(p), Name: p.Name, Node: p.Node, Labels: p.Labels, Ports: dedupPorts(ports[ref])})
+	}
+	r.logf("building netns cluster %s: %d nodes, %d pods", id, len(spec.Nodes), len(spec.Pods))
+	c, err := netns.NewProvider(netns.Options{AgentBinary: r.opts.AgentBinary}).Create(ctx, spec)
+	if err != nil {
+		return fmt.Errorf("build cluster: %w", err)
+	}
+	r.c = c
+	defer func() {
+		r.logf("removing cluster %s", id)
+		if derr := c.Destroy(context.Background()); derr != nil {
+			err = errors.Join(err, fmt.Errorf("clean up: %w", derr))
+		}
+	}()
+
+	if err := r.writePolicies(); err != nil {
+		return err
+	}
+	if err := r.checkScenariosAllowed(); err != nil {
+		return err
+	}
+	if err := r.startServers(ctx); err != nil {
+		return err
+	}
+
+	results := map[string]*report.Result{}
+	for _, sc := range s.Spec.Scenarios {
+		for _, dp := range s.Spec.Datapaths {
+			res := &report.Result{
+				Scenario: sc.Name,
+				Datapath: dp,
+				Path:     r.path(sc),
+				Load: report.LoadSpec{
+					Protocol:        sc.Load.Protocol,
+					QPS:             sc.Load.QPS,
+					Connections:     sc.Load.Connections,
+					DurationSeconds: sc.Load.Duration.Seconds(),
+					PayloadBytes:    sc.Load.PayloadBytes,
+				},
+			}
+			results[sc.Name+"\x00"+dp] = res
+			rep.Results = append(rep.Results, *res)
+		}
+	}
+	reps := s.Spec.Repetitions
+	total := reps * len(s.Spec.Datapaths) * len(s.Spec.Scenarios)
+	step := 0
+	var errs []error
+	for rep := 1; rep <= reps; rep++ {
+		for _, dp := range s.Spec.Datapaths {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			r.logf("repetition %d/%d: starting %s agents", rep, reps, dp)
+			if err := c.StartAgents(ctx, cluster.AgentOptions{Datapath: dp}); err != nil {
+				_ = c.StopAgents(context.Background())
+				return fmt.Errorf("repetition %d, datapath %s: %w", rep, dp, err)
+			}
+			for _, sc := range s.Spec.Scenarios {
+				step++
+				res := results[sc.Name+"\x00"+dp]
+				one := r.measure(ctx, sc, rep)
+				res.Repetitions = append(res.Repetitions, one)
+				l := one.Workload.LatencySeconds
+				if one.Error != "" {
+					errs = append(errs, fmt.Errorf("%s/%s repetition %d: %s", sc.Name, dp, rep, one.Error))
+				}
+				r.logf("[%d/%d] %-12s %-6s rep %d: p50 %s p99 %s qps %.0f errors %d%s", step, total, sc.Name, dp, rep,
+					fmtDur(l.P50), fmtDur(l.P99), one.Workload.ActualQPS, one.Workload.Errors, errSuffix(one.Error))
+			}
+			if err := c.StopAgents(ctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	for i := range rep.Results {
+		res := results[rep.Results[i].Scenario+"\x00"+rep.Results[i].Datapath]
+		res.Summary = report.Summarize(res.Repetitions)
+		rep.Results[i] = *res
+	}
+	return errors.Join(errs...)
+}
+
+func errSuffix(e string) string {
+	if e == "" {
+		return ""
+	}
+	return " (" + e + ")"
+}
+
+func fmtDur(sec float64) string {
+	d := time.Duration(sec * float64(time.Second))
+	switch {
+	case d < time.Millisecond:
+		return fmt.Sprintf("%.0fµs", float64(d)/float64(time.Microsecond))
+	default:
+		return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond))
+	}
+}
+
+func dedupPorts(in []cluster.Port) []cluster.Port {
+	seen := map[int]bool{}
+	var out []cluster.Port
+	for i, p := range in {
+		if seen[p.Port] {
+			continue
+		}
+		seen[p.Port] = true
+		if i > 0 {
+			p.Name = fmt.Sprintf("http-%d", p.Port)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// path says whether a scenario crosses nodes.
+func (r *runner) path(sc scenario.Scenario) string {
+	from, _ := r.suite.PodByRef(sc.From)
+	to, _ := r.suite.PodByRef(sc.To)
+	if from.Node == to.Node {
+		return "same-node"
+	}
+	return "cross-node"
+}
+
+func (r *runner) writePolicies() error {
+	var buf bytes.Buffer
+	for _, f := range r.suite.Spec.Policies.Files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return fmt.Errorf("policies: %w", err)
+		}
+		buf.WriteString("---\n")
+		buf.Write(data)
+		buf.WriteString("\n")
+	}
+	if buf.Len() > 0 {
+		if _, err := r.c.WriteState("10-policies.yaml", buf.Bytes()); err != nil {
+			return err
+		}
+	}
+	if n := r.suite.Spec.Policies.Generated; n > 0 {
+		data, err := netns.MarshalDocs(GenerateFillers(r.suite, n))
+		if err != nil {
+			return err
+		}
+		if _, err := r.c.WriteState("20-generated.yaml", data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkScenariosAllowed refuses a suite whose own policies would deny its
+// scenarios' traffic (the reference evaluator decides), before anything is
+// measured.
+func (r *runner) checkScenariosAllowed() error {
+	objs, err := model.LoadDir(r.c.StateDir())
+	if err != nil {
+		return fmt.Errorf("desired state: %w", err)
+	}
+	if _, err := model.Resolve(objs); err != nil {
+		return fmt.Errorf("desired state: %w", err)
+	}
+	pods := map[string]netip.Addr{}
+	for _, p := range r.c.Pods() {
+		pods[p.Key()] = p.IP
+	}
+	var errs []error
+	for i, sc := range r.suite.Spec.Scenarios {
+		v := model.Evaluate(objs, pods[sc.From], pods[sc.To], model.ProtoTCP, uint16(sc.Load.Port))
+		if !v.Allowed {
+			errs = append(errs, fmt.Errorf("%s: spec.scenarios[%d] (%s): the suite's policies deny %s -> %s TCP/%d: %s",
+				r.opts.SuitePath, i, sc.Name, sc.From, sc.To, sc.Load.Port, v.Reason))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *runner) startServers(ctx context.Context) error {
+	type srv struct {
+		pod  string
+		port int
+		sc   scenario.Scenario
+	}
+	seen := map[string]bool{}
+	var servers []srv
+	for _, sc := range r.suite.Spec.Scenarios {
+		key := fmt.Sprintf("%s:%d", sc.To, sc.Load.Port)
+		if !seen[key] {
+			seen[key] = true
+			servers = append(servers, srv{sc.To, sc.Load.Port, sc})
+		}
+	}
+	pods := map[string]cluster.Pod{}
+	for _, p := range r.c.Pods() {
+		pods[p.Key()] = p
+	}
+	for _, s := range servers {
+		logPath := filepath.Join(r.out, "logs", "server-"+strings.ReplaceAll(s.pod, "/", "-")+fmt.Sprintf("-%d.log", s.port))
+		logf, err := os.Create(logPath)
+		if err != nil {
+			return err
+		}
+		cmd := exec.Command(r.opts.Self, "workload", "serve", "--port", fmt.Sprint(s.port), "--payload-bytes", fmt.Sprint(s.sc.Load.PayloadBytes))
+		cmd.Stdout, cmd.Stderr = logf, logf
+		_, err = r.c.StartIn(s.pod, cmd)
+		logf.Close()
+		if err != nil {
+			return fmt.Errorf("server in %s: %w", s.pod, err)
+		}
+		// Wait until it answers (no agents run yet, so nothing filters).
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			res := probe.Connect(ctx, r.c.PodNetns(s.sc.From), pods[s.pod].IP, s.port, "TCP", 200*time.Millisecond)
+			if res.Err == nil || !strings.Contains(res.Err.Error(), "refused") {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("server in %s on port %d did not come up (see %s): %v", s.pod, s.port, logPath, res.Err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// measure runs a warm-up and then the measured load of one scenario, as a
+// fortio client process in the client pod.
+func (r *runner) measure(ctx context.Context, sc scenario.Scenario, index int) report.Repetition {
+	rep := report.Repetition{Index: index, StartedAt: time.Now().UTC()}
+	var to cluster.Pod
+	for _, p := range r.c.Pods() {
+		if p.Key() == sc.To {
+			to = p
+		}
+	}
+	url := fmt.Sprintf("http://%s:%d/", to.IP, sc.Load.Port)
+	if sc.Load.Protocol == "tcp" {
+		url = fmt.Sprintf("tcp://%s:%d", to.IP, sc.Load.Port+1)
+	}
+	if w := r.suite.Spec.Warmup.Duration; w > 0 {
+		if _, err := r.load(ctx, sc, url, w); err != nil {
+			rep.Error = "warm-up: " + err.Error()
+			return rep
+		}
+	}
+	res, err := r.load(ctx, sc, url, sc.Load.Duration.Duration)
+	if res != nil {
+		rep.Workload = *res
+	}
+	if err != nil {
+		rep.Error = err.Error()
+	}
+	return rep
+}
+
+func (r *runner) load(ctx context.Context, sc scenario.Scenario, url string, d time.Duration) (*workload.Result, error) {
+	args := []string{"workload", "load",
+		"--url", url,
+		"--protocol", sc.Load.Protocol,
+		"--qps", fmt.Sprint(sc.Load.QPS),
+		"--connections", fmt.Sprint(sc.Load.Connections),
+		"--duration", d.String(),
+		"--payload-bytes", fmt.Sprint(sc.Load.PayloadBytes),
+	}
+	cmd := exec.Command(r.opts.Self, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	p, err := r.c.StartIn(sc.From, cmd)
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Cmd.Wait() }()
+	var werr error
+	select {
+	case werr = <-done:
+	case <-ctx.Done():
+		_ = p.Cmd.Process.Kill()
+		<-done
+		return nil, ctx.Err()
+	case <-time.After(d + 60*time.Second):
+		_ = p.Cmd.Process.Kill()
+		<-done
+		return nil, fmt.Errorf("load client in %s did not finish", sc.From)
+	}
+	var res workload.Result
+	if jerr := json.Unmarshal(stdout.Bytes(), &res); jerr != nil {
+		return nil, fmt.Errorf("load client in %s: %v: %s", sc.From, errors.Join(werr, jerr), strings.TrimSpace(stderr.String()))
+	}
+	if werr != nil {
+		return &res, fmt.Errorf("load client in %s: %v: %s", sc.From, werr, lastLine(stderr.String()))
+	}
+	if res.Errors > 0 {
+		return &res, fmt.Errorf("%d of %d requests failed", res.Errors, res.Count)
+	}
+	return &res, nil
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}
+
+func environment(opts Options, s *scenario.Suite) report.Environment {
+	env := report.Environment{
+		Cores:           runtime.NumCPU(),
+		GoVersion:       runtime.Version(),
+		FastpathVersion: opts.Version,
+		FastpathCommit:  opts.Commit,
+		Provider:        "netns",
+		Datapaths:       s.Spec.Datapaths,
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		env.Kernel = strings.TrimSpace(string(b))
+	}
+	env.Hostname, _ = os.Hostname()
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "model name") {
+				if i := strings.IndexByte(line, ':'); i >= 0 {
+					env.CPUModel = strings.TrimSpace(line[i+1:])
+				}
+				break
+			}
+		}
+	}
+	return env
+}

@@ -1,0 +1,96 @@
+package run
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/fastpath-bench/fastpath/harness/cluster/netns"
+	"github.com/fastpath-bench/fastpath/harness/report"
+	"github.com/fastpath-bench/fastpath/internal/testutil"
+)
+
+// buildBinaries builds fastpath and fastpath-agent for the end-to-end run.
+func buildBinaries(t *testing.T) (self, agent string) {
+	t.Helper()
+	dir := t.TempDir()
+	self, agent = filepath.Join(dir, "fastpath"), filepath.Join(dir, "fastpath-agent")
+	for bin, pkg := range map[string]string{self: "./cmd/fastpath", agent: "./cmd/fastpath-agent"} {
+		cmd := exec.Command("go", "build", "-o", bin, pkg)
+		cmd.Dir = "../.."
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("build %s: %v\n%s", pkg, err, out)
+		}
+	}
+	return self, agent
+}
+
+// TestBenchSmoke runs a small suite end to end (real namespaces, agents,
+// fortio processes) and checks the report and the clean-up.
+func TestBenchSmoke(t *testing.T) {
+	testutil.RequireRoot(t)
+	self, agent := buildBinaries(t)
+	out := t.TempDir()
+	var progress strings.Builder
+	rep, dir, err := Bench(context.Background(), Options{
+		SuitePath:   "testdata/smoke.yaml",
+		OutRoot:     out,
+		Self:        self,
+		AgentBinary: agent,
+		Progress:    &progress,
+		RunID:       "fp-trun01",
+	})
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, progress.String())
+	}
+	if len(rep.Results) != 4 {
+		t.Fatalf("%d results, want 2 scenarios × 2 datapaths", len(rep.Results))
+	}
+	for _, r := range rep.Results {
+		s := r.Summary
+		if len(r.Repetitions) != 1 || s.Count == 0 || s.Errors != 0 {
+			t.Errorf("%s/%s: reps %d count %d errors %d", r.Scenario, r.Datapath, len(r.Repetitions), s.Count, s.Errors)
+		}
+		l := s.LatencySeconds
+		if !(l.P50 > 0 && l.P50 <= l.P90 && l.P90 <= l.P99 && l.P99 <= l.Max) {
+			t.Errorf("%s/%s: latency out of order: %+v", r.Scenario, r.Datapath, l)
+		}
+		if s.ActualQPS < 400 {
+			t.Errorf("%s/%s: actual qps %g at 500 requested", r.Scenario, r.Datapath, s.ActualQPS)
+		}
+	}
+	// The files are there and readable, latest points at the run.
+	back, err := report.ReadJSON(filepath.Join(dir, "report.json"))
+	if err != nil || len(back.Results) != 4 {
+		t.Fatalf("read back: %v", err)
+	}
+	md, err := os.ReadFile(filepath.Join(out, "latest", "report.md"))
+	if err != nil || !strings.Contains(string(md), "| `ebpf` |") {
+		t.Fatalf("report.md: %v\n%s", err, md)
+	}
+	if left, _ := netns.Leftovers("fp-trun01"); len(left) > 0 {
+		t.Fatalf("left behind: %v", left)
+	}
+}
+
+// TestBenchRefusesSuiteThatDeniesItsTraffic: the reference evaluator checks
+// the suite's own policies before anything is measured.
+func TestBenchRefusesSuiteThatDeniesItsTraffic(t *testing.T) {
+	testutil.RequireRoot(t)
+	self, agent := buildBinaries(t)
+	dir := t.TempDir()
+	data, _ := os.ReadFile("testdata/smoke.yaml")
+	suite := strings.Replace(string(data), "files: [../../../scenarios/policies/quick-allow.yaml]", "files: []", 1)
+	p := filepath.Join(dir, "deny.yaml")
+	os.WriteFile(p, []byte(suite), 0o644)
+	_, _, err := Bench(context.Background(), Options{SuitePath: p, OutRoot: dir, Self: self, AgentBinary: agent, Progress: &strings.Builder{}, RunID: "fp-trun02"})
+	if err == nil || !strings.Contains(err.Error(), "policies deny") {
+		t.Fatalf("want refusal, got %v", err)
+	}
+	if left, _ := netns.Leftovers("fp-trun02"); len(left) > 0 {
+		t.Fatalf("left behind: %v", left)
+	}
+}

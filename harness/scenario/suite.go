@@ -1,0 +1,242 @@
+package scenario
+
+import (
+	"strings"
+	"time"
+)
+
+// APIVersion is the only apiVersion suites may have.
+const APIVersion = "fastpath.dev/v1alpha1"
+
+// Kind is the only kind suites may have.
+const Kind = "Suite"
+
+// Defaults applied by Suite.Default and Load.Normalized to zero-valued
+// options.
+const (
+	// DefaultProvider builds clusters out of network namespaces.
+	DefaultProvider = "netns"
+	// DefaultRepetitions is how often every datapath is measured.
+	DefaultRepetitions = 3
+	// DefaultWarmup is the unmeasured load before each measurement.
+	DefaultWarmup = time.Second
+	// DefaultNamespace is the namespace of pods that name none.
+	DefaultNamespace = "default"
+	// DefaultProtocol is the load protocol.
+	DefaultProtocol = "http"
+	// DefaultConnections is the number of client connections.
+	DefaultConnections = 1
+	// DefaultDuration is how long a measured load lasts.
+	DefaultDuration = 10 * time.Second
+	// DefaultPort is the server port.
+	DefaultPort = 8080
+)
+
+// Limits enforced by Suite.Validate.
+const (
+	// MaxRepetitions bounds spec.repetitions.
+	MaxRepetitions = 100
+	// MaxNodes bounds the number of nodes.
+	MaxNodes = 16
+	// MaxNodeNameLength bounds node names, which become parts of interface
+	// names.
+	MaxNodeNameLength = 8
+	// MaxGeneratedPolicies bounds spec.policies.generated.
+	MaxGeneratedPolicies = 100000
+	// MaxConnections bounds load.connections.
+	MaxConnections = 1024
+	// MaxDuration bounds load.duration and spec.warmup.
+	MaxDuration = time.Hour
+	// MaxPayloadBytes bounds load.payloadBytes (1 MiB).
+	MaxPayloadBytes = 1 << 20
+)
+
+// KnownProviders are the valid values of spec.provider.
+var KnownProviders = []string{"netns"}
+
+// KnownDatapaths are the valid entries of spec.datapaths.
+var KnownDatapaths = []string{"none", "ebpf"}
+
+// KnownProtocols are the valid values of load.protocol.
+var KnownProtocols = []string{"http", "tcp"}
+
+// Suite is a benchmark suite file.
+type Suite struct {
+	// APIVersion must be APIVersion.
+	APIVersion string `json:"apiVersion"`
+	// Kind must be Kind.
+	Kind string `json:"kind"`
+	// Metadata names the suite.
+	Metadata Metadata `json:"metadata"`
+	// Spec is what to build and measure.
+	Spec SuiteSpec `json:"spec"`
+}
+
+// Metadata identifies a suite.
+type Metadata struct {
+	// Name is the suite's name, a DNS label; reports carry it.
+	Name string `json:"name"`
+}
+
+// SuiteSpec describes the cluster, the datapaths to compare and the
+// scenarios to measure.
+type SuiteSpec struct {
+	// Provider builds the cluster; "" means "netns", the only one so far.
+	Provider string `json:"provider,omitempty"`
+	// Datapaths are compared against each other, each one of
+	// KnownDatapaths, without duplicates, at least one.
+	Datapaths []string `json:"datapaths"`
+	// Repetitions is how often each datapath is measured, 1 to 100; 0
+	// means 3.
+	Repetitions int `json:"repetitions,omitempty"`
+	// Warmup is the unmeasured load run before each measurement; 0 means
+	// 1s.
+	Warmup Duration `json:"warmup,omitzero"`
+	// Cluster is the topology.
+	Cluster Cluster `json:"cluster"`
+	// Policies are installed before anything is measured.
+	Policies Policies `json:"policies,omitzero"`
+	// Scenarios are measured for every datapath, at least one, with
+	// unique names.
+	Scenarios []Scenario `json:"scenarios"`
+}
+
+// Cluster is a topology of nodes and pods.
+type Cluster struct {
+	// Nodes are unique names of 1 to 8 characters out of [a-z0-9-] (they
+	// become parts of interface names); 1 to 16 of them.
+	Nodes []string `json:"nodes"`
+	// Pods are placed on Nodes; at least one.
+	Pods []Pod `json:"pods"`
+	// Namespaces optionally labels namespaces; a pod namespace not listed
+	// has no labels.
+	Namespaces []Namespace `json:"namespaces,omitempty"`
+}
+
+// Namespace gives labels to a namespace.
+type Namespace struct {
+	// Name is the namespace, a DNS label.
+	Name string `json:"name"`
+	// Labels are the namespace's labels.
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// Pod is a pod of the topology.
+type Pod struct {
+	// Name is the pod's name, a DNS label, unique within its namespace.
+	Name string `json:"name"`
+	// Namespace is the pod's namespace, a DNS label; "" means "default".
+	Namespace string `json:"namespace,omitempty"`
+	// Node is one of Cluster.Nodes.
+	Node string `json:"node"`
+	// Labels are the pod's labels, which policies select.
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// Ref returns "namespace/name", the form scenarios refer to the pod by.
+func (p Pod) Ref() string {
+	ns := p.Namespace
+	if ns == "" {
+		ns = DefaultNamespace
+	}
+	return ns + "/" + p.Name
+}
+
+// Policies are the policy objects installed in the cluster.
+type Policies struct {
+	// Files are Kubernetes YAML files (NetworkPolicy and the like),
+	// relative to the suite file's directory. LoadFile and Decode make them
+	// absolute; they must exist.
+	Files []string `json:"files,omitempty"`
+	// Generated is the number of synthetic filler NetworkPolicies to add,
+	// 0 to 100000.
+	Generated int `json:"generated,omitempty"`
+}
+
+// Scenario is one measured traffic pattern.
+type Scenario struct {
+	// Name is unique in the suite, a DNS label.
+	Name string `json:"name"`
+	// From is the client pod, "namespace/pod".
+	From string `json:"from"`
+	// To is the server pod, "namespace/pod", other than From.
+	To string `json:"to"`
+	// Load is what the client sends.
+	Load Load `json:"load,omitzero"`
+}
+
+// Load is the load a scenario's client generates.
+type Load struct {
+	// Protocol is "http" or "tcp" (fortio TCP echo, on Port+1); "" means
+	// "http".
+	Protocol string `json:"protocol,omitempty"`
+	// QPS is the target rate across all connections; 0 means as fast as
+	// possible. Negative values are invalid.
+	QPS float64 `json:"qps,omitempty"`
+	// Connections is the number of concurrent connections, 1 to 1024; 0
+	// means 1.
+	Connections int `json:"connections,omitempty"`
+	// Duration is how long the measured load lasts, at most 1h; 0 means
+	// 10s.
+	Duration Duration `json:"duration,omitzero"`
+	// Port is the server's HTTP port, 1 to 65535 (65534 for tcp); 0 means
+	// 8080.
+	Port int `json:"port,omitempty"`
+	// PayloadBytes is the size of each response body, 0 to 1 MiB.
+	PayloadBytes int `json:"payloadBytes,omitempty"`
+}
+
+// Normalized returns l with defaults in place of zero-valued options.
+func (l Load) Normalized() Load {
+	if l.Protocol == "" {
+		l.Protocol = DefaultProtocol
+	}
+	if l.Connections == 0 {
+		l.Connections = DefaultConnections
+	}
+	if l.Duration.Duration == 0 {
+		l.Duration.Duration = DefaultDuration
+	}
+	if l.Port == 0 {
+		l.Port = DefaultPort
+	}
+	return l
+}
+
+// Default replaces zero-valued options with their defaults, in place:
+// provider, repetitions, warm-up, pod namespaces and every scenario's load.
+// It is idempotent.
+func (s *Suite) Default() {
+	if s.Spec.Provider == "" {
+		s.Spec.Provider = DefaultProvider
+	}
+	if s.Spec.Repetitions == 0 {
+		s.Spec.Repetitions = DefaultRepetitions
+	}
+	if s.Spec.Warmup.Duration == 0 {
+		s.Spec.Warmup.Duration = DefaultWarmup
+	}
+	for i := range s.Spec.Cluster.Pods {
+		if s.Spec.Cluster.Pods[i].Namespace == "" {
+			s.Spec.Cluster.Pods[i].Namespace = DefaultNamespace
+		}
+	}
+	for i := range s.Spec.Scenarios {
+		s.Spec.Scenarios[i].Load = s.Spec.Scenarios[i].Load.Normalized()
+	}
+}
+
+// PodByRef returns the pod "namespace/name" refers to. A pod without a
+// namespace is found as "default/name".
+func (s *Suite) PodByRef(ref string) (Pod, bool) {
+	ns, name, ok := strings.Cut(ref, "/")
+	if !ok || ns == "" || name == "" {
+		return Pod{}, false
+	}
+	for _, p := range s.Spec.Cluster.Pods {
+		if p.Ref() == ns+"/"+name {
+			return p, true
+		}
+	}
+	return Pod{}, false
+}

@@ -1,0 +1,286 @@
+package scenario
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"slices"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/validate/content"
+)
+
+// FieldError is one problem with a suite: the file, the path of the field
+// at fault ("spec.scenarios[1].load.qps") and what is wrong with it.
+type FieldError struct {
+	// File is the suite file's name as given to LoadFile or Decode.
+	File string
+	// Field is the path of the field; empty for the whole document.
+	Field string
+	// Message says what is wrong.
+	Message string
+}
+
+// Error formats e as "file: field: message".
+func (e *FieldError) Error() string {
+	if e.Field == "" {
+		return e.File + ": " + e.Message
+	}
+	return e.File + ": " + e.Field + ": " + e.Message
+}
+
+// problems collects the FieldErrors of one suite file.
+type problems struct {
+	file string
+	errs []error
+}
+
+func (p *problems) add(field, format string, args ...any) {
+	p.errs = append(p.errs, &FieldError{File: p.file, Field: field, Message: fmt.Sprintf(format, args...)})
+}
+
+// Validate checks the whole suite and returns every problem found, joined
+// with errors.Join, each one a *FieldError naming the file name and the
+// field. Zero-valued options are valid (they mean their defaults), so a
+// suite validates the same before and after Default. Policy files are
+// checked to exist, relative to the working directory unless absolute.
+func (s *Suite) Validate(name string) error {
+	p := &problems{file: name}
+	if s.APIVersion != APIVersion {
+		p.add("apiVersion", "must be %q, have %q", APIVersion, s.APIVersion)
+	}
+	if s.Kind != Kind {
+		p.add("kind", "must be %q, have %q", Kind, s.Kind)
+	}
+	if s.Metadata.Name == "" {
+		p.add("metadata.name", "is required")
+	} else {
+		checkDNSLabel(p, "metadata.name", s.Metadata.Name)
+	}
+	spec := &s.Spec
+	if spec.Provider != "" && !slices.Contains(KnownProviders, spec.Provider) {
+		p.add("spec.provider", "unknown provider %q (known: %s)", spec.Provider, strings.Join(KnownProviders, ", "))
+	}
+	s.validateDatapaths(p)
+	if spec.Repetitions < 0 || spec.Repetitions > MaxRepetitions {
+		p.add("spec.repetitions", "must be between 1 and %d (0 means %d), have %d", MaxRepetitions, DefaultRepetitions, spec.Repetitions)
+	}
+	checkDuration(p, "spec.warmup", spec.Warmup)
+	s.validateCluster(p)
+	s.validatePolicies(p)
+	s.validateScenarios(p)
+	return errors.Join(p.errs...)
+}
+
+func (s *Suite) validateDatapaths(p *problems) {
+	dps := s.Spec.Datapaths
+	if len(dps) == 0 {
+		p.add("spec.datapaths", "at least one datapath is required (known: %s)", strings.Join(KnownDatapaths, ", "))
+	}
+	seen := map[string]int{}
+	for i, dp := range dps {
+		field := fmt.Sprintf("spec.datapaths[%d]", i)
+		if !slices.Contains(KnownDatapaths, dp) {
+			p.add(field, "unknown datapath %q (known: %s)", dp, strings.Join(KnownDatapaths, ", "))
+		}
+		if j, dup := seen[dp]; dup {
+			p.add(field, "duplicate datapath %q (also spec.datapaths[%d])", dp, j)
+			continue
+		}
+		seen[dp] = i
+	}
+}
+
+func (s *Suite) validateCluster(p *problems) {
+	c := &s.Spec.Cluster
+	if len(c.Nodes) == 0 || len(c.Nodes) > MaxNodes {
+		p.add("spec.cluster.nodes", "must list 1 to %d nodes, have %d", MaxNodes, len(c.Nodes))
+	}
+	nodes := map[string]int{}
+	for i, n := range c.Nodes {
+		field := fmt.Sprintf("spec.cluster.nodes[%d]", i)
+		switch {
+		case n == "":
+			p.add(field, "must not be empty")
+		case len(n) > MaxNodeNameLength:
+			p.add(field, "%q is longer than %d characters (node names become parts of interface names)", n, MaxNodeNameLength)
+		default:
+			checkDNSLabel(p, field, n)
+		}
+		if j, dup := nodes[n]; dup {
+			p.add(field, "duplicate node %q (also spec.cluster.nodes[%d])", n, j)
+			continue
+		}
+		nodes[n] = i
+	}
+
+	namespaces := map[string]int{}
+	for i, ns := range c.Namespaces {
+		field := fmt.Sprintf("spec.cluster.namespaces[%d]", i)
+		if ns.Name == "" {
+			p.add(field+".name", "is required")
+		} else {
+			checkDNSLabel(p, field+".name", ns.Name)
+		}
+		if j, dup := namespaces[ns.Name]; dup {
+			p.add(field+".name", "duplicate namespace %q (also spec.cluster.namespaces[%d])", ns.Name, j)
+		} else {
+			namespaces[ns.Name] = i
+		}
+		checkLabels(p, field+".labels", ns.Labels)
+	}
+
+	if len(c.Pods) == 0 {
+		p.add("spec.cluster.pods", "at least one pod is required")
+	}
+	pods := map[string]int{}
+	for i, pod := range c.Pods {
+		field := fmt.Sprintf("spec.cluster.pods[%d]", i)
+		if pod.Name == "" {
+			p.add(field+".name", "is required")
+		} else {
+			checkDNSLabel(p, field+".name", pod.Name)
+		}
+		if pod.Namespace != "" {
+			checkDNSLabel(p, field+".namespace", pod.Namespace)
+		}
+		switch {
+		case pod.Node == "":
+			p.add(field+".node", "is required (nodes: %s)", strings.Join(c.Nodes, ", "))
+		case !slices.Contains(c.Nodes, pod.Node):
+			p.add(field+".node", "unknown node %q (nodes: %s)", pod.Node, strings.Join(c.Nodes, ", "))
+		}
+		checkLabels(p, field+".labels", pod.Labels)
+		if pod.Name == "" {
+			continue
+		}
+		ref := pod.Ref()
+		if j, dup := pods[ref]; dup {
+			p.add(field, "duplicate pod %q (also spec.cluster.pods[%d])", ref, j)
+			continue
+		}
+		pods[ref] = i
+	}
+}
+
+func (s *Suite) validatePolicies(p *problems) {
+	pol := &s.Spec.Policies
+	for i, f := range pol.Files {
+		field := fmt.Sprintf("spec.policies.files[%d]", i)
+		if f == "" {
+			p.add(field, "must not be empty")
+			continue
+		}
+		fi, err := os.Stat(f)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			p.add(field, "%s does not exist", f)
+		case err != nil:
+			p.add(field, "%v", err)
+		case !fi.Mode().IsRegular():
+			p.add(field, "%s is not a regular file", f)
+		}
+	}
+	if pol.Generated < 0 || pol.Generated > MaxGeneratedPolicies {
+		p.add("spec.policies.generated", "must be between 0 and %d, have %d", MaxGeneratedPolicies, pol.Generated)
+	}
+}
+
+func (s *Suite) validateScenarios(p *problems) {
+	if len(s.Spec.Scenarios) == 0 {
+		p.add("spec.scenarios", "at least one scenario is required")
+	}
+	names := map[string]int{}
+	for i, sc := range s.Spec.Scenarios {
+		field := fmt.Sprintf("spec.scenarios[%d]", i)
+		if sc.Name == "" {
+			p.add(field+".name", "is required")
+		} else {
+			checkDNSLabel(p, field+".name", sc.Name)
+			if j, dup := names[sc.Name]; dup {
+				p.add(field+".name", "duplicate scenario %q (also spec.scenarios[%d])", sc.Name, j)
+			} else {
+				names[sc.Name] = i
+			}
+		}
+		fromOK := s.checkPodRef(p, field+".from", sc.From)
+		toOK := s.checkPodRef(p, field+".to", sc.To)
+		if fromOK && toOK && sc.From == sc.To {
+			p.add(field+".to", "must differ from from (%q)", sc.From)
+		}
+		sc.Load.validate(p, field+".load")
+	}
+}
+
+// checkPodRef reports whether ref names an existing pod, reporting why not.
+func (s *Suite) checkPodRef(p *problems, field, ref string) bool {
+	ns, name, ok := strings.Cut(ref, "/")
+	switch {
+	case ref == "":
+		p.add(field, `is required ("namespace/pod")`)
+		return false
+	case !ok || ns == "" || name == "" || strings.Contains(name, "/"):
+		p.add(field, `must be "namespace/pod", have %q`, ref)
+		return false
+	}
+	if _, found := s.PodByRef(ref); !found {
+		p.add(field, "no pod %q in spec.cluster.pods", ref)
+		return false
+	}
+	return true
+}
+
+func (l Load) validate(p *problems, field string) {
+	if l.Protocol != "" && !slices.Contains(KnownProtocols, l.Protocol) {
+		p.add(field+".protocol", "unknown protocol %q (known: %s)", l.Protocol, strings.Join(KnownProtocols, ", "))
+	}
+	switch {
+	case math.IsNaN(l.QPS) || math.IsInf(l.QPS, 0):
+		p.add(field+".qps", "must be a finite number, have %v", l.QPS)
+	case l.QPS < 0:
+		p.add(field+".qps", "must be >= 0 (0 means as fast as possible), have %v", l.QPS)
+	}
+	if l.Connections < 0 || l.Connections > MaxConnections {
+		p.add(field+".connections", "must be between 1 and %d (0 means %d), have %d", MaxConnections, DefaultConnections, l.Connections)
+	}
+	checkDuration(p, field+".duration", l.Duration)
+	maxPort := 65535
+	if l.Protocol == "tcp" {
+		maxPort = 65534 // the TCP echo server listens on port+1
+	}
+	if l.Port < 0 || l.Port > maxPort {
+		p.add(field+".port", "must be between 1 and %d (0 means %d), have %d", maxPort, DefaultPort, l.Port)
+	}
+	if l.PayloadBytes < 0 || l.PayloadBytes > MaxPayloadBytes {
+		p.add(field+".payloadBytes", "must be between 0 and %d, have %d", MaxPayloadBytes, l.PayloadBytes)
+	}
+}
+
+func checkDuration(p *problems, field string, d Duration) {
+	if d.Duration < 0 || d.Duration > MaxDuration {
+		p.add(field, "must be between 0s and %v, have %v", MaxDuration, d.Duration)
+	}
+}
+
+func checkDNSLabel(p *problems, field, v string) {
+	if msgs := content.IsDNS1123Label(v); len(msgs) > 0 {
+		p.add(field, "%q is not a valid name: %s", v, strings.Join(msgs, "; "))
+	}
+}
+
+func checkLabels(p *problems, field string, labels map[string]string) {
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		if msgs := content.IsLabelKey(k); len(msgs) > 0 {
+			p.add(field, "invalid label key %q: %s", k, strings.Join(msgs, "; "))
+		}
+		if msgs := content.IsLabelValue(labels[k]); len(msgs) > 0 {
+			p.add(field+"."+k, "invalid label value %q: %s", labels[k], strings.Join(msgs, "; "))
+		}
+	}
+}
