@@ -12,7 +12,7 @@ COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 export BPF_CLANG BPF_CFLAGS
 
-.PHONY: help deps deps-bpf build generate check-generated vet test bench clean
+.PHONY: help deps deps-bpf build generate check-generated vet test bench conformance clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -42,6 +42,10 @@ test: deps check-generated vet build ## run every test (privileged ones need roo
 
 bench: deps build ## run the benchmark suite (SUITE=...) on the netns provider
 	./bin/fastpath bench --suite $(SUITE)
+
+conformance: deps build ## run scenarios/conformance against the model and the ebpf datapath
+	./bin/fastpath conformance run --cases scenarios/conformance --datapath model
+	./bin/fastpath conformance run --cases scenarios/conformance --datapath ebpf
 
 clean: build ## remove everything runs left behind, and build output
 	./bin/fastpath clean

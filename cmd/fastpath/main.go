@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fastpath-bench/fastpath/harness/cluster/netns"
+	"github.com/fastpath-bench/fastpath/harness/conformance"
 	"github.com/fastpath-bench/fastpath/harness/run"
 	"github.com/fastpath-bench/fastpath/harness/workload"
 )
@@ -38,7 +39,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newBench(), newClean(), workload.NewCommand())
+	root.AddCommand(newBench(), newClean(), newConformance(), workload.NewCommand())
 	return root
 }
 
@@ -104,4 +105,52 @@ func newClean() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func newConformance() *cobra.Command {
+	root := &cobra.Command{Use: "conformance", Short: "Policy conformance: run cases against a datapath or the model"}
+	var opts conformance.Options
+	var dir string
+	var asJSON bool
+	run := &cobra.Command{
+		Use:   "run",
+		Short: "Run every case below --cases; prints failing probes and `N passed, M failed`",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := interruptible()
+			defer cancel()
+			cases, err := conformance.LoadCases(dir)
+			if err != nil {
+				return err
+			}
+			if !asJSON {
+				opts.Out = os.Stdout
+			}
+			res, err := conformance.Run(ctx, cases, opts)
+			if res != nil {
+				if asJSON {
+					if jerr := res.WriteJSON(os.Stdout); jerr != nil {
+						return jerr
+					}
+				} else {
+					fmt.Println(res.Summary())
+				}
+			}
+			if err != nil {
+				return err
+			}
+			if res.Failed > 0 {
+				return fmt.Errorf("%d probes failed", res.Failed)
+			}
+			return nil
+		},
+	}
+	f := run.Flags()
+	f.StringVar(&dir, "cases", "scenarios/conformance", "directory of cases (walked recursively)")
+	f.StringVar(&opts.Datapath, "datapath", "ebpf", "ebpf, or model (the reference evaluator alone)")
+	f.BoolVar(&asJSON, "json", false, "print per-case and per-probe results as JSON")
+	f.DurationVar(&opts.Timeout, "timeout", 0, "probe timeout (default 1s)")
+	f.StringVar(&opts.AgentBinary, "agent-binary", "", "fastpath-agent executable (default: next to this one, then PATH)")
+	root.AddCommand(run)
+	return root
 }

@@ -360,7 +360,7 @@ func TestIPBlockPeers(t *testing.T) {
 		{"192.0.2.200", 9000, actDrop}, // in except
 		{"192.0.2.1", 9001, actDrop},   // port
 		{"198.51.100.1", 9000, actDrop},
-		{otherIP.String(), 9000, actOK},   // pod inside an ipBlock
+		{otherIP.String(), 9000, actOK},    // pod inside an ipBlock
 		{clientIP.String(), 9000, actDrop}, // pod outside it
 	} {
 		got := run(t, to, tcpPacket(netip.MustParseAddr(tc.src), 33000, serverIP, tc.port, flagSYN))

@@ -1,0 +1,432 @@
+package conformance
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/fastpath-bench/fastpath/datapath/model"
+	"github.com/fastpath-bench/fastpath/harness/cluster"
+	"github.com/fastpath-bench/fastpath/harness/cluster/netns"
+	"github.com/fastpath-bench/fastpath/harness/probe"
+)
+
+// Datapaths the runner can check.
+var Datapaths = []string{"model", "ebpf"}
+
+// Options configure Run. Zero values mean defaults.
+type Options struct {
+	// Datapath: "model" (reference evaluator only) or "ebpf"; "" means ebpf.
+	Datapath string
+	// AgentBinary for datapath runs; empty: next to this executable, then
+	// PATH.
+	AgentBinary string
+	// Timeout of one probe; 0 means 1s. A probe that should connect and
+	// does not within it fails.
+	Timeout time.Duration
+	// Parallel probes at once; 0 means 64.
+	Parallel int
+	// Out receives one line per failing probe (and progress); nil: none.
+	Out io.Writer
+	// RunID prefixes what the run creates; empty: generated.
+	RunID string
+	// LogDir for agent logs; empty: the run's state directory.
+	LogDir string
+}
+
+// ProbeResult is the outcome of one probe.
+type ProbeResult struct {
+	Probe
+	// ResolvedPort is the number a named port resolved to.
+	ResolvedPort int  `json:"resolvedPort"`
+	Got          bool `json:"got"`
+	Passed       bool `json:"passed"`
+	// Model is the reference evaluator's verdict on the same probe.
+	Model   bool   `json:"model"`
+	Skipped string `json:"skipped,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+// CaseResult is the outcome of one case.
+type CaseResult struct {
+	Name   string        `json:"name"`
+	Probes []ProbeResult `json:"probes"`
+	// Error is set when the case could not run at all (all its probes
+	// count as failed).
+	Error string `json:"error,omitempty"`
+}
+
+// Result is the outcome of a run.
+type Result struct {
+	Datapath string        `json:"datapath"`
+	Cases    []CaseResult  `json:"cases"`
+	Passed   int           `json:"passed"`
+	Failed   int           `json:"failed"`
+	Skipped  int           `json:"skipped"`
+	Seconds  float64       `json:"seconds"`
+}
+
+// Summary is the closing line: "N passed, M failed[, K skipped]".
+func (r *Result) Summary() string {
+	s := fmt.Sprintf("%d passed, %d failed", r.Passed, r.Failed)
+	if r.Skipped > 0 {
+		s += fmt.Sprintf(", %d skipped", r.Skipped)
+	}
+	return s
+}
+
+// WriteJSON writes the result.
+func (r *Result) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// Run runs every case against the datapath.
+func Run(ctx context.Context, cases []*Case, opts Options) (*Result, error) {
+	if opts.Datapath == "" {
+		opts.Datapath = "ebpf"
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = time.Second
+	}
+	if opts.Parallel == 0 {
+		opts.Parallel = 64
+	}
+	if opts.Out == nil {
+		opts.Out = io.Discard
+	}
+	start := time.Now()
+	res := &Result{Datapath: opts.Datapath}
+	var err error
+	switch opts.Datapath {
+	case "model":
+		for _, c := range cases {
+			res.Cases = append(res.Cases, runModel(c, topologyOf(c, "")))
+		}
+	case "ebpf", "none":
+		err = runDatapath(ctx, cases, opts, res)
+	default:
+		return nil, fmt.Errorf("--datapath %q: unknown (want one of %v)", opts.Datapath, Datapaths)
+	}
+	for _, cr := range res.Cases {
+		for _, p := range cr.Probes {
+			switch {
+			case p.Skipped != "":
+				res.Skipped++
+			case p.Passed:
+				res.Passed++
+			default:
+				res.Failed++
+				fmt.Fprintf(opts.Out, "FAIL %s: %s: want connected=%v, got %v%s\n", cr.Name, p.Probe, p.Connected, p.Got, errNote(p.Error))
+			}
+		}
+	}
+	res.Seconds = time.Since(start).Seconds()
+	return res, err
+}
+
+func errNote(e string) string {
+	if e == "" {
+		return ""
+	}
+	return " (" + e + ")"
+}
+
+// topology is the cluster a case runs on: the provider's spec and every
+// pod's address.
+type topology struct {
+	spec  cluster.Spec
+	addrs map[string]netip.Addr
+	pods  map[string]*corev1.Pod
+}
+
+// topologyOf derives nodes, pods and addresses from cluster.yaml: nodes are
+// the pods' spec.nodeName values (node1 and node2 when none is named), pods
+// without a node are spread over the nodes, and a pod's status.podIP is
+// kept as its address.
+func topologyOf(c *Case, runID string) *topology {
+	t := &topology{addrs: map[string]netip.Addr{}, pods: map[string]*corev1.Pod{}}
+	nodeSet := map[string]bool{}
+	for _, p := range c.Cluster.Pods {
+		if p.Spec.NodeName != "" {
+			nodeSet[p.Spec.NodeName] = true
+		}
+	}
+	for n := range nodeSet {
+		t.spec.Nodes = append(t.spec.Nodes, n)
+	}
+	sort.Strings(t.spec.Nodes)
+	if len(t.spec.Nodes) == 0 {
+		t.spec.Nodes = []string{"node1", "node2"}
+	}
+	t.spec.RunID = runID
+	t.spec.Namespaces = map[string]map[string]string{}
+	for _, ns := range c.Cluster.Namespaces {
+		t.spec.Namespaces[ns.Name] = ns.Labels
+	}
+	for i := range c.Cluster.Pods {
+		p := &c.Cluster.Pods[i]
+		node := p.Spec.NodeName
+		if node == "" {
+			node = t.spec.Nodes[i%len(t.spec.Nodes)]
+		}
+		ps := cluster.PodSpec{Namespace: p.Namespace, Name: p.Name, Node: node, Labels: p.Labels}
+		if p.Status.PodIP != "" {
+			ps.IP, _ = netip.ParseAddr(p.Status.PodIP)
+		}
+		for _, ctr := range p.Spec.Containers {
+			for _, port := range ctr.Ports {
+				ps.Ports = append(ps.Ports, cluster.Port{Name: port.Name, Port: int(port.ContainerPort), Protocol: string(port.Protocol)})
+			}
+		}
+		t.spec.Pods = append(t.spec.Pods, ps)
+		t.pods[p.Namespace+"/"+p.Name] = p
+	}
+	for i, a := range netns.AssignAddresses(t.spec) {
+		ps := t.spec.Pods[i]
+		t.addrs[ps.Namespace+"/"+ps.Name] = a
+	}
+	return t
+}
+
+// objects returns the case's objects with the topology's addresses.
+func (t *topology) objects(c *Case) (*model.Objects, error) {
+	objs := &model.Objects{Namespaces: c.Cluster.Namespaces}
+	for _, p := range c.Cluster.Pods {
+		p := *p.DeepCopy()
+		p.Status.PodIP = t.addrs[p.Namespace+"/"+p.Name].String()
+		objs.Pods = append(objs.Pods, p)
+	}
+	if err := objs.Decode("policies.yaml", c.Policies); err != nil {
+		return nil, err
+	}
+	return objs, nil
+}
+
+// resolvePort turns a probe's port (number or name) into a number, using
+// the destination pod's container ports for names.
+func (t *topology) resolvePort(p Probe) (int, error) {
+	if p.Port.Type == intstr.Int {
+		return int(p.Port.IntVal), nil
+	}
+	pod := t.pods[p.To]
+	for _, c := range pod.Spec.Containers {
+		for _, cp := range c.Ports {
+			proto := string(cp.Protocol)
+			if proto == "" {
+				proto = "TCP"
+			}
+			if cp.Name == p.Port.StrVal && strings.EqualFold(proto, p.proto()) {
+				return int(cp.ContainerPort), nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("pod %s has no %s port named %q", p.To, p.proto(), p.Port.StrVal)
+}
+
+func modelVerdicts(c *Case, t *topology) ([]ProbeResult, error) {
+	objs, err := t.objects(c)
+	if err != nil {
+		return nil, err
+	}
+	if err := objs.Validate(); err != nil {
+		return nil, err
+	}
+	out := make([]ProbeResult, len(c.Probes))
+	for i, p := range c.Probes {
+		out[i] = ProbeResult{Probe: p}
+		port, err := t.resolvePort(p)
+		if err != nil {
+			out[i].Error = err.Error()
+			continue
+		}
+		out[i].ResolvedPort = port
+		proto, _ := model.ParseProtocol(p.proto())
+		out[i].Model = model.Evaluate(objs, t.addrs[p.From], t.addrs[p.To], proto, uint16(port)).Allowed
+	}
+	return out, nil
+}
+
+func runModel(c *Case, t *topology) CaseResult {
+	cr := CaseResult{Name: c.Name}
+	probes, err := modelVerdicts(c, t)
+	if err != nil {
+		cr.Error = err.Error()
+		for _, p := range c.Probes {
+			cr.Probes = append(cr.Probes, ProbeResult{Probe: p, Error: err.Error()})
+		}
+		return cr
+	}
+	for _, p := range probes {
+		p.Got = p.Model
+		p.Passed = p.Error == "" && p.Got == p.Connected
+		cr.Probes = append(cr.Probes, p)
+	}
+	return cr
+}
+
+// runDatapath runs cases on netns clusters with real agents; consecutive
+// cases with the same cluster.yaml share one cluster.
+func runDatapath(ctx context.Context, cases []*Case, opts Options, res *Result) error {
+	base := opts.RunID
+	if base == "" {
+		base = fmt.Sprintf("fp-%06x", time.Now().UnixNano()&0xffffff)
+	}
+	var errs []error
+	for i := 0; i < len(cases); {
+		j := i + 1
+		for j < len(cases) && cases[j].ClusterKey == cases[i].ClusterKey {
+			j++
+		}
+		runID := fmt.Sprintf("%s-%d", base, i)
+		results, err := runGroup(ctx, cases[i:j], runID, opts)
+		res.Cases = append(res.Cases, results...)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		i = j
+	}
+	return errors.Join(errs...)
+}
+
+func failAll(c *Case, err error) CaseResult {
+	cr := CaseResult{Name: c.Name, Error: err.Error()}
+	for _, p := range c.Probes {
+		cr.Probes = append(cr.Probes, ProbeResult{Probe: p, Error: err.Error()})
+	}
+	return cr
+}
+
+func runGroup(ctx context.Context, cases []*Case, runID string, opts Options) (out []CaseResult, err error) {
+	t := topologyOf(cases[0], runID)
+	t.spec.LogDir = opts.LogDir
+	c, err := netns.NewProvider(netns.Options{AgentBinary: opts.AgentBinary}).Create(ctx, t.spec)
+	if err != nil {
+		for _, cs := range cases {
+			out = append(out, failAll(cs, err))
+		}
+		return out, fmt.Errorf("case %s: build cluster: %w", cases[0].Name, err)
+	}
+	defer func() {
+		if derr := c.Destroy(context.Background()); derr != nil {
+			err = errors.Join(err, derr)
+		}
+	}()
+	for _, p := range c.Pods() {
+		t.addrs[p.Key()] = p.IP
+	}
+	// Echo servers on every container port of every pod.
+	for _, p := range c.Pods() {
+		byPort := map[int][]string{}
+		for _, port := range p.Ports {
+			proto := strings.ToUpper(port.Protocol)
+			if proto == "" {
+				proto = "TCP"
+			}
+			if proto == "SCTP" {
+				continue // no SCTP sockets on every kernel: probes say so
+			}
+			byPort[port.Port] = append(byPort[port.Port], proto)
+		}
+		for port, protos := range byPort {
+			s, err := probe.Serve(c.PodNetns(p.Key()), port, dedup(protos)...)
+			if err != nil {
+				for _, cs := range cases {
+					out = append(out, failAll(cs, err))
+				}
+				return out, err
+			}
+			defer s.Close()
+		}
+	}
+	if err := c.StartAgents(ctx, cluster.AgentOptions{Datapath: opts.Datapath}); err != nil {
+		for _, cs := range cases {
+			out = append(out, failAll(cs, err))
+		}
+		return out, err
+	}
+	for _, cs := range cases {
+		out = append(out, runCase(ctx, c, t, cs, opts))
+	}
+	return out, nil
+}
+
+func dedup(in []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range in {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func runCase(ctx context.Context, c *netns.Cluster, t *topology, cs *Case, opts Options) CaseResult {
+	cr := CaseResult{Name: cs.Name}
+	probes, err := modelVerdicts(cs, t)
+	if err != nil {
+		return failAll(cs, err)
+	}
+	since := time.Now()
+	var hash string
+	if len(strings.TrimSpace(string(cs.Policies))) == 0 {
+		hash, err = c.RemoveState("10-policies.yaml")
+	} else {
+		hash, err = c.WriteState("10-policies.yaml", cs.Policies)
+	}
+	if err != nil {
+		return failAll(cs, err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	_, err = c.WaitProgrammed(wctx, hash, since)
+	cancel()
+	if err != nil {
+		return failAll(cs, err)
+	}
+	sem := make(chan struct{}, opts.Parallel)
+	var wg sync.WaitGroup
+	for i := range probes {
+		p := &probes[i]
+		if p.Error != "" {
+			continue
+		}
+		if p.proto() == "SCTP" {
+			p.Skipped = "SCTP probes need SCTP sockets, which this kernel lacks"
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			r := probe.Connect(ctx, c.PodNetns(p.From), t.addrs[p.To], p.ResolvedPort, p.proto(), opts.Timeout)
+			p.Got = r.Connected
+			p.Passed = p.Got == p.Connected
+			if !p.Passed && r.Err != nil {
+				p.Error = r.Err.Error()
+			}
+			if p.Passed && p.Got != p.Model {
+				p.Error = "the datapath agrees with expect.yaml but the model does not"
+			}
+		}()
+	}
+	wg.Wait()
+	cr.Probes = probes
+	return cr
+}
