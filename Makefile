@@ -33,8 +33,9 @@ generate: deps-bpf ## regenerate bpf2go output from bpf/ (commit the result)
 check-generated: deps-bpf ## fail when committed bpf2go output is stale
 	@hack/check-generated.sh
 
-vet:
+vet: ## go vet and gofmt
 	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out" >&2; exit 1; fi
 
 test: deps check-generated vet build ## run every test (privileged ones need root) and check nothing is left behind
 	FASTPATH_REQUIRE_PRIVILEGED=1 $(GO) test -count=1 ./...

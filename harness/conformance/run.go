@@ -68,12 +68,12 @@ type CaseResult struct {
 
 // Result is the outcome of a run.
 type Result struct {
-	Datapath string        `json:"datapath"`
-	Cases    []CaseResult  `json:"cases"`
-	Passed   int           `json:"passed"`
-	Failed   int           `json:"failed"`
-	Skipped  int           `json:"skipped"`
-	Seconds  float64       `json:"seconds"`
+	Datapath string       `json:"datapath"`
+	Cases    []CaseResult `json:"cases"`
+	Passed   int          `json:"passed"`
+	Failed   int          `json:"failed"`
+	Skipped  int          `json:"skipped"`
+	Seconds  float64      `json:"seconds"`
 }
 
 // Summary is the closing line: "N passed, M failed[, K skipped]".
