@@ -3,6 +3,9 @@
 # the working tree: then `make generate` and commit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The same defaults as the Makefile's, for running this script alone.
+export BPF_CLANG="${BPF_CLANG:-clang-14}"
+export BPF_CFLAGS="${BPF_CFLAGS:--O2 -g -Wall -Wextra -Werror -Wno-unused-parameter -I/usr/include/$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)}"
 files=$(ls datapath/*/*_bpfel.go datapath/*/*_bpfel.o)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
