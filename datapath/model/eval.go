@@ -50,7 +50,8 @@ func Evaluate(objs *Objects, from, to netip.Addr, proto Protocol, port uint16) V
 // evalSide checks the policies that select subject, for egress (subject is
 // the source) or ingress (subject is the destination). peer is the pod at
 // the other end (nil for a non-pod address peerIP). The port's owner for
-// named ports is always the destination pod.
+// named ports is always the destination pod. A matching deny rule (Cilium)
+// denies whatever allows; otherwise a selected direction needs an allow.
 func evalSide(objs *Objects, subject, peer *corev1.Pod, peerIP netip.Addr, proto Protocol, port uint16, egress bool,
 	nsLabels map[string]map[string]string) (bool, string) {
 	dir := "ingress"
@@ -61,7 +62,7 @@ func evalSide(objs *Objects, subject, peer *corev1.Pod, peerIP netip.Addr, proto
 	if egress {
 		dstPod = peer
 	}
-	selected := false
+	selected, allowed := false, false
 	for i := range objs.NetworkPolicies {
 		np := &objs.NetworkPolicies[i]
 		if np.Namespace != subject.Namespace || !mustSelector(&np.Spec.PodSelector).Matches(labels.Set(subject.Labels)) {
@@ -75,21 +76,138 @@ func evalSide(objs *Objects, subject, peer *corev1.Pod, peerIP netip.Addr, proto
 		if egress {
 			for _, r := range np.Spec.Egress {
 				if peersMatch(r.To, np.Namespace, peer, peerIP, nsLabels) && portsMatch(r.Ports, dstPod, proto, port) {
-					return true, ""
+					allowed = true
 				}
 			}
 		} else {
 			for _, r := range np.Spec.Ingress {
 				if peersMatch(r.From, np.Namespace, peer, peerIP, nsLabels) && portsMatch(r.Ports, dstPod, proto, port) {
-					return true, ""
+					allowed = true
 				}
 			}
 		}
 	}
-	if !selected {
+	subjectLabels := identityLabels(subject, nsLabels[subject.Namespace])
+	for i := range objs.CiliumNetworkPolicies {
+		c := &objs.CiliumNetworkPolicies[i]
+		if c.Namespace != subject.Namespace {
+			continue
+		}
+		for _, rule := range c.Rules() {
+			sel, err := ciliumSelector(*rule.EndpointSelector, c.Namespace)
+			if err != nil || !sel.Matches(labels.Set(subjectLabels)) {
+				continue
+			}
+			var allows, denies []ciliumPeers
+			var dd bool
+			if egress {
+				for _, r := range rule.Egress {
+					allows = append(allows, egressPeers(r))
+				}
+				for _, r := range rule.EgressDeny {
+					denies = append(denies, egressPeers(r))
+				}
+				dd = len(rule.Egress)+len(rule.EgressDeny) > 0
+				if rule.EnableDefaultDeny != nil && rule.EnableDefaultDeny.Egress != nil {
+					dd = *rule.EnableDefaultDeny.Egress
+				}
+			} else {
+				for _, r := range rule.Ingress {
+					allows = append(allows, ingressPeers(r))
+				}
+				for _, r := range rule.IngressDeny {
+					denies = append(denies, ingressPeers(r))
+				}
+				dd = len(rule.Ingress)+len(rule.IngressDeny) > 0
+				if rule.EnableDefaultDeny != nil && rule.EnableDefaultDeny.Ingress != nil {
+					dd = *rule.EnableDefaultDeny.Ingress
+				}
+			}
+			selected = selected || dd
+			for _, p := range denies {
+				if ciliumPeerMatches(objs, p, c.Namespace, subject, peer, peerIP, nsLabels) && ciliumPortsMatch(p, proto, port) {
+					return false, fmt.Sprintf("%s deny rule of CiliumNetworkPolicy %s/%s matches", dir, c.Namespace, c.Name)
+				}
+			}
+			for _, p := range allows {
+				if ciliumPeerMatches(objs, p, c.Namespace, subject, peer, peerIP, nsLabels) && ciliumPortsMatch(p, proto, port) {
+					allowed = true
+				}
+			}
+		}
+	}
+	if !selected || allowed {
 		return true, ""
 	}
 	return false, fmt.Sprintf("no %s rule of the policies selecting %s/%s allows it", dir, subject.Namespace, subject.Name)
+}
+
+// ciliumPeerMatches decides a Cilium rule's peer side from the objects.
+func ciliumPeerMatches(objs *Objects, p ciliumPeers, ns string, subject, peer *corev1.Pod, peerIP netip.Addr, nsLabels map[string]map[string]string) bool {
+	if p.noPeers() {
+		return len(p.ports) > 0
+	}
+	if peer != nil {
+		pl := identityLabels(peer, nsLabels[peer.Namespace])
+		for _, sel := range p.endpoints {
+			if s, err := ciliumSelector(sel, ns); err == nil && s.Matches(labels.Set(pl)) {
+				return true
+			}
+		}
+	}
+	for i := range p.blocks {
+		if ipBlockContains(&p.blocks[i], peerIP) {
+			return true
+		}
+	}
+	var subjectNodeIP netip.Addr
+	isNode := false
+	for _, n := range objs.Nodes {
+		for _, a := range n.Status.Addresses {
+			if a.Type != corev1.NodeInternalIP {
+				continue
+			}
+			ip, _ := netip.ParseAddr(a.Address)
+			if n.Name == subject.Spec.NodeName {
+				subjectNodeIP = ip
+			}
+			if ip == peerIP {
+				isNode = true
+			}
+		}
+	}
+	for _, e := range p.entities {
+		switch e {
+		case "all":
+			return true
+		case "world":
+			if peer == nil && !isNode {
+				return true
+			}
+		case "cluster":
+			if peer != nil || isNode {
+				return true
+			}
+		case "host":
+			if isNode && peerIP == subjectNodeIP {
+				return true
+			}
+		case "remote-node":
+			if isNode && peerIP != subjectNodeIP {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func ciliumPortsMatch(p ciliumPeers, proto Protocol, port uint16) bool {
+	for _, r := range p.portRanges() {
+		if r.Contains(proto, port) {
+			return true
+		}
+	}
+	return false
 }
 
 func peersMatch(peers []networkingv1.NetworkPolicyPeer, ns string, peer *corev1.Pod, peerIP netip.Addr, nsLabels map[string]map[string]string) bool {
@@ -188,24 +306,46 @@ func (r *Resolved) Allowed(from, to netip.Addr, proto Protocol, port uint16) Ver
 	if srcOK {
 		dstID = r.IdentityOf(src.Node, to)
 	}
-	if srcOK && src.EgressEnforced && !rulesAllow(src.Egress, dstID, proto, port) && !(dstCIDR != 0 && rulesAllow(src.Egress, dstCIDR, proto, port)) {
-		return Verdict{Reason: fmt.Sprintf("egress of %s denies identity %d %s/%d", src.Key(), dstID, proto, port)}
+	if srcOK {
+		if ok, why := sideAllows(src.Egress, src.EgressEnforced, dstID, dstCIDR, proto, port); !ok {
+			return Verdict{Reason: fmt.Sprintf("egress of %s: %s (identity %d, %s/%d)", src.Key(), why, dstID, proto, port)}
+		}
 	}
-	if dstOK && dst.IngressEnforced && !rulesAllow(dst.Ingress, srcID, proto, port) && !(srcCIDR != 0 && rulesAllow(dst.Ingress, srcCIDR, proto, port)) {
-		return Verdict{Reason: fmt.Sprintf("ingress of %s denies identity %d %s/%d", dst.Key(), srcID, proto, port)}
+	if dstOK {
+		if ok, why := sideAllows(dst.Ingress, dst.IngressEnforced, srcID, srcCIDR, proto, port); !ok {
+			return Verdict{Reason: fmt.Sprintf("ingress of %s: %s (identity %d, %s/%d)", dst.Key(), why, srcID, proto, port)}
+		}
 	}
 	return Verdict{Allowed: true, Reason: "allowed"}
 }
 
-func rulesAllow(rules []Rule, peer Identity, proto Protocol, port uint16) bool {
+// sideAllows applies one endpoint's rules for one direction: a matching
+// deny rule wins; else a matching allow rule allows; else the default
+// (deny when enforced).
+func sideAllows(rules []Rule, enforced bool, peer, peerCIDR Identity, proto Protocol, port uint16) (bool, string) {
+	allow := false
 	for _, r := range rules {
-		if !r.AnyPeer && !containsIdentity(r.Peers, peer) {
+		if !ruleMatches(r, peer, proto, port) && !(peerCIDR != 0 && ruleMatches(r, peerCIDR, proto, port)) {
 			continue
 		}
-		for _, p := range r.Ports {
-			if p.Contains(proto, port) {
-				return true
-			}
+		if r.Deny {
+			return false, "denied by a deny rule of " + r.Policy
+		}
+		allow = true
+	}
+	if allow || !enforced {
+		return true, ""
+	}
+	return false, "no rule allows it"
+}
+
+func ruleMatches(r Rule, peer Identity, proto Protocol, port uint16) bool {
+	if !r.AnyPeer && !containsIdentity(r.Peers, peer) {
+		return false
+	}
+	for _, p := range r.Ports {
+		if p.Contains(proto, port) {
+			return true
 		}
 	}
 	return false

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand"
 	"net/netip"
@@ -265,6 +266,16 @@ func randomObjects(rng *rand.Rand) *Objects {
 		}
 		objs.Pods = append(objs.Pods, pod)
 	}
+	objs.Nodes = []corev1.Node{
+		{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.0.2.201"}}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "n2"}, Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.0.2.202"}}}},
+	}
+	for i := range objs.Pods {
+		objs.Pods[i].Spec.NodeName = []string{"n1", "n2"}[i%2]
+	}
+	for i := rng.Intn(3); i > 0; i-- {
+		objs.CiliumNetworkPolicies = append(objs.CiliumNetworkPolicies, randomCNP(rng, i))
+	}
 	for i := rng.Intn(4); i > 0; i-- {
 		np := networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("np%d", i), Namespace: []string{"prod", "dev"}[rng.Intn(2)]}}
 		np.Spec.PodSelector = *randSelector(rng)
@@ -278,11 +289,90 @@ func randomObjects(rng *rand.Rand) *Objects {
 		}
 		for j := rng.Intn(3); j > 0; j-- {
 			np.Spec.Ingress = append(np.Spec.Ingress, networkingv1.NetworkPolicyIngressRule{From: randPeers(rng), Ports: randPorts(rng)})
-			np.Spec.Egress = append(np.Spec.Egress, networkingv1.NetworkPolicyEgressRule{To: randPeers(rng), Ports: randPorts(rng)})
+			eg := networkingv1.NetworkPolicyEgressRule{To: randPeers(rng), Ports: randPorts(rng)}
+			// A documented limit (egressRules): names in egress rules are
+			// resolved for selector-matched peers only, not for pods an
+			// ipBlock matches (fail closed). Keep the two apart here.
+			for _, p := range eg.To {
+				if p.IPBlock != nil {
+					var numeric []networkingv1.NetworkPolicyPort
+					for _, pp := range eg.Ports {
+						if pp.Port == nil || pp.Port.Type == intstr.Int {
+							numeric = append(numeric, pp)
+						}
+					}
+					eg.Ports = numeric
+					break
+				}
+			}
+			np.Spec.Egress = append(np.Spec.Egress, eg)
 		}
 		objs.NetworkPolicies = append(objs.NetworkPolicies, np)
 	}
 	return objs
+}
+
+func randCiliumPeers(rng *rand.Rand) ciliumPeers {
+	var p ciliumPeers
+	switch rng.Intn(6) {
+	case 0:
+		p.endpoints = []metav1.LabelSelector{*randSelector(rng)}
+	case 1:
+		p.endpoints = []metav1.LabelSelector{{MatchLabels: map[string]string{"k8s:" + LabelNamespace: "dev", "app": "b"}}}
+	case 2:
+		p.blocks = []networkingv1.IPBlock{{CIDR: "192.0.2.0/24", Except: []string{"192.0.2.192/26"}}}
+	case 3:
+		p.entities = []string{[]string{"world", "cluster", "host", "remote-node", "all"}[rng.Intn(5)]}
+	case 4:
+		p.blocks = []networkingv1.IPBlock{{CIDR: "10.0.0.0/30"}}
+	}
+	if rng.Intn(2) == 0 {
+		proto := []string{"TCP", "UDP", "ANY", ""}[rng.Intn(4)]
+		pp := CiliumPortProtocol{Port: fmt.Sprint(80 + rng.Intn(3)), Protocol: proto}
+		if rng.Intn(3) == 0 {
+			pp.EndPort = 82
+			pp.Port = "80"
+		}
+		p.ports = []CiliumPortRule{{Ports: []CiliumPortProtocol{pp}}}
+	}
+	return p
+}
+
+func toIngress(p ciliumPeers) CiliumIngressRule {
+	r := CiliumIngressRule{FromEndpoints: p.endpoints, FromEntities: p.entities, ToPorts: p.ports}
+	for _, b := range p.blocks {
+		r.FromCIDRSet = append(r.FromCIDRSet, CIDRRule{CIDR: b.CIDR, Except: b.Except})
+	}
+	return r
+}
+
+func toEgress(p ciliumPeers) CiliumEgressRule {
+	r := CiliumEgressRule{ToEndpoints: p.endpoints, ToEntities: p.entities, ToPorts: p.ports}
+	for _, b := range p.blocks {
+		r.ToCIDRSet = append(r.ToCIDRSet, CIDRRule{CIDR: b.CIDR, Except: b.Except})
+	}
+	return r
+}
+
+func randomCNP(rng *rand.Rand, i int) CiliumNetworkPolicy {
+	rule := CiliumRule{EndpointSelector: randSelector(rng)}
+	for j := rng.Intn(3); j > 0; j-- {
+		switch rng.Intn(4) {
+		case 0:
+			rule.Ingress = append(rule.Ingress, toIngress(randCiliumPeers(rng)))
+		case 1:
+			rule.IngressDeny = append(rule.IngressDeny, toIngress(randCiliumPeers(rng)))
+		case 2:
+			rule.Egress = append(rule.Egress, toEgress(randCiliumPeers(rng)))
+		case 3:
+			rule.EgressDeny = append(rule.EgressDeny, toEgress(randCiliumPeers(rng)))
+		}
+	}
+	if rng.Intn(4) == 0 {
+		f := false
+		rule.EnableDefaultDeny = &DefaultDenyConfig{Ingress: &f}
+	}
+	return CiliumNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("cnp%d", i), Namespace: []string{"prod", "dev"}[rng.Intn(2)]}, Spec: &rule}
 }
 
 // TestResolvedAgreesWithEvaluator checks the identity-based rules every
@@ -296,7 +386,7 @@ func TestResolvedAgreesWithEvaluator(t *testing.T) {
 		if err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}
-		addrs := []string{"192.0.2.7", "192.0.2.70", "198.51.100.1", "10.9.9.9"}
+		addrs := []string{"192.0.2.7", "192.0.2.70", "198.51.100.1", "10.9.9.9", "192.0.2.201", "192.0.2.202", "192.0.2.200"}
 		for _, p := range objs.Pods {
 			addrs = append(addrs, p.Status.PodIP)
 		}
@@ -317,8 +407,12 @@ func TestResolvedAgreesWithEvaluator(t *testing.T) {
 						got := r.Allowed(from, to, proto, port)
 						checked++
 						if got.Allowed != want.Allowed {
-							t.Fatalf("round %d: %s -> %s %s/%d: resolved %v (%s), evaluator %v (%s)\npolicies: %+v",
-								round, a, b, proto, port, got.Allowed, got.Reason, want.Allowed, want.Reason, objs.NetworkPolicies)
+							cj, _ := json.Marshal(objs.CiliumNetworkPolicies)
+							if e, ok := r.EndpointByIP(from); ok {
+								t.Logf("src egress enforced=%v rules=%+v cidrs=%v dstcidr=%d", e.EgressEnforced, e.Egress, r.CIDRs, r.CIDRIdentityOf(to))
+							}
+							t.Fatalf("round %d: %s -> %s %s/%d: resolved %v (%s), evaluator %v (%s)\ncnps: %s\npolicies: %+v",
+								round, a, b, proto, port, got.Allowed, got.Reason, want.Allowed, want.Reason, cj, objs.NetworkPolicies)
 						}
 					}
 				}

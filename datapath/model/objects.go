@@ -28,6 +28,8 @@ type Objects struct {
 	Nodes           []corev1.Node
 	Pods            []corev1.Pod
 	NetworkPolicies []networkingv1.NetworkPolicy
+	// CiliumNetworkPolicies (cilium.io/v2), the subset in cilium.go.
+	CiliumNetworkPolicies []CiliumNetworkPolicy
 
 	// Source maps "Kind namespace/name" to "file#doc".
 	Source map[string]string
@@ -227,11 +229,21 @@ func (o *Objects) decodeDoc(file string, doc int, raw []byte) error {
 		}
 		key = ObjectKey("NetworkPolicy", obj.Namespace, obj.Name)
 		o.NetworkPolicies = append(o.NetworkPolicies, obj)
+	case "cilium.io/v2/CiliumNetworkPolicy":
+		var obj CiliumNetworkPolicy
+		if err := strict(&obj); err != nil {
+			return err
+		}
+		if obj.Namespace == "" {
+			obj.Namespace = metav1.NamespaceDefault
+		}
+		key = ObjectKey("CiliumNetworkPolicy", obj.Namespace, obj.Name)
+		o.CiliumNetworkPolicies = append(o.CiliumNetworkPolicies, obj)
 	default:
 		if h.Kind == "" {
 			return fmt.Errorf("%s: kind: required", loc)
 		}
-		return fmt.Errorf("%s: apiVersion/kind: unknown kind %q of apiVersion %q (known: v1 Namespace, Node, Pod; networking.k8s.io/v1 NetworkPolicy)", loc, h.Kind, h.APIVersion)
+		return fmt.Errorf("%s: apiVersion/kind: unknown kind %q of apiVersion %q (known: v1 Namespace, Node, Pod; networking.k8s.io/v1 NetworkPolicy; cilium.io/v2 CiliumNetworkPolicy)", loc, h.Kind, h.APIVersion)
 	}
 	if prev, dup := o.Source[key]; dup {
 		return fmt.Errorf("%s: metadata.name: duplicate object, already defined in %s", loc, prev)

@@ -73,9 +73,16 @@ const (
 	// IdentityRemoteNode is another node of the cluster.
 	IdentityRemoteNode Identity = 6
 	// IdentityCIDRBase starts the node-local identities of CIDR prefixes
-	// named by ipBlock peers (1<<24 + a hash of the prefix); they never
-	// leave the node, so the cluster id bits do not apply.
+	// named by policies (1<<24 + a hash of the prefix), used to match any
+	// address inside them (pods and nodes too) through the ipcache's
+	// second identity. They never leave the node, so the cluster id bits
+	// do not apply.
 	IdentityCIDRBase Identity = 1 << 24
+	// IdentityCIDRWorldBase starts the "world" identities of the same
+	// prefixes (2<<24 + the same hash): the primary identity of addresses
+	// outside the cluster that fall in a policy prefix, selected by the
+	// world entity.
+	IdentityCIDRWorldBase Identity = 2 << 24
 	// FirstPodIdentity is the lowest identity given to a label set.
 	FirstPodIdentity Identity = 256
 	// maxLocalIdentity bounds pod identities to the lower 16 bits; the upper
@@ -147,7 +154,10 @@ func (p PortRange) Contains(proto Protocol, port uint16) bool {
 // ports. A nil Peers slice with AnyPeer set means every peer.
 type Rule struct {
 	// Policy is "namespace/name" of the object the rule came from.
-	Policy  string
+	Policy string
+	// Deny makes the rule deny what it matches, whatever any allow rule
+	// says (Cilium ingressDeny/egressDeny, Istio DENY).
+	Deny    bool
 	AnyPeer bool
 	Peers   []Identity
 	Ports   []PortRange
@@ -236,9 +246,18 @@ func (r *Resolved) IdentityOf(local string, ip netip.Addr) Identity {
 		}
 	}
 	if id := r.CIDRIdentityOf(ip); id != IdentityAny {
-		return id
+		return worldIdentity(id)
 	}
 	return IdentityWorld
+}
+
+// worldIdentity maps a CIDR identity to the world identity of its prefix.
+func worldIdentity(cidrID Identity) Identity {
+	return IdentityCIDRWorldBase | (cidrID &^ IdentityCIDRBase)
+}
+
+func sortIdentities(ids []Identity) {
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 }
 
 // CIDRIdentityOf returns the identity of the longest ipBlock prefix that
@@ -330,7 +349,7 @@ func Resolve(objs *Objects) (*Resolved, error) {
 		byKey:      map[string]*Endpoint{},
 		byIP:       map[netip.Addr]*Endpoint{},
 		CIDRs:      map[netip.Prefix]Identity{},
-		Policies:   len(objs.NetworkPolicies),
+		Policies:   len(objs.NetworkPolicies) + len(objs.CiliumNetworkPolicies),
 	}
 	var errs []error
 	for _, n := range objs.Nodes {
@@ -391,11 +410,21 @@ func Resolve(objs *Objects) (*Resolved, error) {
 		}
 		return nps[i].Name < nps[j].Name
 	})
-	r.collectCIDRs(nps)
+	cnps := append([]CiliumNetworkPolicy(nil), objs.CiliumNetworkPolicies...)
+	sort.Slice(cnps, func(i, j int) bool {
+		if cnps[i].Namespace != cnps[j].Namespace {
+			return cnps[i].Namespace < cnps[j].Namespace
+		}
+		return cnps[i].Name < cnps[j].Name
+	})
+	r.collectCIDRs(nps, cnps)
 	for i := range nps {
 		if err := r.applyNetworkPolicy(objs, &nps[i], nsLabels); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	for i := range cnps {
+		r.applyCNP(&cnps[i])
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -490,7 +519,10 @@ func (r *Resolved) applyNetworkPolicy(objs *Objects, np *networkingv1.NetworkPol
 // egressRules resolves one egress rule. A rule with named ports is split by
 // peer identity, because a name means the port each destination pod gives
 // it: each identity gets the numbers its own pods define. (Pods that share
-// an identity but number the same name differently get the union.)
+// an identity but number the same name differently get the union. Pods
+// matched only by an ipBlock of the rule get no named ports: an ipBlock
+// is matched through a CIDR identity, which cannot carry per-pod numbers;
+// this fails closed.)
 func (r *Resolved) egressRules(policy string, rule networkingv1.NetworkPolicyEgressRule, ns string, nsLabels map[string]map[string]string) []Rule {
 	named := false
 	for _, p := range rule.Ports {
@@ -578,11 +610,19 @@ func prefixWithin(inner, outer netip.Prefix) bool {
 
 // collectCIDRs gives every prefix named by an ipBlock (cidr and except) a
 // CIDR identity, derived from a hash of the prefix like pod identities.
-func (r *Resolved) collectCIDRs(nps []networkingv1.NetworkPolicy) {
+func (r *Resolved) collectCIDRs(nps []networkingv1.NetworkPolicy, cnps []CiliumNetworkPolicy) {
 	var prefixes []string
 	add := func(s string) {
 		if p, err := netip.ParsePrefix(s); err == nil && p.Addr().Is4() {
 			prefixes = append(prefixes, p.Masked().String())
+		}
+	}
+	for i := range cnps {
+		for _, b := range cidrsOfCNP(&cnps[i]) {
+			add(b.CIDR)
+			for _, e := range b.Except {
+				add(e)
+			}
 		}
 	}
 	for _, np := range nps {

@@ -34,6 +34,10 @@ func (o *Objects) Validate() error {
 		np := &o.NetworkPolicies[i]
 		add("NetworkPolicy", np.Namespace, np.Name, validateNetworkPolicy(np))
 	}
+	for i := range o.CiliumNetworkPolicies {
+		c := &o.CiliumNetworkPolicies[i]
+		add("CiliumNetworkPolicy", c.Namespace, c.Name, validateCNP(c))
+	}
 	return errors.Join(errs...)
 }
 

@@ -1,0 +1,433 @@
+package model
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+)
+
+// CiliumNetworkPolicy is the subset of cilium.io/v2 CiliumNetworkPolicy the
+// model understands. Decoding is strict: a field outside the subset is an
+// error naming it, never silently ignored.
+type CiliumNetworkPolicy struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+	Spec              *CiliumRule  `json:"spec,omitempty"`
+	Specs             []CiliumRule `json:"specs,omitempty"`
+}
+
+// Rules returns spec and specs together.
+func (c *CiliumNetworkPolicy) Rules() []CiliumRule {
+	var out []CiliumRule
+	if c.Spec != nil {
+		out = append(out, *c.Spec)
+	}
+	return append(out, c.Specs...)
+}
+
+// CiliumRule is one rule of a CiliumNetworkPolicy.
+type CiliumRule struct {
+	Description       string                `json:"description,omitempty"`
+	EndpointSelector  *metav1.LabelSelector `json:"endpointSelector,omitempty"`
+	Ingress           []CiliumIngressRule   `json:"ingress,omitempty"`
+	IngressDeny       []CiliumIngressRule   `json:"ingressDeny,omitempty"`
+	Egress            []CiliumEgressRule    `json:"egress,omitempty"`
+	EgressDeny        []CiliumEgressRule    `json:"egressDeny,omitempty"`
+	EnableDefaultDeny *DefaultDenyConfig    `json:"enableDefaultDeny,omitempty"`
+}
+
+// DefaultDenyConfig overrides whether a rule puts its endpoints in default
+// deny per direction (Cilium: on for each direction that has rules).
+type DefaultDenyConfig struct {
+	Ingress *bool `json:"ingress,omitempty"`
+	Egress  *bool `json:"egress,omitempty"`
+}
+
+// CiliumIngressRule allows (or, in ingressDeny, denies) traffic from peers.
+type CiliumIngressRule struct {
+	FromEndpoints []metav1.LabelSelector `json:"fromEndpoints,omitempty"`
+	FromCIDR      []string               `json:"fromCIDR,omitempty"`
+	FromCIDRSet   []CIDRRule             `json:"fromCIDRSet,omitempty"`
+	FromEntities  []string               `json:"fromEntities,omitempty"`
+	ToPorts       []CiliumPortRule       `json:"toPorts,omitempty"`
+}
+
+// CiliumEgressRule allows (or, in egressDeny, denies) traffic to peers.
+type CiliumEgressRule struct {
+	ToEndpoints []metav1.LabelSelector `json:"toEndpoints,omitempty"`
+	ToCIDR      []string               `json:"toCIDR,omitempty"`
+	ToCIDRSet   []CIDRRule             `json:"toCIDRSet,omitempty"`
+	ToEntities  []string               `json:"toEntities,omitempty"`
+	ToPorts     []CiliumPortRule       `json:"toPorts,omitempty"`
+}
+
+// CIDRRule is a CIDR with exceptions.
+type CIDRRule struct {
+	CIDR   string   `json:"cidr"`
+	Except []string `json:"except,omitempty"`
+}
+
+// CiliumPortRule lists ports, and optionally L7 rules.
+type CiliumPortRule struct {
+	Ports []CiliumPortProtocol `json:"ports,omitempty"`
+	Rules *CiliumL7Rules       `json:"rules,omitempty"`
+}
+
+// CiliumPortProtocol is a port (a number as a string), an optional end of
+// range, and a protocol (TCP, UDP, SCTP or ANY).
+type CiliumPortProtocol struct {
+	Port     string `json:"port"`
+	EndPort  int32  `json:"endPort,omitempty"`
+	Protocol string `json:"protocol,omitempty"`
+}
+
+// CiliumL7Rules are the L7 rules of a port rule.
+type CiliumL7Rules struct {
+	HTTP []CiliumHTTPRule `json:"http,omitempty"`
+}
+
+// CiliumHTTPRule matches HTTP requests.
+type CiliumHTTPRule struct {
+	Method string `json:"method,omitempty"`
+	Path   string `json:"path,omitempty"`
+}
+
+// Entities a rule may name.
+var ciliumEntities = map[string]bool{"all": true, "world": true, "cluster": true, "host": true, "remote-node": true}
+
+// ciliumSelector converts a Cilium endpoint selector (label keys may carry a
+// "k8s:" or "any:" source prefix) into a selector over identity labels. A
+// selector that does not name the namespace label is limited to the
+// policy's namespace, as Cilium does for namespaced policies.
+func ciliumSelector(sel metav1.LabelSelector, ns string) (labels.Selector, error) {
+	strip := func(k string) string {
+		for _, p := range []string{"k8s:", "any:"} {
+			k = strings.TrimPrefix(k, p)
+		}
+		return k
+	}
+	out := metav1.LabelSelector{MatchLabels: map[string]string{}}
+	namesNS := false
+	for k, v := range sel.MatchLabels {
+		k = strip(k)
+		out.MatchLabels[k] = v
+		namesNS = namesNS || k == LabelNamespace
+	}
+	for _, e := range sel.MatchExpressions {
+		e.Key = strip(e.Key)
+		out.MatchExpressions = append(out.MatchExpressions, e)
+		namesNS = namesNS || e.Key == LabelNamespace
+	}
+	if !namesNS && ns != "" {
+		out.MatchLabels[LabelNamespace] = ns
+	}
+	return metav1.LabelSelectorAsSelector(&out)
+}
+
+func validateCNP(c *CiliumNetworkPolicy) field.ErrorList {
+	var all field.ErrorList
+	rules := c.Rules()
+	if len(rules) == 0 {
+		all = append(all, field.Required(field.NewPath("spec"), "spec or specs"))
+	}
+	for i, r := range rules {
+		fp := field.NewPath("spec")
+		if c.Spec == nil || i > 0 {
+			idx := i
+			if c.Spec != nil {
+				idx = i - 1
+			}
+			fp = field.NewPath("specs").Index(idx)
+		}
+		if r.EndpointSelector == nil {
+			all = append(all, field.Required(fp.Child("endpointSelector"), "the endpoints the rule applies to"))
+		} else {
+			all = append(all, validateCiliumSelector(*r.EndpointSelector, fp.Child("endpointSelector"))...)
+		}
+		for j, in := range r.Ingress {
+			all = append(all, validateCiliumPeers(in.FromEndpoints, in.FromCIDR, in.FromCIDRSet, in.FromEntities, in.ToPorts, fp.Child("ingress").Index(j), "from", false)...)
+		}
+		for j, in := range r.IngressDeny {
+			all = append(all, validateCiliumPeers(in.FromEndpoints, in.FromCIDR, in.FromCIDRSet, in.FromEntities, in.ToPorts, fp.Child("ingressDeny").Index(j), "from", true)...)
+		}
+		for j, eg := range r.Egress {
+			all = append(all, validateCiliumPeers(eg.ToEndpoints, eg.ToCIDR, eg.ToCIDRSet, eg.ToEntities, eg.ToPorts, fp.Child("egress").Index(j), "to", false)...)
+		}
+		for j, eg := range r.EgressDeny {
+			all = append(all, validateCiliumPeers(eg.ToEndpoints, eg.ToCIDR, eg.ToCIDRSet, eg.ToEntities, eg.ToPorts, fp.Child("egressDeny").Index(j), "to", true)...)
+		}
+	}
+	return all
+}
+
+func validateCiliumSelector(sel metav1.LabelSelector, fp *field.Path) field.ErrorList {
+	if _, err := ciliumSelector(sel, ""); err != nil {
+		return validateSelector(&sel, fp)
+	}
+	return nil
+}
+
+func validateCiliumPeers(eps []metav1.LabelSelector, cidrs []string, sets []CIDRRule, entities []string, ports []CiliumPortRule, fp *field.Path, dir string, deny bool) field.ErrorList {
+	var all field.ErrorList
+	cap := func(s string) string { return dir + strings.ToUpper(s[:1]) + s[1:] }
+	for i, s := range eps {
+		all = append(all, validateCiliumSelector(s, fp.Child(cap("endpoints")).Index(i))...)
+	}
+	for i, c := range cidrs {
+		if _, err := netip.ParsePrefix(c); err != nil {
+			all = append(all, field.Invalid(fp.Child(cap("CIDR")).Index(i), c, "not a CIDR"))
+		}
+	}
+	for i, s := range sets {
+		b := ipBlockOf(s)
+		all = append(all, validateIPBlock(&b, fp.Child(cap("CIDRSet")).Index(i))...)
+	}
+	for i, e := range entities {
+		if !ciliumEntities[e] {
+			all = append(all, field.NotSupported(fp.Child(cap("entities")).Index(i), e, []string{"all", "world", "cluster", "host", "remote-node"}))
+		}
+	}
+	for i, pr := range ports {
+		pp := fp.Child("toPorts").Index(i)
+		for j, p := range pr.Ports {
+			if _, _, _, err := parseCiliumPort(p); err != nil {
+				all = append(all, field.Invalid(pp.Child("ports").Index(j), p, err.Error()))
+			}
+		}
+		if pr.Rules != nil && len(pr.Rules.HTTP) > 0 {
+			if deny {
+				all = append(all, field.Forbidden(pp.Child("rules"), "deny rules cannot have L7 rules"))
+			} else {
+				all = append(all, field.Forbidden(pp.Child("rules", "http"), "L7 rules need the node-local proxy redirect, which this build does not have yet (issue #3)"))
+			}
+		}
+	}
+	return all
+}
+
+// parseCiliumPort returns protocol, first and last port (0, 0 = all ports).
+func parseCiliumPort(p CiliumPortProtocol) (Protocol, uint16, uint16, error) {
+	proto := ProtoAny
+	switch strings.ToUpper(p.Protocol) {
+	case "", "ANY":
+	case "TCP":
+		proto = ProtoTCP
+	case "UDP":
+		proto = ProtoUDP
+	case "SCTP":
+		proto = ProtoSCTP
+	default:
+		return 0, 0, 0, fmt.Errorf("protocol %q: want TCP, UDP, SCTP or ANY", p.Protocol)
+	}
+	if p.Port == "" || p.Port == "0" {
+		if p.EndPort != 0 {
+			return 0, 0, 0, fmt.Errorf("endPort without port")
+		}
+		return proto, 0, 0, nil
+	}
+	n, err := strconv.Atoi(p.Port)
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("port %q: named ports are not supported in Cilium rules here; use a number", p.Port)
+	}
+	if n < 1 || n > 65535 {
+		return 0, 0, 0, fmt.Errorf("port %d: must be between 1 and 65535", n)
+	}
+	end := n
+	if p.EndPort != 0 {
+		if int(p.EndPort) < n || p.EndPort > 65535 {
+			return 0, 0, 0, fmt.Errorf("endPort %d: must be between port %d and 65535", p.EndPort, n)
+		}
+		end = int(p.EndPort)
+	}
+	return proto, uint16(n), uint16(end), nil
+}
+
+func ipBlockOf(s CIDRRule) networkingv1.IPBlock {
+	return networkingv1.IPBlock{CIDR: s.CIDR, Except: s.Except}
+}
+
+// ciliumPeers is the peer side of one Cilium rule, whichever direction.
+type ciliumPeers struct {
+	endpoints []metav1.LabelSelector
+	blocks    []networkingv1.IPBlock
+	entities  []string
+	ports     []CiliumPortRule
+}
+
+func ingressPeers(r CiliumIngressRule) ciliumPeers {
+	p := ciliumPeers{endpoints: r.FromEndpoints, entities: r.FromEntities, ports: r.ToPorts}
+	for _, c := range r.FromCIDR {
+		p.blocks = append(p.blocks, networkingv1.IPBlock{CIDR: c})
+	}
+	for _, s := range r.FromCIDRSet {
+		p.blocks = append(p.blocks, ipBlockOf(s))
+	}
+	return p
+}
+
+func egressPeers(r CiliumEgressRule) ciliumPeers {
+	p := ciliumPeers{endpoints: r.ToEndpoints, entities: r.ToEntities, ports: r.ToPorts}
+	for _, c := range r.ToCIDR {
+		p.blocks = append(p.blocks, networkingv1.IPBlock{CIDR: c})
+	}
+	for _, s := range r.ToCIDRSet {
+		p.blocks = append(p.blocks, ipBlockOf(s))
+	}
+	return p
+}
+
+// noPeers reports whether the rule names no peer at all. Cilium then reads
+// a rule with only toPorts as "every peer on these ports", and an empty rule
+// ({}, the default-deny idiom) as matching nothing.
+func (p ciliumPeers) noPeers() bool {
+	return len(p.endpoints) == 0 && len(p.blocks) == 0 && len(p.entities) == 0
+}
+
+func (p ciliumPeers) portRanges() []PortRange {
+	if len(p.ports) == 0 {
+		return []PortRange{{Protocol: ProtoAny}}
+	}
+	var out []PortRange
+	for _, pr := range p.ports {
+		if len(pr.Ports) == 0 {
+			out = append(out, PortRange{Protocol: ProtoAny})
+		}
+		for _, pp := range pr.Ports {
+			proto, lo, hi, err := parseCiliumPort(pp)
+			if err != nil {
+				continue
+			}
+			if proto == ProtoAny {
+				// ANY means TCP, UDP and SCTP on those ports.
+				for _, pr := range []Protocol{ProtoTCP, ProtoUDP, ProtoSCTP} {
+					out = append(out, PortRange{Protocol: pr, Port: lo, EndPort: hi})
+				}
+				continue
+			}
+			out = append(out, PortRange{Protocol: proto, Port: lo, EndPort: hi})
+		}
+	}
+	return out
+}
+
+// ciliumRule resolves one Cilium rule into identities and ports.
+func (r *Resolved) ciliumRule(policy string, p ciliumPeers, ns string, deny bool) Rule {
+	out := Rule{Policy: policy, Deny: deny, Ports: p.portRanges()}
+	if p.noPeers() {
+		if len(p.ports) == 0 {
+			out.Ports = nil // {}: matches nothing
+			return out
+		}
+		out.AnyPeer = true
+		return out
+	}
+	seen := map[Identity]bool{}
+	add := func(id Identity) {
+		if !seen[id] {
+			seen[id] = true
+			out.Peers = append(out.Peers, id)
+		}
+	}
+	for _, sel := range p.endpoints {
+		s, err := ciliumSelector(sel, ns)
+		if err != nil {
+			continue
+		}
+		for _, ep := range r.Endpoints {
+			if s.Matches(labels.Set(ep.Labels)) {
+				add(ep.Identity)
+			}
+		}
+	}
+	for i := range p.blocks {
+		for prefix, id := range r.CIDRs {
+			if ipBlockCovers(&p.blocks[i], prefix) {
+				add(id)
+			}
+		}
+	}
+	for _, e := range p.entities {
+		switch e {
+		case "all":
+			out.AnyPeer = true
+		case "world":
+			add(IdentityWorld)
+			for _, id := range r.CIDRs {
+				add(worldIdentity(id))
+			}
+		case "cluster":
+			for _, ep := range r.Endpoints {
+				add(ep.Identity)
+			}
+			add(IdentityHost)
+			add(IdentityRemoteNode)
+		case "host":
+			add(IdentityHost)
+		case "remote-node":
+			add(IdentityRemoteNode)
+		}
+	}
+	sortIdentities(out.Peers)
+	return out
+}
+
+// applyCNP adds the rules of a CiliumNetworkPolicy to the endpoints it
+// selects.
+func (r *Resolved) applyCNP(c *CiliumNetworkPolicy) {
+	name := c.Namespace + "/" + c.Name
+	for _, rule := range c.Rules() {
+		sel, err := ciliumSelector(*rule.EndpointSelector, c.Namespace)
+		if err != nil {
+			continue
+		}
+		ingressDD := len(rule.Ingress)+len(rule.IngressDeny) > 0
+		egressDD := len(rule.Egress)+len(rule.EgressDeny) > 0
+		if rule.EnableDefaultDeny != nil {
+			if rule.EnableDefaultDeny.Ingress != nil {
+				ingressDD = *rule.EnableDefaultDeny.Ingress
+			}
+			if rule.EnableDefaultDeny.Egress != nil {
+				egressDD = *rule.EnableDefaultDeny.Egress
+			}
+		}
+		for _, ep := range r.Endpoints {
+			if !sel.Matches(labels.Set(ep.Labels)) {
+				continue
+			}
+			ep.IngressEnforced = ep.IngressEnforced || ingressDD
+			ep.EgressEnforced = ep.EgressEnforced || egressDD
+			for _, in := range rule.Ingress {
+				ep.Ingress = append(ep.Ingress, r.ciliumRule(name, ingressPeers(in), c.Namespace, false))
+			}
+			for _, in := range rule.IngressDeny {
+				ep.Ingress = append(ep.Ingress, r.ciliumRule(name, ingressPeers(in), c.Namespace, true))
+			}
+			for _, eg := range rule.Egress {
+				ep.Egress = append(ep.Egress, r.ciliumRule(name, egressPeers(eg), c.Namespace, false))
+			}
+			for _, eg := range rule.EgressDeny {
+				ep.Egress = append(ep.Egress, r.ciliumRule(name, egressPeers(eg), c.Namespace, true))
+			}
+		}
+	}
+}
+
+// cidrsOfCNP lists the prefixes a CiliumNetworkPolicy names.
+func cidrsOfCNP(c *CiliumNetworkPolicy) []networkingv1.IPBlock {
+	var out []networkingv1.IPBlock
+	for _, rule := range c.Rules() {
+		for _, in := range append(append([]CiliumIngressRule(nil), rule.Ingress...), rule.IngressDeny...) {
+			out = append(out, ingressPeers(in).blocks...)
+		}
+		for _, eg := range append(append([]CiliumEgressRule(nil), rule.Egress...), rule.EgressDeny...) {
+			out = append(out, egressPeers(eg).blocks...)
+		}
+	}
+	return out
+}
