@@ -20,6 +20,7 @@ struct btf_layouts {
 	enum reason reason;
 	enum direction direction;
 	enum policy_action policy_action;
+	enum endpoint_flags endpoint_flags;
 };
 const volatile struct btf_layouts btf_layouts;
 

@@ -5,8 +5,15 @@
 #include "compiler.h"
 #include "maps.h"
 
-#define EP_F_INGRESS_ENFORCED 0x1
-#define EP_F_EGRESS_ENFORCED 0x2
+enum endpoint_flags {
+	/* Default deny per direction: what no rule allows is dropped. */
+	EP_F_INGRESS_ENFORCED = 0x1,
+	EP_F_EGRESS_ENFORCED = 0x2,
+	/* The policy map has rules for the direction (allow or deny): look
+	 * them up even when the direction is not in default deny. */
+	EP_F_INGRESS_POLICY = 0x4,
+	EP_F_EGRESS_POLICY = 0x8,
+};
 
 struct endpoint_info {
 	__u32 ep_id;     /* key of the endpoint's policy map in fp_policy */

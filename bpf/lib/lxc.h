@@ -31,7 +31,7 @@ static __always_inline int handle_endpoint(struct __sk_buff *skb, __u8 dir)
 	struct flow4 f;
 	__u32 len = skb->len;
 	struct peer_identity peer;
-	__u32 enforced;
+	__u32 enforced, has_policy;
 	__be32 peer_addr;
 	int ret;
 
@@ -50,9 +50,11 @@ static __always_inline int handle_endpoint(struct __sk_buff *skb, __u8 dir)
 			return verdict(DROP_INVALID_SOURCE, dir, len);
 		peer_addr = f.daddr;
 		enforced = ep->flags & EP_F_EGRESS_ENFORCED;
+		has_policy = ep->flags & EP_F_EGRESS_POLICY;
 	} else {
 		peer_addr = f.saddr;
 		enforced = ep->flags & EP_F_INGRESS_ENFORCED;
+		has_policy = ep->flags & EP_F_INGRESS_POLICY;
 	}
 
 	switch (ct_lookup(&f, dir, len)) {
@@ -65,9 +67,9 @@ static __always_inline int handle_endpoint(struct __sk_buff *skb, __u8 dir)
 	}
 
 	identity_of(peer_addr, &peer);
-	if (enforced) {
+	if (enforced || has_policy) {
 		ret = policy_check(ep->ep_id, peer.identity, peer.cidr_identity,
-				   dir, f.proto, f.dport);
+				   dir, f.proto, f.dport, enforced);
 		if (ret)
 			return verdict(ret, dir, len);
 	}

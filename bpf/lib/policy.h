@@ -55,39 +55,50 @@ struct {
 	});
 } fp_policy SEC(".maps");
 
+static __always_inline __u8 policy_lookup(void *inner, struct policy_key *key,
+					    __u32 identity)
+{
+	struct policy_value *v;
+
+	key->identity = identity;
+	v = bpf_map_lookup_elem(inner, key);
+	return v ? v->action : 0;
+}
+
 /*
  * policy_check returns 0 when the endpoint's policy allows a new connection
- * with the peer, or a positive drop reason.
+ * with the peer, or a positive drop reason. It looks up the peer's own
+ * identity, the identity of the policy CIDR containing its address, and the
+ * wildcard: a deny from any of them wins, then an allow from any of them,
+ * then the default (deny when default_deny). Within one identity, user space
+ * has already turned every allow that a broader deny covers into a deny, so
+ * the longest-prefix match never lets a narrow allow hide a deny.
  */
 static __always_inline int policy_check(__u32 ep_id, __u32 peer, __u32 peer_cidr,
-					 __u8 dir, __u8 proto, __be16 dport)
+					 __u8 dir, __u8 proto, __be16 dport,
+					 int default_deny)
 {
 	struct policy_key key = {
 		.prefixlen = POLICY_KEY_BITS,
-		.identity = peer,
 		.direction = dir,
 		.protocol = proto,
 		.dport = dport,
 	};
-	struct policy_value *v;
+	__u8 a, b = 0, c;
 	void *inner;
 
 	inner = bpf_map_lookup_elem(&fp_policy, &ep_id);
 	if (!inner)
 		return DROP_NO_POLICY_MAP;
 
-	v = bpf_map_lookup_elem(inner, &key);
-	if (!v && peer_cidr && peer_cidr != peer) {
-		key.identity = peer_cidr;
-		v = bpf_map_lookup_elem(inner, &key);
-	}
-	if (!v) {
-		key.identity = 0;
-		v = bpf_map_lookup_elem(inner, &key);
-	}
-	if (!v)
-		return DROP_POLICY;
-	if (v->action == POLICY_ALLOW)
+	a = policy_lookup(inner, &key, peer);
+	if (peer_cidr && peer_cidr != peer)
+		b = policy_lookup(inner, &key, peer_cidr);
+	c = policy_lookup(inner, &key, 0);
+
+	if (a == POLICY_DENY || b == POLICY_DENY || c == POLICY_DENY)
+		return DROP_POLICY_DENY;
+	if (a == POLICY_ALLOW || b == POLICY_ALLOW || c == POLICY_ALLOW)
 		return 0;
-	return DROP_POLICY_DENY;
+	return default_deny ? DROP_POLICY : 0;
 }

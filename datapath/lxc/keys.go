@@ -32,6 +32,8 @@ type PolicyEntry struct {
 	AnyProto   bool
 	RuleID     uint32
 	PolicyName string
+	// Deny makes the entry deny what it matches.
+	Deny bool
 }
 
 func (e PolicyEntry) key() lxcPolicyKey {
@@ -108,7 +110,7 @@ func PolicyEntries(ep *model.Endpoint) []PolicyEntry {
 			}
 			for _, peer := range peers {
 				for _, p := range r.Ports {
-					base := PolicyEntry{Identity: peer, Direction: dir, Protocol: p.Protocol, RuleID: uint32(ri), PolicyName: r.Policy}
+					base := PolicyEntry{Identity: peer, Direction: dir, Protocol: p.Protocol, RuleID: uint32(ri), PolicyName: r.Policy, Deny: r.Deny}
 					switch {
 					case p.Protocol == model.ProtoAny:
 						base.AnyProto = true
@@ -131,12 +133,9 @@ func PolicyEntries(ep *model.Endpoint) []PolicyEntry {
 			}
 		}
 	}
-	if ep.IngressEnforced {
-		add(model.Ingress, ep.Ingress)
-	}
-	if ep.EgressEnforced {
-		add(model.Egress, ep.Egress)
-	}
+	add(model.Ingress, ep.Ingress)
+	add(model.Egress, ep.Egress)
+	out = applyDenyPrecedence(out)
 	// Deterministic order (map updates are idempotent anyway).
 	sort.SliceStable(out, func(i, j int) bool {
 		a, b := out[i].key(), out[j].key()
@@ -151,6 +150,72 @@ func PolicyEntries(ep *model.Endpoint) []PolicyEntry {
 		}
 		return ntohs(a.Dport) < ntohs(b.Dport)
 	})
+	return out
+}
+
+// covers reports whether every packet key e matches is also matched by d
+// (same identity and direction).
+func (d PolicyEntry) covers(e PolicyEntry) bool {
+	if d.Identity != e.Identity || d.Direction != e.Direction {
+		return false
+	}
+	if d.AnyProto {
+		return true
+	}
+	if e.AnyProto || d.Protocol != e.Protocol {
+		return false
+	}
+	if d.AnyPort {
+		return true
+	}
+	if e.AnyPort || e.PortBits < d.PortBits {
+		return false
+	}
+	mask := uint16(0xffff) << (16 - d.PortBits)
+	if d.PortBits == 0 {
+		mask = 0
+	}
+	return e.Port&mask == d.Port&mask
+}
+
+// applyDenyPrecedence makes deny win inside one identity's trie: the
+// longest-prefix match would let a narrow allow (TCP/80) hide a broader deny
+// (TCP/*), so such allows become denies; an allow and a deny on the same key
+// leave the deny. (Across identities the BPF side looks all of them up and
+// lets any deny win.)
+func applyDenyPrecedence(entries []PolicyEntry) []PolicyEntry {
+	var denies []PolicyEntry
+	for _, e := range entries {
+		if e.Deny {
+			denies = append(denies, e)
+		}
+	}
+	if len(denies) == 0 {
+		return entries
+	}
+	byKey := map[lxcPolicyKey]int{}
+	var out []PolicyEntry
+	for _, e := range entries {
+		if !e.Deny {
+			for _, d := range denies {
+				if d.covers(e) {
+					e.Deny = true
+					e.RuleID = d.RuleID
+					e.PolicyName = d.PolicyName
+					break
+				}
+			}
+		}
+		k := e.key()
+		if i, ok := byKey[k]; ok {
+			if e.Deny && !out[i].Deny {
+				out[i] = e
+			}
+			continue
+		}
+		byKey[k] = len(out)
+		out = append(out, e)
+	}
 	return out
 }
 

@@ -225,13 +225,7 @@ func (d *Datapath) Apply(r *model.Resolved, node string) (ApplyStats, error) {
 		}
 		es.entries = len(p.entries)
 		st.PolicyEntries += len(p.entries)
-		var flags uint32
-		if p.ep.IngressEnforced {
-			flags |= 0x1
-		}
-		if p.ep.EgressEnforced {
-			flags |= 0x2
-		}
+		flags := endpointFlags(p.ep)
 		info := lxcEndpointInfo{EpId: es.id, Identity: uint32(p.ep.Identity), Ipv4: be32(p.ep.IP), Flags: flags}
 		if err := d.objs.FpEndpoints.Put(uint32(p.ifindex), info); err != nil {
 			return st, fmt.Errorf("Pod %s: update endpoint map: %w", key, err)
@@ -289,6 +283,23 @@ func desiredIPCache(r *model.Resolved, node string) map[netip.Prefix]lxcIpcacheV
 	return out
 }
 
+func endpointFlags(ep *model.Endpoint) uint32 {
+	var f lxcEndpointFlags
+	if ep.IngressEnforced {
+		f |= lxcEndpointFlagsEP_F_INGRESS_ENFORCED
+	}
+	if ep.EgressEnforced {
+		f |= lxcEndpointFlagsEP_F_EGRESS_ENFORCED
+	}
+	if len(ep.Ingress) > 0 {
+		f |= lxcEndpointFlagsEP_F_INGRESS_POLICY
+	}
+	if len(ep.Egress) > 0 {
+		f |= lxcEndpointFlagsEP_F_EGRESS_POLICY
+	}
+	return uint32(f)
+}
+
 func (d *Datapath) allocID() uint32 {
 	used := map[uint32]bool{}
 	for _, es := range d.endpoints {
@@ -312,6 +323,9 @@ func (d *Datapath) swapPolicy(epID uint32, entries []PolicyEntry) error {
 	defer inner.Close() // the outer map holds its own reference
 	for _, e := range entries {
 		v := lxcPolicyValue{Action: uint8(lxcPolicyActionPOLICY_ALLOW), RuleId: e.RuleID}
+		if e.Deny {
+			v.Action = uint8(lxcPolicyActionPOLICY_DENY)
+		}
 		if err := inner.Put(e.key(), v); err != nil {
 			return fmt.Errorf("fill policy map: %w", err)
 		}

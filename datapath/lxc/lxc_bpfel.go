@@ -30,9 +30,10 @@ type lxcBtfLayouts struct {
 		Pad2   uint16
 		RuleId uint32
 	}
-	Reason       uint32
-	Direction    uint32
-	PolicyAction uint32
+	Reason        uint32
+	Direction     uint32
+	PolicyAction  uint32
+	EndpointFlags uint32
 }
 
 type lxcCtEntry struct {
@@ -61,6 +62,15 @@ const (
 	lxcDirectionDIR_INGRESS lxcDirection = 0
 	lxcDirectionDIR_EGRESS  lxcDirection = 1
 	lxcDirectionDIR_MAX     lxcDirection = 2
+)
+
+type lxcEndpointFlags uint32
+
+const (
+	lxcEndpointFlagsEP_F_INGRESS_ENFORCED lxcEndpointFlags = 1
+	lxcEndpointFlagsEP_F_EGRESS_ENFORCED  lxcEndpointFlags = 2
+	lxcEndpointFlagsEP_F_INGRESS_POLICY   lxcEndpointFlags = 4
+	lxcEndpointFlagsEP_F_EGRESS_POLICY    lxcEndpointFlags = 8
 )
 
 type lxcEndpointInfo struct {

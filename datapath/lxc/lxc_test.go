@@ -369,3 +369,55 @@ func TestIPBlockPeers(t *testing.T) {
 		}
 	}
 }
+
+func TestDenyTakesPrecedence(t *testing.T) {
+	objs := testObjects()
+	objs.NetworkPolicies = nil
+	f := false
+	objs.CiliumNetworkPolicies = []model.CiliumNetworkPolicy{{
+		ObjectMeta: metav1.ObjectMeta{Name: "cnp", Namespace: "t"},
+		Spec: &model.CiliumRule{
+			EndpointSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "server"}},
+			// Everyone on TCP, the client on everything...
+			Ingress: []model.CiliumIngressRule{
+				{ToPorts: []model.CiliumPortRule{{Ports: []model.CiliumPortProtocol{{Protocol: "TCP"}}}}},
+				{FromEndpoints: []metav1.LabelSelector{{MatchLabels: map[string]string{"app": "client"}}}},
+			},
+			// ...but nobody on TCP 8080-8081, and the other pod on nothing.
+			IngressDeny: []model.CiliumIngressRule{
+				{ToPorts: []model.CiliumPortRule{{Ports: []model.CiliumPortProtocol{{Port: "8080", EndPort: 8081, Protocol: "TCP"}}}}},
+				{FromEndpoints: []metav1.LabelSelector{{MatchLabels: map[string]string{"app": "other"}}}},
+			},
+			EnableDefaultDeny: &model.DefaultDenyConfig{Egress: &f},
+		},
+	}}
+	d := loadServerOnLo(t, objs)
+	from, to := d.Programs()
+	for _, tc := range []struct {
+		name   string
+		pkt    []byte
+		want   uint32
+		reason Reason
+	}{
+		{"client TCP 9000 allowed", tcpPacket(clientIP, 30001, serverIP, 9000, flagSYN), actOK, ReasonForwarded},
+		{"client TCP 8080: deny beats the client's allow-all", tcpPacket(clientIP, 30002, serverIP, 8080, flagSYN), actDrop, Reason(lxcReasonDROP_POLICY_DENY)},
+		{"client UDP 8080 allowed (deny is TCP)", udpPacket(clientIP, 30003, serverIP, 8080), actOK, ReasonForwarded},
+		{"world TCP 9000 allowed by the L4 rule", tcpPacket(netip.MustParseAddr("198.51.100.4"), 30004, serverIP, 9000, flagSYN), actOK, ReasonForwarded},
+		{"world UDP denied by default", udpPacket(netip.MustParseAddr("198.51.100.4"), 30005, serverIP, 53), actDrop, DropPolicy},
+		{"other pod TCP 9000: identity deny beats the wildcard allow", tcpPacket(otherIP, 30006, serverIP, 9000, flagSYN), actDrop, Reason(lxcReasonDROP_POLICY_DENY)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := d.count(t, tc.reason, model.Ingress)
+			if got := run(t, to, tc.pkt); got != tc.want {
+				t.Fatalf("verdict %d, want %d", got, tc.want)
+			}
+			if after := d.count(t, tc.reason, model.Ingress); after != before+1 {
+				t.Fatalf("counter %s: %d -> %d", tc.reason, before, after)
+			}
+		})
+	}
+	// Egress is not default-deny (enableDefaultDeny.egress false, no rules).
+	if got := run(t, from, udpPacket(serverIP, 4000, otherIP, 53)); got != actOK {
+		t.Fatalf("server egress: %d", got)
+	}
+}
