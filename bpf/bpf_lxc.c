@@ -21,6 +21,8 @@ struct btf_layouts {
 	enum direction direction;
 	enum policy_action policy_action;
 	enum endpoint_flags endpoint_flags;
+	enum event_type event_type;
+	struct flow_event flow_event;
 };
 const volatile struct btf_layouts btf_layouts;
 

@@ -13,6 +13,7 @@
 #include "policy.h"
 #include "conntrack.h"
 #include "metrics.h"
+#include "events.h"
 
 static __always_inline int verdict(__u32 reason, __u8 dir, __u32 len)
 {
@@ -36,18 +37,24 @@ static __always_inline int handle_endpoint(struct __sk_buff *skb, __u8 dir)
 	int ret;
 
 	ret = parse_ipv4(skb, &f);
-	if (ret < 0)
+	if (ret < 0) {
+		emit_event(EVENT_DROP, dir, -ret, NULL, 0, 0, 0, skb->ifindex);
 		return verdict(-ret, dir, len);
+	}
 	if (ret == L3_ARP)
 		return verdict(REASON_FORWARDED, dir, len);
 
 	ep = endpoint_lookup(skb->ifindex);
-	if (!ep)
+	if (!ep) {
+		emit_event(EVENT_DROP, dir, DROP_UNKNOWN_ENDPOINT, &f, 0, 0, 0, skb->ifindex);
 		return verdict(DROP_UNKNOWN_ENDPOINT, dir, len);
+	}
 
 	if (dir == DIR_EGRESS) {
-		if (f.saddr != ep->ipv4)
+		if (f.saddr != ep->ipv4) {
+			emit_event(EVENT_DROP, dir, DROP_INVALID_SOURCE, &f, ep->ep_id, ep->identity, 0, skb->ifindex);
 			return verdict(DROP_INVALID_SOURCE, dir, len);
+		}
 		peer_addr = f.daddr;
 		enforced = ep->flags & EP_F_EGRESS_ENFORCED;
 		has_policy = ep->flags & EP_F_EGRESS_POLICY;
@@ -70,6 +77,8 @@ static __always_inline int handle_endpoint(struct __sk_buff *skb, __u8 dir)
 	if (enforced || has_policy) {
 		ret = policy_check(ep->ep_id, peer.identity, peer.cidr_identity,
 				   dir, f.proto, f.dport, enforced);
+		emit_event(ret ? EVENT_DROP : EVENT_VERDICT, dir, ret ? ret : REASON_FORWARDED,
+			   &f, ep->ep_id, ep->identity, peer.identity, skb->ifindex);
 		if (ret)
 			return verdict(ret, dir, len);
 	}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -92,7 +93,48 @@ func newRoot() *cobra.Command {
 			return err
 		},
 	}
-	for _, c := range []*cobra.Command{status, metrics} {
+	var eventType string
+	monitor := &cobra.Command{
+		Use:   "monitor",
+		Short: "Stream a running agent's flow events (policy verdicts and drops) as JSON lines",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			path := "/v1/monitor"
+			if eventType != "" {
+				path += "?type=" + eventType
+			}
+			return agentapi.NewClient(socket).Stream(ctx, path, func(line []byte) error {
+				_, err := fmt.Fprintf(os.Stdout, "%s\n", line)
+				return err
+			})
+		},
+	}
+	monitor.Flags().StringVar(&eventType, "type", "", "only events of this type: drop or verdict")
+	policy := &cobra.Command{Use: "policy", Short: "Inspect endpoint policy"}
+	policyGet := &cobra.Command{
+		Use:   "get NAMESPACE/POD",
+		Short: "Print a pod's resolved rules and, on its node, the live policy map",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ns, name, ok := strings.Cut(args[0], "/")
+			if !ok {
+				ns, name = "default", args[0]
+			}
+			body, err := agentapi.NewClient(socket).Get(cmd.Context(), "/v1/policy/"+ns+"/"+name)
+			if err != nil {
+				return err
+			}
+			_, err = os.Stdout.Write(body)
+			return err
+		},
+	}
+	policy.AddCommand(policyGet)
+	policy.PersistentFlags().StringVar(&socket, "api-socket", "", "the agent's status socket")
+	_ = policy.MarkPersistentFlagRequired("api-socket")
+	root.AddCommand(policy)
+	for _, c := range []*cobra.Command{status, metrics, monitor} {
 		c.Flags().StringVar(&socket, "api-socket", "", "the agent's status socket")
 		_ = c.MarkFlagRequired("api-socket")
 		root.AddCommand(c)

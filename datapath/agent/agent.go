@@ -74,10 +74,16 @@ type Agent struct {
 	dp  Datapath
 	log *slog.Logger
 
-	mu     sync.Mutex
-	status agentapi.Status
+	mu       sync.Mutex
+	status   agentapi.Status
+	resolved *model.Resolved
+
+	// events fans the datapath's flow events out to monitor clients.
+	events *fanout
 	// metrics returns datapath counters, when the datapath has them.
 	metrics func() (map[lxc.MetricKey]lxc.Counter, error)
+	// lxc is the eBPF datapath, when that is the one programmed.
+	lxc *lxc.Datapath
 }
 
 // New validates cfg and loads the datapath.
@@ -115,6 +121,7 @@ func New(cfg Config) (*Agent, error) {
 		}
 		a.dp = d
 		a.metrics = d.Metrics
+		a.lxc = d
 	}
 	a.status = agentapi.Status{Node: cfg.Node, Datapath: cfg.Datapath, PID: os.Getpid(), StartedAt: time.Now()}
 	return a, nil
@@ -150,6 +157,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer w.Close()
 	if err := addWatches(w, a.cfg.StateDir); err != nil {
 		return err
+	}
+	a.events = newFanout()
+	if a.lxc != nil {
+		rd, err := a.lxc.OpenEvents()
+		if err != nil {
+			return err
+		}
+		defer rd.Close()
+		go a.events.pump(rd)
+		go a.gcLoop(ctx)
 	}
 	a.reconcile()
 	tick := time.NewTicker(a.cfg.Resync)
@@ -262,6 +279,7 @@ func (a *Agent) reconcile() {
 	a.status.PolicyEntries = st.PolicyEntries
 	a.status.AttachMode = string(st.AttachMode)
 	a.status.Identities = len(r.Identities)
+	a.resolved = r
 	a.status.Policies = r.Policies
 	if changed {
 		a.log.Info("programmed", "hash", objs.Hash, "endpoints", st.Endpoints, "pending", len(st.Pending),
@@ -284,6 +302,8 @@ func (a *Agent) serve() (*http.Server, error) {
 		_ = json.NewEncoder(w).Encode(a.Status())
 	})
 	mux.HandleFunc("GET /metrics", a.serveMetrics)
+	mux.HandleFunc("GET /v1/monitor", a.serveMonitor)
+	mux.HandleFunc("GET /v1/policy/{namespace}/{name}", a.servePolicy)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(l) }()
 	return srv, nil

@@ -4,6 +4,8 @@
 package agentapi
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -136,4 +138,79 @@ func (c *Client) WaitFor(ctx context.Context, interval time.Duration, cond func(
 		case <-time.After(interval):
 		}
 	}
+}
+
+// Peer is one end of a flow.
+type Peer struct {
+	Address  string `json:"address"`
+	Pod      string `json:"pod,omitempty"`
+	Identity uint32 `json:"identity,omitempty"`
+}
+
+// FlowEvent is one line of GET /v1/monitor.
+type FlowEvent struct {
+	Time      time.Time `json:"time"`
+	Type      string    `json:"type"` // verdict or drop
+	Node      string    `json:"node"`
+	Direction string    `json:"direction"` // as the local endpoint sees it
+	Protocol  string    `json:"protocol"`
+	Reason    string    `json:"reason"`
+	Src       Peer      `json:"src"`
+	Dst       Peer      `json:"dst"`
+	SrcPort   uint16    `json:"srcPort"`
+	DstPort   uint16    `json:"dstPort"`
+}
+
+// Rule is a resolved rule as GET /v1/policy shows it.
+type Rule struct {
+	Direction string   `json:"direction"`
+	Policy    string   `json:"policy"`
+	Deny      bool     `json:"deny,omitempty"`
+	AnyPeer   bool     `json:"anyPeer,omitempty"`
+	Peers     []uint32 `json:"peers,omitempty"`
+	Ports     []string `json:"ports"`
+}
+
+// EndpointPolicy is what GET /v1/policy/{namespace}/{name} returns: the
+// endpoint's resolved rules and, on its own node, the live map contents.
+type EndpointPolicy struct {
+	Pod             string            `json:"pod"`
+	Node            string            `json:"node"`
+	Address         string            `json:"address"`
+	Identity        uint32            `json:"identity"`
+	Labels          map[string]string `json:"labels"`
+	IngressEnforced bool              `json:"ingressDefaultDeny"`
+	EgressEnforced  bool              `json:"egressDefaultDeny"`
+	Rules           []Rule            `json:"rules"`
+	Live            any               `json:"live,omitempty"`
+	LiveError       string            `json:"liveError,omitempty"`
+}
+
+// Stream calls GET path and hands every line of the response to line until
+// ctx ends or the agent closes the stream.
+func (c *Client) Stream(ctx context.Context, path string, line func([]byte) error) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent"+path, nil)
+	if err != nil {
+		return err
+	}
+	hc := &http.Client{Transport: c.http.Transport}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("agent at %s: %w", c.Socket, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("agent at %s: GET %s: %s: %s", c.Socket, path, resp.Status, bytes.TrimSpace(body))
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if err := line(sc.Bytes()); err != nil {
+			return err
+		}
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return sc.Err()
 }

@@ -34,6 +34,23 @@ type lxcBtfLayouts struct {
 	Direction     uint32
 	PolicyAction  uint32
 	EndpointFlags uint32
+	EventType     uint32
+	FlowEvent     struct {
+		_            structs.HostLayout
+		TsNs         uint64
+		Type         uint8
+		Direction    uint8
+		Proto        uint8
+		Reason       uint8
+		EpId         uint32
+		Identity     uint32
+		PeerIdentity uint32
+		Saddr        uint32
+		Daddr        uint32
+		Sport        uint16
+		Dport        uint16
+		Ifindex      uint32
+	}
 }
 
 type lxcCtEntry struct {
@@ -79,6 +96,30 @@ type lxcEndpointInfo struct {
 	Identity uint32
 	Ipv4     uint32
 	Flags    uint32
+}
+
+type lxcEventType uint32
+
+const (
+	lxcEventTypeEVENT_VERDICT lxcEventType = 1
+	lxcEventTypeEVENT_DROP    lxcEventType = 2
+)
+
+type lxcFlowEvent struct {
+	_            structs.HostLayout
+	TsNs         uint64
+	Type         uint8
+	Direction    uint8
+	Proto        uint8
+	Reason       uint8
+	EpId         uint32
+	Identity     uint32
+	PeerIdentity uint32
+	Saddr        uint32
+	Daddr        uint32
+	Sport        uint16
+	Dport        uint16
+	Ifindex      uint32
 }
 
 type lxcIpcacheKey struct {
@@ -147,6 +188,8 @@ const (
 const (
 	lxcMapFpCt             = "fp_ct"
 	lxcMapFpEndpoints      = "fp_endpoints"
+	lxcMapFpEvents         = "fp_events"
+	lxcMapFpEventsLost     = "fp_events_lost"
 	lxcMapFpIpcache        = "fp_ipcache"
 	lxcMapFpMetrics        = "fp_metrics"
 	lxcMapFpPolicy         = "fp_policy"
@@ -205,11 +248,13 @@ type lxcProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lxcMapSpecs struct {
-	FpCt        *ebpf.MapSpec `ebpf:"fp_ct"`
-	FpEndpoints *ebpf.MapSpec `ebpf:"fp_endpoints"`
-	FpIpcache   *ebpf.MapSpec `ebpf:"fp_ipcache"`
-	FpMetrics   *ebpf.MapSpec `ebpf:"fp_metrics"`
-	FpPolicy    *ebpf.MapSpec `ebpf:"fp_policy"`
+	FpCt         *ebpf.MapSpec `ebpf:"fp_ct"`
+	FpEndpoints  *ebpf.MapSpec `ebpf:"fp_endpoints"`
+	FpEvents     *ebpf.MapSpec `ebpf:"fp_events"`
+	FpEventsLost *ebpf.MapSpec `ebpf:"fp_events_lost"`
+	FpIpcache    *ebpf.MapSpec `ebpf:"fp_ipcache"`
+	FpMetrics    *ebpf.MapSpec `ebpf:"fp_metrics"`
+	FpPolicy     *ebpf.MapSpec `ebpf:"fp_policy"`
 }
 
 // lxcVariableSpecs contains global variables before they are loaded into the kernel.
@@ -239,17 +284,21 @@ func (o *lxcObjects) Close() error {
 //
 // It can be passed to loadLxcObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lxcMaps struct {
-	FpCt        *ebpf.Map `ebpf:"fp_ct"`
-	FpEndpoints *ebpf.Map `ebpf:"fp_endpoints"`
-	FpIpcache   *ebpf.Map `ebpf:"fp_ipcache"`
-	FpMetrics   *ebpf.Map `ebpf:"fp_metrics"`
-	FpPolicy    *ebpf.Map `ebpf:"fp_policy"`
+	FpCt         *ebpf.Map `ebpf:"fp_ct"`
+	FpEndpoints  *ebpf.Map `ebpf:"fp_endpoints"`
+	FpEvents     *ebpf.Map `ebpf:"fp_events"`
+	FpEventsLost *ebpf.Map `ebpf:"fp_events_lost"`
+	FpIpcache    *ebpf.Map `ebpf:"fp_ipcache"`
+	FpMetrics    *ebpf.Map `ebpf:"fp_metrics"`
+	FpPolicy     *ebpf.Map `ebpf:"fp_policy"`
 }
 
 func (m *lxcMaps) Close() error {
 	return _LxcClose(
 		m.FpCt,
 		m.FpEndpoints,
+		m.FpEvents,
+		m.FpEventsLost,
 		m.FpIpcache,
 		m.FpMetrics,
 		m.FpPolicy,

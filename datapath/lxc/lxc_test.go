@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
@@ -419,5 +420,59 @@ func TestDenyTakesPrecedence(t *testing.T) {
 	// Egress is not default-deny (enableDefaultDeny.egress false, no rules).
 	if got := run(t, from, udpPacket(serverIP, 4000, otherIP, 53)); got != actOK {
 		t.Fatalf("server egress: %d", got)
+	}
+}
+
+func TestEventsForVerdictsAndDrops(t *testing.T) {
+	d := loadServerOnLo(t, testObjects())
+	_, to := d.Programs()
+	rd, err := d.OpenEvents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	run(t, to, tcpPacket(clientIP, 41000, serverIP, 8080, flagSYN)) // verdict
+	run(t, to, tcpPacket(clientIP, 41000, serverIP, 8080, flagACK)) // established: no event
+	run(t, to, tcpPacket(otherIP, 41001, serverIP, 8080, flagSYN))  // drop
+	rd.SetDeadline(time.Now().Add(2 * time.Second))
+	first, err := rd.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := rd.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Type != "verdict" || first.Src != clientIP || first.Dst != serverIP || first.DstPort != 8080 || first.SrcPort != 41000 ||
+		first.Protocol != model.ProtoTCP || first.Direction != model.Ingress || first.Reason != ReasonForwarded {
+		t.Errorf("first event %+v", first)
+	}
+	if second.Type != "drop" || second.Src != otherIP || second.Reason != DropPolicy || second.PeerIdentity == 0 || second.Identity == 0 {
+		t.Errorf("second event %+v", second)
+	}
+	if time.Since(first.Time) > time.Minute || time.Since(first.Time) < 0 {
+		t.Errorf("event time %v is not now", first.Time)
+	}
+	rd.SetDeadline(time.Now().Add(50 * time.Millisecond))
+	if ev, err := rd.Read(); err == nil {
+		t.Errorf("unexpected third event %+v (established packets must not be reported)", ev)
+	}
+}
+
+func TestDumpEndpoint(t *testing.T) {
+	d := loadServerOnLo(t, testObjects())
+	info, err := d.DumpEndpoint("t/server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(info.Entries) != 1 || info.Entries[0].Ports != "8080" || info.Entries[0].Protocol != "TCP" || info.Entries[0].Action != "allow" ||
+		info.Entries[0].Direction != "ingress" {
+		t.Fatalf("entries %+v", info.Entries)
+	}
+	if len(info.Flags) != 2 || info.Flags[0] != "ingress-default-deny" {
+		t.Fatalf("flags %v", info.Flags)
+	}
+	if _, err := d.DumpEndpoint("t/client"); !errors.Is(err, ErrNoEndpoint) {
+		t.Fatalf("client is pending, not programmed: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package netns
 
 import (
 	"context"
+	"encoding/json"
 	"crypto/rand"
 	"encoding/hex"
 	"os"
@@ -161,6 +162,34 @@ func TestEnforcement(t *testing.T) {
 		{"other", "server2", 8080, "TCP", false}, // peer not allowed, same node
 		{"server", "other", 0, "TCP", false},     // nothing listens: refused, not connected
 	})
+
+	// Debug API: the live policy map of the server, and a drop event with
+	// pods and reason when a denied probe is made.
+	n1 := agentapi.NewClient(c.AgentSocket("n1"))
+	body, err := n1.Get(ctx, "/v1/policy/t/server")
+	if err != nil || !strings.Contains(string(body), `"ports": "8080"`) || !strings.Contains(string(body), `"ingressDefaultDeny": true`) {
+		t.Errorf("policy get: %v\n%s", err, body)
+	}
+	mctx, mcancel := context.WithTimeout(ctx, 5*time.Second)
+	events := make(chan agentapi.FlowEvent, 16)
+	go n1.Stream(mctx, "/v1/monitor?type=drop", func(line []byte) error {
+		var ev agentapi.FlowEvent
+		if err := json.Unmarshal(line, &ev); err == nil {
+			events <- ev
+		}
+		return nil
+	})
+	time.Sleep(100 * time.Millisecond) // let the stream subscribe
+	probe.Connect(ctx, c.PodNetns("t/other"), pods["server"].IP, 9090, "TCP", 300*time.Millisecond)
+	select {
+	case ev := <-events:
+		if ev.Type != "drop" || ev.Src.Pod != "t/other" || ev.Dst.Pod != "t/server" || ev.DstPort != 9090 || ev.Reason != "DROP_POLICY" || ev.Direction != "ingress" {
+			t.Errorf("drop event %+v", ev)
+		}
+	case <-mctx.Done():
+		t.Error("no drop event from monitor")
+	}
+	mcancel()
 
 	agentPIDs := map[string]int{}
 	for n, p := range c.Agents() {
