@@ -19,7 +19,9 @@ enum reason {
 	DROP_UNSUPPORTED_L3 = 9,    /* neither IPv4 nor ARP */
 	DROP_FRAGMENT = 10,         /* non-first IPv4 fragment: no ports to check */
 	DROP_NO_POLICY_MAP = 11,    /* enforced endpoint without a policy map */
-	REASON_MAX = 12,
+	DROP_MESH_POLICY = 12,      /* no AuthorizationPolicy allows it */
+	DROP_MESH_DENY = 13,        /* a DENY AuthorizationPolicy matched */
+	REASON_MAX = 14,
 };
 
 /* Direction of traffic as the endpoint sees it. */

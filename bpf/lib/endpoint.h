@@ -13,6 +13,10 @@ enum endpoint_flags {
 	 * them up even when the direction is not in default deny. */
 	EP_F_INGRESS_POLICY = 0x4,
 	EP_F_EGRESS_POLICY = 0x8,
+	/* The mesh layer (AuthorizationPolicy, TCP to the pod): default deny,
+	 * and rules present. */
+	EP_F_MESH_ENFORCED = 0x10,
+	EP_F_MESH_POLICY = 0x20,
 };
 
 struct endpoint_info {

@@ -82,6 +82,22 @@ static __always_inline int handle_endpoint(struct __sk_buff *skb, __u8 dir)
 		if (ret)
 			return verdict(ret, dir, len);
 	}
+	/* The mesh layer: TCP into the pod must also pass its authorization
+	 * policies. */
+	if (dir == DIR_INGRESS && f.proto == IPPROTO_TCP &&
+	    (ep->flags & (EP_F_MESH_ENFORCED | EP_F_MESH_POLICY))) {
+		ret = policy_check(ep->ep_id | POLICY_MESH_BIT, peer.identity,
+				   peer.cidr_identity, dir, f.proto, f.dport,
+				   ep->flags & EP_F_MESH_ENFORCED);
+		if (ret == DROP_POLICY)
+			ret = DROP_MESH_POLICY;
+		else if (ret == DROP_POLICY_DENY)
+			ret = DROP_MESH_DENY;
+		emit_event(ret ? EVENT_DROP : EVENT_VERDICT, dir, ret ? ret : REASON_FORWARDED,
+			   &f, ep->ep_id, ep->identity, peer.identity, skb->ifindex);
+		if (ret)
+			return verdict(ret, dir, len);
+	}
 	ct_create(&f, dir, len, peer.identity);
 	return verdict(REASON_FORWARDED, dir, len);
 }

@@ -21,6 +21,10 @@
 
 #define POLICY_KEY_BITS 64
 
+/* fp_policy holds two tries per endpoint: the network layer under ep_id,
+ * the mesh layer (AuthorizationPolicy) under ep_id | POLICY_MESH_BIT. */
+#define POLICY_MESH_BIT 0x80000000
+
 struct policy_key {
 	__u32 prefixlen;
 	__u32 identity;

@@ -101,6 +101,16 @@ func portBlocks(lo, hi uint16) [][2]uint32 {
 // enforced direction contribute entries; an unenforced direction needs none
 // (the BPF side does not consult the map for it).
 func PolicyEntries(ep *model.Endpoint) []PolicyEntry {
+	return expandRules(map[model.Direction][]model.Rule{model.Ingress: ep.Ingress, model.Egress: ep.Egress})
+}
+
+// MeshEntries expands an endpoint's mesh-layer (AuthorizationPolicy) rules
+// into the keys of its second trie (ingress only).
+func MeshEntries(ep *model.Endpoint) []PolicyEntry {
+	return expandRules(map[model.Direction][]model.Rule{model.Ingress: ep.Mesh})
+}
+
+func expandRules(byDir map[model.Direction][]model.Rule) []PolicyEntry {
 	var out []PolicyEntry
 	add := func(dir model.Direction, rules []model.Rule) {
 		for ri, r := range rules {
@@ -133,8 +143,8 @@ func PolicyEntries(ep *model.Endpoint) []PolicyEntry {
 			}
 		}
 	}
-	add(model.Ingress, ep.Ingress)
-	add(model.Egress, ep.Egress)
+	add(model.Ingress, byDir[model.Ingress])
+	add(model.Egress, byDir[model.Egress])
 	out = applyDenyPrecedence(out)
 	// Deterministic order (map updates are idempotent anyway).
 	sort.SliceStable(out, func(i, j int) bool {

@@ -162,14 +162,16 @@ func (d *Datapath) Apply(r *model.Resolved, node string) (ApplyStats, error) {
 		ifname  string
 		ifindex int
 		entries []PolicyEntry
+		mesh    []PolicyEntry
 	}
 	var plan []planned
 	var errs []error
 	for _, ep := range r.NodeEndpoints(node) {
 		entries := PolicyEntries(ep)
-		if len(entries) > innerMax {
-			errs = append(errs, fmt.Errorf("Pod %s: policy needs %d map entries, more than the %d an endpoint's policy map holds: %w",
-				ep.Key(), len(entries), innerMax, ErrOverflow))
+		mesh := MeshEntries(ep)
+		if len(entries) > innerMax || len(mesh) > innerMax {
+			errs = append(errs, fmt.Errorf("Pod %s: policy needs %d (mesh %d) map entries, more than the %d an endpoint's policy map holds: %w",
+				ep.Key(), len(entries), len(mesh), innerMax, ErrOverflow))
 			continue
 		}
 		name := d.ifname(ep)
@@ -178,7 +180,7 @@ func (d *Datapath) Apply(r *model.Resolved, node string) (ApplyStats, error) {
 			st.Pending = append(st.Pending, ep.Key())
 			continue
 		}
-		plan = append(plan, planned{ep: ep, ifname: name, ifindex: iface.Index, entries: entries})
+		plan = append(plan, planned{ep: ep, ifname: name, ifindex: iface.Index, entries: entries, mesh: mesh})
 	}
 	desiredIPs := desiredIPCache(r, node)
 	if max := int(d.objs.FpIpcache.MaxEntries()); len(desiredIPs) > max {
@@ -223,8 +225,15 @@ func (d *Datapath) Apply(r *model.Resolved, node string) (ApplyStats, error) {
 		if err := d.swapPolicy(es.id, p.entries); err != nil {
 			return st, fmt.Errorf("Pod %s: %w", key, err)
 		}
-		es.entries = len(p.entries)
-		st.PolicyEntries += len(p.entries)
+		if p.ep.MeshEnforced || len(p.ep.Mesh) > 0 {
+			if err := d.swapPolicy(es.id|meshBit, p.mesh); err != nil {
+				return st, fmt.Errorf("Pod %s: mesh layer: %w", key, err)
+			}
+		} else {
+			_ = d.objs.FpPolicy.Delete(es.id | meshBit)
+		}
+		es.entries = len(p.entries) + len(p.mesh)
+		st.PolicyEntries += es.entries
 		flags := endpointFlags(p.ep)
 		info := lxcEndpointInfo{EpId: es.id, Identity: uint32(p.ep.Identity), Ipv4: be32(p.ep.IP), Flags: flags}
 		if err := d.objs.FpEndpoints.Put(uint32(p.ifindex), info); err != nil {
@@ -297,8 +306,18 @@ func endpointFlags(ep *model.Endpoint) uint32 {
 	if len(ep.Egress) > 0 {
 		f |= lxcEndpointFlagsEP_F_EGRESS_POLICY
 	}
+	if ep.MeshEnforced {
+		f |= lxcEndpointFlagsEP_F_MESH_ENFORCED
+	}
+	if len(ep.Mesh) > 0 {
+		f |= lxcEndpointFlagsEP_F_MESH_POLICY
+	}
 	return uint32(f)
 }
+
+// meshBit marks the key of an endpoint's mesh-layer trie in fp_policy
+// (POLICY_MESH_BIT in bpf/lib/policy.h); endpoint ids stay below it.
+const meshBit = 0x80000000
 
 func (d *Datapath) allocID() uint32 {
 	used := map[uint32]bool{}
@@ -363,6 +382,7 @@ func (d *Datapath) removeEndpoint(key string, es *endpointState) {
 	}
 	_ = d.objs.FpEndpoints.Delete(uint32(es.ifindex))
 	_ = d.objs.FpPolicy.Delete(es.id)
+	_ = d.objs.FpPolicy.Delete(es.id | meshBit)
 	delete(d.endpoints, key)
 }
 

@@ -88,6 +88,8 @@ const (
 	lxcEndpointFlagsEP_F_EGRESS_ENFORCED  lxcEndpointFlags = 2
 	lxcEndpointFlagsEP_F_INGRESS_POLICY   lxcEndpointFlags = 4
 	lxcEndpointFlagsEP_F_EGRESS_POLICY    lxcEndpointFlags = 8
+	lxcEndpointFlagsEP_F_MESH_ENFORCED    lxcEndpointFlags = 16
+	lxcEndpointFlagsEP_F_MESH_POLICY      lxcEndpointFlags = 32
 )
 
 type lxcEndpointInfo struct {
@@ -179,7 +181,9 @@ const (
 	lxcReasonDROP_UNSUPPORTED_L3   lxcReason = 9
 	lxcReasonDROP_FRAGMENT         lxcReason = 10
 	lxcReasonDROP_NO_POLICY_MAP    lxcReason = 11
-	lxcReasonREASON_MAX            lxcReason = 12
+	lxcReasonDROP_MESH_POLICY      lxcReason = 12
+	lxcReasonDROP_MESH_DENY        lxcReason = 13
+	lxcReasonREASON_MAX            lxcReason = 14
 )
 
 // Names of all BPF objects in the ELF.

@@ -476,3 +476,50 @@ func TestDumpEndpoint(t *testing.T) {
 		t.Fatalf("client is pending, not programmed: %v", err)
 	}
 }
+
+func TestMeshLayerAuthorizationPolicy(t *testing.T) {
+	objs := testObjects()
+	objs.NetworkPolicies = nil // the network layer allows everything
+	objs.Pods[0].Spec.ServiceAccountName = "client-sa"
+	objs.AuthorizationPolicies = []model.AuthorizationPolicy{
+		{
+			ObjectMeta: metav1.ObjectMeta{Name: "allow-client", Namespace: "t"},
+			Spec: model.AuthzSpec{
+				Selector: &model.AuthzSelector{MatchLabels: map[string]string{"app": "server"}},
+				Rules: []model.AuthzRule{{
+					From: []model.AuthzFrom{{Source: model.AuthzSource{Principals: []string{"cluster.local/ns/t/sa/client-sa"}}}},
+				}},
+			},
+		},
+		{
+			ObjectMeta: metav1.ObjectMeta{Name: "deny-9090", Namespace: "t"},
+			Spec: model.AuthzSpec{
+				Action: "DENY",
+				Rules:  []model.AuthzRule{{To: []model.AuthzTo{{Operation: model.AuthzOperation{Ports: []string{"9090"}}}}}},
+			},
+		},
+	}
+	d := loadServerOnLo(t, objs)
+	_, to := d.Programs()
+	for _, tc := range []struct {
+		name   string
+		pkt    []byte
+		want   uint32
+		reason Reason
+	}{
+		{"client principal allowed", tcpPacket(clientIP, 31001, serverIP, 8080, flagSYN), actOK, ReasonForwarded},
+		{"client on 9090: DENY policy", tcpPacket(clientIP, 31002, serverIP, 9090, flagSYN), actDrop, Reason(lxcReasonDROP_MESH_DENY)},
+		{"other principal: no ALLOW matches", tcpPacket(otherIP, 31003, serverIP, 8080, flagSYN), actDrop, Reason(lxcReasonDROP_MESH_POLICY)},
+		{"UDP is outside the mesh layer", udpPacket(otherIP, 31004, serverIP, 8080), actOK, ReasonForwarded},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := d.count(t, tc.reason, model.Ingress)
+			if got := run(t, to, tc.pkt); got != tc.want {
+				t.Fatalf("verdict %d, want %d", got, tc.want)
+			}
+			if after := d.count(t, tc.reason, model.Ingress); after != before+1 {
+				t.Fatalf("counter %s: %d -> %d", tc.reason, before, after)
+			}
+		})
+	}
+}

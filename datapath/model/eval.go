@@ -43,6 +43,11 @@ func Evaluate(objs *Objects, from, to netip.Addr, proto Protocol, port uint16) V
 		if ok, why := evalSide(objs, dst, src, from, proto, port, false, nsLabels); !ok {
 			return Verdict{Allowed: false, Reason: why}
 		}
+		if proto == ProtoTCP {
+			if ok, why := evalAuthz(objs, dst, src, from, port); !ok {
+				return Verdict{Allowed: false, Reason: why}
+			}
+		}
 	}
 	return Verdict{Allowed: true, Reason: "allowed"}
 }
@@ -314,6 +319,11 @@ func (r *Resolved) Allowed(from, to netip.Addr, proto Protocol, port uint16) Ver
 	if dstOK {
 		if ok, why := sideAllows(dst.Ingress, dst.IngressEnforced, srcID, srcCIDR, proto, port); !ok {
 			return Verdict{Reason: fmt.Sprintf("ingress of %s: %s (identity %d, %s/%d)", dst.Key(), why, srcID, proto, port)}
+		}
+		if proto == ProtoTCP {
+			if ok, why := sideAllows(dst.Mesh, dst.MeshEnforced, srcID, srcCIDR, proto, port); !ok {
+				return Verdict{Reason: fmt.Sprintf("mesh ingress of %s: %s (identity %d, %s/%d)", dst.Key(), why, srcID, proto, port)}
+			}
 		}
 	}
 	return Verdict{Allowed: true, Reason: "allowed"}

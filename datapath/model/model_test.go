@@ -276,6 +276,14 @@ func randomObjects(rng *rand.Rand) *Objects {
 	for i := rng.Intn(3); i > 0; i-- {
 		objs.CiliumNetworkPolicies = append(objs.CiliumNetworkPolicies, randomCNP(rng, i))
 	}
+	for i := range objs.Pods {
+		if rng.Intn(2) == 0 {
+			objs.Pods[i].Spec.ServiceAccountName = "sa-a"
+		}
+	}
+	for i := rng.Intn(3); i > 0; i-- {
+		objs.AuthorizationPolicies = append(objs.AuthorizationPolicies, randomAuthz(rng, i))
+	}
 	for i := rng.Intn(4); i > 0; i-- {
 		np := networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("np%d", i), Namespace: []string{"prod", "dev"}[rng.Intn(2)]}}
 		np.Spec.PodSelector = *randSelector(rng)
@@ -373,6 +381,47 @@ func randomCNP(rng *rand.Rand, i int) CiliumNetworkPolicy {
 		rule.EnableDefaultDeny = &DefaultDenyConfig{Ingress: &f}
 	}
 	return CiliumNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("cnp%d", i), Namespace: []string{"prod", "dev"}[rng.Intn(2)]}, Spec: &rule}
+}
+
+func randomAuthz(rng *rand.Rand, i int) AuthorizationPolicy {
+	a := AuthorizationPolicy{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("ap%d", i), Namespace: []string{"prod", "dev", IstioRootNamespace}[rng.Intn(3)]}}
+	if rng.Intn(2) == 0 {
+		a.Spec.Action = "DENY"
+	}
+	if rng.Intn(2) == 0 {
+		a.Spec.Selector = &AuthzSelector{MatchLabels: map[string]string{"app": []string{"a", "b", "c"}[rng.Intn(3)]}}
+	}
+	for j := rng.Intn(3); j > 0; j-- {
+		var r AuthzRule
+		for k := rng.Intn(2); k > 0; k-- {
+			var s AuthzSource
+			switch rng.Intn(5) {
+			case 0:
+				s.Principals = []string{Principal("prod", "sa-a")}
+			case 1:
+				s.Principals = []string{"cluster.local/ns/dev/*"}
+			case 2:
+				s.Namespaces = []string{"prod"}
+			case 3:
+				s.NotNamespaces = []string{"dev"}
+			case 4:
+				s.IPBlocks = []string{"192.0.2.0/24"}
+				if rng.Intn(2) == 0 {
+					s.NotIPBlocks = []string{"192.0.2.64/26"}
+				}
+			}
+			r.From = append(r.From, AuthzFrom{Source: s})
+		}
+		if rng.Intn(2) == 0 {
+			op := AuthzOperation{Ports: []string{"80"}}
+			if rng.Intn(2) == 0 {
+				op = AuthzOperation{NotPorts: []string{"81"}}
+			}
+			r.To = append(r.To, AuthzTo{Operation: op})
+		}
+		a.Spec.Rules = append(a.Spec.Rules, r)
+	}
+	return a
 }
 
 // TestResolvedAgreesWithEvaluator checks the identity-based rules every

@@ -30,6 +30,9 @@ type Objects struct {
 	NetworkPolicies []networkingv1.NetworkPolicy
 	// CiliumNetworkPolicies (cilium.io/v2), the subset in cilium.go.
 	CiliumNetworkPolicies []CiliumNetworkPolicy
+	// AuthorizationPolicies (security.istio.io/v1), the L4 subset in
+	// authz.go.
+	AuthorizationPolicies []AuthorizationPolicy
 
 	// Source maps "Kind namespace/name" to "file#doc".
 	Source map[string]string
@@ -239,11 +242,21 @@ func (o *Objects) decodeDoc(file string, doc int, raw []byte) error {
 		}
 		key = ObjectKey("CiliumNetworkPolicy", obj.Namespace, obj.Name)
 		o.CiliumNetworkPolicies = append(o.CiliumNetworkPolicies, obj)
+	case "security.istio.io/v1/AuthorizationPolicy", "security.istio.io/v1beta1/AuthorizationPolicy":
+		var obj AuthorizationPolicy
+		if err := strict(&obj); err != nil {
+			return err
+		}
+		if obj.Namespace == "" {
+			obj.Namespace = metav1.NamespaceDefault
+		}
+		key = ObjectKey("AuthorizationPolicy", obj.Namespace, obj.Name)
+		o.AuthorizationPolicies = append(o.AuthorizationPolicies, obj)
 	default:
 		if h.Kind == "" {
 			return fmt.Errorf("%s: kind: required", loc)
 		}
-		return fmt.Errorf("%s: apiVersion/kind: unknown kind %q of apiVersion %q (known: v1 Namespace, Node, Pod; networking.k8s.io/v1 NetworkPolicy; cilium.io/v2 CiliumNetworkPolicy)", loc, h.Kind, h.APIVersion)
+		return fmt.Errorf("%s: apiVersion/kind: unknown kind %q of apiVersion %q (known: v1 Namespace, Node, Pod; networking.k8s.io/v1 NetworkPolicy; cilium.io/v2 CiliumNetworkPolicy; security.istio.io/v1 AuthorizationPolicy)", loc, h.Kind, h.APIVersion)
 	}
 	if prev, dup := o.Source[key]; dup {
 		return fmt.Errorf("%s: metadata.name: duplicate object, already defined in %s", loc, prev)

@@ -94,6 +94,9 @@ const (
 const (
 	LabelNamespace       = "io.kubernetes.pod.namespace"
 	NamespaceLabelPrefix = "io.cilium.k8s.namespace.labels."
+	// LabelServiceAccount carries the pod's service account, so that
+	// Istio principals (cluster.local/ns/<ns>/sa/<sa>) map to identities.
+	LabelServiceAccount = "io.cilium.k8s.policy.serviceaccount"
 )
 
 // Direction is the direction of traffic as seen by an endpoint.
@@ -180,6 +183,12 @@ type Endpoint struct {
 	EgressEnforced  bool
 	Ingress         []Rule
 	Egress          []Rule
+
+	// The mesh layer (Istio AuthorizationPolicy, L4): checked after the
+	// network layer above, for TCP connections to the endpoint; both must
+	// allow. MeshEnforced is set when an ALLOW policy selects the pod.
+	MeshEnforced bool
+	Mesh         []Rule
 }
 
 // Key is "namespace/name".
@@ -283,6 +292,11 @@ func identityLabels(pod *corev1.Pod, nsLabels map[string]string) map[string]stri
 		out[k] = v
 	}
 	out[LabelNamespace] = pod.Namespace
+	sa := pod.Spec.ServiceAccountName
+	if sa == "" {
+		sa = "default"
+	}
+	out[LabelServiceAccount] = sa
 	for k, v := range nsLabels {
 		out[NamespaceLabelPrefix+k] = v
 	}
@@ -349,7 +363,7 @@ func Resolve(objs *Objects) (*Resolved, error) {
 		byKey:      map[string]*Endpoint{},
 		byIP:       map[netip.Addr]*Endpoint{},
 		CIDRs:      map[netip.Prefix]Identity{},
-		Policies:   len(objs.NetworkPolicies) + len(objs.CiliumNetworkPolicies),
+		Policies:   len(objs.NetworkPolicies) + len(objs.CiliumNetworkPolicies) + len(objs.AuthorizationPolicies),
 	}
 	var errs []error
 	for _, n := range objs.Nodes {
@@ -417,7 +431,7 @@ func Resolve(objs *Objects) (*Resolved, error) {
 		}
 		return cnps[i].Name < cnps[j].Name
 	})
-	r.collectCIDRs(nps, cnps)
+	r.collectCIDRs(nps, cnps, objs.AuthorizationPolicies)
 	for i := range nps {
 		if err := r.applyNetworkPolicy(objs, &nps[i], nsLabels); err != nil {
 			errs = append(errs, err)
@@ -425,6 +439,16 @@ func Resolve(objs *Objects) (*Resolved, error) {
 	}
 	for i := range cnps {
 		r.applyCNP(&cnps[i])
+	}
+	aps := append([]AuthorizationPolicy(nil), objs.AuthorizationPolicies...)
+	sort.Slice(aps, func(i, j int) bool {
+		if aps[i].Namespace != aps[j].Namespace {
+			return aps[i].Namespace < aps[j].Namespace
+		}
+		return aps[i].Name < aps[j].Name
+	})
+	for i := range aps {
+		r.applyAuthz(&aps[i])
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -610,8 +634,8 @@ func prefixWithin(inner, outer netip.Prefix) bool {
 
 // collectCIDRs gives every prefix named by an ipBlock (cidr and except) a
 // CIDR identity, derived from a hash of the prefix like pod identities.
-func (r *Resolved) collectCIDRs(nps []networkingv1.NetworkPolicy, cnps []CiliumNetworkPolicy) {
-	var prefixes []string
+func (r *Resolved) collectCIDRs(nps []networkingv1.NetworkPolicy, cnps []CiliumNetworkPolicy, aps []AuthorizationPolicy) {
+	prefixes := authzPrefixes(aps)
 	add := func(s string) {
 		if p, err := netip.ParsePrefix(s); err == nil && p.Addr().Is4() {
 			prefixes = append(prefixes, p.Masked().String())
@@ -669,7 +693,7 @@ func (r *Resolved) collectCIDRs(nps []networkingv1.NetworkPolicy, cnps []CiliumN
 func podOwnLabels(l map[string]string) map[string]string {
 	out := make(map[string]string, len(l))
 	for k, v := range l {
-		if k == LabelNamespace || strings.HasPrefix(k, NamespaceLabelPrefix) {
+		if k == LabelNamespace || k == LabelServiceAccount || strings.HasPrefix(k, NamespaceLabelPrefix) {
 			continue
 		}
 		out[k] = v

@@ -38,6 +38,10 @@ func (o *Objects) Validate() error {
 		c := &o.CiliumNetworkPolicies[i]
 		add("CiliumNetworkPolicy", c.Namespace, c.Name, validateCNP(c))
 	}
+	for i := range o.AuthorizationPolicies {
+		a := &o.AuthorizationPolicies[i]
+		add("AuthorizationPolicy", a.Namespace, a.Name, validateAuthz(a))
+	}
 	return errors.Join(errs...)
 }
 

@@ -30,6 +30,8 @@ type PodSpec struct {
 	Name      string
 	Node      string
 	Labels    map[string]string
+	// ServiceAccount of the pod ("" means "default").
+	ServiceAccount string
 	// IP requests an exact address (optional).
 	IP netip.Addr
 	// Ports are container ports (name may be empty).

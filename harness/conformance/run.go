@@ -181,7 +181,7 @@ func topologyOf(c *Case, runID string) *topology {
 		if node == "" {
 			node = t.spec.Nodes[i%len(t.spec.Nodes)]
 		}
-		ps := cluster.PodSpec{Namespace: p.Namespace, Name: p.Name, Node: node, Labels: p.Labels}
+		ps := cluster.PodSpec{Namespace: p.Namespace, Name: p.Name, Node: node, Labels: p.Labels, ServiceAccount: p.Spec.ServiceAccountName}
 		if p.Status.PodIP != "" {
 			ps.IP, _ = netip.ParseAddr(p.Status.PodIP)
 		}

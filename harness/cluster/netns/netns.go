@@ -374,7 +374,7 @@ func (c *Cluster) writeClusterState() error {
 		pod := &corev1.Pod{
 			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
 			ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, Labels: p.Labels},
-			Spec:       corev1.PodSpec{NodeName: p.Node, Containers: []corev1.Container{{Name: "main", Image: "fastpath"}}},
+			Spec:       corev1.PodSpec{NodeName: p.Node, ServiceAccountName: p.ServiceAccount, Containers: []corev1.Container{{Name: "main", Image: "fastpath"}}},
 			Status:     corev1.PodStatus{PodIP: p.IP.String(), Phase: corev1.PodRunning},
 		}
 		for _, port := range p.Ports {
