@@ -264,6 +264,10 @@ func (a *Agent) reconcile() {
 		}
 		a.status.LastError = err.Error()
 		a.status.FailedHash = failed
+		a.status.PolicyOverflows += int64(st.Overflows)
+		if errors.Is(err, lxc.ErrOverflow) {
+			a.status.RefusedOverflow++
+		}
 		return
 	}
 	changed := a.status.StateHash != objs.Hash || len(a.status.Pending) != len(st.Pending)
@@ -320,6 +324,8 @@ func (a *Agent) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 		errGauge = 1
 	}
 	fmt.Fprintf(w, "# HELP fastpath_agent_state_refused 1 when the newest desired state was refused.\n# TYPE fastpath_agent_state_refused gauge\nfastpath_agent_state_refused %d\n", errGauge)
+	fmt.Fprintf(w, "# HELP fastpath_agent_policy_overflow_refusals_total Desired states refused because a policy map would overflow.\n# TYPE fastpath_agent_policy_overflow_refusals_total counter\nfastpath_agent_policy_overflow_refusals_total %d\n", st.RefusedOverflow)
+	fmt.Fprintf(w, "# HELP fastpath_agent_endpoints_failed_closed_total New endpoints programmed to drop everything because their policy would overflow.\n# TYPE fastpath_agent_endpoints_failed_closed_total counter\nfastpath_agent_endpoints_failed_closed_total %d\n", st.PolicyOverflows)
 	fmt.Fprintf(w, "# HELP fastpath_agent_policy_entries Policy map entries programmed.\n# TYPE fastpath_agent_policy_entries gauge\nfastpath_agent_policy_entries %d\n", st.PolicyEntries)
 	if a.metrics == nil {
 		return

@@ -41,6 +41,12 @@ type Status struct {
 	LastError  string `json:"lastError,omitempty"`
 	FailedHash string `json:"failedHash,omitempty"`
 
+	// RefusedOverflow counts states refused because a policy map would
+	// overflow; PolicyOverflows counts new endpoints that were programmed
+	// closed (dropping everything) for that reason.
+	RefusedOverflow int64 `json:"refusedOverflow,omitempty"`
+	PolicyOverflows int64 `json:"policyOverflows,omitempty"`
+
 	Endpoints     int      `json:"endpoints"`
 	Pending       []string `json:"pending,omitempty"`
 	PolicyEntries int      `json:"policyEntries"`

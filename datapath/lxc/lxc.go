@@ -66,6 +66,9 @@ type ApplyStats struct {
 	AttachMode attach.Mode
 	// SwapDuration is the time spent building and swapping policy maps.
 	SwapDuration time.Duration
+	// Overflows counts endpoints programmed closed because their policy
+	// does not fit.
+	Overflows int
 }
 
 // Load loads the BPF objects (creating or reusing pinned maps).
@@ -166,12 +169,16 @@ func (d *Datapath) Apply(r *model.Resolved, node string) (ApplyStats, error) {
 	}
 	var plan []planned
 	var errs []error
+	var closed []*model.Endpoint
 	for _, ep := range r.NodeEndpoints(node) {
 		entries := PolicyEntries(ep)
 		mesh := MeshEntries(ep)
 		if len(entries) > innerMax || len(mesh) > innerMax {
 			errs = append(errs, fmt.Errorf("Pod %s: policy needs %d (mesh %d) map entries, more than the %d an endpoint's policy map holds: %w",
 				ep.Key(), len(entries), len(mesh), innerMax, ErrOverflow))
+			if _, programmed := d.endpoints[ep.Key()]; !programmed {
+				closed = append(closed, ep)
+			}
 			continue
 		}
 		name := d.ifname(ep)
@@ -190,6 +197,14 @@ func (d *Datapath) Apply(r *model.Resolved, node string) (ApplyStats, error) {
 		errs = append(errs, fmt.Errorf("node %s has %d endpoints, more than the %d the endpoint map holds: %w", node, len(plan), max, ErrOverflow))
 	}
 	if len(errs) > 0 {
+		// Refused: endpoints already programmed keep their policy; a new
+		// endpoint whose policy does not fit fails closed.
+		for _, ep := range closed {
+			if err := d.programClosed(ep); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		st.Overflows = len(closed)
 		return st, errors.Join(errs...)
 	}
 
@@ -313,6 +328,30 @@ func endpointFlags(ep *model.Endpoint) uint32 {
 		f |= lxcEndpointFlagsEP_F_MESH_POLICY
 	}
 	return uint32(f)
+}
+
+// programClosed attaches a new endpoint with both directions in default
+// deny and no policy map, so that the datapath drops every new connection
+// (DROP_NO_POLICY_MAP) until a policy that fits is programmed.
+func (d *Datapath) programClosed(ep *model.Endpoint) error {
+	name := d.ifname(ep)
+	iface, err := net.InterfaceByName(name)
+	if err != nil {
+		return nil // no interface yet: nothing can pass anyway
+	}
+	es := &endpointState{id: d.allocID(), ifname: name, ifindex: iface.Index}
+	d.endpoints[ep.Key()] = es
+	_ = d.objs.FpPolicy.Delete(es.id)
+	_ = d.objs.FpPolicy.Delete(es.id | meshBit)
+	flags := uint32(lxcEndpointFlagsEP_F_INGRESS_ENFORCED | lxcEndpointFlagsEP_F_EGRESS_ENFORCED)
+	info := lxcEndpointInfo{EpId: es.id, Identity: uint32(ep.Identity), Ipv4: be32(ep.IP), Flags: flags}
+	if err := d.objs.FpEndpoints.Put(uint32(iface.Index), info); err != nil {
+		return fmt.Errorf("Pod %s: program closed: %w", ep.Key(), err)
+	}
+	if err := d.attach(es); err != nil {
+		return fmt.Errorf("Pod %s: program closed: %w", ep.Key(), err)
+	}
+	return nil
 }
 
 // meshBit marks the key of an endpoint's mesh-layer trie in fp_policy

@@ -523,3 +523,41 @@ func TestMeshLayerAuthorizationPolicy(t *testing.T) {
 		})
 	}
 }
+
+func TestOverflowOfNewEndpointFailsClosed(t *testing.T) {
+	big := testObjects()
+	var ports []networkingv1.NetworkPolicyPort
+	for p := 1; p <= 20000; p++ {
+		ports = append(ports, tcpPort(2*p))
+	}
+	big.NetworkPolicies[0].Spec.Ingress[0].Ports = ports
+	testutil.InNewNetns(t)
+	lo, _ := netlink.LinkByName("lo")
+	netlink.LinkSetUp(lo)
+	d, err := Load(Options{InterfaceName: func(ep *model.Endpoint) string {
+		if ep.Name == "server" {
+			return "lo"
+		}
+		return "absent-" + ep.Name
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	r, err := model.Resolve(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := d.Apply(r, "n1")
+	if !errors.Is(err, ErrOverflow) || st.Overflows != 1 {
+		t.Fatalf("apply: %v, overflows %d", err, st.Overflows)
+	}
+	_, to := d.Programs()
+	before := d.count(t, Reason(lxcReasonDROP_NO_POLICY_MAP), model.Ingress)
+	if got := run(t, to, tcpPacket(clientIP, 40000, serverIP, 8080, flagSYN)); got != actDrop {
+		t.Fatalf("new endpoint with an overflowing policy let traffic through: %d", got)
+	}
+	if after := d.count(t, Reason(lxcReasonDROP_NO_POLICY_MAP), model.Ingress); after != before+1 {
+		t.Fatalf("drop not counted as DROP_NO_POLICY_MAP")
+	}
+}
