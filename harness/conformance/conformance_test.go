@@ -14,6 +14,11 @@ import (
 
 func buildAgent(t *testing.T) string {
 	t.Helper()
+	return buildAgentTB(t)
+}
+
+func buildAgentTB(t testing.TB) string {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "fastpath-agent")
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/fastpath-agent")
 	cmd.Dir = "../.."

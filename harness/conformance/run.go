@@ -34,7 +34,8 @@ type Options struct {
 	// Timeout of one probe; 0 means 1s. A probe that should connect and
 	// does not within it fails.
 	Timeout time.Duration
-	// Parallel probes at once; 0 means 64.
+	// Parallel probes at once; 0 means 512 (a denied probe waits out its
+	// timeout, so a case costs about one timeout when all run at once).
 	Parallel int
 	// Out receives one line per failing probe (and progress); nil: none.
 	Out io.Writer
@@ -101,7 +102,7 @@ func Run(ctx context.Context, cases []*Case, opts Options) (*Result, error) {
 		opts.Timeout = time.Second
 	}
 	if opts.Parallel == 0 {
-		opts.Parallel = 64
+		opts.Parallel = 512
 	}
 	if opts.Out == nil {
 		opts.Out = io.Discard
