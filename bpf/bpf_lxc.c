@@ -23,6 +23,7 @@ struct btf_layouts {
 	enum endpoint_flags endpoint_flags;
 	enum event_type event_type;
 	struct flow_event flow_event;
+	struct rule_metrics_key rule_metrics_key;
 };
 const volatile struct btf_layouts btf_layouts;
 

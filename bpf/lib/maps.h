@@ -10,3 +10,4 @@
 #define POLICY_OUTER_MAX 4096   /* one inner policy map per endpoint */
 #define POLICY_INNER_MAX 16384  /* entries in one endpoint's policy */
 #define CT_MAX 262144           /* tracked connections (LRU) */
+#define RULE_METRICS_MAX 65536  /* (endpoint, rule) counters */

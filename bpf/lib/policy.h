@@ -59,14 +59,48 @@ struct {
 	});
 } fp_policy SEC(".maps");
 
-static __always_inline __u8 policy_lookup(void *inner, struct policy_key *key,
-					    __u32 identity)
-{
-	struct policy_value *v;
+struct rule_metrics_key {
+	__u32 ep_id;    /* with POLICY_MESH_BIT for the mesh layer */
+	__u32 rule_id;  /* as user space numbered the endpoint's rules */
+};
 
+/* Connections each rule decided, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__type(key, struct rule_metrics_key);
+	__type(value, __u64);
+	__uint(max_entries, RULE_METRICS_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fp_rule_metrics SEC(".maps");
+
+static __always_inline void rule_count(__u32 ep_id, __u32 rule_id)
+{
+	struct rule_metrics_key k = { .ep_id = ep_id, .rule_id = rule_id };
+	__u64 one = 1, *n;
+
+	n = bpf_map_lookup_elem(&fp_rule_metrics, &k);
+	if (n)
+		(*n)++;
+	else
+		bpf_map_update_elem(&fp_rule_metrics, &k, &one, BPF_NOEXIST);
+}
+
+static __always_inline struct policy_value *
+policy_lookup(void *inner, struct policy_key *key, __u32 identity)
+{
 	key->identity = identity;
-	v = bpf_map_lookup_elem(inner, key);
-	return v ? v->action : 0;
+	return bpf_map_lookup_elem(inner, key);
+}
+
+/* pick returns the value that decides: a deny before an allow. */
+static __always_inline struct policy_value *pick(struct policy_value *cur,
+						 struct policy_value *v)
+{
+	if (!v)
+		return cur;
+	if (!cur || (v->action == POLICY_DENY && cur->action != POLICY_DENY))
+		return v;
+	return cur;
 }
 
 /*
@@ -88,21 +122,20 @@ static __always_inline int policy_check(__u32 ep_id, __u32 peer, __u32 peer_cidr
 		.protocol = proto,
 		.dport = dport,
 	};
-	__u8 a, b = 0, c;
+	struct policy_value *v = NULL;
 	void *inner;
 
 	inner = bpf_map_lookup_elem(&fp_policy, &ep_id);
 	if (!inner)
 		return DROP_NO_POLICY_MAP;
 
-	a = policy_lookup(inner, &key, peer);
+	v = pick(v, policy_lookup(inner, &key, peer));
 	if (peer_cidr && peer_cidr != peer)
-		b = policy_lookup(inner, &key, peer_cidr);
-	c = policy_lookup(inner, &key, 0);
+		v = pick(v, policy_lookup(inner, &key, peer_cidr));
+	v = pick(v, policy_lookup(inner, &key, 0));
 
-	if (a == POLICY_DENY || b == POLICY_DENY || c == POLICY_DENY)
-		return DROP_POLICY_DENY;
-	if (a == POLICY_ALLOW || b == POLICY_ALLOW || c == POLICY_ALLOW)
-		return 0;
-	return default_deny ? DROP_POLICY : 0;
+	if (!v)
+		return default_deny ? DROP_POLICY : 0;
+	rule_count(ep_id, v->rule_id);
+	return v->action == POLICY_DENY ? DROP_POLICY_DENY : 0;
 }

@@ -29,6 +29,9 @@ type EndpointInfo struct {
 	Ifindex int         `json:"ifindex"`
 	Flags   []string    `json:"flags"`
 	Entries []LiveEntry `json:"entries"`
+	// Counters are the connections each rule decided since the
+	// endpoint's rule list last changed.
+	Counters []RuleCounter `json:"counters,omitempty"`
 }
 
 // ErrNoEndpoint means the pod is not a programmed endpoint of this node.
@@ -97,6 +100,10 @@ func (d *Datapath) DumpEndpoint(key string) (*EndpointInfo, error) {
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("iterate policy map: %w", err)
+	}
+	out.Counters, err = d.ruleCounters(es.id)
+	if err != nil {
+		return nil, err
 	}
 	sort.Slice(out.Entries, func(i, j int) bool {
 		a, b := out.Entries[i], out.Entries[j]

@@ -120,7 +120,7 @@ func expandRules(byDir map[model.Direction][]model.Rule) []PolicyEntry {
 			}
 			for _, peer := range peers {
 				for _, p := range r.Ports {
-					base := PolicyEntry{Identity: peer, Direction: dir, Protocol: p.Protocol, RuleID: uint32(ri), PolicyName: r.Policy, Deny: r.Deny}
+					base := PolicyEntry{Identity: peer, Direction: dir, Protocol: p.Protocol, RuleID: RuleID(dir, ri), PolicyName: r.Policy, Deny: r.Deny}
 					switch {
 					case p.Protocol == model.ProtoAny:
 						base.AnyProto = true
@@ -162,6 +162,10 @@ func expandRules(byDir map[model.Direction][]model.Rule) []PolicyEntry {
 	})
 	return out
 }
+
+// RuleID numbers a rule for the per-rule counters: its direction in bit 30
+// and its index in the endpoint's rule list of that direction.
+func RuleID(dir model.Direction, index int) uint32 { return uint32(dir)<<30 | uint32(index) }
 
 // covers reports whether every packet key e matches is also matched by d
 // (same identity and direction).

@@ -52,6 +52,9 @@ type endpointState struct {
 	ifindex  int
 	attached []attach.Attachment
 	entries  int
+	// rules is a digest of the endpoint's rule lists: per-rule counters
+	// are reset when it changes, since rule numbers then mean other rules.
+	rules string
 }
 
 // ApplyStats tells what an Apply did.
@@ -224,6 +227,7 @@ func (d *Datapath) Apply(r *model.Resolved, node string) (ApplyStats, error) {
 	// 3. Per endpoint: build a new policy trie, swap it in, then the
 	// endpoint record, then attach programs if not yet attached.
 	seen := map[string]bool{}
+	var resetCounters []uint32
 	for _, p := range plan {
 		key := p.ep.Key()
 		seen[key] = true
@@ -247,6 +251,12 @@ func (d *Datapath) Apply(r *model.Resolved, node string) (ApplyStats, error) {
 		} else {
 			_ = d.objs.FpPolicy.Delete(es.id | meshBit)
 		}
+		if digest := rulesDigest(p.ep); digest != es.rules {
+			if es.rules != "" {
+				resetCounters = append(resetCounters, es.id)
+			}
+			es.rules = digest
+		}
 		es.entries = len(p.entries) + len(p.mesh)
 		st.PolicyEntries += es.entries
 		flags := endpointFlags(p.ep)
@@ -262,6 +272,8 @@ func (d *Datapath) Apply(r *model.Resolved, node string) (ApplyStats, error) {
 		st.AttachMode = es.attached[0].Mode()
 		st.Endpoints++
 	}
+
+	d.resetRuleCounters(resetCounters...)
 
 	// 4. Remove what is no longer desired.
 	for key, es := range d.endpoints {
@@ -422,6 +434,7 @@ func (d *Datapath) removeEndpoint(key string, es *endpointState) {
 	_ = d.objs.FpEndpoints.Delete(uint32(es.ifindex))
 	_ = d.objs.FpPolicy.Delete(es.id)
 	_ = d.objs.FpPolicy.Delete(es.id | meshBit)
+	d.resetRuleCounters(es.id)
 	delete(d.endpoints, key)
 }
 

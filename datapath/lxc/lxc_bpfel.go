@@ -51,6 +51,11 @@ type lxcBtfLayouts struct {
 		Dport        uint16
 		Ifindex      uint32
 	}
+	RuleMetricsKey struct {
+		_      structs.HostLayout
+		EpId   uint32
+		RuleId uint32
+	}
 }
 
 type lxcCtEntry struct {
@@ -186,6 +191,12 @@ const (
 	lxcReasonREASON_MAX            lxcReason = 14
 )
 
+type lxcRuleMetricsKey struct {
+	_      structs.HostLayout
+	EpId   uint32
+	RuleId uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -197,6 +208,7 @@ const (
 	lxcMapFpIpcache        = "fp_ipcache"
 	lxcMapFpMetrics        = "fp_metrics"
 	lxcMapFpPolicy         = "fp_policy"
+	lxcMapFpRuleMetrics    = "fp_rule_metrics"
 	lxcProgFpFromContainer = "fp_from_container"
 	lxcProgFpToContainer   = "fp_to_container"
 	lxcVarBtfLayouts       = "btf_layouts"
@@ -252,13 +264,14 @@ type lxcProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lxcMapSpecs struct {
-	FpCt         *ebpf.MapSpec `ebpf:"fp_ct"`
-	FpEndpoints  *ebpf.MapSpec `ebpf:"fp_endpoints"`
-	FpEvents     *ebpf.MapSpec `ebpf:"fp_events"`
-	FpEventsLost *ebpf.MapSpec `ebpf:"fp_events_lost"`
-	FpIpcache    *ebpf.MapSpec `ebpf:"fp_ipcache"`
-	FpMetrics    *ebpf.MapSpec `ebpf:"fp_metrics"`
-	FpPolicy     *ebpf.MapSpec `ebpf:"fp_policy"`
+	FpCt          *ebpf.MapSpec `ebpf:"fp_ct"`
+	FpEndpoints   *ebpf.MapSpec `ebpf:"fp_endpoints"`
+	FpEvents      *ebpf.MapSpec `ebpf:"fp_events"`
+	FpEventsLost  *ebpf.MapSpec `ebpf:"fp_events_lost"`
+	FpIpcache     *ebpf.MapSpec `ebpf:"fp_ipcache"`
+	FpMetrics     *ebpf.MapSpec `ebpf:"fp_metrics"`
+	FpPolicy      *ebpf.MapSpec `ebpf:"fp_policy"`
+	FpRuleMetrics *ebpf.MapSpec `ebpf:"fp_rule_metrics"`
 }
 
 // lxcVariableSpecs contains global variables before they are loaded into the kernel.
@@ -288,13 +301,14 @@ func (o *lxcObjects) Close() error {
 //
 // It can be passed to loadLxcObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lxcMaps struct {
-	FpCt         *ebpf.Map `ebpf:"fp_ct"`
-	FpEndpoints  *ebpf.Map `ebpf:"fp_endpoints"`
-	FpEvents     *ebpf.Map `ebpf:"fp_events"`
-	FpEventsLost *ebpf.Map `ebpf:"fp_events_lost"`
-	FpIpcache    *ebpf.Map `ebpf:"fp_ipcache"`
-	FpMetrics    *ebpf.Map `ebpf:"fp_metrics"`
-	FpPolicy     *ebpf.Map `ebpf:"fp_policy"`
+	FpCt          *ebpf.Map `ebpf:"fp_ct"`
+	FpEndpoints   *ebpf.Map `ebpf:"fp_endpoints"`
+	FpEvents      *ebpf.Map `ebpf:"fp_events"`
+	FpEventsLost  *ebpf.Map `ebpf:"fp_events_lost"`
+	FpIpcache     *ebpf.Map `ebpf:"fp_ipcache"`
+	FpMetrics     *ebpf.Map `ebpf:"fp_metrics"`
+	FpPolicy      *ebpf.Map `ebpf:"fp_policy"`
+	FpRuleMetrics *ebpf.Map `ebpf:"fp_rule_metrics"`
 }
 
 func (m *lxcMaps) Close() error {
@@ -306,6 +320,7 @@ func (m *lxcMaps) Close() error {
 		m.FpIpcache,
 		m.FpMetrics,
 		m.FpPolicy,
+		m.FpRuleMetrics,
 	)
 }
 

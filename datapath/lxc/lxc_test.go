@@ -561,3 +561,20 @@ func TestOverflowOfNewEndpointFailsClosed(t *testing.T) {
 		t.Fatalf("drop not counted as DROP_NO_POLICY_MAP")
 	}
 }
+
+func TestRuleCounters(t *testing.T) {
+	d := loadServerOnLo(t, testObjects())
+	_, to := d.Programs()
+	for i := 0; i < 3; i++ {
+		run(t, to, tcpPacket(clientIP, uint16(42000+i), serverIP, 8080, flagSYN))
+	}
+	run(t, to, tcpPacket(clientIP, 42000, serverIP, 8080, flagACK)) // established: not a decision
+	info, err := d.DumpEndpoint("t/server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(info.Counters) != 1 || info.Counters[0].Connections != 3 || info.Counters[0].Rule != 0 ||
+		info.Counters[0].Direction != "ingress" || info.Counters[0].Layer != "network" {
+		t.Fatalf("counters %+v", info.Counters)
+	}
+}
