@@ -397,7 +397,10 @@ func (r *Resolved) applyCNP(c *CiliumNetworkPolicy) {
 			}
 		}
 		for _, ep := range r.Endpoints {
-			if !sel.Matches(labels.Set(ep.Labels)) {
+			// A namespaced policy selects only pods of its namespace, even
+			// when its endpointSelector names another one (Cilium ignores
+			// such a namespace match).
+			if ep.Namespace != c.Namespace || !sel.Matches(labels.Set(ep.Labels)) {
 				continue
 			}
 			ep.IngressEnforced = ep.IngressEnforced || ingressDD

@@ -364,6 +364,10 @@ func toEgress(p ciliumPeers) CiliumEgressRule {
 
 func randomCNP(rng *rand.Rand, i int) CiliumNetworkPolicy {
 	rule := CiliumRule{EndpointSelector: randSelector(rng)}
+	if rng.Intn(4) == 0 {
+		// Naming another namespace must not reach beyond the policy's own.
+		rule.EndpointSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"k8s:" + LabelNamespace: "dev"}}
+	}
 	for j := rng.Intn(3); j > 0; j-- {
 		switch rng.Intn(4) {
 		case 0:

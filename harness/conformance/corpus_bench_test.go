@@ -94,7 +94,11 @@ func podIP(objs *model.Objects, key string) netip.Addr {
 func BenchmarkLargeCorpus(b *testing.B) {
 	testutil.RequireRoot(b)
 	dir := b.TempDir()
-	writeCorpus(b, dir, 250)
+	n := 250
+	if s := os.Getenv("FASTPATH_CORPUS_CASES"); s != "" {
+		fmt.Sscan(s, &n)
+	}
+	writeCorpus(b, dir, n)
 	cases, err := LoadCases(dir)
 	if err != nil {
 		b.Fatal(err)
@@ -102,12 +106,13 @@ func BenchmarkLargeCorpus(b *testing.B) {
 	agent := buildAgentTB(b)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		res, err := Run(context.Background(), cases, Options{Datapath: "ebpf", AgentBinary: agent, RunID: "fp-tbig", LogDir: b.TempDir()})
+		var fails strings.Builder
+		res, err := Run(context.Background(), cases, Options{Datapath: "ebpf", AgentBinary: agent, RunID: "fp-tbig", LogDir: b.TempDir(), Out: &fails})
 		if err != nil {
 			b.Fatal(err)
 		}
 		if res.Failed > 0 {
-			b.Fatalf("%s", res.Summary())
+			b.Fatalf("%s\n%s", res.Summary(), fails.String())
 		}
 		b.ReportMetric(res.Seconds, "s/corpus")
 		b.ReportMetric(float64(res.Passed), "probes")

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -366,6 +367,16 @@ func runGroup(ctx context.Context, cases []*Case, runID string, opts Options) (o
 	return out, nil
 }
 
+// sourcePorts hands out source ports for probes in turn, from a range
+// outside the usual ephemeral one, so that consecutive probes never share a
+// 5-tuple.
+var sourcePort atomic.Uint32
+
+func nextSourcePort() int {
+	const lo, n = 10000, 22000
+	return lo + int(sourcePort.Add(1)%n)
+}
+
 func dedup(in []string) []string {
 	seen := map[string]bool{}
 	var out []string
@@ -416,7 +427,7 @@ func runCase(ctx context.Context, c *netns.Cluster, t *topology, cs *Case, opts 
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			r := probe.Connect(ctx, c.PodNetns(p.From), t.addrs[p.To], p.ResolvedPort, p.proto(), opts.Timeout)
+			r := probe.ConnectFrom(ctx, c.PodNetns(p.From), nextSourcePort(), t.addrs[p.To], p.ResolvedPort, p.proto(), opts.Timeout)
 			p.Got = r.Connected
 			p.Passed = p.Got == p.Connected
 			if !p.Passed && r.Err != nil {

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/fastpath-bench/fastpath/harness/execx"
@@ -122,22 +123,41 @@ func (s *Server) Close() error {
 // message with the echo server. Connected is true only when the reply came
 // back, so a passing probe also proves the reply direction.
 func Connect(ctx context.Context, ns string, dst netip.Addr, port int, proto string, timeout time.Duration) Result {
+	return ConnectFrom(ctx, ns, 0, dst, port, proto, timeout)
+}
+
+// ConnectFrom is Connect from a chosen source port (0: the kernel picks).
+// Conformance runs give every probe its own source port so that no probe
+// reuses the 5-tuple of an earlier one, whose conntrack entry could still
+// be alive (a datapath lets established flows through after a policy
+// change, as it should).
+func ConnectFrom(ctx context.Context, ns string, srcPort int, dst netip.Addr, port int, proto string, timeout time.Duration) Result {
 	start := time.Now()
 	res := Result{}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	network := "tcp4"
+	var local net.Addr
 	if strings.EqualFold(proto, "UDP") {
 		network = "udp4"
+		if srcPort > 0 {
+			local = &net.UDPAddr{Port: srcPort}
+		}
 	} else if !strings.EqualFold(proto, "TCP") && proto != "" {
 		res.Err = fmt.Errorf("protocol %q not supported by the probe client", proto)
 		return res
+	} else if srcPort > 0 {
+		local = &net.TCPAddr{Port: srcPort}
 	}
 	var conn net.Conn
 	err := inNS(ns, func() error {
-		var d net.Dialer
+		d := net.Dialer{LocalAddr: local}
 		var e error
 		conn, e = d.DialContext(ctx, network, netip.AddrPortFrom(dst, uint16(port)).String())
+		if e != nil && local != nil && errors.Is(e, syscall.EADDRINUSE) {
+			d.LocalAddr = nil
+			conn, e = d.DialContext(ctx, network, netip.AddrPortFrom(dst, uint16(port)).String())
+		}
 		return e
 	})
 	if err != nil {
