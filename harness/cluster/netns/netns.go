@@ -323,8 +323,15 @@ func (c *Cluster) addPod(ctx context.Context, node nodeInfo, ps cluster.PodSpec,
 	lxc := model.InterfaceName(ps.Namespace, ps.Name)
 	lxcMAC := mac(0xfe, lxc)
 	podMAC := mac(0x0a, ns)
+	if err := ip(ctx, "netns", "add", ns); err != nil {
+		return err
+	}
+	// The datapaths here are IPv4-only: keep the pod from sending IPv6
+	// (router solicitations, DAD) that would only show up as drops.
+	if err := sysctl(ctx, ns, "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"); err != nil {
+		return err
+	}
 	steps := [][]string{
-		{"netns", "add", ns},
 		{"-n", ns, "link", "set", "lo", "up"},
 		{"-n", node.ns, "link", "add", lxc, "address", lxcMAC, "type", "veth", "peer", "name", "eth0", "address", podMAC, "netns", ns},
 		{"-n", ns, "addr", "add", addr.String() + "/32", "dev", "eth0"},

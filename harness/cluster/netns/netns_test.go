@@ -181,13 +181,21 @@ func TestEnforcement(t *testing.T) {
 	})
 	time.Sleep(100 * time.Millisecond) // let the stream subscribe
 	probe.Connect(ctx, c.PodNetns("t/other"), pods["server"].IP, 9090, "TCP", 300*time.Millisecond)
-	select {
-	case ev := <-events:
-		if ev.Type != "drop" || ev.Src.Pod != "t/other" || ev.Dst.Pod != "t/server" || ev.DstPort != 9090 || ev.Reason != "DROP_POLICY" || ev.Direction != "ingress" {
-			t.Errorf("drop event %+v", ev)
+	// Wait for the probe's event (other drops may stream by).
+	found := false
+	for !found {
+		select {
+		case ev := <-events:
+			if ev.Src.Pod != "t/other" || ev.DstPort != 9090 {
+				continue
+			}
+			found = true
+			if ev.Type != "drop" || ev.Dst.Pod != "t/server" || ev.Reason != "DROP_POLICY" || ev.Direction != "ingress" || ev.Protocol != "TCP" {
+				t.Errorf("drop event %+v", ev)
+			}
+		case <-mctx.Done():
+			t.Fatal("no drop event for the denied probe from monitor")
 		}
-	case <-mctx.Done():
-		t.Error("no drop event from monitor")
 	}
 	mcancel()
 
