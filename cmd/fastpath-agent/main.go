@@ -59,7 +59,7 @@ func newRoot() *cobra.Command {
 	f := root.Flags()
 	f.StringVar(&cfg.Node, "node", "", "this node's name (matched against pods' spec.nodeName)")
 	f.StringVar(&cfg.StateDir, "state-dir", "", "directory of desired state: Kubernetes YAML (Namespaces, Nodes, Pods, NetworkPolicies)")
-	f.StringVar(&cfg.Datapath, "datapath", "ebpf", "datapath to program: ebpf or none")
+	f.StringVar(&cfg.Datapath, "datapath", "ebpf", "datapath to program: ebpf, iptables or none")
 	f.StringVar(&cfg.PinPath, "pin-path", "", "bpffs directory to pin maps in (empty: no pinning)")
 	f.StringVar(&cfg.Socket, "api-socket", "", "unix socket for the status API (empty: none)")
 	f.DurationVar(&cfg.Resync, "resync", time.Second, "re-read the state this often even without file events")

@@ -147,7 +147,7 @@ func newConformance() *cobra.Command {
 	}
 	f := run.Flags()
 	f.StringVar(&dir, "cases", "scenarios/conformance", "directory of cases (walked recursively)")
-	f.StringVar(&opts.Datapath, "datapath", "ebpf", "ebpf, or model (the reference evaluator alone)")
+	f.StringVar(&opts.Datapath, "datapath", "ebpf", "ebpf, iptables, or model (the reference evaluator alone)")
 	f.BoolVar(&asJSON, "json", false, "print per-case and per-probe results as JSON")
 	f.DurationVar(&opts.Timeout, "timeout", 0, "probe timeout (default 1s)")
 	f.StringVar(&opts.AgentBinary, "agent-binary", "", "fastpath-agent executable (default: next to this one, then PATH)")

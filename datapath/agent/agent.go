@@ -21,6 +21,7 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 
+	"github.com/fastpath-bench/fastpath/baselines/iptables"
 	"github.com/fastpath-bench/fastpath/datapath/agentapi"
 	"github.com/fastpath-bench/fastpath/datapath/attach"
 	"github.com/fastpath-bench/fastpath/datapath/lxc"
@@ -28,7 +29,7 @@ import (
 )
 
 // Datapaths the agent can program.
-var Datapaths = []string{"none", "ebpf"}
+var Datapaths = []string{"none", "ebpf", "iptables"}
 
 // Config configures an agent. Zero values mean defaults where noted.
 type Config struct {
@@ -67,6 +68,20 @@ func (noneDatapath) Apply(r *model.Resolved, node string) (lxc.ApplyStats, error
 	return lxc.ApplyStats{Endpoints: len(r.NodeEndpoints(node))}, nil
 }
 func (noneDatapath) Close() error { return nil }
+
+// iptablesDatapath adapts the iptables baseline.
+type iptablesDatapath struct{ d *iptables.Datapath }
+
+func (i iptablesDatapath) Apply(r *model.Resolved, node string) (lxc.ApplyStats, error) {
+	st, err := i.d.Apply(context.Background(), r, node)
+	return lxc.ApplyStats{
+		Endpoints:     st.Endpoints - len(st.Pending),
+		Pending:       st.Pending,
+		PolicyEntries: st.Rules,
+		SwapDuration:  st.SetsDuration + st.RestoreDuration,
+	}, err
+}
+func (i iptablesDatapath) Close() error { return i.d.Close() }
 
 // Agent is a running node agent.
 type Agent struct {
@@ -108,6 +123,13 @@ func New(cfg Config) (*Agent, error) {
 	case "none":
 		a.dp = noneDatapath{}
 	case "ebpf":
+	case "iptables":
+		d, err := iptables.New(iptables.Options{})
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			a.dp = iptablesDatapath{d}
+		}
 	default:
 		errs = append(errs, fmt.Errorf("--datapath %q: unknown (want one of %v)", cfg.Datapath, Datapaths))
 	}
@@ -276,6 +298,7 @@ func (a *Agent) reconcile() {
 	a.status.StateHash = objs.Hash
 	a.status.AppliedAt = time.Now()
 	a.status.ApplySeconds = time.Since(start).Seconds()
+	a.status.ProgramSeconds = st.SwapDuration.Seconds()
 	a.status.LastError = ""
 	a.status.FailedHash = ""
 	a.status.Endpoints = st.Endpoints

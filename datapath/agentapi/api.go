@@ -35,6 +35,9 @@ type Status struct {
 	// long loading, resolving and programming it took.
 	AppliedAt    time.Time `json:"appliedAt,omitempty"`
 	ApplySeconds float64   `json:"applySeconds"`
+	// ProgramSeconds is the part of it spent programming the datapath:
+	// building and swapping eBPF maps, or ipset and iptables-restore.
+	ProgramSeconds float64 `json:"programSeconds"`
 	// LastError is the error of the newest attempt, empty when it
 	// succeeded; FailedHash is the digest of the state it refused. The
 	// previous state stays programmed.

@@ -23,7 +23,7 @@ import (
 )
 
 // Datapaths the runner can check.
-var Datapaths = []string{"model", "ebpf"}
+var Datapaths = []string{"model", "ebpf", "iptables"}
 
 // Options configure Run. Zero values mean defaults.
 type Options struct {
@@ -116,7 +116,7 @@ func Run(ctx context.Context, cases []*Case, opts Options) (*Result, error) {
 		for _, c := range cases {
 			res.Cases = append(res.Cases, runModel(c, topologyOf(c, "")))
 		}
-	case "ebpf", "none":
+	case "ebpf", "iptables", "none":
 		err = runDatapath(ctx, cases, opts, res)
 	default:
 		return nil, fmt.Errorf("--datapath %q: unknown (want one of %v)", opts.Datapath, Datapaths)

@@ -55,7 +55,7 @@ const (
 var KnownProviders = []string{"netns"}
 
 // KnownDatapaths are the valid entries of spec.datapaths.
-var KnownDatapaths = []string{"none", "ebpf"}
+var KnownDatapaths = []string{"none", "ebpf", "iptables"}
 
 // KnownProtocols are the valid values of load.protocol.
 var KnownProtocols = []string{"http", "tcp"}

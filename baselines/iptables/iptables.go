@@ -1,0 +1,407 @@
+package iptables
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os/exec"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/fastpath-bench/fastpath/datapath/model"
+)
+
+// Chain and set names.
+const (
+	forwardChain = "FP-FORWARD"
+	setPrefix    = "fp-id-"
+)
+
+// Options configure the baseline. Zero values mean defaults.
+type Options struct {
+	// IptablesRestore and Ipset are the commands; empty: from PATH.
+	IptablesRestore string
+	Iptables        string
+	Ipset           string
+	// InterfaceName maps an endpoint to its node-side veth; nil:
+	// model.InterfaceName.
+	InterfaceName func(ep *model.Endpoint) string
+}
+
+// Stats tells what an Apply did.
+type Stats struct {
+	Endpoints int
+	// Pending endpoints have no interface yet (their rules are in place
+	// and take effect when it appears).
+	Pending []string
+	Rules   int
+	Sets    int
+	// RestoreDuration is the time iptables-restore took.
+	RestoreDuration time.Duration
+	// SetsDuration is the time ipset restore took.
+	SetsDuration time.Duration
+}
+
+// Datapath is the iptables baseline of one node.
+type Datapath struct {
+	opts Options
+	sets map[string]bool
+}
+
+// New checks the tools and returns the baseline.
+func New(opts Options) (*Datapath, error) {
+	if opts.IptablesRestore == "" {
+		opts.IptablesRestore = "iptables-restore"
+	}
+	if opts.Iptables == "" {
+		opts.Iptables = "iptables"
+	}
+	if opts.Ipset == "" {
+		opts.Ipset = "ipset"
+	}
+	var errs []error
+	for _, c := range []string{opts.IptablesRestore, opts.Iptables, opts.Ipset} {
+		if _, err := exec.LookPath(c); err != nil {
+			errs = append(errs, fmt.Errorf("iptables datapath needs %s (Debian packages iptables and ipset): %w", c, err))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return &Datapath{opts: opts, sets: map[string]bool{}}, nil
+}
+
+func run(ctx context.Context, stdin []byte, name string, args ...string) error {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdin = bytes.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func short(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return strings.ToUpper(hex.EncodeToString(sum[:])[:10])
+}
+
+func setName(id model.Identity) string { return fmt.Sprintf("%s%x", setPrefix, uint32(id)) }
+
+// Plan is the generated state: ipset and iptables-restore inputs.
+type Plan struct {
+	Sets      map[string][]string // set name -> entries ("10.0.0.0/8", "10.1.0.0/16 nomatch")
+	Filter    string              // iptables-restore input for the filter table
+	Rules     int
+	Endpoints int
+}
+
+// Build generates the plan for node.
+func (d *Datapath) Build(r *model.Resolved, node string) (*Plan, error) {
+	p := &Plan{Sets: map[string][]string{}}
+	var chains []string
+	var body []string
+	var fwd []string
+	fwd = append(fwd, "-A "+forwardChain+" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
+	fwd = append(fwd, "-A "+forwardChain+" -m conntrack --ctstate INVALID -j DROP")
+	ifname := model.InterfaceName
+	eps := r.NodeEndpoints(node)
+	sort.Slice(eps, func(i, j int) bool { return eps[i].Key() < eps[j].Key() })
+	var toPod []string
+	for _, ep := range eps {
+		name := ifname(ep.Namespace, ep.Name)
+		if d.opts.InterfaceName != nil {
+			name = d.opts.InterfaceName(ep)
+		}
+		h := short(ep.Key())
+		eg, in, mesh := "FP-EG-"+h, "FP-IN-"+h, "FP-MESH-"+h
+		chains = append(chains, eg, in, mesh)
+		fwd = append(fwd, fmt.Sprintf("-A %s -i %s ! -s %s/32 -m comment --comment \"%s: spoofed source\" -j DROP", forwardChain, name, ep.IP, ep.Key()))
+		fwd = append(fwd, fmt.Sprintf("-A %s -i %s -j %s", forwardChain, name, eg))
+		toPod = append(toPod, fmt.Sprintf("-A %s -o %s -j %s", forwardChain, name, in))
+		toPod = append(toPod, fmt.Sprintf("-A %s -o %s -p tcp -j %s", forwardChain, name, mesh))
+		var err error
+		body, err = d.chain(p, r, node, body, eg, ep, ep.Egress, ep.EgressEnforced, "dst", "")
+		if err != nil {
+			return nil, err
+		}
+		body, err = d.chain(p, r, node, body, in, ep, ep.Ingress, ep.IngressEnforced, "src", "")
+		if err != nil {
+			return nil, err
+		}
+		body, err = d.chain(p, r, node, body, mesh, ep, ep.Mesh, ep.MeshEnforced, "src", "tcp")
+		if err != nil {
+			return nil, err
+		}
+		p.Endpoints++
+	}
+	fwd = append(fwd, toPod...)
+	var b strings.Builder
+	b.WriteString("*filter\n")
+	fmt.Fprintf(&b, ":%s - [0:0]\n", forwardChain)
+	for _, c := range chains {
+		fmt.Fprintf(&b, ":%s - [0:0]\n", c)
+	}
+	for _, l := range fwd {
+		b.WriteString(l + "\n")
+	}
+	for _, l := range body {
+		b.WriteString(l + "\n")
+	}
+	b.WriteString("COMMIT\n")
+	p.Filter = b.String()
+	p.Rules = len(fwd) + len(body)
+	return p, nil
+}
+
+// chain writes one endpoint chain: deny rules, allow rules, default.
+func (d *Datapath) chain(p *Plan, r *model.Resolved, node string, out []string, chain string, ep *model.Endpoint, rules []model.Rule, enforced bool, peerDir, onlyProto string) ([]string, error) {
+	for _, pass := range []bool{true, false} { // denies first
+		for ri, rule := range rules {
+			if rule.Deny != pass {
+				continue
+			}
+			target := "RETURN"
+			if rule.Deny {
+				target = "DROP"
+			}
+			comment := fmt.Sprintf("-m comment --comment \"%s rule %d of %s\"", chain, ri, rule.Policy)
+			peers := []string{""}
+			if !rule.AnyPeer {
+				peers = nil
+				for _, id := range rule.Peers {
+					set := setName(id)
+					if _, ok := p.Sets[set]; !ok {
+						p.Sets[set] = setMembers(r, id, node)
+					}
+					peers = append(peers, fmt.Sprintf("-m set --match-set %s %s ", set, peerDir))
+				}
+			}
+			for _, peer := range peers {
+				for _, pr := range rule.Ports {
+					if onlyProto != "" && pr.Protocol != model.ProtoAny && pr.Protocol.String() != strings.ToUpper(onlyProto) {
+						continue
+					}
+					out = append(out, fmt.Sprintf("-A %s %s%s %s -j %s", chain, portMatch(pr, onlyProto), peer, comment, target))
+				}
+			}
+		}
+	}
+	if enforced {
+		out = append(out, fmt.Sprintf("-A %s -m comment --comment \"%s: default deny\" -j DROP", chain, ep.Key()))
+	}
+	return out, nil
+}
+
+func portMatch(pr model.PortRange, onlyProto string) string {
+	switch {
+	case pr.Protocol == model.ProtoAny && onlyProto == "":
+		return ""
+	case pr.Protocol == model.ProtoAny:
+		return "-p " + onlyProto + " "
+	case pr.Port == 0:
+		return "-p " + strings.ToLower(pr.Protocol.String()) + " "
+	}
+	end := pr.EndPort
+	if end < pr.Port {
+		end = pr.Port
+	}
+	proto := strings.ToLower(pr.Protocol.String())
+	if end == pr.Port {
+		return fmt.Sprintf("-p %s --dport %d ", proto, pr.Port)
+	}
+	return fmt.Sprintf("-p %s --dport %d:%d ", proto, pr.Port, end)
+}
+
+// setMembers lists the addresses behind identity id, with nested
+// exclusions as "nomatch" entries.
+func setMembers(r *model.Resolved, id model.Identity, node string) []string {
+	var out []string
+	podAndNodeIPs := func(inside netip.Prefix) []string {
+		var x []string
+		for _, ep := range r.Endpoints {
+			if inside.Contains(ep.IP) {
+				x = append(x, ep.IP.String()+"/32 nomatch")
+			}
+		}
+		for _, n := range r.Nodes {
+			if n.IP.IsValid() && inside.Contains(n.IP) {
+				x = append(x, n.IP.String()+"/32 nomatch")
+			}
+		}
+		return x
+	}
+	nested := func(p netip.Prefix) []string {
+		var x []string
+		for q := range r.CIDRs {
+			if q != p && q.Bits() > p.Bits() && p.Contains(q.Addr()) {
+				x = append(x, q.String()+" nomatch")
+			}
+		}
+		return x
+	}
+	switch {
+	case id == model.IdentityHost || id == model.IdentityRemoteNode:
+		// Node addresses: host is this node, remote-node the others.
+		for _, n := range r.Nodes {
+			if n.IP.IsValid() && (n.Name == node) == (id == model.IdentityHost) {
+				out = append(out, n.IP.String()+"/32")
+			}
+		}
+	case id == model.IdentityWorld:
+		for _, half := range []string{"0.0.0.0/1", "128.0.0.0/1"} {
+			out = append(out, half)
+		}
+		for q := range r.CIDRs {
+			out = append(out, q.String()+" nomatch")
+		}
+		out = append(out, podAndNodeIPs(netip.MustParsePrefix("0.0.0.0/0"))...)
+	case id >= model.IdentityCIDRWorldBase:
+		for p, cid := range r.CIDRs {
+			if cid&^model.IdentityCIDRBase == id&^model.IdentityCIDRWorldBase {
+				out = append(out, cidrEntry(p))
+				out = append(out, nested(p)...)
+				out = append(out, podAndNodeIPs(p)...)
+			}
+		}
+	case id >= model.IdentityCIDRBase:
+		for p, cid := range r.CIDRs {
+			if cid == id {
+				out = append(out, cidrEntry(p))
+				out = append(out, nested(p)...)
+			}
+		}
+	default:
+		for _, ep := range r.Endpoints {
+			if ep.Identity == id {
+				out = append(out, ep.IP.String()+"/32")
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// cidrEntry writes a prefix for hash:net, which takes /1 to /32: 0.0.0.0/0
+// becomes its two halves.
+func cidrEntry(p netip.Prefix) string {
+	if p.Bits() == 0 {
+		return "0.0.0.0/1\n128.0.0.0/1"
+	}
+	return p.String()
+}
+
+// Apply programs the plan: sets (built under a temporary name and swapped
+// in), then the filter rules in one iptables-restore, then the FORWARD jump,
+// then removal of sets no longer used.
+func (d *Datapath) Apply(ctx context.Context, r *model.Resolved, node string) (Stats, error) {
+	var st Stats
+	p, err := d.Build(r, node)
+	if err != nil {
+		return st, err
+	}
+	st.Endpoints, st.Rules, st.Sets = p.Endpoints, p.Rules, len(p.Sets)
+	for _, ep := range r.NodeEndpoints(node) {
+		name := model.InterfaceName(ep.Namespace, ep.Name)
+		if d.opts.InterfaceName != nil {
+			name = d.opts.InterfaceName(ep)
+		}
+		if _, err := net.InterfaceByName(name); err != nil {
+			st.Pending = append(st.Pending, ep.Key())
+		}
+	}
+	sort.Strings(st.Pending)
+	var sets bytes.Buffer
+	names := make([]string, 0, len(p.Sets))
+	for n := range p.Sets {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		tmp := n + "-t"
+		fmt.Fprintf(&sets, "create %s hash:net family inet maxelem 1048576 -exist\nflush %s\n", tmp, tmp)
+		for _, m := range p.Sets[n] {
+			for _, line := range strings.Split(m, "\n") {
+				fmt.Fprintf(&sets, "add %s %s -exist\n", tmp, line)
+			}
+		}
+		fmt.Fprintf(&sets, "create %s hash:net family inet maxelem 1048576 -exist\nswap %s %s\ndestroy %s\n", n, tmp, n, tmp)
+	}
+	start := time.Now()
+	if sets.Len() > 0 {
+		if err := run(ctx, sets.Bytes(), d.opts.Ipset, "restore"); err != nil {
+			return st, fmt.Errorf("program ipsets: %w", err)
+		}
+	}
+	st.SetsDuration = time.Since(start)
+	start = time.Now()
+	if err := run(ctx, []byte(p.Filter), d.opts.IptablesRestore, "--noflush", "-w"); err != nil {
+		return st, fmt.Errorf("program filter rules: %w", err)
+	}
+	st.RestoreDuration = time.Since(start)
+	if err := run(ctx, nil, d.opts.Iptables, "-w", "-C", "FORWARD", "-j", forwardChain); err != nil {
+		if err := run(ctx, nil, d.opts.Iptables, "-w", "-I", "FORWARD", "1", "-j", forwardChain); err != nil {
+			return st, fmt.Errorf("hook FORWARD: %w", err)
+		}
+	}
+	// Sets nothing refers to any more (rules were replaced above).
+	var stale bytes.Buffer
+	for n := range d.sets {
+		if _, ok := p.Sets[n]; !ok {
+			fmt.Fprintf(&stale, "destroy %s\n", n)
+		}
+	}
+	if stale.Len() > 0 {
+		_ = run(ctx, stale.Bytes(), d.opts.Ipset, "restore")
+	}
+	d.sets = map[string]bool{}
+	for n := range p.Sets {
+		d.sets[n] = true
+	}
+	return st, nil
+}
+
+// Close removes the FORWARD hook, the chains and the sets.
+func (d *Datapath) Close() error {
+	ctx := context.Background()
+	_ = run(ctx, nil, d.opts.Iptables, "-w", "-D", "FORWARD", "-j", forwardChain)
+	// An empty restore of our chains flushes them; then delete them.
+	var b strings.Builder
+	b.WriteString("*filter\n")
+	out, _ := exec.Command(d.opts.Iptables, "-w", "-S").Output()
+	var chains []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "-N FP-") {
+			chains = append(chains, strings.TrimPrefix(line, "-N "))
+		}
+	}
+	for _, c := range chains {
+		fmt.Fprintf(&b, ":%s - [0:0]\n", c)
+	}
+	for _, c := range chains {
+		fmt.Fprintf(&b, "-X %s\n", c)
+	}
+	b.WriteString("COMMIT\n")
+	var errs []error
+	if len(chains) > 0 {
+		if err := run(ctx, []byte(b.String()), d.opts.IptablesRestore, "--noflush", "-w"); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	var sets bytes.Buffer
+	for n := range d.sets {
+		fmt.Fprintf(&sets, "destroy %s\n", n)
+	}
+	if sets.Len() > 0 {
+		if err := run(ctx, sets.Bytes(), d.opts.Ipset, "restore"); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,107 @@
+package iptables
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/fastpath-bench/fastpath/datapath/model"
+)
+
+func objects() *model.Objects {
+	pod := func(name, ip, node string, l map[string]string) corev1.Pod {
+		return corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "t", Labels: l}, Spec: corev1.PodSpec{NodeName: node}, Status: corev1.PodStatus{PodIP: ip}}
+	}
+	tcp := corev1.ProtocolTCP
+	port := intstr.FromInt32(80)
+	end := int32(90)
+	return &model.Objects{
+		Nodes: []corev1.Node{
+			{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "198.18.0.1"}}}},
+			{ObjectMeta: metav1.ObjectMeta{Name: "n2"}, Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "198.18.0.2"}}}},
+		},
+		Pods: []corev1.Pod{
+			pod("web", "10.0.0.1", "n1", map[string]string{"app": "web"}),
+			pod("cli", "10.0.0.2", "n2", map[string]string{"app": "cli"}),
+		},
+		NetworkPolicies: []networkingv1.NetworkPolicy{{
+			ObjectMeta: metav1.ObjectMeta{Name: "np", Namespace: "t"},
+			Spec: networkingv1.NetworkPolicySpec{
+				PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+				Ingress: []networkingv1.NetworkPolicyIngressRule{{
+					From: []networkingv1.NetworkPolicyPeer{
+						{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "cli"}}},
+						{IPBlock: &networkingv1.IPBlock{CIDR: "192.0.2.0/24", Except: []string{"192.0.2.128/25"}}},
+					},
+					Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &port, EndPort: &end}},
+				}},
+			},
+		}},
+	}
+}
+
+func TestBuild(t *testing.T) {
+	r, err := model.Resolve(objects())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Datapath{sets: map[string]bool{}}
+	p, err := d.Build(r, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	web, _ := r.Endpoint("t/web")
+	cli, _ := r.Endpoint("t/cli")
+	lxc := model.InterfaceName("t", "web")
+	for _, want := range []string{
+		"-A FP-FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+		"-A FP-FORWARD -i " + lxc + " ! -s 10.0.0.1/32",
+		"-A FP-FORWARD -o " + lxc + " -j FP-IN-",
+		"-p tcp --dport 80:90 -m set --match-set " + setName(cli.Identity) + " src",
+		"t/web: default deny\" -j DROP",
+	} {
+		if !strings.Contains(p.Filter, want) {
+			t.Errorf("filter lacks %q:\n%s", want, p.Filter)
+		}
+	}
+	if strings.Contains(p.Filter, model.InterfaceName("t", "cli")) {
+		t.Error("a pod of another node got rules on n1")
+	}
+	if got := p.Sets[setName(cli.Identity)]; len(got) != 1 || got[0] != "10.0.0.2/32" {
+		t.Errorf("client set %v", got)
+	}
+	cidrID := r.CIDRIdentityOf(netip.MustParseAddr("192.0.2.1"))
+	if got := strings.Join(p.Sets[setName(cidrID)], ","); got != "192.0.2.0/24,192.0.2.128/25 nomatch" {
+		t.Errorf("CIDR set %q", got)
+	}
+	_ = web
+}
+
+func TestDenyRulesComeFirst(t *testing.T) {
+	objs := objects()
+	objs.CiliumNetworkPolicies = []model.CiliumNetworkPolicy{{
+		ObjectMeta: metav1.ObjectMeta{Name: "deny", Namespace: "t"},
+		Spec: &model.CiliumRule{
+			EndpointSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			IngressDeny:      []model.CiliumIngressRule{{ToPorts: []model.CiliumPortRule{{Ports: []model.CiliumPortProtocol{{Port: "85", Protocol: "TCP"}}}}}},
+		},
+	}}
+	r, err := model.Resolve(objs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := (&Datapath{}).Build(r, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deny := strings.Index(p.Filter, "--dport 85 ")
+	allow := strings.Index(p.Filter, "--dport 80:90")
+	if deny < 0 || allow < 0 || deny > allow {
+		t.Fatalf("deny rule must precede allow rules:\n%s", p.Filter)
+	}
+}
