@@ -39,7 +39,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newBench(), newClean(), newConformance(), workload.NewCommand())
+	root.AddCommand(newBench(), newClean(), newCompare(), newConformance(), workload.NewCommand())
 	return root
 }
 

@@ -79,15 +79,21 @@ func TestModelPassesCorpus(t *testing.T) {
 
 // TestEBPFPassesCorpus runs every case on real namespaces with the eBPF
 // datapath, and checks the model agrees with it on every probe.
-func TestEBPFPassesCorpus(t *testing.T) {
+func TestEBPFPassesCorpus(t *testing.T) { testDatapathPassesCorpus(t, "ebpf") }
+
+// TestIptablesPassesCorpus does the same for the iptables baseline.
+func TestIptablesPassesCorpus(t *testing.T) { testDatapathPassesCorpus(t, "iptables") }
+
+func testDatapathPassesCorpus(t *testing.T, datapath string) {
 	testutil.RequireRoot(t)
-	res, err := Run(context.Background(), loadAll(t), Options{Datapath: "ebpf", AgentBinary: buildAgent(t), Out: testWriter{t}, RunID: "fp-tconf", LogDir: t.TempDir()})
+	id := testutil.RunID("conf")
+	res, err := Run(context.Background(), loadAll(t), Options{Datapath: datapath, AgentBinary: buildAgent(t), Out: testWriter{t}, RunID: id, LogDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Log(res.Summary())
 	if res.Failed > 0 || res.Passed == 0 {
-		t.Fatalf("ebpf: %s", res.Summary())
+		t.Fatalf("%s: %s", datapath, res.Summary())
 	}
 	for _, c := range res.Cases {
 		for _, p := range c.Probes {
@@ -96,7 +102,7 @@ func TestEBPFPassesCorpus(t *testing.T) {
 			}
 		}
 	}
-	if left, _ := netns.Leftovers("fp-tconf"); len(left) > 0 {
+	if left, _ := netns.Leftovers(id); len(left) > 0 {
 		t.Fatalf("left behind: %v", left)
 	}
 }

@@ -107,7 +107,7 @@ func BenchmarkLargeCorpus(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		var fails strings.Builder
-		res, err := Run(context.Background(), cases, Options{Datapath: "ebpf", AgentBinary: agent, RunID: "fp-tbig", LogDir: b.TempDir(), Out: &fails})
+		res, err := Run(context.Background(), cases, Options{Datapath: "ebpf", AgentBinary: agent, RunID: testutil.RunID("big"), LogDir: b.TempDir(), Out: &fails})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -34,6 +34,7 @@ func TestBenchSmoke(t *testing.T) {
 	testutil.RequireRoot(t)
 	self, agent := buildBinaries(t)
 	out := t.TempDir()
+	id := testutil.RunID("run")
 	var progress strings.Builder
 	rep, dir, err := Bench(context.Background(), Options{
 		SuitePath:   "testdata/smoke.yaml",
@@ -41,7 +42,7 @@ func TestBenchSmoke(t *testing.T) {
 		Self:        self,
 		AgentBinary: agent,
 		Progress:    &progress,
-		RunID:       "fp-trun01",
+		RunID:       id,
 	})
 	if err != nil {
 		t.Fatalf("bench: %v\n%s", err, progress.String())
@@ -71,7 +72,7 @@ func TestBenchSmoke(t *testing.T) {
 	if err != nil || !strings.Contains(string(md), "| `ebpf` |") {
 		t.Fatalf("report.md: %v\n%s", err, md)
 	}
-	if left, _ := netns.Leftovers("fp-trun01"); len(left) > 0 {
+	if left, _ := netns.Leftovers(id); len(left) > 0 {
 		t.Fatalf("left behind: %v", left)
 	}
 }
@@ -86,11 +87,12 @@ func TestBenchRefusesSuiteThatDeniesItsTraffic(t *testing.T) {
 	suite := strings.Replace(string(data), "files: [../../../scenarios/policies/quick-allow.yaml]", "files: []", 1)
 	p := filepath.Join(dir, "deny.yaml")
 	os.WriteFile(p, []byte(suite), 0o644)
-	_, _, err := Bench(context.Background(), Options{SuitePath: p, OutRoot: dir, Self: self, AgentBinary: agent, Progress: &strings.Builder{}, RunID: "fp-trun02"})
+	id := testutil.RunID("deny")
+	_, _, err := Bench(context.Background(), Options{SuitePath: p, OutRoot: dir, Self: self, AgentBinary: agent, Progress: &strings.Builder{}, RunID: id})
 	if err == nil || !strings.Contains(err.Error(), "policies deny") {
 		t.Fatalf("want refusal, got %v", err)
 	}
-	if left, _ := netns.Leftovers("fp-trun02"); len(left) > 0 {
+	if left, _ := netns.Leftovers(id); len(left) > 0 {
 		t.Fatalf("left behind: %v", left)
 	}
 }

@@ -3,6 +3,8 @@
 package testutil
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"os"
 	"runtime"
 	"testing"
@@ -63,4 +65,12 @@ func InNewNetns(tb testing.TB) {
 		orig.Close()
 		runtime.UnlockOSThread()
 	})
+}
+
+// RunID returns a fresh run id "fp-t<name><random>", so that test runs (and
+// two test processes) never share namespaces or directories.
+func RunID(name string) string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return "fp-t" + name + hex.EncodeToString(b[:])
 }
