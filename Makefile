@@ -44,9 +44,10 @@ test: deps check-generated vet build ## run every test (privileged ones need roo
 bench: deps build ## run the benchmark suite (SUITE=...) on the netns provider
 	./bin/fastpath bench --suite $(SUITE)
 
-conformance: deps build ## run scenarios/conformance against the model and the ebpf datapath
+conformance: deps build ## run scenarios/conformance against the model, the ebpf datapath and the iptables baseline
 	./bin/fastpath conformance run --cases scenarios/conformance --datapath model
 	./bin/fastpath conformance run --cases scenarios/conformance --datapath ebpf
+	./bin/fastpath conformance run --cases scenarios/conformance --datapath iptables
 
 clean: build ## remove everything runs left behind, and build output
 	./bin/fastpath clean

@@ -13,6 +13,7 @@ case "${1:-run}" in
   run)
     want ip iproute2
     want iptables iptables
+    want ipset ipset
     want mount mount
     ;;
   bpf)
