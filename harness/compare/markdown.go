@@ -49,7 +49,7 @@ func (c *Comparison) view() view {
 	o, n := c.Old, c.New
 	rows := []infoRow{
 		{"report", o.Source, n.Source},
-		{"suite", joinNonEmpty(" ", o.Suite, parens(o.SuiteFile)), joinNonEmpty(" ", n.Suite, parens(n.SuiteFile))},
+		{"suite", report.JoinNonEmpty(" ", o.Suite, parens(o.SuiteFile)), report.JoinNonEmpty(" ", n.Suite, parens(n.SuiteFile))},
 		{"started", formatTime(o), formatTime(n)},
 		{"fastpath", versionCell(o), versionCell(n)},
 		{"kernel", o.Kernel, n.Kernel},
@@ -269,7 +269,7 @@ func versionCell(i ReportInfo) string {
 	if i.FastpathVersion == i.FastpathCommit {
 		return i.FastpathVersion
 	}
-	return joinNonEmpty(" ", i.FastpathVersion, parens(i.FastpathCommit))
+	return report.JoinNonEmpty(" ", i.FastpathVersion, parens(i.FastpathCommit))
 }
 
 func cpuCell(i ReportInfo) string {
@@ -277,7 +277,7 @@ func cpuCell(i ReportInfo) string {
 	if i.Cores > 0 {
 		cores = strconv.Itoa(i.Cores) + " cores"
 	}
-	return joinNonEmpty(", ", i.CPUModel, cores)
+	return report.JoinNonEmpty(", ", i.CPUModel, cores)
 }
 
 func plural(n int, word string) string {
@@ -294,21 +294,8 @@ func parens(s string) string {
 	return "(" + s + ")"
 }
 
-func joinNonEmpty(sep string, parts ...string) string {
-	var out []string
-	for _, p := range parts {
-		if p != "" {
-			out = append(out, p)
-		}
-	}
-	return strings.Join(out, sep)
-}
-
 // md keeps free text on one line and out of the way of table syntax.
-func md(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
-	return strings.ReplaceAll(s, "|", `\|`)
-}
+func md(s string) string { return report.OneLine(s) }
 
 // mdCell is md with "–" for nothing.
 func mdCell(s string) string {

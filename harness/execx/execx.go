@@ -48,34 +48,21 @@ func Run(ctx context.Context, name string, args ...string) ([]byte, error) {
 // (as created by `ip netns add`). The mount namespace is left alone, unlike
 // `ip netns exec`, so the child sees the host's /sys/fs/bpf.
 func StartInNetns(nsName string, cmd *exec.Cmd) error {
+	return RunInNetns(nsName, func() error {
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("start %s in netns %s: %w", cmd.Path, nsName, err)
+		}
+		return nil
+	})
+}
+
+// RunInNetns runs f on a thread in the named network namespace. A process
+// f starts inherits that namespace.
+func RunInNetns(nsName string, f func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		// The thread is never unlocked: when this goroutine ends the
 		// runtime discards it instead of reusing a thread in another netns.
-		runtime.LockOSThread()
-		h, err := netns.GetFromName(nsName)
-		if err != nil {
-			errc <- fmt.Errorf("open netns %s: %w", nsName, err)
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			errc <- fmt.Errorf("enter netns %s: %w", nsName, err)
-			return
-		}
-		if err := cmd.Start(); err != nil {
-			errc <- fmt.Errorf("start %s in netns %s: %w", cmd.Path, nsName, err)
-			return
-		}
-		errc <- nil
-	}()
-	return <-errc
-}
-
-// RunInNetns runs f on a thread in the named network namespace.
-func RunInNetns(nsName string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
 		runtime.LockOSThread()
 		h, err := netns.GetFromName(nsName)
 		if err != nil {

@@ -52,7 +52,7 @@ func (r *Report) writeMarkdown(b *bufio.Writer) {
 		fmt.Fprintf(b, "- Kernel: Linux %s\n", env.Kernel)
 	}
 	if env.CPUModel != "" || env.Cores > 0 {
-		fmt.Fprintf(b, "- CPU: %s\n", joinNonEmpty(", ", env.CPUModel, plural(env.Cores, "core")))
+		fmt.Fprintf(b, "- CPU: %s\n", JoinNonEmpty(", ", env.CPUModel, plural(env.Cores, "core")))
 	}
 	if env.GoVersion != "" {
 		fmt.Fprintf(b, "- Go: %s\n", env.GoVersion)
@@ -60,7 +60,7 @@ func (r *Report) writeMarkdown(b *bufio.Writer) {
 	if env.FastpathVersion != "" || env.FastpathCommit != "" {
 		v := env.FastpathVersion
 		if env.FastpathCommit != "" {
-			v = joinNonEmpty(" ", v, "("+env.FastpathCommit+")")
+			v = JoinNonEmpty(" ", v, "("+env.FastpathCommit+")")
 		}
 		fmt.Fprintf(b, "- fastpath: %s\n", v)
 	}
@@ -130,7 +130,7 @@ func writeScenario(b *bufio.Writer, results []Result) {
 	for _, res := range results {
 		for _, rep := range res.Repetitions {
 			if rep.Error != "" {
-				failed = append(failed, fmt.Sprintf("- `%s` repetition %d: %s", res.Datapath, rep.Index, oneLine(rep.Error)))
+				failed = append(failed, fmt.Sprintf("- `%s` repetition %d: %s", res.Datapath, rep.Index, OneLine(rep.Error)))
 			}
 		}
 	}
@@ -274,7 +274,8 @@ func plural(n int, word string) string {
 	return strconv.Itoa(n) + " " + word + "s"
 }
 
-func joinNonEmpty(sep string, parts ...string) string {
+// JoinNonEmpty joins the non-empty parts with sep.
+func JoinNonEmpty(sep string, parts ...string) string {
 	var out []string
 	for _, p := range parts {
 		if p != "" {
@@ -284,8 +285,9 @@ func joinNonEmpty(sep string, parts ...string) string {
 	return strings.Join(out, sep)
 }
 
-// oneLine keeps a message on one table-friendly line.
-func oneLine(s string) string {
+// OneLine keeps free text on one line and out of the way of Markdown table
+// syntax.
+func OneLine(s string) string {
 	s = strings.Join(strings.Fields(s), " ")
 	return strings.ReplaceAll(s, "|", `\|`)
 }
