@@ -146,6 +146,31 @@ func writeScenario(b *bufio.Writer, results []Result) {
 		fmt.Fprintln(b)
 		fmt.Fprintf(b, "Relative to `%s`: %s\n", BaselineDatapath, rel)
 	}
+	writeCPU(b, results)
+}
+
+// writeCPU adds a table of CPU milliseconds per 1,000 requests by
+// component, when the results carry CPU accounting.
+func writeCPU(b io.Writer, results []Result) {
+	have := false
+	for _, res := range results {
+		have = have || len(res.Summary.CPUMillisPer1k) > 0
+	}
+	if !have {
+		return
+	}
+	fmt.Fprintf(b, "\nCPU milliseconds per 1,000 requests (median across repetitions):\n\n")
+	fmt.Fprintf(b, "| datapath | %s |\n|---|%s\n", strings.Join(CPUComponents, " | "), strings.Repeat("--:|", len(CPUComponents)))
+	for _, res := range results {
+		cells := make([]string, len(CPUComponents))
+		for i, comp := range CPUComponents {
+			cells[i] = "–"
+			if v, ok := res.Summary.CPUMillisPer1k[comp]; ok {
+				cells[i] = fmt.Sprintf("%.1f", v)
+			}
+		}
+		fmt.Fprintf(b, "| `%s` | %s |\n", res.Datapath, strings.Join(cells, " | "))
+	}
 }
 
 // relative describes each datapath's p50 and p99 as a ratio to the

@@ -110,7 +110,16 @@ type Repetition struct {
 	Workload workload.Result `json:"workload"`
 	// Error says why the repetition did not complete; empty when it did.
 	Error string `json:"error,omitempty"`
+	// CPUSeconds is the CPU time each component used during the measured
+	// load (not the warm-up), from per-process accounting: "client" (the
+	// fortio load process), "server" (the fortio server), "agents" (all
+	// node agents) and "softirq" (system-wide softirq time, where the
+	// kernel datapath work of the packets lands).
+	CPUSeconds map[string]float64 `json:"cpuSeconds,omitempty"`
 }
+
+// CPUComponents are the keys of Repetition.CPUSeconds, in display order.
+var CPUComponents = []string{"client", "server", "agents", "softirq"}
 
 // Summary condenses the repetitions of a Result.
 type Summary struct {
@@ -130,6 +139,9 @@ type Summary struct {
 	// Count is the number of requests over all repetitions, failed
 	// repetitions included.
 	Count int64 `json:"count"`
+	// CPUMillisPer1k is, per component, the median across completed
+	// repetitions of CPU milliseconds per 1,000 requests.
+	CPUMillisPer1k map[string]float64 `json:"cpuMillisPer1kRequests,omitempty"`
 }
 
 // Summarize condenses reps: medians over the repetitions without Error,
@@ -166,6 +178,20 @@ func Summarize(reps []Repetition) Summary {
 		Max:  med(func(w workload.Result) float64 { return w.LatencySeconds.Max }),
 	}
 	s.ActualQPS = med(func(w workload.Result) float64 { return w.ActualQPS })
+	for _, comp := range CPUComponents {
+		var vs []float64
+		for _, rep := range reps {
+			if cpu, ok := rep.CPUSeconds[comp]; ok && rep.Error == "" && rep.Workload.Count > 0 {
+				vs = append(vs, cpu*1e6/float64(rep.Workload.Count))
+			}
+		}
+		if len(vs) > 0 {
+			if s.CPUMillisPer1k == nil {
+				s.CPUMillisPer1k = map[string]float64{}
+			}
+			s.CPUMillisPer1k[comp] = median(vs)
+		}
+	}
 	return s
 }
 

@@ -42,6 +42,9 @@ func rep(index int, base, qps float64, count, errors int64, errMsg string) Repet
 		StartedAt: time.Date(2026, 11, 23, 10, 0, index*10, 0, time.UTC),
 		Workload:  w,
 		Error:     errMsg,
+		CPUSeconds: map[string]float64{
+			"client": base * 2000, "server": base * 1500, "agents": 0.01, "softirq": base * 900,
+		},
 	}
 }
 

@@ -107,6 +107,8 @@ type runner struct {
 	suite *scenario.Suite
 	out   string
 	c     *netns.Cluster
+	// servers are the fortio server processes by "pod:port".
+	servers map[string]*cluster.Process
 }
 
 func (r *runner) logf(format string, args ...any) {
@@ -340,11 +342,15 @@ func (r *runner) startServers(ctx context.Context) error {
 		}
 		cmd := exec.Command(r.opts.Self, "workload", "serve", "--port", fmt.Sprint(s.port), "--payload-bytes", fmt.Sprint(s.sc.Load.PayloadBytes))
 		cmd.Stdout, cmd.Stderr = logf, logf
-		_, err = r.c.StartIn(s.pod, cmd)
+		proc, err := r.c.StartIn(s.pod, cmd)
 		logf.Close()
 		if err != nil {
 			return fmt.Errorf("server in %s: %w", s.pod, err)
 		}
+		if r.servers == nil {
+			r.servers = map[string]*cluster.Process{}
+		}
+		r.servers[fmt.Sprintf("%s:%d", s.pod, s.port)] = proc
 		// Wait until it answers (no agents run yet, so nothing filters).
 		deadline := time.Now().Add(10 * time.Second)
 		for {
@@ -376,14 +382,26 @@ func (r *runner) measure(ctx context.Context, sc scenario.Scenario, index int) r
 		url = fmt.Sprintf("tcp://%s:%d", to.IP, sc.Load.Port+1)
 	}
 	if w := r.suite.Spec.Warmup.Duration; w > 0 {
-		if _, err := r.load(ctx, sc, url, w); err != nil {
+		if _, _, err := r.load(ctx, sc, url, w); err != nil {
 			rep.Error = "warm-up: " + err.Error()
 			return rep
 		}
 	}
-	res, err := r.load(ctx, sc, url, sc.Load.Duration.Duration)
+	serverPID := 0
+	if p := r.servers[fmt.Sprintf("%s:%d", sc.To, sc.Load.Port)]; p != nil && p.Cmd.Process != nil {
+		serverPID = p.Cmd.Process.Pid
+	}
+	before := r.snapshot(serverPID)
+	res, clientCPU, err := r.load(ctx, sc, url, sc.Load.Duration.Duration)
+	after := r.snapshot(serverPID)
 	if res != nil {
 		rep.Workload = *res
+	}
+	rep.CPUSeconds = map[string]float64{
+		"client":  clientCPU,
+		"server":  after.server - before.server,
+		"agents":  after.agents - before.agents,
+		"softirq": after.softirq - before.softirq,
 	}
 	if err != nil {
 		rep.Error = err.Error()
@@ -391,7 +409,9 @@ func (r *runner) measure(ctx context.Context, sc scenario.Scenario, index int) r
 	return rep
 }
 
-func (r *runner) load(ctx context.Context, sc scenario.Scenario, url string, d time.Duration) (*workload.Result, error) {
+// load runs one fortio client process and returns its result and the CPU
+// seconds it used.
+func (r *runner) load(ctx context.Context, sc scenario.Scenario, url string, d time.Duration) (*workload.Result, float64, error) {
 	args := []string{"workload", "load",
 		"--url", url,
 		"--protocol", sc.Load.Protocol,
@@ -405,7 +425,7 @@ func (r *runner) load(ctx context.Context, sc scenario.Scenario, url string, d t
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	p, err := r.c.StartIn(sc.From, cmd)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	done := make(chan error, 1)
 	go func() { done <- p.Cmd.Wait() }()
@@ -415,23 +435,27 @@ func (r *runner) load(ctx context.Context, sc scenario.Scenario, url string, d t
 	case <-ctx.Done():
 		_ = p.Cmd.Process.Kill()
 		<-done
-		return nil, ctx.Err()
+		return nil, 0, ctx.Err()
 	case <-time.After(d + 60*time.Second):
 		_ = p.Cmd.Process.Kill()
 		<-done
-		return nil, fmt.Errorf("load client in %s did not finish", sc.From)
+		return nil, 0, fmt.Errorf("load client in %s did not finish", sc.From)
+	}
+	cpu := 0.0
+	if ps := p.Cmd.ProcessState; ps != nil {
+		cpu = (ps.UserTime() + ps.SystemTime()).Seconds()
 	}
 	var res workload.Result
 	if jerr := json.Unmarshal(stdout.Bytes(), &res); jerr != nil {
-		return nil, fmt.Errorf("load client in %s: %v: %s", sc.From, errors.Join(werr, jerr), strings.TrimSpace(stderr.String()))
+		return nil, cpu, fmt.Errorf("load client in %s: %v: %s", sc.From, errors.Join(werr, jerr), strings.TrimSpace(stderr.String()))
 	}
 	if werr != nil {
-		return &res, fmt.Errorf("load client in %s: %v: %s", sc.From, werr, lastLine(stderr.String()))
+		return &res, cpu, fmt.Errorf("load client in %s: %v: %s", sc.From, werr, lastLine(stderr.String()))
 	}
 	if res.Errors > 0 {
-		return &res, fmt.Errorf("%d of %d requests failed", res.Errors, res.Count)
+		return &res, cpu, fmt.Errorf("%d of %d requests failed", res.Errors, res.Count)
 	}
-	return &res, nil
+	return &res, cpu, nil
 }
 
 func lastLine(s string) string {

@@ -59,6 +59,9 @@ func TestBenchSmoke(t *testing.T) {
 		if !(l.P50 > 0 && l.P50 <= l.P90 && l.P90 <= l.P99 && l.P99 <= l.Max) {
 			t.Errorf("%s/%s: latency out of order: %+v", r.Scenario, r.Datapath, l)
 		}
+		if s.CPUMillisPer1k["client"] <= 0 || s.CPUMillisPer1k["server"] <= 0 {
+			t.Errorf("%s/%s: CPU per 1k requests not measured: %v", r.Scenario, r.Datapath, s.CPUMillisPer1k)
+		}
 		if s.ActualQPS < 400 {
 			t.Errorf("%s/%s: actual qps %g at 500 requested", r.Scenario, r.Datapath, s.ActualQPS)
 		}

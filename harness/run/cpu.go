@@ -1,0 +1,80 @@
+package run
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// clockTicks is USER_HZ, the unit of /proc CPU times: 100 on every Linux
+// architecture Go supports.
+const clockTicks = 100.0
+
+// procCPUSeconds returns user+system CPU seconds of a process (and its
+// threads) from /proc/<pid>/stat.
+func procCPUSeconds(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name is in parentheses and may hold spaces: fields
+	// count from after the last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	// After ')': state is field 3, utime 14, stime 15 (1-based overall).
+	if len(f) < 13 {
+		return 0, fmt.Errorf("parse /proc/%d/stat: %d fields", pid, len(f))
+	}
+	ut, err1 := strconv.ParseFloat(f[11], 64)
+	st, err2 := strconv.ParseFloat(f[12], 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("parse /proc/%d/stat times", pid)
+	}
+	return (ut + st) / clockTicks, nil
+}
+
+// softirqSeconds returns the machine's total softirq CPU seconds from
+// /proc/stat: the time the kernel spent in softirq context, where the
+// network stack and TC programs of forwarded packets run.
+func softirqSeconds() (float64, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 7 && f[0] == "cpu" {
+			v, err := strconv.ParseFloat(f[7], 64)
+			if err != nil {
+				return 0, err
+			}
+			return v / clockTicks, nil
+		}
+	}
+	return 0, fmt.Errorf("/proc/stat has no cpu line")
+}
+
+// cpuSnapshot is the CPU time of the measured components at one moment.
+type cpuSnapshot struct {
+	server, agents, softirq float64
+}
+
+func (r *runner) snapshot(serverPID int) cpuSnapshot {
+	var s cpuSnapshot
+	if serverPID > 0 {
+		s.server, _ = procCPUSeconds(serverPID)
+	}
+	for _, p := range r.c.Agents() {
+		if p.Cmd.Process != nil {
+			v, _ := procCPUSeconds(p.Cmd.Process.Pid)
+			s.agents += v
+		}
+	}
+	s.softirq, _ = softirqSeconds()
+	return s
+}
