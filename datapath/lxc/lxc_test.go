@@ -173,6 +173,19 @@ func (d *Datapath) count(t *testing.T, r Reason, dir model.Direction) uint64 {
 	return m[MetricKey{Reason: r, Direction: dir}].Packets
 }
 
+// expectVerdict runs pkt through prog and checks the verdict and that the
+// counter of reason in direction dir went up by exactly one.
+func (d *Datapath) expectVerdict(t *testing.T, prog *ebpf.Program, pkt []byte, want uint32, reason Reason, dir model.Direction) {
+	t.Helper()
+	before := d.count(t, reason, dir)
+	if got := run(t, prog, pkt); got != want {
+		t.Fatalf("verdict %d, want %d", got, want)
+	}
+	if after := d.count(t, reason, dir); after != before+1 {
+		t.Fatalf("counter %s/%s went %d -> %d, want +1", reason, dir, before, after)
+	}
+}
+
 // tests -------------------------------------------------------------------
 
 func TestPolicyVerdicts(t *testing.T) {
@@ -200,15 +213,7 @@ func TestPolicyVerdicts(t *testing.T) {
 		{"unsolicited SYN-ACK from denied peer", to, tcpPacket(otherIP, 8080, serverIP, 41000, flagSYN|flagACK), actDrop, DropPolicy, model.Ingress},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			before := d.count(t, tc.reason, tc.dir)
-			if got := run(t, tc.prog, tc.pkt); got != tc.want {
-				t.Fatalf("verdict %d, want %d", got, tc.want)
-			}
-			if after := d.count(t, tc.reason, tc.dir); after != before+1 {
-				t.Fatalf("counter %s/%s went %d -> %d, want +1", tc.reason, tc.dir, before, after)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { d.expectVerdict(t, tc.prog, tc.pkt, tc.want, tc.reason, tc.dir) })
 	}
 }
 
@@ -249,15 +254,7 @@ func TestMalformedPackets(t *testing.T) {
 		{"ARP passes", append(eth(0x0806), make([]byte, 28)...), actOK, ReasonForwarded},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			before := d.count(t, tc.reason, model.Ingress)
-			if got := run(t, to, tc.pkt); got != tc.want {
-				t.Fatalf("verdict %d, want %d", got, tc.want)
-			}
-			if after := d.count(t, tc.reason, model.Ingress); after != before+1 {
-				t.Fatalf("counter %s went %d -> %d, want +1", tc.reason, before, after)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { d.expectVerdict(t, to, tc.pkt, tc.want, tc.reason, model.Ingress) })
 	}
 }
 
@@ -407,15 +404,7 @@ func TestDenyTakesPrecedence(t *testing.T) {
 		{"world UDP denied by default", udpPacket(netip.MustParseAddr("198.51.100.4"), 30005, serverIP, 53), actDrop, DropPolicy},
 		{"other pod TCP 9000: identity deny beats the wildcard allow", tcpPacket(otherIP, 30006, serverIP, 9000, flagSYN), actDrop, Reason(lxcReasonDROP_POLICY_DENY)},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			before := d.count(t, tc.reason, model.Ingress)
-			if got := run(t, to, tc.pkt); got != tc.want {
-				t.Fatalf("verdict %d, want %d", got, tc.want)
-			}
-			if after := d.count(t, tc.reason, model.Ingress); after != before+1 {
-				t.Fatalf("counter %s: %d -> %d", tc.reason, before, after)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { d.expectVerdict(t, to, tc.pkt, tc.want, tc.reason, model.Ingress) })
 	}
 	// Egress is not default-deny (enableDefaultDeny.egress false, no rules).
 	if got := run(t, from, udpPacket(serverIP, 4000, otherIP, 53)); got != actOK {
@@ -512,15 +501,7 @@ func TestMeshLayerAuthorizationPolicy(t *testing.T) {
 		{"other principal: no ALLOW matches", tcpPacket(otherIP, 31003, serverIP, 8080, flagSYN), actDrop, Reason(lxcReasonDROP_MESH_POLICY)},
 		{"UDP is outside the mesh layer", udpPacket(otherIP, 31004, serverIP, 8080), actOK, ReasonForwarded},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			before := d.count(t, tc.reason, model.Ingress)
-			if got := run(t, to, tc.pkt); got != tc.want {
-				t.Fatalf("verdict %d, want %d", got, tc.want)
-			}
-			if after := d.count(t, tc.reason, model.Ingress); after != before+1 {
-				t.Fatalf("counter %s: %d -> %d", tc.reason, before, after)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { d.expectVerdict(t, to, tc.pkt, tc.want, tc.reason, model.Ingress) })
 	}
 }
 
