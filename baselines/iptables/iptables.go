@@ -126,19 +126,9 @@ func (d *Datapath) Build(r *model.Resolved, node string) (*Plan, error) {
 		fwd = append(fwd, fmt.Sprintf("-A %s -i %s -j %s", forwardChain, name, eg))
 		toPod = append(toPod, fmt.Sprintf("-A %s -o %s -j %s", forwardChain, name, in))
 		toPod = append(toPod, fmt.Sprintf("-A %s -o %s -p tcp -j %s", forwardChain, name, mesh))
-		var err error
-		body, err = d.chain(p, r, node, body, eg, ep, ep.Egress, ep.EgressEnforced, "dst", "")
-		if err != nil {
-			return nil, err
-		}
-		body, err = d.chain(p, r, node, body, in, ep, ep.Ingress, ep.IngressEnforced, "src", "")
-		if err != nil {
-			return nil, err
-		}
-		body, err = d.chain(p, r, node, body, mesh, ep, ep.Mesh, ep.MeshEnforced, "src", "tcp")
-		if err != nil {
-			return nil, err
-		}
+		body = d.chain(p, r, node, body, eg, ep, ep.Egress, ep.EgressEnforced, "dst", "")
+		body = d.chain(p, r, node, body, in, ep, ep.Ingress, ep.IngressEnforced, "src", "")
+		body = d.chain(p, r, node, body, mesh, ep, ep.Mesh, ep.MeshEnforced, "src", "tcp")
 		p.Endpoints++
 	}
 	fwd = append(fwd, toPod...)
@@ -161,7 +151,7 @@ func (d *Datapath) Build(r *model.Resolved, node string) (*Plan, error) {
 }
 
 // chain writes one endpoint chain: deny rules, allow rules, default.
-func (d *Datapath) chain(p *Plan, r *model.Resolved, node string, out []string, chain string, ep *model.Endpoint, rules []model.Rule, enforced bool, peerDir, onlyProto string) ([]string, error) {
+func (d *Datapath) chain(p *Plan, r *model.Resolved, node string, out []string, chain string, ep *model.Endpoint, rules []model.Rule, enforced bool, peerDir, onlyProto string) []string {
 	for _, pass := range []bool{true, false} { // denies first
 		for ri, rule := range rules {
 			if rule.Deny != pass {
@@ -196,7 +186,7 @@ func (d *Datapath) chain(p *Plan, r *model.Resolved, node string, out []string, 
 	if enforced {
 		out = append(out, fmt.Sprintf("-A %s -m comment --comment \"%s: default deny\" -j DROP", chain, ep.Key()))
 	}
-	return out, nil
+	return out
 }
 
 func portMatch(pr model.PortRange, onlyProto string) string {

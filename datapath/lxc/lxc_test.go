@@ -173,6 +173,15 @@ func (d *Datapath) count(t *testing.T, r Reason, dir model.Direction) uint64 {
 	return m[MetricKey{Reason: r, Direction: dir}].Packets
 }
 
+// ingressCase is a packet into the server and the verdict and counter it
+// must produce.
+type ingressCase struct {
+	name   string
+	pkt    []byte
+	want   uint32
+	reason Reason
+}
+
 // expectVerdict runs pkt through prog and checks the verdict and that the
 // counter of reason in direction dir went up by exactly one.
 func (d *Datapath) expectVerdict(t *testing.T, prog *ebpf.Program, pkt []byte, want uint32, reason Reason, dir model.Direction) {
@@ -234,12 +243,7 @@ func TestMalformedPackets(t *testing.T) {
 	badDoff := append([]byte(nil), good...)
 	badDoff[14+20+12] = 2 << 4
 
-	cases := []struct {
-		name   string
-		pkt    []byte
-		want   uint32
-		reason Reason
-	}{
+	cases := []ingressCase{
 		// BPF_PROG_RUN itself refuses an IPv4 frame shorter than a
 		// minimal IPv4 header (EINVAL), so the parser's check for that
 		// case can only be reached by live traffic.
@@ -391,12 +395,7 @@ func TestDenyTakesPrecedence(t *testing.T) {
 	}}
 	d := loadServerOnLo(t, objs)
 	from, to := d.Programs()
-	for _, tc := range []struct {
-		name   string
-		pkt    []byte
-		want   uint32
-		reason Reason
-	}{
+	for _, tc := range []ingressCase{
 		{"client TCP 9000 allowed", tcpPacket(clientIP, 30001, serverIP, 9000, flagSYN), actOK, ReasonForwarded},
 		{"client TCP 8080: deny beats the client's allow-all", tcpPacket(clientIP, 30002, serverIP, 8080, flagSYN), actDrop, Reason(lxcReasonDROP_POLICY_DENY)},
 		{"client UDP 8080 allowed (deny is TCP)", udpPacket(clientIP, 30003, serverIP, 8080), actOK, ReasonForwarded},
@@ -490,12 +489,7 @@ func TestMeshLayerAuthorizationPolicy(t *testing.T) {
 	}
 	d := loadServerOnLo(t, objs)
 	_, to := d.Programs()
-	for _, tc := range []struct {
-		name   string
-		pkt    []byte
-		want   uint32
-		reason Reason
-	}{
+	for _, tc := range []ingressCase{
 		{"client principal allowed", tcpPacket(clientIP, 31001, serverIP, 8080, flagSYN), actOK, ReasonForwarded},
 		{"client on 9090: DENY policy", tcpPacket(clientIP, 31002, serverIP, 9090, flagSYN), actDrop, Reason(lxcReasonDROP_MESH_DENY)},
 		{"other principal: no ALLOW matches", tcpPacket(otherIP, 31003, serverIP, 8080, flagSYN), actDrop, Reason(lxcReasonDROP_MESH_POLICY)},

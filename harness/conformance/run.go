@@ -264,11 +264,7 @@ func runModel(c *Case, t *topology) CaseResult {
 	cr := CaseResult{Name: c.Name}
 	probes, err := modelVerdicts(c, t)
 	if err != nil {
-		cr.Error = err.Error()
-		for _, p := range c.Probes {
-			cr.Probes = append(cr.Probes, ProbeResult{Probe: p, Error: err.Error()})
-		}
-		return cr
+		return failAll(c, err)
 	}
 	for _, p := range probes {
 		p.Got = p.Model
@@ -283,7 +279,7 @@ func runModel(c *Case, t *topology) CaseResult {
 func runDatapath(ctx context.Context, cases []*Case, opts Options, res *Result) error {
 	base := opts.RunID
 	if base == "" {
-		base = fmt.Sprintf("fp-%06x", time.Now().UnixNano()&0xffffff)
+		base = netns.NewRunID()
 	}
 	var errs []error
 	for i := 0; i < len(cases); {

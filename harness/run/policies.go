@@ -35,7 +35,7 @@ func GenerateFillers(s *scenario.Suite, n int) []any {
 		key := to.Namespace + "/" + to.Name
 		if !seen[key] && len(to.Labels) > 0 {
 			seen[key] = true
-			targets = append(targets, target{ns: podNamespace(to), labels: to.Labels})
+			targets = append(targets, target{ns: to.Namespace, labels: to.Labels})
 		}
 		if len(from.Labels) > 0 {
 			clients = append(clients, from.Labels)
@@ -71,11 +71,4 @@ func GenerateFillers(s *scenario.Suite, n int) []any {
 		})
 	}
 	return out
-}
-
-func podNamespace(p scenario.Pod) string {
-	if p.Namespace == "" {
-		return "default"
-	}
-	return p.Namespace
 }

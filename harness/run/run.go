@@ -115,15 +115,11 @@ func (r *runner) logf(format string, args ...any) {
 	fmt.Fprintf(r.opts.Progress, "fastpath: "+format+"\n", args...)
 }
 
-func newRunID() string {
-	return fmt.Sprintf("fp-%06x", time.Now().UnixNano()&0xffffff)
-}
-
 func (r *runner) run(ctx context.Context, rep *report.Report) (err error) {
 	s := r.suite
 	id := r.opts.RunID
 	if id == "" {
-		id = newRunID()
+		id = netns.NewRunID()
 	}
 	spec := cluster.Spec{RunID: id, Nodes: s.Spec.Cluster.Nodes, LogDir: filepath.Join(r.out, "logs"), Namespaces: map[string]map[string]string{}}
 	for _, ns := range s.Spec.Cluster.Namespaces {
@@ -134,8 +130,8 @@ func (r *runner) run(ctx context.Context, rep *report.Report) (err error) {
 		ports[sc.To] = append(ports[sc.To], cluster.Port{Name: "http", Port: sc.Load.Port, Protocol: "TCP"})
 	}
 	for _, p := range s.Spec.Cluster.Pods {
-		ref := podNamespace(p) + "/" + p.Name
-		spec.Pods = append(spec.Pods, cluster.PodSpec{Namespace: podNamespace(p), Name: p.Name, Node: p.Node, Labels: p.Labels, Ports: dedupPorts(ports[ref])})
+		ref := p.Ref()
+		spec.Pods = append(spec.Pods, cluster.PodSpec{Namespace: p.Namespace, Name: p.Name, Node: p.Node, Labels: p.Labels, Ports: dedupPorts(ports[ref])})
 	}
 	r.logf("building netns cluster %s: %d nodes, %d pods", id, len(spec.Nodes), len(spec.Pods))
 	c, err := netns.NewProvider(netns.Options{AgentBinary: r.opts.AgentBinary}).Create(ctx, spec)
@@ -203,7 +199,7 @@ func (r *runner) run(ctx context.Context, rep *report.Report) (err error) {
 					errs = append(errs, fmt.Errorf("%s/%s repetition %d: %s", sc.Name, dp, rep, one.Error))
 				}
 				r.logf("[%d/%d] %-12s %-6s rep %d: p50 %s p99 %s qps %.0f errors %d%s", step, total, sc.Name, dp, rep,
-					fmtDur(l.P50), fmtDur(l.P99), one.Workload.ActualQPS, one.Workload.Errors, errSuffix(one.Error))
+					report.FormatSeconds(l.P50), report.FormatSeconds(l.P99), one.Workload.ActualQPS, one.Workload.Errors, errSuffix(one.Error))
 			}
 			if err := c.StopAgents(ctx); err != nil {
 				errs = append(errs, err)
@@ -223,16 +219,6 @@ func errSuffix(e string) string {
 		return ""
 	}
 	return " (" + e + ")"
-}
-
-func fmtDur(sec float64) string {
-	d := time.Duration(sec * float64(time.Second))
-	switch {
-	case d < time.Millisecond:
-		return fmt.Sprintf("%.0fµs", float64(d)/float64(time.Microsecond))
-	default:
-		return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond))
-	}
 }
 
 func dedupPorts(in []cluster.Port) []cluster.Port {

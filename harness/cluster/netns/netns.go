@@ -86,6 +86,11 @@ type nodeInfo struct {
 	podCIDR netip.Prefix
 }
 
+// NewRunID returns a run id: Prefix and 6 hex digits of the clock.
+func NewRunID() string {
+	return fmt.Sprintf("%s%06x", Prefix, time.Now().UnixNano()&0xffffff)
+}
+
 // NodeNS is the network namespace name of a node.
 func NodeNS(runID, node string) string { return runID + "-" + node }
 
