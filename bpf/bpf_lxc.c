@@ -2,7 +2,10 @@
 /*
  * Programs for the node side of a pod's veth pair (lxc*):
  *   fp_from_container at tc ingress: packets the pod sends (its egress);
- *   fp_to_container at tc egress: packets delivered to the pod (its ingress).
+ *   fp_to_container at tc egress: packets delivered to the pod (its ingress);
+ * and for the node's uplink device:
+ *   fp_from_netdev at tc ingress: packets from other nodes, for the L7
+ *   proxy redirect.
  */
 #include "compiler.h"
 #include "lib/lxc.h"
@@ -24,6 +27,8 @@ struct btf_layouts {
 	enum event_type event_type;
 	struct flow_event flow_event;
 	struct rule_metrics_key rule_metrics_key;
+	enum proxy_mark proxy_mark;
+	enum proxy_route proxy_route;
 };
 const volatile struct btf_layouts btf_layouts;
 
@@ -37,6 +42,12 @@ SEC("tc")
 int fp_to_container(struct __sk_buff *skb)
 {
 	return handle_endpoint(skb, DIR_INGRESS);
+}
+
+SEC("tc")
+int fp_from_netdev(struct __sk_buff *skb)
+{
+	return handle_netdev(skb);
 }
 
 char __license[] SEC("license") = "Dual BSD/GPL";

@@ -10,18 +10,23 @@ enum reason {
 	REASON_FORWARDED = 0,       /* passed: policy allowed or not enforced */
 	REASON_CT_ESTABLISHED = 1,  /* passed: part of a tracked connection */
 	REASON_CT_REPLY = 2,        /* passed: reply of a tracked connection */
-	DROP_POLICY = 3,            /* no rule allows the new connection */
-	DROP_POLICY_DENY = 4,       /* an explicit deny rule matched */
-	DROP_INVALID_SOURCE = 5,    /* a pod sent with an address not its own */
-	DROP_UNKNOWN_ENDPOINT = 6,  /* program attached to an unknown interface */
-	DROP_TRUNCATED = 7,         /* header shorter than its protocol needs */
-	DROP_MALFORMED = 8,         /* header fields that cannot be right */
-	DROP_UNSUPPORTED_L3 = 9,    /* neither IPv4 nor ARP */
-	DROP_FRAGMENT = 10,         /* non-first IPv4 fragment: no ports to check */
-	DROP_NO_POLICY_MAP = 11,    /* enforced endpoint without a policy map */
-	DROP_MESH_POLICY = 12,      /* no AuthorizationPolicy allows it */
-	DROP_MESH_DENY = 13,        /* a DENY AuthorizationPolicy matched */
-	REASON_MAX = 14,
+	REASON_TO_PROXY = 3,        /* passed: steered to the node's L7 proxy */
+	REASON_FROM_PROXY = 4,      /* passed: sent by the L7 proxy after its check */
+	DROP_POLICY = 5,            /* no rule allows the new connection */
+	DROP_POLICY_DENY = 6,       /* an explicit deny rule matched */
+	DROP_INVALID_SOURCE = 7,    /* a pod sent with an address not its own */
+	DROP_UNKNOWN_ENDPOINT = 8,  /* program attached to an unknown interface */
+	DROP_TRUNCATED = 9,         /* header shorter than its protocol needs */
+	DROP_MALFORMED = 10,        /* header fields that cannot be right */
+	DROP_UNSUPPORTED_L3 = 11,   /* neither IPv4 nor ARP */
+	DROP_FRAGMENT = 12,         /* non-first IPv4 fragment: no ports to check */
+	DROP_NO_POLICY_MAP = 13,    /* enforced endpoint without a policy map */
+	DROP_MESH_POLICY = 14,      /* no AuthorizationPolicy allows it */
+	DROP_MESH_DENY = 15,        /* a DENY AuthorizationPolicy matched */
+	DROP_PROXY_REQUIRED = 16,   /* an L7 rule applies, but the packet did not
+				     * come through the proxy */
+	DROP_PROXY_UNAVAILABLE = 17, /* an L7 rule applies, but no proxy listens */
+	REASON_MAX = 18,
 };
 
 /* Direction of traffic as the endpoint sees it. */

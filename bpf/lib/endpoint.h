@@ -17,6 +17,9 @@ enum endpoint_flags {
 	 * and rules present. */
 	EP_F_MESH_ENFORCED = 0x10,
 	EP_F_MESH_POLICY = 0x20,
+	/* Some ingress rule (either layer) is an L7 rule: new TCP connections
+	 * to the pod may have to go through the node's L7 proxy. */
+	EP_F_INGRESS_L7 = 0x40,
 };
 
 struct endpoint_info {
@@ -35,7 +38,22 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fp_endpoints SEC(".maps");
 
+/* The same records keyed by the pod's address, for hooks that see packets
+ * before the node routes them to a pod (the L7 proxy redirect). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __be32);
+	__type(value, struct endpoint_info);
+	__uint(max_entries, ENDPOINTS_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fp_endpoints_by_ip SEC(".maps");
+
 static __always_inline struct endpoint_info *endpoint_lookup(__u32 ifindex)
 {
 	return bpf_map_lookup_elem(&fp_endpoints, &ifindex);
+}
+
+static __always_inline struct endpoint_info *endpoint_by_ip(__be32 addr)
+{
+	return bpf_map_lookup_elem(&fp_endpoints_by_ip, &addr);
 }

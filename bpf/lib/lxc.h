@@ -14,6 +14,7 @@
 #include "conntrack.h"
 #include "metrics.h"
 #include "events.h"
+#include "proxy.h"
 
 static __always_inline int verdict(__u32 reason, __u8 dir, __u32 len)
 {
@@ -22,18 +23,72 @@ static __always_inline int verdict(__u32 reason, __u8 dir, __u32 len)
 }
 
 /*
+ * endpoint_verdict classifies a parsed packet of endpoint ep: conntrack
+ * first, then, for a new connection, the policy of the direction. It
+ * returns the reason the packet is counted under.
+ */
+static __always_inline int endpoint_verdict(struct __sk_buff *skb,
+					    const struct endpoint_info *ep,
+					    const struct flow4 *f, __u8 dir, __u32 len)
+{
+	struct peer_identity peer;
+	__be32 peer_addr;
+	int ret, consulted = 1;
+
+	switch (ct_lookup(f, dir, len)) {
+	case CT_ESTABLISHED:
+		return REASON_CT_ESTABLISHED;
+	case CT_REPLY:
+		return REASON_CT_REPLY;
+	default:
+		break;
+	}
+
+	peer_addr = dir == DIR_EGRESS ? f->daddr : f->saddr;
+	identity_of(peer_addr, &peer);
+	if (dir == DIR_INGRESS && from_proxy(skb)) {
+		/* The node's L7 proxy has already checked this connection's
+		 * requests against the pod's policy. */
+		ret = REASON_FROM_PROXY;
+	} else if (dir == DIR_INGRESS) {
+		ret = ingress_policy(ep, f, &peer, 1);
+		/* The proxy takes such connections where they enter the node;
+		 * one that reaches the pod directly has bypassed it. */
+		if (ret == REASON_TO_PROXY)
+			ret = DROP_PROXY_REQUIRED;
+	} else if (ep->flags & (EP_F_EGRESS_ENFORCED | EP_F_EGRESS_POLICY)) {
+		ret = policy_check(ep->ep_id, peer.identity, peer.cidr_identity,
+				   dir, f->proto, f->dport,
+				   ep->flags & EP_F_EGRESS_ENFORCED, 1);
+	} else {
+		ret = REASON_FORWARDED;
+		consulted = 0;
+	}
+	if (!(ep->flags & (EP_F_INGRESS_ENFORCED | EP_F_INGRESS_POLICY |
+			   EP_F_MESH_ENFORCED | EP_F_MESH_POLICY)) &&
+	    dir == DIR_INGRESS && ret == REASON_FORWARDED)
+		consulted = 0;
+	if (consulted)
+		emit_event(ret >= DROP_POLICY ? EVENT_DROP : EVENT_VERDICT, dir, ret,
+		   f, ep->ep_id, ep->identity, peer.identity, skb->ifindex);
+	if (ret >= DROP_POLICY)
+		return ret;
+	ct_create(f, dir, len, peer.identity);
+	return ret;
+}
+
+/*
  * handle_endpoint runs for a packet leaving the pod (dir == DIR_EGRESS, at
  * tc ingress of the node-side veth) or entering it (DIR_INGRESS, at tc
- * egress of the node-side veth).
+ * egress of the node-side veth). A packet the pod sends that passes is then
+ * offered to the L7 proxy redirect, in case its destination is a pod of
+ * this node with L7 rules.
  */
 static __always_inline int handle_endpoint(struct __sk_buff *skb, __u8 dir)
 {
 	struct endpoint_info *ep;
 	struct flow4 f;
 	__u32 len = skb->len;
-	struct peer_identity peer;
-	__u32 enforced, has_policy;
-	__be32 peer_addr;
 	int ret;
 
 	ret = parse_ipv4(skb, &f);
@@ -49,55 +104,44 @@ static __always_inline int handle_endpoint(struct __sk_buff *skb, __u8 dir)
 		emit_event(EVENT_DROP, dir, DROP_UNKNOWN_ENDPOINT, &f, 0, 0, 0, skb->ifindex);
 		return verdict(DROP_UNKNOWN_ENDPOINT, dir, len);
 	}
+	if (dir == DIR_EGRESS && f.saddr != ep->ipv4) {
+		emit_event(EVENT_DROP, dir, DROP_INVALID_SOURCE, &f, ep->ep_id, ep->identity, 0, skb->ifindex);
+		return verdict(DROP_INVALID_SOURCE, dir, len);
+	}
 
-	if (dir == DIR_EGRESS) {
-		if (f.saddr != ep->ipv4) {
-			emit_event(EVENT_DROP, dir, DROP_INVALID_SOURCE, &f, ep->ep_id, ep->identity, 0, skb->ifindex);
-			return verdict(DROP_INVALID_SOURCE, dir, len);
+	ret = endpoint_verdict(skb, ep, &f, dir, len);
+	if (dir == DIR_EGRESS && ret < DROP_POLICY) {
+		int steer = proxy_steer(skb, &f);
+
+		if (steer < 0) {
+			emit_event(EVENT_DROP, dir, -steer, &f, ep->ep_id, ep->identity, 0, skb->ifindex);
+			return verdict(-steer, dir, len);
 		}
-		peer_addr = f.daddr;
-		enforced = ep->flags & EP_F_EGRESS_ENFORCED;
-		has_policy = ep->flags & EP_F_EGRESS_POLICY;
-	} else {
-		peer_addr = f.saddr;
-		enforced = ep->flags & EP_F_INGRESS_ENFORCED;
-		has_policy = ep->flags & EP_F_INGRESS_POLICY;
+		if (steer > 0)
+			ret = REASON_TO_PROXY;
 	}
+	return verdict(ret, dir, len);
+}
 
-	switch (ct_lookup(&f, dir, len)) {
-	case CT_ESTABLISHED:
-		return verdict(REASON_CT_ESTABLISHED, dir, len);
-	case CT_REPLY:
-		return verdict(REASON_CT_REPLY, dir, len);
-	default:
-		break;
-	}
+/*
+ * handle_netdev runs at tc ingress of the node's uplink: packets from other
+ * nodes. Policy is enforced at the pods' own hooks; here only connections
+ * for the L7 proxy are taken.
+ */
+static __always_inline int handle_netdev(struct __sk_buff *skb)
+{
+	struct flow4 f;
+	int ret;
 
-	identity_of(peer_addr, &peer);
-	if (enforced || has_policy) {
-		ret = policy_check(ep->ep_id, peer.identity, peer.cidr_identity,
-				   dir, f.proto, f.dport, enforced);
-		emit_event(ret ? EVENT_DROP : EVENT_VERDICT, dir, ret ? ret : REASON_FORWARDED,
-			   &f, ep->ep_id, ep->identity, peer.identity, skb->ifindex);
-		if (ret)
-			return verdict(ret, dir, len);
+	ret = parse_ipv4(skb, &f);
+	if (ret != L3_IPV4)
+		return CTX_ACT_OK; /* not ours to judge: the pods' hooks are */
+	ret = proxy_steer(skb, &f);
+	if (ret < 0) {
+		emit_event(EVENT_DROP, DIR_INGRESS, -ret, &f, 0, 0, 0, skb->ifindex);
+		return verdict(-ret, DIR_INGRESS, skb->len);
 	}
-	/* The mesh layer: TCP into the pod must also pass its authorization
-	 * policies. */
-	if (dir == DIR_INGRESS && f.proto == IPPROTO_TCP &&
-	    (ep->flags & (EP_F_MESH_ENFORCED | EP_F_MESH_POLICY))) {
-		ret = policy_check(ep->ep_id | POLICY_MESH_BIT, peer.identity,
-				   peer.cidr_identity, dir, f.proto, f.dport,
-				   ep->flags & EP_F_MESH_ENFORCED);
-		if (ret == DROP_POLICY)
-			ret = DROP_MESH_POLICY;
-		else if (ret == DROP_POLICY_DENY)
-			ret = DROP_MESH_DENY;
-		emit_event(ret ? EVENT_DROP : EVENT_VERDICT, dir, ret ? ret : REASON_FORWARDED,
-			   &f, ep->ep_id, ep->identity, peer.identity, skb->ifindex);
-		if (ret)
-			return verdict(ret, dir, len);
-	}
-	ct_create(&f, dir, len, peer.identity);
-	return verdict(REASON_FORWARDED, dir, len);
+	if (ret > 0)
+		return verdict(REASON_TO_PROXY, DIR_INGRESS, skb->len);
+	return CTX_ACT_OK;
 }

@@ -33,13 +33,18 @@ struct policy_key {
 	__be16 dport;
 };
 
+/* Bits of a policy value. User space ORs into every key the bits of all
+ * the rules whose keys contain it, so one longest-prefix match carries
+ * everything that applies to that identity. */
 enum policy_action {
-	POLICY_ALLOW = 1,
-	POLICY_DENY = 2,
+	POLICY_ALLOW = 1,  /* admits the connection */
+	POLICY_DENY = 2,   /* drops it, whatever allows it */
+	POLICY_PROXY = 4,  /* an L7 rule applies: if admitted, the connection
+			    * goes through the node's L7 proxy */
 };
 
 struct policy_value {
-	__u8 action;     /* enum policy_action */
+	__u8 action;     /* enum policy_action bits */
 	__u8 pad;
 	__u16 pad2;
 	__u32 rule_id;   /* index into the endpoint's rule list (for counters) */
@@ -92,29 +97,20 @@ policy_lookup(void *inner, struct policy_key *key, __u32 identity)
 	return bpf_map_lookup_elem(inner, key);
 }
 
-/* pick returns the value that decides: a deny before an allow. */
-static __always_inline struct policy_value *pick(struct policy_value *cur,
-						 struct policy_value *v)
-{
-	if (!v)
-		return cur;
-	if (!cur || (v->action == POLICY_DENY && cur->action != POLICY_DENY))
-		return v;
-	return cur;
-}
-
 /*
- * policy_check returns 0 when the endpoint's policy allows a new connection
- * with the peer, or a positive drop reason. It looks up the peer's own
+ * policy_check decides a new connection with the peer: REASON_FORWARDED
+ * when the endpoint's policy admits it, REASON_TO_PROXY when it admits it
+ * subject to an L7 rule, or a drop reason. It looks up the peer's own
  * identity, the identity of the policy CIDR containing its address, and the
- * wildcard: a deny from any of them wins, then an allow from any of them,
- * then the default (deny when default_deny). Within one identity, user space
- * has already turned every allow that a broader deny covers into a deny, so
- * the longest-prefix match never lets a narrow allow hide a deny.
+ * wildcard, and combines the bits: a deny from any of them wins, then an
+ * allow from any of them admits, then the default (drop when default_deny).
+ * Within one identity, user space has already merged the bits of broader
+ * keys into narrower ones, so the longest-prefix match never lets a narrow
+ * allow hide a deny.
  */
 static __always_inline int policy_check(__u32 ep_id, __u32 peer, __u32 peer_cidr,
 					 __u8 dir, __u8 proto, __be16 dport,
-					 int default_deny)
+					 int default_deny, int count)
 {
 	struct policy_key key = {
 		.prefixlen = POLICY_KEY_BITS,
@@ -122,20 +118,39 @@ static __always_inline int policy_check(__u32 ep_id, __u32 peer, __u32 peer_cidr
 		.protocol = proto,
 		.dport = dport,
 	};
-	struct policy_value *v = NULL;
+	struct policy_value *v, *decided = NULL;
+	__u8 bits = 0;
 	void *inner;
 
 	inner = bpf_map_lookup_elem(&fp_policy, &ep_id);
 	if (!inner)
 		return DROP_NO_POLICY_MAP;
 
-	v = pick(v, policy_lookup(inner, &key, peer));
-	if (peer_cidr && peer_cidr != peer)
-		v = pick(v, policy_lookup(inner, &key, peer_cidr));
-	v = pick(v, policy_lookup(inner, &key, 0));
+	v = policy_lookup(inner, &key, peer);
+	if (v) {
+		bits |= v->action;
+		decided = v;
+	}
+	if (peer_cidr && peer_cidr != peer) {
+		v = policy_lookup(inner, &key, peer_cidr);
+		if (v) {
+			bits |= v->action;
+			if (!decided || (v->action & POLICY_DENY))
+				decided = v;
+		}
+	}
+	v = policy_lookup(inner, &key, 0);
+	if (v) {
+		bits |= v->action;
+		if (!decided || ((v->action & POLICY_DENY) && !(decided->action & POLICY_DENY)))
+			decided = v;
+	}
 
-	if (!v)
-		return default_deny ? DROP_POLICY : 0;
-	rule_count(ep_id, v->rule_id);
-	return v->action == POLICY_DENY ? DROP_POLICY_DENY : 0;
+	if (decided && count)
+		rule_count(ep_id, decided->rule_id);
+	if (bits & POLICY_DENY)
+		return DROP_POLICY_DENY;
+	if (!(bits & POLICY_ALLOW) && default_deny)
+		return DROP_POLICY;
+	return (bits & POLICY_PROXY) ? REASON_TO_PROXY : REASON_FORWARDED;
 }

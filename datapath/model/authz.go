@@ -21,10 +21,10 @@ const IstioRootNamespace = "istio-system"
 // TrustDomain of the principals this cluster issues.
 const TrustDomain = "cluster.local"
 
-// AuthorizationPolicy is the L4 subset of security.istio.io/v1
-// AuthorizationPolicy. L7 fields (methods, paths, hosts, request
-// principals, when) are refused with a clear error until the L7 proxy
-// redirect exists.
+// AuthorizationPolicy is the subset of security.istio.io/v1
+// AuthorizationPolicy fastpath enforces: the L4 part in eBPF, and methods
+// and paths (with their not* forms) in the node's L7 proxy. Hosts, request
+// principals and conditions (when) are refused with a clear error.
 type AuthorizationPolicy struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
@@ -78,9 +78,22 @@ type AuthzSource struct {
 type AuthzOperation struct {
 	Ports    []string `json:"ports,omitempty"`
 	NotPorts []string `json:"notPorts,omitempty"`
-	Methods  []string `json:"methods,omitempty"`
-	Paths    []string `json:"paths,omitempty"`
-	Hosts    []string `json:"hosts,omitempty"`
+	Methods    []string `json:"methods,omitempty"`
+	NotMethods []string `json:"notMethods,omitempty"`
+	Paths      []string `json:"paths,omitempty"`
+	NotPaths   []string `json:"notPaths,omitempty"`
+	Hosts      []string `json:"hosts,omitempty"`
+	NotHosts   []string `json:"notHosts,omitempty"`
+}
+
+// isL7 reports whether the operation has request-level fields.
+func (op AuthzOperation) isL7() bool {
+	return len(op.Methods)+len(op.NotMethods)+len(op.Paths)+len(op.NotPaths) > 0
+}
+
+// http returns the operation's request-level part.
+func (op AuthzOperation) http() HTTPRule {
+	return HTTPRule{Methods: op.Methods, NotMethods: op.NotMethods, Paths: op.Paths, NotPaths: op.NotPaths}
 }
 
 func (a *AuthorizationPolicy) action() string {
@@ -106,7 +119,7 @@ func validateAuthz(a *AuthorizationPolicy) field.ErrorList {
 	for i, r := range a.Spec.Rules {
 		rp := spec.Child("rules").Index(i)
 		if len(r.When) > 0 {
-			all = append(all, field.Forbidden(rp.Child("when"), "conditions need the L7 proxy redirect, which this build does not have yet (issue #3)"))
+			all = append(all, field.Forbidden(rp.Child("when"), "conditions are not supported"))
 		}
 		for j, f := range r.From {
 			sp := rp.Child("from").Index(j).Child("source")
@@ -121,8 +134,18 @@ func validateAuthz(a *AuthorizationPolicy) field.ErrorList {
 		}
 		for j, t := range r.To {
 			op := rp.Child("to").Index(j).Child("operation")
-			if len(t.Operation.Methods)+len(t.Operation.Paths)+len(t.Operation.Hosts) > 0 {
-				all = append(all, field.Forbidden(op, "methods, paths and hosts need the L7 proxy redirect, which this build does not have yet (issue #3)"))
+			if len(t.Operation.Hosts)+len(t.Operation.NotHosts) > 0 {
+				all = append(all, field.Forbidden(op.Child("hosts"), "hosts are not supported (methods and paths are)"))
+			}
+			for k, m := range append(append([]string(nil), t.Operation.Methods...), t.Operation.NotMethods...) {
+				if m == "" || strings.ContainsAny(m, " \t*") {
+					all = append(all, field.Invalid(op.Child("methods").Index(k), m, "an HTTP method name such as GET"))
+				}
+			}
+			for k, pth := range append(append([]string(nil), t.Operation.Paths...), t.Operation.NotPaths...) {
+				if pth == "" || (pth != "*" && strings.Contains(strings.TrimSuffix(strings.TrimPrefix(pth, "*"), "*"), "*")) {
+					all = append(all, field.Invalid(op.Child("paths").Index(k), pth, `a path: exact, "prefix*", "*suffix" or "*"`))
+				}
 			}
 			for k, p := range t.Operation.Ports {
 				if _, err := parseAuthzPort(p); err != nil {
@@ -287,19 +310,35 @@ func (r *Resolved) applyAuthz(a *AuthorizationPolicy) {
 	deny := a.action() == "DENY"
 	var rules []Rule
 	for _, ar := range a.Spec.Rules {
-		var ports []PortRange
+		// One rule per distinct L7 part: the L4-only operations together,
+		// and each operation with methods or paths on its own.
+		type part struct {
+			ports []PortRange
+			http  []HTTPRule
+		}
+		var parts []part
+		var l4 []PortRange
 		if len(ar.To) == 0 {
-			ports = []PortRange{{Protocol: ProtoTCP}}
+			l4 = []PortRange{{Protocol: ProtoTCP}}
 		}
 		for _, t := range ar.To {
-			ports = append(ports, operationPorts(t.Operation)...)
+			if t.Operation.isL7() {
+				parts = append(parts, part{operationPorts(t.Operation), []HTTPRule{t.Operation.http()}})
+			} else {
+				l4 = append(l4, operationPorts(t.Operation)...)
+			}
 		}
-		if len(ar.From) == 0 {
-			rules = append(rules, Rule{Policy: name, Deny: deny, AnyPeer: true, Ports: ports})
-			continue
+		if len(l4) > 0 || len(parts) == 0 {
+			parts = append([]part{{ports: l4}}, parts...)
 		}
-		for _, f := range ar.From {
-			rules = append(rules, Rule{Policy: name, Deny: deny, Peers: r.authzPeers(f.Source), Ports: ports})
+		for _, pt := range parts {
+			if len(ar.From) == 0 {
+				rules = append(rules, Rule{Policy: name, Deny: deny, AnyPeer: true, Ports: pt.ports, HTTP: pt.http})
+				continue
+			}
+			for _, f := range ar.From {
+				rules = append(rules, Rule{Policy: name, Deny: deny, Peers: r.authzPeers(f.Source), Ports: pt.ports, HTTP: pt.http})
+			}
 		}
 	}
 	for _, ep := range r.Endpoints {
@@ -407,23 +446,28 @@ func authzPrefixes(aps []AuthorizationPolicy) []string {
 
 // evalAuthz is the reference evaluator's mesh layer: for TCP to a pod, a
 // matching DENY policy denies; when ALLOW policies select the pod, one must
-// match.
-func evalAuthz(objs *Objects, dst, src *corev1.Pod, srcIP netip.Addr, port uint16) (bool, string) {
+// match. Without req it decides the connection: an operation with methods
+// or paths then admits it (ALLOW) but cannot deny it (DENY), since only the
+// requests can tell. With req it decides the request. l7 reports whether an
+// operation with methods or paths matched the connection (the proxy then
+// carries it).
+func evalAuthz(objs *Objects, dst, src *corev1.Pod, srcIP netip.Addr, port uint16, req *Request) (ok, l7 bool, why string) {
 	selected, allowed := false, false
 	for i := range objs.AuthorizationPolicies {
 		a := &objs.AuthorizationPolicies[i]
 		if !a.selects(dst) {
 			continue
 		}
+		deny := a.action() == "DENY"
 		matches := false
 		for _, r := range a.Spec.Rules {
-			if authzRuleMatches(r, src, srcIP, port) {
-				matches = true
-			}
+			m, rl7 := authzRuleMatches(r, src, srcIP, port, req, deny)
+			matches = matches || m
+			l7 = l7 || rl7
 		}
-		if a.action() == "DENY" {
+		if deny {
 			if matches {
-				return false, fmt.Sprintf("DENY AuthorizationPolicy %s/%s matches", a.Namespace, a.Name)
+				return false, l7, fmt.Sprintf("DENY AuthorizationPolicy %s/%s matches", a.Namespace, a.Name)
 			}
 			continue
 		}
@@ -431,12 +475,15 @@ func evalAuthz(objs *Objects, dst, src *corev1.Pod, srcIP netip.Addr, port uint1
 		allowed = allowed || matches
 	}
 	if selected && !allowed {
-		return false, fmt.Sprintf("no ALLOW AuthorizationPolicy selecting %s/%s matches", dst.Namespace, dst.Name)
+		return false, l7, fmt.Sprintf("no ALLOW AuthorizationPolicy selecting %s/%s matches", dst.Namespace, dst.Name)
 	}
-	return true, ""
+	return true, l7, ""
 }
 
-func authzRuleMatches(r AuthzRule, src *corev1.Pod, srcIP netip.Addr, port uint16) bool {
+// authzRuleMatches decides one rule for the connection (req nil) or the
+// request; l7 reports whether an operation with methods or paths matched
+// the source and port.
+func authzRuleMatches(r AuthzRule, src *corev1.Pod, srcIP netip.Addr, port uint16, req *Request, deny bool) (match, l7 bool) {
 	fromOK := len(r.From) == 0
 	for _, f := range r.From {
 		inMesh := src != nil
@@ -449,17 +496,32 @@ func authzRuleMatches(r AuthzRule, src *corev1.Pod, srcIP netip.Addr, port uint1
 		}
 	}
 	if !fromOK {
-		return false
+		return false, false
 	}
 	if len(r.To) == 0 {
-		return true
+		return true, false
 	}
 	for _, t := range r.To {
+		portOK := false
 		for _, pr := range operationPorts(t.Operation) {
 			if pr.Contains(ProtoTCP, port) {
-				return true
+				portOK = true
 			}
 		}
+		if !portOK {
+			continue
+		}
+		if !t.Operation.isL7() {
+			match = true
+			continue
+		}
+		l7 = true
+		switch {
+		case req != nil:
+			match = match || t.Operation.http().Matches(*req)
+		case !deny:
+			match = true
+		}
 	}
-	return false
+	return match, l7
 }

@@ -201,14 +201,100 @@ func validateCiliumPeers(eps []metav1.LabelSelector, cidrs []string, sets []CIDR
 			}
 		}
 		if pr.Rules != nil && len(pr.Rules.HTTP) > 0 {
-			if deny {
-				all = append(all, field.Forbidden(pp.Child("rules"), "deny rules cannot have L7 rules"))
-			} else {
-				all = append(all, field.Forbidden(pp.Child("rules", "http"), "L7 rules need the node-local proxy redirect, which this build does not have yet (issue #3)"))
-			}
+			all = append(all, validateCiliumL7(pr, pp, dir, deny)...)
 		}
 	}
 	return all
+}
+
+// validateCiliumL7 checks a port rule with rules.http: L7 rules apply to
+// TCP ports of ingress allow rules (the proxy sits on the destination's
+// node), and their method and path must be regular expressions.
+func validateCiliumL7(pr CiliumPortRule, pp *field.Path, dir string, deny bool) field.ErrorList {
+	var all field.ErrorList
+	switch {
+	case deny:
+		return append(all, field.Forbidden(pp.Child("rules"), "deny rules cannot have L7 rules"))
+	case dir != "from":
+		return append(all, field.Forbidden(pp.Child("rules", "http"),
+			"egress L7 rules are not supported: fastpath's L7 proxy enforces HTTP rules on the destination pod's node (ingress rules)"))
+	case len(pr.Ports) == 0:
+		all = append(all, field.Required(pp.Child("ports"), "L7 rules need the TCP ports they apply to"))
+	}
+	for j, p := range pr.Ports {
+		if proto, lo, _, err := parseCiliumPort(p); err == nil && (proto != ProtoTCP || lo == 0) {
+			all = append(all, field.Invalid(pp.Child("ports").Index(j), p, "L7 rules need protocol TCP and a port"))
+		}
+	}
+	for j, h := range pr.Rules.HTTP {
+		hp := pp.Child("rules", "http").Index(j)
+		if _, err := compileFull(h.Method); err != nil {
+			all = append(all, field.Invalid(hp.Child("method"), h.Method, "not a regular expression: "+err.Error()))
+		}
+		if _, err := compileFull(h.Path); err != nil {
+			all = append(all, field.Invalid(hp.Child("path"), h.Path, "not a regular expression: "+err.Error()))
+		}
+	}
+	return all
+}
+
+// l7Split returns the peer side once per port rule when some port rule has
+// L7 rules (each keeps its own HTTP rules), or unchanged when none has.
+func (p ciliumPeers) l7Split() []ciliumPeers {
+	l7 := false
+	for _, pr := range p.ports {
+		if pr.Rules != nil && len(pr.Rules.HTTP) > 0 {
+			l7 = true
+		}
+	}
+	if !l7 {
+		return []ciliumPeers{p}
+	}
+	var out []ciliumPeers
+	for _, pr := range p.ports {
+		q := p
+		q.ports = []CiliumPortRule{pr}
+		out = append(out, q)
+	}
+	return out
+}
+
+// httpRules returns the L7 rules of a peer side split by l7Split, in model
+// terms; nil when it has none.
+func (p ciliumPeers) httpRules() []HTTPRule {
+	if len(p.ports) != 1 || p.ports[0].Rules == nil || len(p.ports[0].Rules.HTTP) == 0 {
+		return nil
+	}
+	var out []HTTPRule
+	for _, h := range p.ports[0].Rules.HTTP {
+		out = append(out, HTTPRule{Method: h.Method, Path: h.Path})
+	}
+	return out
+}
+
+// hasL7 reports whether a port rule with L7 rules contains proto/port.
+func (p ciliumPeers) hasL7(proto Protocol, port uint16) bool {
+	for _, q := range p.l7Split() {
+		if q.httpRules() != nil && ciliumPortsMatch(q, proto, port) {
+			return true
+		}
+	}
+	return false
+}
+
+// requestMatches reports whether req on port passes the L7 rules of the
+// port rules that contain the port: true when one of them has none.
+func (p ciliumPeers) requestMatches(port uint16, req Request) bool {
+	for _, q := range p.l7Split() {
+		if !ciliumPortsMatch(q, ProtoTCP, port) {
+			continue
+		}
+		h := q.httpRules()
+		if h == nil || httpMatches(h, req) {
+			return true
+		}
+	}
+	return false
 }
 
 // parseCiliumPort returns protocol, first and last port (0, 0 = all ports).
@@ -318,7 +404,7 @@ func (p ciliumPeers) portRanges() []PortRange {
 
 // ciliumRule resolves one Cilium rule into identities and ports.
 func (r *Resolved) ciliumRule(policy string, p ciliumPeers, ns string, deny bool) Rule {
-	out := Rule{Policy: policy, Deny: deny, Ports: p.portRanges()}
+	out := Rule{Policy: policy, Deny: deny, Ports: p.portRanges(), HTTP: p.httpRules()}
 	if p.noPeers() {
 		if len(p.ports) == 0 {
 			out.Ports = nil // {}: matches nothing
@@ -406,7 +492,9 @@ func (r *Resolved) applyCNP(c *CiliumNetworkPolicy) {
 			ep.IngressEnforced = ep.IngressEnforced || ingressDD
 			ep.EgressEnforced = ep.EgressEnforced || egressDD
 			for _, in := range rule.Ingress {
-				ep.Ingress = append(ep.Ingress, r.ciliumRule(name, ingressPeers(in), c.Namespace, false))
+				for _, p := range ingressPeers(in).l7Split() {
+					ep.Ingress = append(ep.Ingress, r.ciliumRule(name, p, c.Namespace, false))
+				}
 			}
 			for _, in := range rule.IngressDeny {
 				ep.Ingress = append(ep.Ingress, r.ciliumRule(name, ingressPeers(in), c.Namespace, true))

@@ -13,6 +13,11 @@ import (
 // Verdict is the answer of an evaluator, with the reason in words.
 type Verdict struct {
 	Allowed bool
+	// Proxied is set for an allowed TCP connection that an L7 rule applies
+	// to: it goes through the node's L7 proxy, which passes only HTTP
+	// requests that the rules allow (anything else gets no echo: a raw TCP
+	// exchange fails).
+	Proxied bool
 	Reason  string
 }
 
@@ -21,6 +26,18 @@ type Verdict struct {
 // NetworkPolicy objects directly (it does not use identities or resolved
 // rules). Addresses that belong to no pod match only ipBlock peers.
 func Evaluate(objs *Objects, from, to netip.Addr, proto Protocol, port uint16) Verdict {
+	return evaluate(objs, from, to, proto, port, nil)
+}
+
+// EvaluateRequest is the reference evaluator for an HTTP request over TCP:
+// the connection must be allowed, and where L7 rules apply (Cilium
+// rules.http, AuthorizationPolicy methods and paths) the request must
+// satisfy them.
+func EvaluateRequest(objs *Objects, from, to netip.Addr, port uint16, req Request) Verdict {
+	return evaluate(objs, from, to, ProtoTCP, port, &req)
+}
+
+func evaluate(objs *Objects, from, to netip.Addr, proto Protocol, port uint16, req *Request) Verdict {
 	nsLabels := map[string]map[string]string{}
 	for _, ns := range objs.Namespaces {
 		nsLabels[ns.Name] = ns.Labels
@@ -34,22 +51,27 @@ func Evaluate(objs *Objects, from, to netip.Addr, proto Protocol, port uint16) V
 		return nil
 	}
 	src, dst := podAt(from), podAt(to)
+	proxied := false
 	if src != nil {
-		if ok, why := evalSide(objs, src, dst, to, proto, port, true, nsLabels); !ok {
+		if ok, _, why := evalSide(objs, src, dst, to, proto, port, true, nsLabels, nil); !ok {
 			return Verdict{Allowed: false, Reason: why}
 		}
 	}
 	if dst != nil {
-		if ok, why := evalSide(objs, dst, src, from, proto, port, false, nsLabels); !ok {
+		ok, l7, why := evalSide(objs, dst, src, from, proto, port, false, nsLabels, req)
+		if !ok {
 			return Verdict{Allowed: false, Reason: why}
 		}
+		proxied = l7
 		if proto == ProtoTCP {
-			if ok, why := evalAuthz(objs, dst, src, from, port); !ok {
+			ok, l7, why := evalAuthz(objs, dst, src, from, port, req)
+			if !ok {
 				return Verdict{Allowed: false, Reason: why}
 			}
+			proxied = proxied || l7
 		}
 	}
-	return Verdict{Allowed: true, Reason: "allowed"}
+	return Verdict{Allowed: true, Proxied: proxied, Reason: "allowed"}
 }
 
 // evalSide checks the policies that select subject, for egress (subject is
@@ -57,8 +79,10 @@ func Evaluate(objs *Objects, from, to netip.Addr, proto Protocol, port uint16) V
 // the other end (nil for a non-pod address peerIP). The port's owner for
 // named ports is always the destination pod. A matching deny rule (Cilium)
 // denies whatever allows; otherwise a selected direction needs an allow.
+// With req, an allow rule with L7 rules for the port allows only requests
+// they match; l7 reports whether such a rule matched the connection.
 func evalSide(objs *Objects, subject, peer *corev1.Pod, peerIP netip.Addr, proto Protocol, port uint16, egress bool,
-	nsLabels map[string]map[string]string) (bool, string) {
+	nsLabels map[string]map[string]string, req *Request) (ok, l7 bool, why string) {
 	dir := "ingress"
 	if egress {
 		dir = "egress"
@@ -131,20 +155,29 @@ func evalSide(objs *Objects, subject, peer *corev1.Pod, peerIP netip.Addr, proto
 			selected = selected || dd
 			for _, p := range denies {
 				if ciliumPeerMatches(objs, p, c.Namespace, subject, peer, peerIP, nsLabels) && ciliumPortsMatch(p, proto, port) {
-					return false, fmt.Sprintf("%s deny rule of CiliumNetworkPolicy %s/%s matches", dir, c.Namespace, c.Name)
+					return false, false, fmt.Sprintf("%s deny rule of CiliumNetworkPolicy %s/%s matches", dir, c.Namespace, c.Name)
 				}
 			}
 			for _, p := range allows {
-				if ciliumPeerMatches(objs, p, c.Namespace, subject, peer, peerIP, nsLabels) && ciliumPortsMatch(p, proto, port) {
+				if !ciliumPeerMatches(objs, p, c.Namespace, subject, peer, peerIP, nsLabels) || !ciliumPortsMatch(p, proto, port) {
+					continue
+				}
+				if p.hasL7(proto, port) {
+					l7 = true
+				}
+				if req == nil || p.requestMatches(port, *req) {
 					allowed = true
 				}
 			}
 		}
 	}
 	if !selected || allowed {
-		return true, ""
+		return true, l7, ""
 	}
-	return false, fmt.Sprintf("no %s rule of the policies selecting %s/%s allows it", dir, subject.Namespace, subject.Name)
+	if req != nil && l7 {
+		return false, l7, fmt.Sprintf("no %s rule of the policies selecting %s/%s allows %s %s", dir, subject.Namespace, subject.Name, req.Method, req.Path)
+	}
+	return false, l7, fmt.Sprintf("no %s rule of the policies selecting %s/%s allows it", dir, subject.Namespace, subject.Name)
 }
 
 // ciliumPeerMatches decides a Cilium rule's peer side from the objects.
@@ -300,6 +333,29 @@ func portsMatch(ports []networkingv1.NetworkPolicyPort, dstPod *corev1.Pod, prot
 // source's identity. It is what datapaths are expected to implement, and is
 // checked against Evaluate in the tests.
 func (r *Resolved) Allowed(from, to netip.Addr, proto Protocol, port uint16) Verdict {
+	return r.allowed(from, to, proto, port, nil)
+}
+
+// AllowedRequest is Allowed for an HTTP request over TCP: what the L7
+// proxy decides, checked against EvaluateRequest in the tests.
+func (r *Resolved) AllowedRequest(from, to netip.Addr, port uint16, req Request) Verdict {
+	return r.allowed(from, to, ProtoTCP, port, &req)
+}
+
+// IngressRequest decides a request at the destination endpoint dst from a
+// peer with identity peer (and CIDR identity peerCIDR), on both layers of
+// dst's ingress: the L7 proxy's decision.
+func (r *Resolved) IngressRequest(dst *Endpoint, peer, peerCIDR Identity, port uint16, req Request) Verdict {
+	if ok, _, why := sideAllows(dst.Ingress, dst.IngressEnforced, peer, peerCIDR, ProtoTCP, port, &req); !ok {
+		return Verdict{Reason: fmt.Sprintf("ingress of %s: %s (identity %d, %s %s on port %d)", dst.Key(), why, peer, req.Method, req.Path, port)}
+	}
+	if ok, _, why := sideAllows(dst.Mesh, dst.MeshEnforced, peer, peerCIDR, ProtoTCP, port, &req); !ok {
+		return Verdict{Reason: fmt.Sprintf("mesh ingress of %s: %s (identity %d, %s %s on port %d)", dst.Key(), why, peer, req.Method, req.Path, port)}
+	}
+	return Verdict{Allowed: true, Proxied: true, Reason: "allowed"}
+}
+
+func (r *Resolved) allowed(from, to netip.Addr, proto Protocol, port uint16, req *Request) Verdict {
 	src, srcOK := r.byIP[from]
 	dst, dstOK := r.byIP[to]
 	// The identities each end's node gives the other address.
@@ -311,42 +367,62 @@ func (r *Resolved) Allowed(from, to netip.Addr, proto Protocol, port uint16) Ver
 	if srcOK {
 		dstID = r.IdentityOf(src.Node, to)
 	}
+	proxied := false
 	if srcOK {
-		if ok, why := sideAllows(src.Egress, src.EgressEnforced, dstID, dstCIDR, proto, port); !ok {
+		if ok, _, why := sideAllows(src.Egress, src.EgressEnforced, dstID, dstCIDR, proto, port, nil); !ok {
 			return Verdict{Reason: fmt.Sprintf("egress of %s: %s (identity %d, %s/%d)", src.Key(), why, dstID, proto, port)}
 		}
 	}
 	if dstOK {
-		if ok, why := sideAllows(dst.Ingress, dst.IngressEnforced, srcID, srcCIDR, proto, port); !ok {
+		ok, l7, why := sideAllows(dst.Ingress, dst.IngressEnforced, srcID, srcCIDR, proto, port, req)
+		if !ok {
 			return Verdict{Reason: fmt.Sprintf("ingress of %s: %s (identity %d, %s/%d)", dst.Key(), why, srcID, proto, port)}
 		}
+		proxied = l7
 		if proto == ProtoTCP {
-			if ok, why := sideAllows(dst.Mesh, dst.MeshEnforced, srcID, srcCIDR, proto, port); !ok {
+			ok, l7, why := sideAllows(dst.Mesh, dst.MeshEnforced, srcID, srcCIDR, proto, port, req)
+			if !ok {
 				return Verdict{Reason: fmt.Sprintf("mesh ingress of %s: %s (identity %d, %s/%d)", dst.Key(), why, srcID, proto, port)}
 			}
+			proxied = proxied || l7
 		}
 	}
-	return Verdict{Allowed: true, Reason: "allowed"}
+	return Verdict{Allowed: true, Proxied: proxied, Reason: "allowed"}
 }
 
 // sideAllows applies one endpoint's rules for one direction: a matching
 // deny rule wins; else a matching allow rule allows; else the default
-// (deny when enforced).
-func sideAllows(rules []Rule, enforced bool, peer, peerCIDR Identity, proto Protocol, port uint16) (bool, string) {
+// (deny when enforced). Without req it decides the connection: an L7 allow
+// rule admits it, an L7 deny rule cannot deny it. With req it decides the
+// request: L7 rules match only the requests their HTTP rules match. l7
+// reports whether an L7 rule matched the connection.
+func sideAllows(rules []Rule, enforced bool, peer, peerCIDR Identity, proto Protocol, port uint16, req *Request) (ok, l7 bool, why string) {
 	allow := false
 	for _, r := range rules {
 		if !ruleMatches(r, peer, proto, port) && !(peerCIDR != 0 && ruleMatches(r, peerCIDR, proto, port)) {
 			continue
 		}
+		match := true
+		if r.IsL7() {
+			l7 = true
+			if req != nil {
+				match = httpMatches(r.HTTP, *req)
+			} else {
+				match = !r.Deny
+			}
+		}
+		if !match {
+			continue
+		}
 		if r.Deny {
-			return false, "denied by a deny rule of " + r.Policy
+			return false, l7, "denied by a deny rule of " + r.Policy
 		}
 		allow = true
 	}
 	if allow || !enforced {
-		return true, ""
+		return true, l7, ""
 	}
-	return false, "no rule allows it"
+	return false, l7, "no rule allows it"
 }
 
 func ruleMatches(r Rule, peer Identity, proto Protocol, port uint16) bool {

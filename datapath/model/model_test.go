@@ -346,6 +346,26 @@ func randCiliumPeers(rng *rand.Rand) ciliumPeers {
 	return p
 }
 
+func randCiliumHTTP(rng *rand.Rand) CiliumHTTPRule {
+	switch rng.Intn(4) {
+	case 0:
+		return CiliumHTTPRule{Method: "GET"}
+	case 1:
+		return CiliumHTTPRule{Path: "/public/.*"}
+	case 2:
+		return CiliumHTTPRule{Method: "GET|HEAD", Path: "/public/.*"}
+	}
+	return CiliumHTTPRule{}
+}
+
+// requests the differential test asks about.
+var testRequests = []Request{
+	{Method: "GET", Path: "/public/a"},
+	{Method: "GET", Path: "/private"},
+	{Method: "DELETE", Path: "/public/secret"},
+	{Method: "POST", Path: "/public/b"},
+}
+
 func toIngress(p ciliumPeers) CiliumIngressRule {
 	r := CiliumIngressRule{FromEndpoints: p.endpoints, FromEntities: p.entities, ToPorts: p.ports}
 	for _, b := range p.blocks {
@@ -371,7 +391,15 @@ func randomCNP(rng *rand.Rand, i int) CiliumNetworkPolicy {
 	for j := rng.Intn(3); j > 0; j-- {
 		switch rng.Intn(4) {
 		case 0:
-			rule.Ingress = append(rule.Ingress, toIngress(randCiliumPeers(rng)))
+			in := toIngress(randCiliumPeers(rng))
+			if rng.Intn(2) == 0 {
+				// An L7 port rule, beside the L4 one when there is one.
+				in.ToPorts = append(in.ToPorts, CiliumPortRule{
+					Ports: []CiliumPortProtocol{{Port: fmt.Sprint(80 + rng.Intn(2)), Protocol: "TCP"}},
+					Rules: &CiliumL7Rules{HTTP: []CiliumHTTPRule{randCiliumHTTP(rng)}},
+				})
+			}
+			rule.Ingress = append(rule.Ingress, in)
 		case 1:
 			rule.IngressDeny = append(rule.IngressDeny, toIngress(randCiliumPeers(rng)))
 		case 2:
@@ -416,10 +444,21 @@ func randomAuthz(rng *rand.Rand, i int) AuthorizationPolicy {
 			}
 			r.From = append(r.From, AuthzFrom{Source: s})
 		}
-		if rng.Intn(2) == 0 {
+		for k := rng.Intn(3); k > 0; k-- {
 			op := AuthzOperation{Ports: []string{"80"}}
 			if rng.Intn(2) == 0 {
 				op = AuthzOperation{NotPorts: []string{"81"}}
+			}
+			switch rng.Intn(4) {
+			case 0:
+				op.Methods = []string{"GET"}
+			case 1:
+				op.Paths = []string{"/public*"}
+				if rng.Intn(2) == 0 {
+					op.NotPaths = []string{"/public/secret"}
+				}
+			case 2:
+				op.NotMethods = []string{"DELETE"}
 			}
 			r.To = append(r.To, AuthzTo{Operation: op})
 		}
@@ -432,7 +471,7 @@ func randomAuthz(rng *rand.Rand, i int) AuthorizationPolicy {
 // datapath programs against the reference evaluator, on random policies.
 func TestResolvedAgreesWithEvaluator(t *testing.T) {
 	rng := rand.New(rand.NewSource(1))
-	checked := 0
+	checked, proxied, l7Denied := 0, 0, 0
 	for round := 0; round < 300; round++ {
 		objs := randomObjects(rng)
 		r, err := Resolve(objs)
@@ -459,18 +498,48 @@ func TestResolvedAgreesWithEvaluator(t *testing.T) {
 						want := Evaluate(objs, from, to, proto, port)
 						got := r.Allowed(from, to, proto, port)
 						checked++
-						if got.Allowed != want.Allowed {
+						if got.Allowed != want.Allowed || got.Proxied != want.Proxied {
 							cj, _ := json.Marshal(objs.CiliumNetworkPolicies)
 							if e, ok := r.EndpointByIP(from); ok {
 								t.Logf("src egress enforced=%v rules=%+v cidrs=%v dstcidr=%d", e.EgressEnforced, e.Egress, r.CIDRs, r.CIDRIdentityOf(to))
 							}
-							t.Fatalf("round %d: %s -> %s %s/%d: resolved %v (%s), evaluator %v (%s)\ncnps: %s\npolicies: %+v",
-								round, a, b, proto, port, got.Allowed, got.Reason, want.Allowed, want.Reason, cj, objs.NetworkPolicies)
+							t.Fatalf("round %d: %s -> %s %s/%d: resolved %v proxied %v (%s), evaluator %v proxied %v (%s)\ncnps: %s\npolicies: %+v",
+								round, a, b, proto, port, got.Allowed, got.Proxied, got.Reason, want.Allowed, want.Proxied, want.Reason, cj, objs.NetworkPolicies)
+						}
+						if want.Proxied {
+							proxied++
+						}
+						if proto != ProtoTCP {
+							continue
+						}
+						for _, req := range testRequests {
+							want := EvaluateRequest(objs, from, to, port, req)
+							got := r.AllowedRequest(from, to, port, req)
+							checked++
+							if got.Allowed != want.Allowed {
+								cj, _ := json.Marshal(objs.CiliumNetworkPolicies)
+								aj, _ := json.Marshal(objs.AuthorizationPolicies)
+								t.Fatalf("round %d: %s -> %s port %d %s %s: resolved %v (%s), evaluator %v (%s)\ncnps: %s\nauthz: %s",
+									round, a, b, port, req.Method, req.Path, got.Allowed, got.Reason, want.Allowed, want.Reason, cj, aj)
+							}
+							if !got.Allowed && Evaluate(objs, from, to, ProtoTCP, port).Allowed {
+								l7Denied++
+							}
+							if dst, ok := r.EndpointByIP(to); ok && got.Allowed && want.Proxied {
+								// What the proxy decides on the destination's node.
+								pv := r.IngressRequest(dst, r.IdentityOf(dst.Node, from), r.CIDRIdentityOf(from), port, req)
+								if !pv.Allowed {
+									t.Fatalf("round %d: %s -> %s port %d %s %s: proxy denies (%s), evaluator allows", round, a, b, port, req.Method, req.Path, pv.Reason)
+								}
+							}
 						}
 					}
 				}
 			}
 		}
 	}
-	t.Logf("%d probes agreed", checked)
+	t.Logf("%d probes agreed; %d connections proxied, %d requests denied at L7", checked, proxied, l7Denied)
+	if proxied == 0 || l7Denied == 0 {
+		t.Fatalf("the random policies exercised no L7 rule (proxied %d, denied at L7 %d)", proxied, l7Denied)
+	}
 }

@@ -164,7 +164,16 @@ type Rule struct {
 	AnyPeer bool
 	Peers   []Identity
 	Ports   []PortRange
+	// HTTP, when non-nil, makes the rule an L7 rule: an allow rule then
+	// allows only the HTTP requests one of its entries matches, and a deny
+	// rule denies only those. A connection such a rule applies to goes
+	// through the node's L7 proxy, which checks each request. L7 rules are
+	// TCP ingress rules.
+	HTTP []HTTPRule
 }
+
+// IsL7 reports whether the rule has an L7 part.
+func (r Rule) IsL7() bool { return r.HTTP != nil }
 
 // Endpoint is a pod with an address: the unit policy is enforced on.
 type Endpoint struct {

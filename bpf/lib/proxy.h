@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The L7 proxy redirect. A connection into a pod that an L7 rule applies to
+ * is handed to the node's proxy where the packet enters the node (the
+ * source pod's veth, or the node's uplink): before routing, while
+ * bpf_sk_assign still works. The packet keeps its addresses; the proxy's
+ * transparent listener accepts it as if it were the pod, checks each
+ * request, and opens its own connection to the pod, marked so that the
+ * pod's ingress hook knows the proxy has already decided.
+ *
+ * Assigning a socket is not enough on its own: the node would forward the
+ * packet (the pod's address is not local) and forwarding drops packets
+ * that carry a socket. The mark routes it locally instead: the agent adds
+ * "ip rule fwmark MARK_TO_PROXY/MARK_MASK lookup PROXY_ROUTE_TABLE" and a
+ * "local 0.0.0.0/0 dev lo" route in that table.
+ */
+#pragma once
+
+#include "compiler.h"
+#include "drop_reasons.h"
+#include "parse.h"
+#include "endpoint.h"
+#include "identity.h"
+#include "policy.h"
+
+/* skb marks: bits 8-11 are fastpath's. */
+enum proxy_mark {
+	MARK_MASK = 0x0f00,
+	MARK_TO_PROXY = 0x0c00,    /* set here: deliver to the proxy's socket */
+	MARK_FROM_PROXY = 0x0d00,  /* set by the proxy on its upstream socket */
+};
+
+/* The policy routing table that delivers MARK_TO_PROXY packets locally. */
+enum proxy_route {
+	PROXY_ROUTE_TABLE = 3510,
+};
+
+/* The proxy's listening socket, at index 0, put there by the agent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKMAP);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1);
+} fp_proxy_sock SEC(".maps");
+
+static __always_inline int from_proxy(const struct __sk_buff *skb)
+{
+	return (skb->mark & MARK_MASK) == MARK_FROM_PROXY;
+}
+
+/*
+ * ingress_policy decides a new connection into endpoint ep from peer:
+ * the network layer, then for TCP the mesh layer; both must admit it.
+ * Returns REASON_FORWARDED, REASON_TO_PROXY (admitted, subject to an L7
+ * rule of either layer) or a drop reason. count says whether the rules
+ * that decide are counted (not when the redirect hook only peeks).
+ */
+static __always_inline int ingress_policy(const struct endpoint_info *ep,
+					  const struct flow4 *f,
+					  const struct peer_identity *peer,
+					  int count)
+{
+	int net = REASON_FORWARDED, mesh = REASON_FORWARDED;
+
+	if (ep->flags & (EP_F_INGRESS_ENFORCED | EP_F_INGRESS_POLICY)) {
+		net = policy_check(ep->ep_id, peer->identity, peer->cidr_identity,
+				   DIR_INGRESS, f->proto, f->dport,
+				   ep->flags & EP_F_INGRESS_ENFORCED, count);
+		if (net >= DROP_POLICY)
+			return net;
+	}
+	if (f->proto == IPPROTO_TCP &&
+	    (ep->flags & (EP_F_MESH_ENFORCED | EP_F_MESH_POLICY))) {
+		mesh = policy_check(ep->ep_id | POLICY_MESH_BIT, peer->identity,
+				    peer->cidr_identity, DIR_INGRESS, f->proto,
+				    f->dport, ep->flags & EP_F_MESH_ENFORCED, count);
+		if (mesh == DROP_POLICY)
+			return DROP_MESH_POLICY;
+		if (mesh == DROP_POLICY_DENY)
+			return DROP_MESH_DENY;
+		if (mesh >= DROP_POLICY)
+			return mesh;
+	}
+	if (net == REASON_TO_PROXY || mesh == REASON_TO_PROXY)
+		return REASON_TO_PROXY;
+	return REASON_FORWARDED;
+}
+
+/*
+ * proxy_steer runs where a packet enters the node. For TCP to a local pod
+ * with L7 rules it hands the packet to the proxy: to the socket that
+ * already owns its connection, or, for a connection's first packet that
+ * the pod's policy sends to the proxy, to the listener. Returns 1 when the
+ * packet now belongs to the proxy, 0 when it goes on as usual, or a
+ * negative drop reason (an L7 rule applies but no proxy can take it: the
+ * connection fails closed).
+ */
+static __always_inline int proxy_steer(struct __sk_buff *skb, const struct flow4 *f)
+{
+	struct bpf_sock_tuple tuple = {};
+	struct peer_identity peer;
+	struct endpoint_info *dst;
+	struct bpf_sock *sk;
+	__u32 zero = 0;
+	long err;
+
+	if (f->proto != IPPROTO_TCP)
+		return 0;
+	dst = endpoint_by_ip(f->daddr);
+	if (!dst || !(dst->flags & EP_F_INGRESS_L7))
+		return 0;
+
+	tuple.ipv4.saddr = f->saddr;
+	tuple.ipv4.daddr = f->daddr;
+	tuple.ipv4.sport = f->sport;
+	tuple.ipv4.dport = f->dport;
+	sk = bpf_skc_lookup_tcp(skb, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (sk) {
+		if (sk->state != BPF_TCP_LISTEN)
+			goto assign;
+		bpf_sk_release(sk);
+	}
+
+	/* Only a connection's first packet may start one at the proxy. */
+	if (!(f->tcp_flags & TCP_FLAG_SYN) || (f->tcp_flags & TCP_FLAG_ACK))
+		return 0;
+	identity_of(f->saddr, &peer);
+	if (ingress_policy(dst, f, &peer, 0) != REASON_TO_PROXY)
+		return 0;
+	sk = bpf_map_lookup_elem(&fp_proxy_sock, &zero);
+	if (!sk)
+		return -DROP_PROXY_UNAVAILABLE;
+	if (sk->state != BPF_TCP_LISTEN) {
+		bpf_sk_release(sk);
+		return -DROP_PROXY_UNAVAILABLE;
+	}
+assign:
+	err = bpf_sk_assign(skb, sk, 0);
+	bpf_sk_release(sk);
+	if (err)
+		return -DROP_PROXY_UNAVAILABLE;
+	skb->mark = MARK_TO_PROXY;
+	return 1;
+}
