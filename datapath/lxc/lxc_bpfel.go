@@ -56,6 +56,8 @@ type lxcBtfLayouts struct {
 		EpId   uint32
 		RuleId uint32
 	}
+	ProxyMark  uint32
+	ProxyRoute uint32
 }
 
 type lxcCtEntry struct {
@@ -95,6 +97,7 @@ const (
 	lxcEndpointFlagsEP_F_EGRESS_POLICY    lxcEndpointFlags = 8
 	lxcEndpointFlagsEP_F_MESH_ENFORCED    lxcEndpointFlags = 16
 	lxcEndpointFlagsEP_F_MESH_POLICY      lxcEndpointFlags = 32
+	lxcEndpointFlagsEP_F_INGRESS_L7       lxcEndpointFlags = 64
 )
 
 type lxcEndpointInfo struct {
@@ -152,6 +155,7 @@ type lxcPolicyAction uint32
 const (
 	lxcPolicyActionPOLICY_ALLOW lxcPolicyAction = 1
 	lxcPolicyActionPOLICY_DENY  lxcPolicyAction = 2
+	lxcPolicyActionPOLICY_PROXY lxcPolicyAction = 4
 )
 
 type lxcPolicyKey struct {
@@ -174,21 +178,25 @@ type lxcPolicyValue struct {
 type lxcReason uint32
 
 const (
-	lxcReasonREASON_FORWARDED      lxcReason = 0
-	lxcReasonREASON_CT_ESTABLISHED lxcReason = 1
-	lxcReasonREASON_CT_REPLY       lxcReason = 2
-	lxcReasonDROP_POLICY           lxcReason = 3
-	lxcReasonDROP_POLICY_DENY      lxcReason = 4
-	lxcReasonDROP_INVALID_SOURCE   lxcReason = 5
-	lxcReasonDROP_UNKNOWN_ENDPOINT lxcReason = 6
-	lxcReasonDROP_TRUNCATED        lxcReason = 7
-	lxcReasonDROP_MALFORMED        lxcReason = 8
-	lxcReasonDROP_UNSUPPORTED_L3   lxcReason = 9
-	lxcReasonDROP_FRAGMENT         lxcReason = 10
-	lxcReasonDROP_NO_POLICY_MAP    lxcReason = 11
-	lxcReasonDROP_MESH_POLICY      lxcReason = 12
-	lxcReasonDROP_MESH_DENY        lxcReason = 13
-	lxcReasonREASON_MAX            lxcReason = 14
+	lxcReasonREASON_FORWARDED       lxcReason = 0
+	lxcReasonREASON_CT_ESTABLISHED  lxcReason = 1
+	lxcReasonREASON_CT_REPLY        lxcReason = 2
+	lxcReasonREASON_TO_PROXY        lxcReason = 3
+	lxcReasonREASON_FROM_PROXY      lxcReason = 4
+	lxcReasonDROP_POLICY            lxcReason = 5
+	lxcReasonDROP_POLICY_DENY       lxcReason = 6
+	lxcReasonDROP_INVALID_SOURCE    lxcReason = 7
+	lxcReasonDROP_UNKNOWN_ENDPOINT  lxcReason = 8
+	lxcReasonDROP_TRUNCATED         lxcReason = 9
+	lxcReasonDROP_MALFORMED         lxcReason = 10
+	lxcReasonDROP_UNSUPPORTED_L3    lxcReason = 11
+	lxcReasonDROP_FRAGMENT          lxcReason = 12
+	lxcReasonDROP_NO_POLICY_MAP     lxcReason = 13
+	lxcReasonDROP_MESH_POLICY       lxcReason = 14
+	lxcReasonDROP_MESH_DENY         lxcReason = 15
+	lxcReasonDROP_PROXY_REQUIRED    lxcReason = 16
+	lxcReasonDROP_PROXY_UNAVAILABLE lxcReason = 17
+	lxcReasonREASON_MAX             lxcReason = 18
 )
 
 type lxcRuleMetricsKey struct {
@@ -203,13 +211,16 @@ type lxcRuleMetricsKey struct {
 const (
 	lxcMapFpCt             = "fp_ct"
 	lxcMapFpEndpoints      = "fp_endpoints"
+	lxcMapFpEndpointsByIp  = "fp_endpoints_by_ip"
 	lxcMapFpEvents         = "fp_events"
 	lxcMapFpEventsLost     = "fp_events_lost"
 	lxcMapFpIpcache        = "fp_ipcache"
 	lxcMapFpMetrics        = "fp_metrics"
 	lxcMapFpPolicy         = "fp_policy"
+	lxcMapFpProxySock      = "fp_proxy_sock"
 	lxcMapFpRuleMetrics    = "fp_rule_metrics"
 	lxcProgFpFromContainer = "fp_from_container"
+	lxcProgFpFromNetdev    = "fp_from_netdev"
 	lxcProgFpToContainer   = "fp_to_container"
 	lxcVarBtfLayouts       = "btf_layouts"
 )
@@ -257,6 +268,7 @@ type lxcSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type lxcProgramSpecs struct {
 	FpFromContainer *ebpf.ProgramSpec `ebpf:"fp_from_container"`
+	FpFromNetdev    *ebpf.ProgramSpec `ebpf:"fp_from_netdev"`
 	FpToContainer   *ebpf.ProgramSpec `ebpf:"fp_to_container"`
 }
 
@@ -264,14 +276,16 @@ type lxcProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lxcMapSpecs struct {
-	FpCt          *ebpf.MapSpec `ebpf:"fp_ct"`
-	FpEndpoints   *ebpf.MapSpec `ebpf:"fp_endpoints"`
-	FpEvents      *ebpf.MapSpec `ebpf:"fp_events"`
-	FpEventsLost  *ebpf.MapSpec `ebpf:"fp_events_lost"`
-	FpIpcache     *ebpf.MapSpec `ebpf:"fp_ipcache"`
-	FpMetrics     *ebpf.MapSpec `ebpf:"fp_metrics"`
-	FpPolicy      *ebpf.MapSpec `ebpf:"fp_policy"`
-	FpRuleMetrics *ebpf.MapSpec `ebpf:"fp_rule_metrics"`
+	FpCt            *ebpf.MapSpec `ebpf:"fp_ct"`
+	FpEndpoints     *ebpf.MapSpec `ebpf:"fp_endpoints"`
+	FpEndpointsByIp *ebpf.MapSpec `ebpf:"fp_endpoints_by_ip"`
+	FpEvents        *ebpf.MapSpec `ebpf:"fp_events"`
+	FpEventsLost    *ebpf.MapSpec `ebpf:"fp_events_lost"`
+	FpIpcache       *ebpf.MapSpec `ebpf:"fp_ipcache"`
+	FpMetrics       *ebpf.MapSpec `ebpf:"fp_metrics"`
+	FpPolicy        *ebpf.MapSpec `ebpf:"fp_policy"`
+	FpProxySock     *ebpf.MapSpec `ebpf:"fp_proxy_sock"`
+	FpRuleMetrics   *ebpf.MapSpec `ebpf:"fp_rule_metrics"`
 }
 
 // lxcVariableSpecs contains global variables before they are loaded into the kernel.
@@ -301,25 +315,29 @@ func (o *lxcObjects) Close() error {
 //
 // It can be passed to loadLxcObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lxcMaps struct {
-	FpCt          *ebpf.Map `ebpf:"fp_ct"`
-	FpEndpoints   *ebpf.Map `ebpf:"fp_endpoints"`
-	FpEvents      *ebpf.Map `ebpf:"fp_events"`
-	FpEventsLost  *ebpf.Map `ebpf:"fp_events_lost"`
-	FpIpcache     *ebpf.Map `ebpf:"fp_ipcache"`
-	FpMetrics     *ebpf.Map `ebpf:"fp_metrics"`
-	FpPolicy      *ebpf.Map `ebpf:"fp_policy"`
-	FpRuleMetrics *ebpf.Map `ebpf:"fp_rule_metrics"`
+	FpCt            *ebpf.Map `ebpf:"fp_ct"`
+	FpEndpoints     *ebpf.Map `ebpf:"fp_endpoints"`
+	FpEndpointsByIp *ebpf.Map `ebpf:"fp_endpoints_by_ip"`
+	FpEvents        *ebpf.Map `ebpf:"fp_events"`
+	FpEventsLost    *ebpf.Map `ebpf:"fp_events_lost"`
+	FpIpcache       *ebpf.Map `ebpf:"fp_ipcache"`
+	FpMetrics       *ebpf.Map `ebpf:"fp_metrics"`
+	FpPolicy        *ebpf.Map `ebpf:"fp_policy"`
+	FpProxySock     *ebpf.Map `ebpf:"fp_proxy_sock"`
+	FpRuleMetrics   *ebpf.Map `ebpf:"fp_rule_metrics"`
 }
 
 func (m *lxcMaps) Close() error {
 	return _LxcClose(
 		m.FpCt,
 		m.FpEndpoints,
+		m.FpEndpointsByIp,
 		m.FpEvents,
 		m.FpEventsLost,
 		m.FpIpcache,
 		m.FpMetrics,
 		m.FpPolicy,
+		m.FpProxySock,
 		m.FpRuleMetrics,
 	)
 }
@@ -336,12 +354,14 @@ type lxcVariables struct {
 // It can be passed to loadLxcObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lxcPrograms struct {
 	FpFromContainer *ebpf.Program `ebpf:"fp_from_container"`
+	FpFromNetdev    *ebpf.Program `ebpf:"fp_from_netdev"`
 	FpToContainer   *ebpf.Program `ebpf:"fp_to_container"`
 }
 
 func (p *lxcPrograms) Close() error {
 	return _LxcClose(
 		p.FpFromContainer,
+		p.FpFromNetdev,
 		p.FpToContainer,
 	)
 }

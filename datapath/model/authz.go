@@ -76,8 +76,8 @@ type AuthzSource struct {
 
 // AuthzOperation is the destination side.
 type AuthzOperation struct {
-	Ports    []string `json:"ports,omitempty"`
-	NotPorts []string `json:"notPorts,omitempty"`
+	Ports      []string `json:"ports,omitempty"`
+	NotPorts   []string `json:"notPorts,omitempty"`
 	Methods    []string `json:"methods,omitempty"`
 	NotMethods []string `json:"notMethods,omitempty"`
 	Paths      []string `json:"paths,omitempty"`
