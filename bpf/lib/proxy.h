@@ -35,13 +35,21 @@ enum proxy_route {
 	PROXY_ROUTE_TABLE = 3510,
 };
 
-/* The proxy's listening socket, at index 0, put there by the agent. */
+/* Where the proxy listens: its port on the wildcard address of the node's
+ * namespace, written by the agent (0: no proxy). The listener is found
+ * with a socket lookup on that port. (A socket map would be the other way,
+ * but kernels refuse listening sockets in sockmaps on some versions.) */
+struct proxy_config {
+	__be16 port;
+	__u16 pad;
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_SOCKMAP);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct proxy_config);
 	__uint(max_entries, 1);
-} fp_proxy_sock SEC(".maps");
+} fp_proxy SEC(".maps");
 
 static __always_inline int from_proxy(const struct __sk_buff *skb)
 {
@@ -98,6 +106,7 @@ static __always_inline int ingress_policy(const struct endpoint_info *ep,
 static __always_inline int proxy_steer(struct __sk_buff *skb, const struct flow4 *f)
 {
 	struct bpf_sock_tuple tuple = {};
+	struct proxy_config *proxy;
 	struct peer_identity peer;
 	struct endpoint_info *dst;
 	struct bpf_sock *sk;
@@ -127,7 +136,11 @@ static __always_inline int proxy_steer(struct __sk_buff *skb, const struct flow4
 	identity_of(f->saddr, &peer);
 	if (ingress_policy(dst, f, &peer, 0) != REASON_TO_PROXY)
 		return 0;
-	sk = bpf_map_lookup_elem(&fp_proxy_sock, &zero);
+	proxy = bpf_map_lookup_elem(&fp_proxy, &zero);
+	if (!proxy || !proxy->port)
+		return -DROP_PROXY_UNAVAILABLE;
+	tuple.ipv4.dport = proxy->port;
+	sk = bpf_skc_lookup_tcp(skb, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
 	if (!sk)
 		return -DROP_PROXY_UNAVAILABLE;
 	if (sk->state != BPF_TCP_LISTEN) {

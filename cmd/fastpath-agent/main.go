@@ -65,6 +65,7 @@ func newRoot() *cobra.Command {
 	f.DurationVar(&cfg.Resync, "resync", time.Second, "re-read the state this often even without file events")
 	f.StringVar(&attachMode, "attach", "auto", "TC attach mechanism: auto, tcx or tc")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.StringSliceVar(&cfg.Uplinks, "uplink", nil, "devices packets from other nodes arrive on, for the L7 proxy redirect (ebpf; default: the device holding this node's address)")
 
 	var socket string
 	status := &cobra.Command{

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -24,6 +25,7 @@ import (
 	"github.com/fastpath-bench/fastpath/baselines/iptables"
 	"github.com/fastpath-bench/fastpath/datapath/agentapi"
 	"github.com/fastpath-bench/fastpath/datapath/attach"
+	"github.com/fastpath-bench/fastpath/datapath/l7proxy"
 	"github.com/fastpath-bench/fastpath/datapath/lxc"
 	"github.com/fastpath-bench/fastpath/datapath/model"
 )
@@ -48,6 +50,10 @@ type Config struct {
 	// Resync is how often the state is re-read even without a file event
 	// (and pending endpoints retried); zero: 1s.
 	Resync time.Duration
+	// Uplinks are the devices packets from other nodes arrive on (ebpf:
+	// the L7 proxy redirect is attached there). Empty: the device holding
+	// this node's address, once the state names it.
+	Uplinks []string
 	// Logger; nil: slog.Default().
 	Logger *slog.Logger
 }
@@ -99,6 +105,10 @@ type Agent struct {
 	metrics func() (map[lxc.MetricKey]lxc.Counter, error)
 	// lxc is the eBPF datapath, when that is the one programmed.
 	lxc *lxc.Datapath
+	// proxy is the node's L7 proxy (ebpf).
+	proxy *l7proxy.Proxy
+	// uplinks are the devices the uplink program is attached to.
+	uplinks []string
 }
 
 // New validates cfg and loads the datapath.
@@ -144,6 +154,10 @@ func New(cfg Config) (*Agent, error) {
 		a.dp = d
 		a.metrics = d.Metrics
 		a.lxc = d
+		if err := a.startProxy(); err != nil {
+			d.Close()
+			return nil, err
+		}
 	}
 	a.status = agentapi.Status{Node: cfg.Node, Datapath: cfg.Datapath, PID: os.Getpid(), StartedAt: time.Now()}
 	return a, nil
@@ -155,13 +169,121 @@ func (a *Agent) Status() agentapi.Status {
 	defer a.mu.Unlock()
 	st := a.status
 	st.Pending = append([]string(nil), a.status.Pending...)
+	st.Uplinks = append([]string(nil), a.uplinks...)
+	if a.proxy != nil {
+		ps := a.proxy.Stats()
+		st.Proxy = &agentapi.ProxyStats{Listen: a.proxy.Addr().String(), Connections: ps.Connections, Requests: ps.Requests,
+			Allowed: ps.Allowed, Denied: ps.Denied, UpstreamErrors: ps.UpstreamErrors}
+	}
 	return st
+}
+
+// startProxy starts the node's L7 proxy, gives its listener to the
+// datapath and adds the routing that delivers redirected packets to it.
+func (a *Agent) startProxy() error {
+	p, err := l7proxy.Listen(l7proxy.Options{UpstreamMark: lxc.MarkFromProxy, Decider: l7proxy.DeciderFunc(a.decideRequest)})
+	if err != nil {
+		return fmt.Errorf("L7 proxy: %w", err)
+	}
+	if err := a.lxc.SetProxyPort(p.Addr().Port()); err != nil {
+		p.Close()
+		return fmt.Errorf("L7 proxy: %w", err)
+	}
+	if err := lxc.InstallProxyRouting(); err != nil {
+		p.Close()
+		return fmt.Errorf("L7 proxy: %w", err)
+	}
+	a.proxy = p
+	return nil
+}
+
+func (a *Agent) stopProxy() {
+	if a.proxy == nil {
+		return
+	}
+	a.proxy.Close()
+	if err := lxc.RemoveProxyRouting(); err != nil {
+		a.log.Warn("L7 proxy", "error", err)
+	}
+}
+
+// decideRequest is the L7 proxy's decider: the destination pod's ingress
+// rules (both layers) for the request, with the source's identity as this
+// node sees it. A request to an address that is no pod of this node is
+// denied.
+func (a *Agent) decideRequest(src, dst netip.AddrPort, req model.Request) l7proxy.Decision {
+	a.mu.Lock()
+	r := a.resolved
+	a.mu.Unlock()
+	if r == nil {
+		return l7proxy.Decision{Reason: "no policy programmed yet"}
+	}
+	ep, ok := r.EndpointByIP(dst.Addr())
+	if !ok || ep.Node != a.cfg.Node {
+		return l7proxy.Decision{Reason: fmt.Sprintf("%s is not a pod of node %s", dst.Addr(), a.cfg.Node)}
+	}
+	v := r.IngressRequest(ep, r.IdentityOf(a.cfg.Node, src.Addr()), r.CIDRIdentityOf(src.Addr()), dst.Port(), req)
+	return l7proxy.Decision{Allowed: v.Allowed, Reason: v.Reason}
+}
+
+// attachUplinks attaches the uplink program once: to the configured
+// devices, or to the one holding this node's address in r.
+func (a *Agent) attachUplinks(r *model.Resolved) {
+	if a.lxc == nil || a.uplinks != nil {
+		return
+	}
+	names := a.cfg.Uplinks
+	if len(names) == 0 {
+		for _, n := range r.Nodes {
+			if n.Name == a.cfg.Node && n.IP.IsValid() {
+				if name, err := deviceWithAddr(n.IP); err == nil {
+					names = []string{name}
+				} else {
+					a.log.Warn("uplink not found: L7 rules cannot be enforced for traffic from other nodes (it is dropped)", "error", err)
+				}
+			}
+		}
+	}
+	var done []string
+	for _, name := range names {
+		if err := a.lxc.AttachUplink(name); err != nil {
+			a.log.Warn("uplink", "error", err)
+			continue
+		}
+		done = append(done, name)
+	}
+	if len(done) > 0 {
+		a.uplinks = done
+	}
+}
+
+// deviceWithAddr returns the name of the interface that has address ip.
+func deviceWithAddr(ip netip.Addr) (string, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return "", err
+	}
+	for _, ifc := range ifs {
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, ad := range addrs {
+			if n, ok := ad.(*net.IPNet); ok {
+				if a, ok := netip.AddrFromSlice(n.IP); ok && a.Unmap() == ip {
+					return ifc.Name, nil
+				}
+			}
+		}
+	}
+	return "", fmt.Errorf("no interface has address %s", ip)
 }
 
 // Run watches the state directory and programs every change until ctx
 // ends, then detaches everything.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.dp.Close()
+	defer a.stopProxy()
 	if a.cfg.Socket != "" {
 		srv, err := a.serve()
 		if err != nil {
@@ -308,6 +430,7 @@ func (a *Agent) reconcile() {
 	a.status.Identities = len(r.Identities)
 	a.resolved = r
 	a.status.Policies = r.Policies
+	a.attachUplinks(r)
 	if changed {
 		a.log.Info("programmed", "hash", objs.Hash, "endpoints", st.Endpoints, "pending", len(st.Pending),
 			"policyEntries", st.PolicyEntries, "seconds", a.status.ApplySeconds)
@@ -350,6 +473,11 @@ func (a *Agent) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprintf(w, "# HELP fastpath_agent_policy_overflow_refusals_total Desired states refused because a policy map would overflow.\n# TYPE fastpath_agent_policy_overflow_refusals_total counter\nfastpath_agent_policy_overflow_refusals_total %d\n", st.RefusedOverflow)
 	fmt.Fprintf(w, "# HELP fastpath_agent_endpoints_failed_closed_total New endpoints programmed to drop everything because their policy would overflow.\n# TYPE fastpath_agent_endpoints_failed_closed_total counter\nfastpath_agent_endpoints_failed_closed_total %d\n", st.PolicyOverflows)
 	fmt.Fprintf(w, "# HELP fastpath_agent_policy_entries Policy map entries programmed.\n# TYPE fastpath_agent_policy_entries gauge\nfastpath_agent_policy_entries %d\n", st.PolicyEntries)
+	if st.Proxy != nil {
+		fmt.Fprintf(w, "# HELP fastpath_proxy_requests_total HTTP requests the node's L7 proxy decided.\n# TYPE fastpath_proxy_requests_total counter\n")
+		fmt.Fprintf(w, "fastpath_proxy_requests_total{verdict=\"allowed\"} %d\nfastpath_proxy_requests_total{verdict=\"denied\"} %d\n", st.Proxy.Allowed, st.Proxy.Denied)
+		fmt.Fprintf(w, "# HELP fastpath_proxy_upstream_errors_total Allowed requests the proxy could not forward.\n# TYPE fastpath_proxy_upstream_errors_total counter\nfastpath_proxy_upstream_errors_total %d\n", st.Proxy.UpstreamErrors)
+	}
 	if a.metrics == nil {
 		return
 	}

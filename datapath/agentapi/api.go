@@ -55,6 +55,23 @@ type Status struct {
 	PolicyEntries int      `json:"policyEntries"`
 	Identities    int      `json:"identities"`
 	Policies      int      `json:"policies"`
+
+	// Uplinks are the devices the uplink program is attached to (ebpf):
+	// connections from other nodes that L7 rules apply to are taken there.
+	Uplinks []string `json:"uplinks,omitempty"`
+	// Proxy counts the node's L7 proxy's work (ebpf); nil without one.
+	Proxy *ProxyStats `json:"proxy,omitempty"`
+}
+
+// ProxyStats counts what the node's L7 proxy did.
+type ProxyStats struct {
+	// Listen is the transparent listener's address.
+	Listen         string `json:"listen"`
+	Connections    int64  `json:"connections"`
+	Requests       int64  `json:"requests"`
+	Allowed        int64  `json:"allowed"`
+	Denied         int64  `json:"denied"`
+	UpstreamErrors int64  `json:"upstreamErrors"`
 }
 
 // Client talks to one agent over its unix socket.

@@ -3,4 +3,4 @@ package lxc
 // The BPF object is compiled by clang through bpf2go; the generated .go and
 // .o files are committed so that building needs no clang. `make generate`
 // runs this with BPF_CLANG and BPF_CFLAGS set (see the Makefile).
-//go:generate go tool bpf2go -cc $BPF_CLANG -cflags "$BPF_CFLAGS" -target bpfel -type endpoint_info -type ipcache_key -type ipcache_value -type policy_key -type policy_value -type ct_key -type ct_entry -type metrics_value -type reason -type direction -type policy_action -type endpoint_flags -type event_type -type flow_event -type rule_metrics_key lxc ../../bpf/bpf_lxc.c -- -I../../bpf/include -I../../bpf
+//go:generate go tool bpf2go -cc $BPF_CLANG -cflags "$BPF_CFLAGS" -target bpfel -type endpoint_info -type ipcache_key -type ipcache_value -type policy_key -type policy_value -type ct_key -type ct_entry -type metrics_value -type reason -type direction -type policy_action -type endpoint_flags -type event_type -type flow_event -type rule_metrics_key -type proxy_mark -type proxy_route -type proxy_config lxc ../../bpf/bpf_lxc.c -- -I../../bpf/include -I../../bpf

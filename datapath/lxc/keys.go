@@ -34,6 +34,27 @@ type PolicyEntry struct {
 	PolicyName string
 	// Deny makes the entry deny what it matches.
 	Deny bool
+	// Allow makes it admit what it matches (an L4 allow rule, or an L7
+	// allow rule whose requests the proxy then checks).
+	Allow bool
+	// Proxy sends what it matches, when admitted, through the L7 proxy
+	// (the entry comes from an L7 rule, allow or deny).
+	Proxy bool
+}
+
+// action is the entry's policy value bits (enum policy_action).
+func (e PolicyEntry) action() uint8 {
+	var a uint8
+	if e.Allow {
+		a |= uint8(lxcPolicyActionPOLICY_ALLOW)
+	}
+	if e.Deny {
+		a |= uint8(lxcPolicyActionPOLICY_DENY)
+	}
+	if e.Proxy {
+		a |= uint8(lxcPolicyActionPOLICY_PROXY)
+	}
+	return a
 }
 
 func (e PolicyEntry) key() lxcPolicyKey {
@@ -120,7 +141,18 @@ func expandRules(byDir map[model.Direction][]model.Rule) []PolicyEntry {
 			}
 			for _, peer := range peers {
 				for _, p := range r.Ports {
-					base := PolicyEntry{Identity: peer, Direction: dir, Protocol: p.Protocol, RuleID: RuleID(dir, ri), PolicyName: r.Policy, Deny: r.Deny}
+					base := PolicyEntry{Identity: peer, Direction: dir, Protocol: p.Protocol, RuleID: RuleID(dir, ri), PolicyName: r.Policy}
+					// An L7 deny rule cannot deny the connection (only the
+					// proxy can tell which requests it denies); an L7
+					// allow rule admits it, for the proxy to check.
+					switch {
+					case r.IsL7():
+						base.Proxy, base.Allow = true, !r.Deny
+					case r.Deny:
+						base.Deny = true
+					default:
+						base.Allow = true
+					}
 					switch {
 					case p.Protocol == model.ProtoAny:
 						base.AnyProto = true
@@ -145,7 +177,7 @@ func expandRules(byDir map[model.Direction][]model.Rule) []PolicyEntry {
 	}
 	add(model.Ingress, byDir[model.Ingress])
 	add(model.Egress, byDir[model.Egress])
-	out = applyDenyPrecedence(out)
+	out = mergeCovering(out)
 	// Deterministic order (map updates are idempotent anyway).
 	sort.SliceStable(out, func(i, j int) bool {
 		a, b := out[i].key(), out[j].key()
@@ -167,70 +199,71 @@ func expandRules(byDir map[model.Direction][]model.Rule) []PolicyEntry {
 // and its index in the endpoint's rule list of that direction.
 func RuleID(dir model.Direction, index int) uint32 { return uint32(dir)<<30 | uint32(index) }
 
-// covers reports whether every packet key e matches is also matched by d
-// (same identity and direction).
-func (d PolicyEntry) covers(e PolicyEntry) bool {
-	if d.Identity != e.Identity || d.Direction != e.Direction {
-		return false
-	}
-	if d.AnyProto {
-		return true
-	}
-	if e.AnyProto || d.Protocol != e.Protocol {
-		return false
-	}
-	if d.AnyPort {
-		return true
-	}
-	if e.AnyPort || e.PortBits < d.PortBits {
-		return false
-	}
-	mask := uint16(0xffff) << (16 - d.PortBits)
-	if d.PortBits == 0 {
-		mask = 0
-	}
-	return e.Port&mask == d.Port&mask
-}
-
-// applyDenyPrecedence makes deny win inside one identity's trie: the
-// longest-prefix match would let a narrow allow (TCP/80) hide a broader deny
-// (TCP/*), so such allows become denies; an allow and a deny on the same key
-// leave the deny. (Across identities the BPF side looks all of them up and
-// lets any deny win.)
-func applyDenyPrecedence(entries []PolicyEntry) []PolicyEntry {
-	var denies []PolicyEntry
-	for _, e := range entries {
-		if e.Deny {
-			denies = append(denies, e)
-		}
-	}
-	if len(denies) == 0 {
-		return entries
-	}
+// mergeCovering gives every key the bits of all the entries whose keys
+// contain it, and leaves one entry per key. The longest-prefix match
+// returns only the narrowest key, so without this a narrow allow (TCP/80)
+// would hide a broader deny (TCP/*) or a broader L7 rule. A key that a deny
+// covers counts for the deny's rule. (Across identities the BPF side looks
+// all of them up and combines their bits.)
+func mergeCovering(entries []PolicyEntry) []PolicyEntry {
 	byKey := map[lxcPolicyKey]int{}
 	var out []PolicyEntry
 	for _, e := range entries {
-		if !e.Deny {
-			for _, d := range denies {
-				if d.covers(e) {
-					e.Deny = true
-					e.RuleID = d.RuleID
-					e.PolicyName = d.PolicyName
-					break
-				}
-			}
-		}
 		k := e.key()
 		if i, ok := byKey[k]; ok {
-			if e.Deny && !out[i].Deny {
-				out[i] = e
-			}
+			out[i] = merge(out[i], e)
 			continue
 		}
 		byKey[k] = len(out)
 		out = append(out, e)
 	}
+	// A key's containing keys are its shorter port blocks, every port of
+	// its protocol, and every protocol: look each up.
+	merged := make([]PolicyEntry, len(out))
+	copy(merged, out)
+	for i, e := range out {
+		for _, anc := range e.ancestors() {
+			if j, ok := byKey[anc.key()]; ok {
+				merged[i] = merge(merged[i], out[j])
+			}
+		}
+	}
+	return merged
+}
+
+// ancestors returns entries with the keys that strictly contain e's key.
+func (e PolicyEntry) ancestors() []PolicyEntry {
+	var out []PolicyEntry
+	if e.AnyProto {
+		return nil
+	}
+	up := e
+	up.AnyProto = true
+	out = append(out, up)
+	if e.AnyPort {
+		return out
+	}
+	up = e
+	up.AnyPort = true
+	out = append(out, up)
+	for bits := int(e.PortBits) - 1; bits > 0; bits-- {
+		up = e
+		up.PortBits = uint8(bits)
+		up.Port = e.Port & (uint16(0xffff) << (16 - bits))
+		out = append(out, up)
+	}
 	return out
+}
+
+// merge ORs b's bits into a; a deny's rule and policy name win.
+func merge(a, b PolicyEntry) PolicyEntry {
+	if b.Deny && !a.Deny {
+		a.RuleID, a.PolicyName = b.RuleID, b.PolicyName
+	}
+	a.Deny = a.Deny || b.Deny
+	a.Allow = a.Allow || b.Allow
+	a.Proxy = a.Proxy || b.Proxy
+	return a
 }
 
 // reasonNames is read from the object's BTF: the C enum is the one

@@ -42,6 +42,7 @@ type Datapath struct {
 
 	mu        sync.Mutex
 	endpoints map[string]*endpointState // by model key ns/name
+	uplinks   []attach.Attachment
 	nextEpID  uint32
 	ipcache   map[netip.Prefix]lxcIpcacheValue
 }
@@ -52,6 +53,7 @@ type endpointState struct {
 	ifindex  int
 	attached []attach.Attachment
 	entries  int
+	ip       netip.Addr
 	// rules is a digest of the endpoint's rule lists: per-rule counters
 	// are reset when it changes, since rule numbers then mean other rules.
 	rules string
@@ -123,7 +125,7 @@ func Load(opts Options) (*Datapath, error) {
 }
 
 func (d *Datapath) resetTables() error {
-	for _, m := range []*ebpf.Map{d.objs.FpEndpoints, d.objs.FpPolicy} {
+	for _, m := range []*ebpf.Map{d.objs.FpEndpoints, d.objs.FpEndpointsByIp, d.objs.FpPolicy} {
 		var k uint32
 		var keys []uint32
 		it := m.Iterate()
@@ -264,6 +266,10 @@ func (d *Datapath) Apply(r *model.Resolved, node string) (ApplyStats, error) {
 		if err := d.objs.FpEndpoints.Put(uint32(p.ifindex), info); err != nil {
 			return st, fmt.Errorf("Pod %s: update endpoint map: %w", key, err)
 		}
+		if err := d.objs.FpEndpointsByIp.Put(be32(p.ep.IP), info); err != nil {
+			return st, fmt.Errorf("Pod %s: update endpoint map by address: %w", key, err)
+		}
+		es.ip = p.ep.IP
 		if es.attached == nil {
 			if err := d.attach(es); err != nil {
 				return st, fmt.Errorf("Pod %s: %w", key, err)
@@ -339,6 +345,11 @@ func endpointFlags(ep *model.Endpoint) uint32 {
 	if len(ep.Mesh) > 0 {
 		f |= lxcEndpointFlagsEP_F_MESH_POLICY
 	}
+	for _, r := range append(append([]model.Rule(nil), ep.Ingress...), ep.Mesh...) {
+		if r.IsL7() {
+			f |= lxcEndpointFlagsEP_F_INGRESS_L7
+		}
+	}
 	return uint32(f)
 }
 
@@ -360,6 +371,7 @@ func (d *Datapath) programClosed(ep *model.Endpoint) error {
 	if err := d.objs.FpEndpoints.Put(uint32(iface.Index), info); err != nil {
 		return fmt.Errorf("Pod %s: program closed: %w", ep.Key(), err)
 	}
+	_ = d.objs.FpEndpointsByIp.Delete(be32(ep.IP))
 	if err := d.attach(es); err != nil {
 		return fmt.Errorf("Pod %s: program closed: %w", ep.Key(), err)
 	}
@@ -392,10 +404,7 @@ func (d *Datapath) swapPolicy(epID uint32, entries []PolicyEntry) error {
 	}
 	defer inner.Close() // the outer map holds its own reference
 	for _, e := range entries {
-		v := lxcPolicyValue{Action: uint8(lxcPolicyActionPOLICY_ALLOW), RuleId: e.RuleID}
-		if e.Deny {
-			v.Action = uint8(lxcPolicyActionPOLICY_DENY)
-		}
+		v := lxcPolicyValue{Action: e.action(), RuleId: e.RuleID}
 		if err := inner.Put(e.key(), v); err != nil {
 			return fmt.Errorf("fill policy map: %w", err)
 		}
@@ -432,6 +441,9 @@ func (d *Datapath) removeEndpoint(key string, es *endpointState) {
 		_ = a.Detach()
 	}
 	_ = d.objs.FpEndpoints.Delete(uint32(es.ifindex))
+	if es.ip.IsValid() {
+		_ = d.objs.FpEndpointsByIp.Delete(be32(es.ip))
+	}
 	_ = d.objs.FpPolicy.Delete(es.id)
 	_ = d.objs.FpPolicy.Delete(es.id | meshBit)
 	d.resetRuleCounters(es.id)
@@ -446,5 +458,39 @@ func (d *Datapath) Close() error {
 	for key, es := range d.endpoints {
 		d.removeEndpoint(key, es)
 	}
+	for _, a := range d.uplinks {
+		_ = a.Detach()
+	}
+	d.uplinks = nil
 	return d.objs.Close()
+}
+
+// AttachUplink attaches the uplink program (tc ingress) to the node's
+// device ifname, through which packets from other nodes arrive: it hands
+// connections that L7 rules apply to to the proxy (SetProxy).
+func (d *Datapath) AttachUplink(ifname string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	iface, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return fmt.Errorf("uplink %s: %w", ifname, err)
+	}
+	a, err := attach.TC(attach.TCOptions{Ifindex: iface.Index, Program: d.objs.FpFromNetdev, Direction: attach.Ingress, Mode: d.opts.AttachMode, Name: "fastpath-netdev"})
+	if err != nil {
+		return fmt.Errorf("attach to uplink %s: %w", ifname, err)
+	}
+	d.uplinks = append(d.uplinks, a)
+	return nil
+}
+
+// SetProxyPort tells the datapath where the L7 proxy listens: a TCP
+// socket with IP_TRANSPARENT on the wildcard address and this port, in the
+// node's network namespace. The datapath assigns the first packet of every
+// connection that an L7 rule applies to to it. Port 0, the initial value,
+// means no proxy: such connections are dropped (DROP_PROXY_UNAVAILABLE).
+func (d *Datapath) SetProxyPort(port uint16) error {
+	if err := d.objs.FpProxy.Put(uint32(0), lxcProxyConfig{Port: htons(port)}); err != nil {
+		return fmt.Errorf("set proxy port in fp_proxy: %w", err)
+	}
+	return nil
 }

@@ -56,8 +56,14 @@ type lxcBtfLayouts struct {
 		EpId   uint32
 		RuleId uint32
 	}
-	ProxyMark  uint32
-	ProxyRoute uint32
+	ProxyMark   uint32
+	ProxyRoute  uint32
+	ProxyConfig struct {
+		_    structs.HostLayout
+		Port uint16
+		Pad  uint16
+	}
+	_ [4]byte
 }
 
 type lxcCtEntry struct {
@@ -175,6 +181,26 @@ type lxcPolicyValue struct {
 	RuleId uint32
 }
 
+type lxcProxyConfig struct {
+	_    structs.HostLayout
+	Port uint16
+	Pad  uint16
+}
+
+type lxcProxyMark uint32
+
+const (
+	lxcProxyMarkMARK_MASK       lxcProxyMark = 3840
+	lxcProxyMarkMARK_TO_PROXY   lxcProxyMark = 3072
+	lxcProxyMarkMARK_FROM_PROXY lxcProxyMark = 3328
+)
+
+type lxcProxyRoute uint32
+
+const (
+	lxcProxyRoutePROXY_ROUTE_TABLE lxcProxyRoute = 3510
+)
+
 type lxcReason uint32
 
 const (
@@ -217,7 +243,7 @@ const (
 	lxcMapFpIpcache        = "fp_ipcache"
 	lxcMapFpMetrics        = "fp_metrics"
 	lxcMapFpPolicy         = "fp_policy"
-	lxcMapFpProxySock      = "fp_proxy_sock"
+	lxcMapFpProxy          = "fp_proxy"
 	lxcMapFpRuleMetrics    = "fp_rule_metrics"
 	lxcProgFpFromContainer = "fp_from_container"
 	lxcProgFpFromNetdev    = "fp_from_netdev"
@@ -284,7 +310,7 @@ type lxcMapSpecs struct {
 	FpIpcache       *ebpf.MapSpec `ebpf:"fp_ipcache"`
 	FpMetrics       *ebpf.MapSpec `ebpf:"fp_metrics"`
 	FpPolicy        *ebpf.MapSpec `ebpf:"fp_policy"`
-	FpProxySock     *ebpf.MapSpec `ebpf:"fp_proxy_sock"`
+	FpProxy         *ebpf.MapSpec `ebpf:"fp_proxy"`
 	FpRuleMetrics   *ebpf.MapSpec `ebpf:"fp_rule_metrics"`
 }
 
@@ -323,7 +349,7 @@ type lxcMaps struct {
 	FpIpcache       *ebpf.Map `ebpf:"fp_ipcache"`
 	FpMetrics       *ebpf.Map `ebpf:"fp_metrics"`
 	FpPolicy        *ebpf.Map `ebpf:"fp_policy"`
-	FpProxySock     *ebpf.Map `ebpf:"fp_proxy_sock"`
+	FpProxy         *ebpf.Map `ebpf:"fp_proxy"`
 	FpRuleMetrics   *ebpf.Map `ebpf:"fp_rule_metrics"`
 }
 
@@ -337,7 +363,7 @@ func (m *lxcMaps) Close() error {
 		m.FpIpcache,
 		m.FpMetrics,
 		m.FpPolicy,
-		m.FpProxySock,
+		m.FpProxy,
 		m.FpRuleMetrics,
 	)
 }

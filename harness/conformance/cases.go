@@ -41,15 +41,44 @@ type Case struct {
 
 // Probe is one expected connection result.
 type Probe struct {
-	From      string             `json:"from"`
-	To        string             `json:"to"`
-	Port      intstr.IntOrString `json:"port"`
-	Protocol  string             `json:"protocol,omitempty"`
-	Connected bool               `json:"connected"`
+	From     string             `json:"from"`
+	To       string             `json:"to"`
+	Port     intstr.IntOrString `json:"port"`
+	Protocol string             `json:"protocol,omitempty"`
+	// Method and Path make an HTTP probe's request (protocol HTTP only;
+	// defaults GET and /).
+	Method    string `json:"method,omitempty"`
+	Path      string `json:"path,omitempty"`
+	Connected bool   `json:"connected"`
 }
 
 func (p Probe) String() string {
+	if p.proto() == "HTTP" {
+		return fmt.Sprintf("%s -> %s HTTP/%s %s %s", p.From, p.To, p.Port.String(), p.method(), p.path())
+	}
 	return fmt.Sprintf("%s -> %s %s/%s", p.From, p.To, p.proto(), p.Port.String())
+}
+
+// transport is the L4 protocol the probe uses (TCP for HTTP).
+func (p Probe) transport() string {
+	if p.proto() == "HTTP" {
+		return "TCP"
+	}
+	return p.proto()
+}
+
+func (p Probe) method() string {
+	if p.Method == "" {
+		return "GET"
+	}
+	return p.Method
+}
+
+func (p Probe) path() string {
+	if p.Path == "" {
+		return "/"
+	}
+	return p.Path
 }
 
 func (p Probe) proto() string {
@@ -164,9 +193,15 @@ func LoadCase(root, dir string) (*Case, error) {
 			errs = append(errs, fmt.Errorf("%s.to: no pod %q in cluster.yaml", f, p.To))
 		}
 		switch p.proto() {
-		case "TCP", "UDP", "SCTP":
+		case "TCP", "UDP", "SCTP", "HTTP":
 		default:
-			errs = append(errs, fmt.Errorf("%s.protocol: %q (want TCP, UDP or SCTP)", f, p.Protocol))
+			errs = append(errs, fmt.Errorf("%s.protocol: %q (want TCP, UDP, SCTP or HTTP)", f, p.Protocol))
+		}
+		if p.proto() != "HTTP" && (p.Method != "" || p.Path != "") {
+			errs = append(errs, fmt.Errorf("%s: method and path are for protocol HTTP only", f))
+		}
+		if p.Path != "" && !strings.HasPrefix(p.Path, "/") {
+			errs = append(errs, fmt.Errorf("%s.path: %q must start with /", f, p.Path))
 		}
 		if p.Port.Type == intstr.Int && (p.Port.IntVal < 1 || p.Port.IntVal > 65535) {
 			errs = append(errs, fmt.Errorf("%s.port: %d not in 1-65535", f, p.Port.IntVal))

@@ -229,12 +229,12 @@ func (t *topology) resolvePort(p Probe) (int, error) {
 			if proto == "" {
 				proto = "TCP"
 			}
-			if cp.Name == p.Port.StrVal && strings.EqualFold(proto, p.proto()) {
+			if cp.Name == p.Port.StrVal && strings.EqualFold(proto, p.transport()) {
 				return int(cp.ContainerPort), nil
 			}
 		}
 	}
-	return 0, fmt.Errorf("pod %s has no %s port named %q", p.To, p.proto(), p.Port.StrVal)
+	return 0, fmt.Errorf("pod %s has no %s port named %q", p.To, p.transport(), p.Port.StrVal)
 }
 
 func modelVerdicts(c *Case, t *topology) ([]ProbeResult, error) {
@@ -254,10 +254,22 @@ func modelVerdicts(c *Case, t *topology) ([]ProbeResult, error) {
 			continue
 		}
 		out[i].ResolvedPort = port
-		proto, _ := model.ParseProtocol(p.proto())
-		out[i].Model = model.Evaluate(objs, t.addrs[p.From], t.addrs[p.To], proto, uint16(port)).Allowed
+		out[i].Model = expected(objs, p, t.addrs[p.From], t.addrs[p.To], uint16(port))
 	}
 	return out, nil
+}
+
+// expected is the reference evaluator's answer for a probe: an HTTP probe
+// gets through when its request is allowed; a TCP echo gets through when
+// the connection is allowed and no L7 proxy sits in it (the proxy answers
+// only HTTP).
+func expected(objs *model.Objects, p Probe, from, to netip.Addr, port uint16) bool {
+	if p.proto() == "HTTP" {
+		return model.EvaluateRequest(objs, from, to, port, model.Request{Method: p.method(), Path: p.path()}).Allowed
+	}
+	proto, _ := model.ParseProtocol(p.proto())
+	v := model.Evaluate(objs, from, to, proto, port)
+	return v.Allowed && !v.Proxied
 }
 
 func runModel(c *Case, t *topology) CaseResult {
@@ -423,7 +435,12 @@ func runCase(ctx context.Context, c *netns.Cluster, t *topology, cs *Case, opts 
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			r := probe.ConnectFrom(ctx, c.PodNetns(p.From), nextSourcePort(), t.addrs[p.To], p.ResolvedPort, p.proto(), opts.Timeout)
+			var r probe.Result
+			if p.proto() == "HTTP" {
+				r = probe.HTTP(ctx, c.PodNetns(p.From), nextSourcePort(), t.addrs[p.To], p.ResolvedPort, p.method(), p.path(), opts.Timeout)
+			} else {
+				r = probe.ConnectFrom(ctx, c.PodNetns(p.From), nextSourcePort(), t.addrs[p.To], p.ResolvedPort, p.proto(), opts.Timeout)
+			}
 			p.Got = r.Connected
 			p.Passed = p.Got == p.Connected
 			if !p.Passed && r.Err != nil {

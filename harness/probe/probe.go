@@ -6,11 +6,13 @@
 package probe
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
@@ -26,7 +28,14 @@ type Result struct {
 	// Err says why not (timeout, refused, ...).
 	Err     error
 	Elapsed time.Duration
+	// Status is the HTTP status of an HTTP probe's response, 0 when none
+	// came.
+	Status int
 }
+
+// ServerHeader is set on the probe server's HTTP responses, so a client
+// can tell them from a proxy's.
+const ServerHeader = "X-Fastpath-Probe"
 
 // Server is an echo server on TCP or UDP inside a namespace.
 type Server struct {
@@ -93,8 +102,49 @@ func (s *Server) acceptTCP(l net.Listener) {
 		go func() {
 			defer c.Close()
 			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			_, _ = io.Copy(c, c)
+			br := bufio.NewReader(c)
+			if head, err := br.Peek(4); err == nil && looksLikeHTTP(head) {
+				serveHTTP(c, br)
+				return
+			}
+			_, _ = io.Copy(c, br)
 		}()
+	}
+}
+
+// looksLikeHTTP reports whether a connection starts with an HTTP method
+// (the TCP echo probe's message does not).
+func looksLikeHTTP(head []byte) bool {
+	for _, m := range []string{"GET ", "HEAD", "POST", "PUT ", "DELE", "PATC", "OPTI"} {
+		if string(head) == m {
+			return true
+		}
+	}
+	return false
+}
+
+// serveHTTP answers every request on c with 200 and "<method> <path>".
+func serveHTTP(c net.Conn, br *bufio.Reader) {
+	for {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		_, _ = io.Copy(io.Discard, req.Body)
+		req.Body.Close()
+		body := req.Method + " " + req.URL.Path + "\n"
+		resp := &http.Response{
+			StatusCode:    http.StatusOK,
+			ProtoMajor:    1,
+			ProtoMinor:    1,
+			Header:        http.Header{ServerHeader: {"server"}, "Content-Type": {"text/plain"}},
+			ContentLength: int64(len(body)),
+			Body:          io.NopCloser(strings.NewReader(body)),
+			Close:         req.Close,
+		}
+		if err := resp.Write(c); err != nil || req.Close {
+			return
+		}
 	}
 }
 
@@ -187,5 +237,69 @@ func ConnectFrom(ctx context.Context, ns string, srcPort int, dst netip.Addr, po
 	}
 	res.Connected = true
 	res.Elapsed = time.Since(start)
+	return res
+}
+
+// HTTP sends one HTTP request (method, path) from namespace ns (from source
+// port srcPort; 0: any) to dst:port. Connected is true only when the probe
+// server itself answered 200, so a request a proxy refused (403), or one
+// that never got through, is not connected; Status says what came back.
+func HTTP(ctx context.Context, ns string, srcPort int, dst netip.Addr, port int, method, path string, timeout time.Duration) Result {
+	start := time.Now()
+	res := Result{}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var local net.Addr
+	if srcPort > 0 {
+		local = &net.TCPAddr{Port: srcPort}
+	}
+	var conn net.Conn
+	addr := netip.AddrPortFrom(dst, uint16(port)).String()
+	err := inNS(ns, func() error {
+		d := net.Dialer{LocalAddr: local}
+		var e error
+		conn, e = d.DialContext(ctx, "tcp4", addr)
+		if e != nil && local != nil && errors.Is(e, syscall.EADDRINUSE) {
+			d.LocalAddr = nil
+			conn, e = d.DialContext(ctx, "tcp4", addr)
+		}
+		return e
+	})
+	if err != nil {
+		res.Err = err
+		res.Elapsed = time.Since(start)
+		return res
+	}
+	defer conn.Close()
+	deadline, _ := ctx.Deadline()
+	_ = conn.SetDeadline(deadline)
+	req, err := http.NewRequest(method, "http://"+addr+path, nil)
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	req.Close = true
+	if err := req.Write(conn); err != nil {
+		res.Err = err
+		res.Elapsed = time.Since(start)
+		return res
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+	res.Elapsed = time.Since(start)
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	res.Status = resp.StatusCode
+	switch {
+	case resp.StatusCode != http.StatusOK:
+		res.Err = fmt.Errorf("HTTP %d %s", resp.StatusCode, resp.Header.Get("X-Fastpath-Reason"))
+	case resp.Header.Get(ServerHeader) != "server":
+		res.Err = errors.New("HTTP 200 without the probe server's header")
+	default:
+		res.Connected = true
+	}
 	return res
 }

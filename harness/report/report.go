@@ -23,6 +23,9 @@ const (
 	JSONFile = "report.json"
 	// MarkdownFile is the human-readable report.
 	MarkdownFile = "report.md"
+	// HTMLFile is the human-readable report with charts, one
+	// self-contained page.
+	HTMLFile = "report.html"
 )
 
 // Report is the outcome of one benchmark run.
@@ -248,23 +251,29 @@ func ReadJSON(path string) (*Report, error) {
 	return &r, nil
 }
 
-// WriteDir writes r as report.json and report.md into dir, creating it
-// if needed. Each file is replaced atomically.
+// WriteDir writes r as report.json, report.md and report.html into dir,
+// creating it if needed. Each file is replaced atomically.
 func WriteDir(dir string, r *Report) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("report directory: %w", err)
 	}
-	var js, md bytes.Buffer
+	var js, md, page bytes.Buffer
 	if err := r.WriteJSON(&js); err != nil {
 		return err
 	}
 	if err := r.WriteMarkdown(&md); err != nil {
 		return err
 	}
+	if err := r.WriteHTML(&page); err != nil {
+		return err
+	}
 	if err := writeFileAtomic(filepath.Join(dir, JSONFile), js.Bytes()); err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, MarkdownFile), md.Bytes())
+	if err := writeFileAtomic(filepath.Join(dir, MarkdownFile), md.Bytes()); err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(dir, HTMLFile), page.Bytes())
 }
 
 // writeFileAtomic writes data to a temporary file next to path and renames

@@ -106,6 +106,7 @@ func TestGolden(t *testing.T) {
 	}{
 		{"report.golden.json", func(r *Report, b *bytes.Buffer) error { return r.WriteJSON(b) }},
 		{"report.golden.md", func(r *Report, b *bytes.Buffer) error { return r.WriteMarkdown(b) }},
+		{"report.golden.html", func(r *Report, b *bytes.Buffer) error { return r.WriteHTML(b) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.golden, func(t *testing.T) {
@@ -136,17 +137,20 @@ func TestWriteDirReadJSON(t *testing.T) {
 	if err := WriteDir(dir, r); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{JSONFile, MarkdownFile} {
+	for _, name := range []string{JSONFile, MarkdownFile, HTMLFile} {
 		t.Run(name, func(t *testing.T) {
 			got, err := os.ReadFile(filepath.Join(dir, name))
 			if err != nil {
 				t.Fatal(err)
 			}
 			var want bytes.Buffer
-			if name == JSONFile {
+			switch name {
+			case JSONFile:
 				err = r.WriteJSON(&want)
-			} else {
+			case MarkdownFile:
 				err = r.WriteMarkdown(&want)
+			default:
+				err = r.WriteHTML(&want)
 			}
 			if err != nil {
 				t.Fatal(err)
@@ -179,8 +183,8 @@ func TestWriteDirReadJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(entries) != 2 {
-		t.Errorf("dir holds %d entries, want report.json and report.md only", len(entries))
+	if len(entries) != 3 {
+		t.Errorf("dir holds %d entries, want report.json, report.md and report.html only", len(entries))
 	}
 }
 

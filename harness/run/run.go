@@ -39,7 +39,9 @@ type Options struct {
 	// Self is the fastpath executable used for workload processes; empty:
 	// os.Executable().
 	Self string
-	// Progress receives one line per step; nil: os.Stderr.
+	// Progress receives a line as each measurement begins (with the time
+	// elapsed and an estimate of the time left) and one with its result;
+	// nil: os.Stderr.
 	Progress io.Writer
 	// Version and Commit are recorded in the report.
 	Version, Commit string
@@ -47,8 +49,9 @@ type Options struct {
 	RunID string
 }
 
-// Bench runs the suite and writes report.json and report.md. It returns the
-// report (also when a repetition failed) and the run directory.
+// Bench runs the suite and writes report.json, report.md and report.html.
+// It returns the report (also when a repetition failed) and the run
+// directory.
 func Bench(ctx context.Context, opts Options) (*report.Report, string, error) {
 	if opts.SuitePath == "" {
 		opts.SuitePath = filepath.Join("scenarios", "bench", "quick.yaml")
@@ -176,8 +179,7 @@ func (r *runner) run(ctx context.Context, rep *report.Report) (err error) {
 		}
 	}
 	reps := s.Spec.Repetitions
-	total := reps * len(s.Spec.Datapaths) * len(s.Spec.Scenarios)
-	step := 0
+	prog := newProgress(len(s.Spec.Scenarios), len(s.Spec.Datapaths), reps, time.Now)
 	var errs []error
 	for rep := 1; rep <= reps; rep++ {
 		for _, dp := range s.Spec.Datapaths {
@@ -190,15 +192,16 @@ func (r *runner) run(ctx context.Context, rep *report.Report) (err error) {
 				return fmt.Errorf("repetition %d, datapath %s: %w", rep, dp, err)
 			}
 			for _, sc := range s.Spec.Scenarios {
-				step++
+				r.logf("%s", prog.begin(sc.Name, dp, rep))
 				res := results[sc.Name+"\x00"+dp]
 				one := r.measure(ctx, sc, rep)
+				prog.done()
 				res.Repetitions = append(res.Repetitions, one)
 				l := one.Workload.LatencySeconds
 				if one.Error != "" {
 					errs = append(errs, fmt.Errorf("%s/%s repetition %d: %s", sc.Name, dp, rep, one.Error))
 				}
-				r.logf("[%d/%d] %-12s %-6s rep %d: p50 %s p99 %s qps %.0f errors %d%s", step, total, sc.Name, dp, rep,
+				r.logf("[%d/%d] %-12s %-6s rep %d: p50 %s p99 %s qps %.0f errors %d%s", prog.step, prog.total, sc.Name, dp, rep,
 					report.FormatSeconds(l.P50), report.FormatSeconds(l.P99), one.Workload.ActualQPS, one.Workload.Errors, errSuffix(one.Error))
 			}
 			if err := c.StopAgents(ctx); err != nil {
