@@ -20,6 +20,7 @@ import (
 // Chain and set names.
 const (
 	forwardChain = "FP-FORWARD"
+	proxyChain   = "FP-PROXY" // mangle PREROUTING: TPROXY to the L7 proxy
 	setPrefix    = "fp-id-"
 )
 
@@ -32,6 +33,16 @@ type Options struct {
 	// InterfaceName maps an endpoint to its node-side veth; nil:
 	// model.InterfaceName.
 	InterfaceName func(ep *model.Endpoint) string
+	// ProxyPort is where the node's L7 proxy listens (a transparent
+	// socket on the wildcard address); new TCP connections to the ports of
+	// a pod's L7 rules are sent there with TPROXY, as iptables-based
+	// proxies (Istio's TPROXY mode, Calico's L7) do. 0: no proxy, and a
+	// state with L7 rules is refused.
+	ProxyPort uint16
+	// ProxyMark and ProxyMask mark packets for the proxy; the policy
+	// routing that delivers them locally is the caller's (the agent sets
+	// up the same as for the eBPF datapath).
+	ProxyMark, ProxyMask uint32
 }
 
 // Stats tells what an Apply did.
@@ -98,6 +109,7 @@ func setName(id model.Identity) string { return fmt.Sprintf("%s%x", setPrefix, u
 type Plan struct {
 	Sets      map[string][]string // set name -> entries ("10.0.0.0/8", "10.1.0.0/16 nomatch")
 	Filter    string              // iptables-restore input for the filter table
+	Mangle    string              // iptables-restore input for the mangle table
 	Rules     int
 	Endpoints int
 }
@@ -132,6 +144,18 @@ func (d *Datapath) Build(r *model.Resolved, node string) (*Plan, error) {
 		p.Endpoints++
 	}
 	fwd = append(fwd, toPod...)
+	proxy, err := d.proxyRules(eps)
+	if err != nil {
+		return nil, err
+	}
+	var m strings.Builder
+	m.WriteString("*mangle\n")
+	fmt.Fprintf(&m, ":%s - [0:0]\n", proxyChain)
+	for _, l := range proxy {
+		m.WriteString(l + "\n")
+	}
+	m.WriteString("COMMIT\n")
+	p.Mangle = m.String()
 	var b strings.Builder
 	b.WriteString("*filter\n")
 	fmt.Fprintf(&b, ":%s - [0:0]\n", forwardChain)
@@ -146,8 +170,53 @@ func (d *Datapath) Build(r *model.Resolved, node string) (*Plan, error) {
 	}
 	b.WriteString("COMMIT\n")
 	p.Filter = b.String()
-	p.Rules = len(fwd) + len(body)
+	p.Rules = len(fwd) + len(body) + len(proxy)
 	return p, nil
+}
+
+// proxyRules sends connections that L7 rules apply to to the L7 proxy:
+// packets of connections the proxy already holds (its transparent sockets)
+// are marked for local delivery; new connections to a pod's L7 ports are
+// TPROXYed to the proxy's port. The proxy decides every request on such a
+// port with the pod's full ingress policy (L3/L4 included), so a peer the
+// policy does not admit gets no answer from the pod either way.
+func (d *Datapath) proxyRules(eps []*model.Endpoint) ([]string, error) {
+	var out []string
+	var l7 []string
+	for _, ep := range eps {
+		seen := map[string]bool{}
+		for _, r := range append(append([]model.Rule(nil), ep.Ingress...), ep.Mesh...) {
+			if !r.IsL7() {
+				continue
+			}
+			if d.opts.ProxyPort == 0 {
+				return nil, fmt.Errorf("Pod %s: policy %s has L7 rules, and this iptables datapath has no L7 proxy", ep.Key(), r.Policy)
+			}
+			for _, pr := range r.Ports {
+				if pr.Protocol != model.ProtoTCP && pr.Protocol != model.ProtoAny {
+					continue
+				}
+				tcp := pr
+				tcp.Protocol = model.ProtoTCP
+				if pr.Protocol == model.ProtoAny {
+					tcp.Port, tcp.EndPort = 0, 0
+				}
+				match := portMatch(tcp, "tcp")
+				if seen[match] {
+					continue
+				}
+				seen[match] = true
+				l7 = append(l7, fmt.Sprintf("-A %s -d %s/32 %s-m conntrack --ctstate NEW -m comment --comment \"%s: L7 rules\" -j TPROXY --on-port %d --on-ip 0.0.0.0 --tproxy-mark %#x/%#x",
+					proxyChain, ep.IP, match, ep.Key(), d.opts.ProxyPort, d.opts.ProxyMark, d.opts.ProxyMask))
+			}
+		}
+	}
+	if len(l7) == 0 {
+		return nil, nil
+	}
+	out = append(out, fmt.Sprintf("-A %s -p tcp -m socket --transparent -j MARK --set-xmark %#x/%#x", proxyChain, d.opts.ProxyMark, d.opts.ProxyMask))
+	out = append(out, fmt.Sprintf("-A %s -m mark --mark %#x/%#x -j RETURN", proxyChain, d.opts.ProxyMark, d.opts.ProxyMask))
+	return append(out, l7...), nil
 }
 
 // chain writes one endpoint chain: deny rules, allow rules, default.
@@ -335,9 +404,17 @@ func (d *Datapath) Apply(ctx context.Context, r *model.Resolved, node string) (S
 		return st, fmt.Errorf("program filter rules: %w", err)
 	}
 	st.RestoreDuration = time.Since(start)
-	if err := run(ctx, nil, d.opts.Iptables, "-w", "-C", "FORWARD", "-j", forwardChain); err != nil {
-		if err := run(ctx, nil, d.opts.Iptables, "-w", "-I", "FORWARD", "1", "-j", forwardChain); err != nil {
-			return st, fmt.Errorf("hook FORWARD: %w", err)
+	if err := run(ctx, []byte(p.Mangle), d.opts.IptablesRestore, "--noflush", "-w"); err != nil {
+		return st, fmt.Errorf("program mangle rules: %w", err)
+	}
+	st.RestoreDuration = time.Since(start)
+	for _, hook := range d.hooks() {
+		check := append([]string{"-w"}, checkArgs(hook)...)
+		if err := run(ctx, nil, d.opts.Iptables, check...); err != nil {
+			ins := append([]string{"-w"}, insertArgs(hook)...)
+			if err := run(ctx, nil, d.opts.Iptables, ins...); err != nil {
+				return st, fmt.Errorf("hook %s: %w", strings.Join(hook, " "), err)
+			}
 		}
 	}
 	// Sets nothing refers to any more (rules were replaced above).
@@ -357,10 +434,53 @@ func (d *Datapath) Apply(ctx context.Context, r *model.Resolved, node string) (S
 	return st, nil
 }
 
-// Close removes the FORWARD hook, the chains and the sets.
+// hooks are the jumps from the built-in chains into fastpath's, each as
+// iptables arguments after -A/-C/-D: FORWARD into the policy chains;
+// INPUT for connections delivered to the L7 proxy (their source pod's
+// egress policy still applies); mangle PREROUTING into the TPROXY chain.
+func (d *Datapath) hooks() [][]string {
+	if d.opts.ProxyPort == 0 {
+		return [][]string{{"FORWARD", "-j", forwardChain}}
+	}
+	return [][]string{
+		{"FORWARD", "-j", forwardChain},
+		{"INPUT", "-m", "mark", "--mark", fmt.Sprintf("%#x/%#x", d.opts.ProxyMark, d.opts.ProxyMask), "-j", forwardChain},
+		{"-t", "mangle", "PREROUTING", "-j", proxyChain},
+	}
+}
+
+// insertArgs turns hook arguments into an insert at the head of the chain.
+func insertArgs(hook []string) []string {
+	if hook[0] == "-t" {
+		return append([]string{hook[0], hook[1], "-I", hook[2], "1"}, hook[3:]...)
+	}
+	return append([]string{"-I", hook[0], "1"}, hook[1:]...)
+}
+
+// checkArgs turns hook arguments into a check for the rule.
+func checkArgs(hook []string) []string {
+	if hook[0] == "-t" {
+		return append([]string{hook[0], hook[1], "-C"}, hook[2:]...)
+	}
+	return append([]string{"-C"}, hook...)
+}
+
+// deleteArgs turns hook arguments into a delete.
+func deleteArgs(hook []string) []string {
+	if hook[0] == "-t" {
+		return append([]string{hook[0], hook[1], "-D"}, hook[2:]...)
+	}
+	return append([]string{"-D"}, hook...)
+}
+
+// Close removes the hooks, the chains and the sets.
 func (d *Datapath) Close() error {
 	ctx := context.Background()
-	_ = run(ctx, nil, d.opts.Iptables, "-w", "-D", "FORWARD", "-j", forwardChain)
+	for _, hook := range d.hooks() {
+		_ = run(ctx, nil, d.opts.Iptables, append([]string{"-w"}, deleteArgs(hook)...)...)
+	}
+	// The mangle chain: flush and delete.
+	_ = run(ctx, []byte(fmt.Sprintf("*mangle\n:%s - [0:0]\n-X %s\nCOMMIT\n", proxyChain, proxyChain)), d.opts.IptablesRestore, "--noflush", "-w")
 	// An empty restore of our chains flushes them; then delete them.
 	var b strings.Builder
 	b.WriteString("*filter\n")

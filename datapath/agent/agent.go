@@ -134,19 +134,14 @@ func New(cfg Config) (*Agent, error) {
 		a.dp = noneDatapath{}
 	case "ebpf":
 	case "iptables":
-		d, err := iptables.New(iptables.Options{})
-		if err != nil {
-			errs = append(errs, err)
-		} else {
-			a.dp = iptablesDatapath{d}
-		}
 	default:
 		errs = append(errs, fmt.Errorf("--datapath %q: unknown (want one of %v)", cfg.Datapath, Datapaths))
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	if cfg.Datapath == "ebpf" {
+	switch cfg.Datapath {
+	case "ebpf":
 		d, err := lxc.Load(lxc.Options{PinPath: cfg.PinPath, AttachMode: cfg.AttachMode})
 		if err != nil {
 			return nil, fmt.Errorf("load ebpf datapath: %w", err)
@@ -158,6 +153,21 @@ func New(cfg Config) (*Agent, error) {
 			d.Close()
 			return nil, err
 		}
+		if err := d.SetProxyPort(a.proxy.Addr().Port()); err != nil {
+			a.stopProxy()
+			d.Close()
+			return nil, fmt.Errorf("L7 proxy: %w", err)
+		}
+	case "iptables":
+		if err := a.startProxy(); err != nil {
+			return nil, err
+		}
+		d, err := iptables.New(iptables.Options{ProxyPort: a.proxy.Addr().Port(), ProxyMark: uint32(lxc.MarkToProxy), ProxyMask: uint32(lxc.MarkMask)})
+		if err != nil {
+			a.stopProxy()
+			return nil, err
+		}
+		a.dp = iptablesDatapath{d}
 	}
 	a.status = agentapi.Status{Node: cfg.Node, Datapath: cfg.Datapath, PID: os.Getpid(), StartedAt: time.Now()}
 	return a, nil
@@ -178,15 +188,12 @@ func (a *Agent) Status() agentapi.Status {
 	return st
 }
 
-// startProxy starts the node's L7 proxy, gives its listener to the
-// datapath and adds the routing that delivers redirected packets to it.
+// startProxy starts the node's L7 proxy and adds the routing that
+// delivers packets redirected to it (the same for both datapaths: packets
+// marked MarkToProxy go to a local socket).
 func (a *Agent) startProxy() error {
 	p, err := l7proxy.Listen(l7proxy.Options{UpstreamMark: lxc.MarkFromProxy, Decider: l7proxy.DeciderFunc(a.decideRequest)})
 	if err != nil {
-		return fmt.Errorf("L7 proxy: %w", err)
-	}
-	if err := a.lxc.SetProxyPort(p.Addr().Port()); err != nil {
-		p.Close()
 		return fmt.Errorf("L7 proxy: %w", err)
 	}
 	if err := lxc.InstallProxyRouting(); err != nil {
