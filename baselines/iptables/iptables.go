@@ -144,7 +144,7 @@ func (d *Datapath) Build(r *model.Resolved, node string) (*Plan, error) {
 		p.Endpoints++
 	}
 	fwd = append(fwd, toPod...)
-	proxy, err := d.proxyRules(eps)
+	proxy, err := d.proxyRules(p, r, node, eps)
 	if err != nil {
 		return nil, err
 	}
@@ -177,22 +177,34 @@ func (d *Datapath) Build(r *model.Resolved, node string) (*Plan, error) {
 // proxyRules sends connections that L7 rules apply to to the L7 proxy:
 // packets of connections the proxy already holds (its transparent sockets)
 // are marked for local delivery; new connections to a pod's L7 ports are
-// TPROXYed to the proxy's port. The proxy decides every request on such a
-// port with the pod's full ingress policy (L3/L4 included), so a peer the
-// policy does not admit gets no answer from the pod either way.
-func (d *Datapath) proxyRules(eps []*model.Endpoint) ([]string, error) {
+// TPROXYed to the proxy's port when they come from a peer of the L7 rule.
+// The proxy decides every request with the pod's full ingress policy
+// (L3/L4 included), so a peer that a deny rule also matches gets no
+// answer from the pod either way.
+func (d *Datapath) proxyRules(p *Plan, r *model.Resolved, node string, eps []*model.Endpoint) ([]string, error) {
 	var out []string
 	var l7 []string
 	for _, ep := range eps {
 		seen := map[string]bool{}
-		for _, r := range append(append([]model.Rule(nil), ep.Ingress...), ep.Mesh...) {
-			if !r.IsL7() {
+		for _, rule := range append(append([]model.Rule(nil), ep.Ingress...), ep.Mesh...) {
+			if !rule.IsL7() {
 				continue
 			}
 			if d.opts.ProxyPort == 0 {
-				return nil, fmt.Errorf("Pod %s: policy %s has L7 rules, and this iptables datapath has no L7 proxy", ep.Key(), r.Policy)
+				return nil, fmt.Errorf("Pod %s: policy %s has L7 rules, and this iptables datapath has no L7 proxy", ep.Key(), rule.Policy)
 			}
-			for _, pr := range r.Ports {
+			peers := []string{""}
+			if !rule.AnyPeer {
+				peers = nil
+				for _, id := range rule.Peers {
+					set := setName(id)
+					if _, ok := p.Sets[set]; !ok {
+						p.Sets[set] = setMembers(r, id, node)
+					}
+					peers = append(peers, fmt.Sprintf("-m set --match-set %s src ", set))
+				}
+			}
+			for _, pr := range rule.Ports {
 				if pr.Protocol != model.ProtoTCP && pr.Protocol != model.ProtoAny {
 					continue
 				}
@@ -201,13 +213,15 @@ func (d *Datapath) proxyRules(eps []*model.Endpoint) ([]string, error) {
 				if pr.Protocol == model.ProtoAny {
 					tcp.Port, tcp.EndPort = 0, 0
 				}
-				match := portMatch(tcp, "tcp")
-				if seen[match] {
-					continue
+				for _, peer := range peers {
+					match := portMatch(tcp, "tcp") + peer
+					if seen[match] {
+						continue
+					}
+					seen[match] = true
+					l7 = append(l7, fmt.Sprintf("-A %s -d %s/32 %s-m conntrack --ctstate NEW -m comment --comment \"%s: L7 rule of %s\" -j TPROXY --on-port %d --on-ip 0.0.0.0 --tproxy-mark %#x/%#x",
+						proxyChain, ep.IP, match, ep.Key(), rule.Policy, d.opts.ProxyPort, d.opts.ProxyMark, d.opts.ProxyMask))
 				}
-				seen[match] = true
-				l7 = append(l7, fmt.Sprintf("-A %s -d %s/32 %s-m conntrack --ctstate NEW -m comment --comment \"%s: L7 rules\" -j TPROXY --on-port %d --on-ip 0.0.0.0 --tproxy-mark %#x/%#x",
-					proxyChain, ep.IP, match, ep.Key(), d.opts.ProxyPort, d.opts.ProxyMark, d.opts.ProxyMask))
 			}
 		}
 	}
