@@ -175,7 +175,7 @@ func (a *Agent) servePolicy(w http.ResponseWriter, r *http.Request) {
 	for _, dir := range []struct {
 		name  string
 		rules []model.Rule
-	}{{"ingress", ep.Ingress}, {"egress", ep.Egress}} {
+	}{{"ingress", ep.Ingress}, {"egress", ep.Egress}, {"mesh", ep.Mesh}} {
 		for _, rule := range dir.rules {
 			rr := agentapi.Rule{Direction: dir.name, Policy: rule.Policy, Deny: rule.Deny, AnyPeer: rule.AnyPeer}
 			for _, id := range rule.Peers {
@@ -183,6 +183,9 @@ func (a *Agent) servePolicy(w http.ResponseWriter, r *http.Request) {
 			}
 			for _, p := range rule.Ports {
 				rr.Ports = append(rr.Ports, p.String())
+			}
+			for _, h := range rule.HTTP {
+				rr.HTTP = append(rr.HTTP, h.String())
 			}
 			out.Rules = append(out.Rules, rr)
 		}

@@ -195,6 +195,9 @@ type Rule struct {
 	AnyPeer   bool     `json:"anyPeer,omitempty"`
 	Peers     []uint32 `json:"peers,omitempty"`
 	Ports     []string `json:"ports"`
+	// HTTP lists an L7 rule's request matches (the L7 proxy enforces
+	// them); empty for an L3/L4 rule.
+	HTTP []string `json:"http,omitempty"`
 }
 
 // EndpointPolicy is what GET /v1/policy/{namespace}/{name} returns: the

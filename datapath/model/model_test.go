@@ -48,6 +48,12 @@ spec: {nodeName: n2}
 status: {podIP: 10.1.0.2}
 `
 
+// cnpHTTP is a CiliumNetworkPolicy with one port rule with http rules.
+func cnpHTTP(dir, port, http string) string {
+	return "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: x, namespace: t}\nspec:\n  endpointSelector: {}\n  " + dir +
+		":\n  - toPorts:\n    - ports: [{" + port + "}]\n      rules:\n        http: [" + http + "]\n"
+}
+
 func TestLoadDirErrorsNameFileObjectField(t *testing.T) {
 	cases := []struct {
 		name, content string
@@ -74,6 +80,18 @@ func TestLoadDirErrorsNameFileObjectField(t *testing.T) {
 		{"bad pod IP", "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: t}\nstatus: {podIP: 999.1.1.1}\n",
 			[]string{"Pod t/p", "status.podIP"}},
 		{"missing name", "apiVersion: v1\nkind: Pod\nmetadata: {namespace: t}\n", []string{"metadata.name: required"}},
+		{"http rule not a regex", cnpHTTP("ingress", `port: "80", protocol: TCP`, `{method: "GET(", path: /}`),
+			[]string{"CiliumNetworkPolicy t/x", "spec.ingress[0].toPorts[0].rules.http[0].method", "not a regular expression"}},
+		{"http rule on UDP", cnpHTTP("ingress", `port: "53", protocol: UDP`, `{method: GET}`),
+			[]string{"spec.ingress[0].toPorts[0].ports[0]", "L7 rules need protocol TCP and a port"}},
+		{"http rule on egress", cnpHTTP("egress", `port: "80", protocol: TCP`, `{method: GET}`),
+			[]string{"spec.egress[0].toPorts[0].rules.http", "egress L7 rules are not supported"}},
+		{"http rule with headers", cnpHTTP("ingress", `port: "80", protocol: TCP`, `{method: GET, headers: [X-A]}`),
+			[]string{"CiliumNetworkPolicy t/x", "unknown field", "headers"}},
+		{"authz hosts", "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a, namespace: t}\nspec:\n  rules: [{to: [{operation: {hosts: [x.example]}}]}]\n",
+			[]string{"AuthorizationPolicy t/a", "spec.rules[0].to[0].operation.hosts", "not supported"}},
+		{"authz bad path", "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a, namespace: t}\nspec:\n  rules: [{to: [{operation: {paths: [/a*b]}}]}]\n",
+			[]string{"spec.rules[0].to[0].operation.paths[0]", "prefix*"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
