@@ -38,7 +38,7 @@ vet: ## go vet and gofmt
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out" >&2; exit 1; fi
 
 test: deps check-generated vet build ## run every test (privileged ones need root) and check nothing is left behind
-	FASTPATH_REQUIRE_PRIVILEGED=1 $(GO) test -count=1 ./...
+	FASTPATH_REQUIRE_PRIVILEGED=1 $(GO) test -count=1 -timeout 40m ./...
 	@hack/check-leftovers.sh
 
 bench: deps build ## run the benchmark suite (SUITE=...) on the netns provider
