@@ -98,6 +98,8 @@ type Agent struct {
 	mu       sync.Mutex
 	status   agentapi.Status
 	resolved *model.Resolved
+	// loader decodes only the state files that changed.
+	loader model.Loader
 
 	// events fans the datapath's flow events out to monitor clients.
 	events *fanout
@@ -392,7 +394,7 @@ func (a *Agent) reconcile() {
 		}
 	}
 	start := time.Now()
-	objs, err := model.LoadDir(a.cfg.StateDir)
+	objs, err := a.loader.Load(a.cfg.StateDir)
 	var r *model.Resolved
 	if err == nil {
 		r, err = model.Resolve(objs)

@@ -1,6 +1,7 @@
 package lxc
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
@@ -54,6 +55,8 @@ type endpointState struct {
 	attached []attach.Attachment
 	entries  int
 	ip       netip.Addr
+	// entriesDigest identifies the policy entries in the endpoint's tries.
+	entriesDigest [sha256.Size]byte
 	// rules is a digest of the endpoint's rule lists: per-rule counters
 	// are reset when it changes, since rule numbers then mean other rules.
 	rules string
@@ -71,6 +74,9 @@ type ApplyStats struct {
 	AttachMode attach.Mode
 	// SwapDuration is the time spent building and swapping policy maps.
 	SwapDuration time.Duration
+	// Swapped counts endpoints whose policy tries were replaced (the
+	// others' entries did not change).
+	Swapped int
 	// Overflows counts endpoints programmed closed because their policy
 	// does not fit.
 	Overflows int
@@ -243,15 +249,22 @@ func (d *Datapath) Apply(r *model.Resolved, node string) (ApplyStats, error) {
 			es = &endpointState{id: d.allocID(), ifname: p.ifname, ifindex: p.ifindex}
 			d.endpoints[key] = es
 		}
-		if err := d.swapPolicy(es.id, p.entries); err != nil {
-			return st, fmt.Errorf("Pod %s: %w", key, err)
-		}
-		if p.ep.MeshEnforced || len(p.ep.Mesh) > 0 {
-			if err := d.swapPolicy(es.id|meshBit, p.mesh); err != nil {
-				return st, fmt.Errorf("Pod %s: mesh layer: %w", key, err)
+		// An endpoint whose entries did not change keeps its tries: most
+		// changes touch few endpoints.
+		meshOn := p.ep.MeshEnforced || len(p.ep.Mesh) > 0
+		if digest := entriesDigest(p.entries, p.mesh, meshOn); digest != es.entriesDigest {
+			if err := d.swapPolicy(es.id, p.entries); err != nil {
+				return st, fmt.Errorf("Pod %s: %w", key, err)
 			}
-		} else {
-			_ = d.objs.FpPolicy.Delete(es.id | meshBit)
+			if meshOn {
+				if err := d.swapPolicy(es.id|meshBit, p.mesh); err != nil {
+					return st, fmt.Errorf("Pod %s: mesh layer: %w", key, err)
+				}
+			} else {
+				_ = d.objs.FpPolicy.Delete(es.id | meshBit)
+			}
+			es.entriesDigest = digest
+			st.Swapped++
 		}
 		if digest := rulesDigest(p.ep); digest != es.rules {
 			if es.rules != "" {
@@ -376,6 +389,21 @@ func (d *Datapath) programClosed(ep *model.Endpoint) error {
 		return fmt.Errorf("Pod %s: program closed: %w", ep.Key(), err)
 	}
 	return nil
+}
+
+// entriesDigest identifies an endpoint's trie contents.
+func entriesDigest(entries, mesh []PolicyEntry, meshOn bool) [sha256.Size]byte {
+	h := sha256.New()
+	for i, list := range [][]PolicyEntry{entries, mesh} {
+		fmt.Fprintf(h, "%d %v %d;", i, meshOn, len(list))
+		for _, e := range list {
+			k := e.key()
+			fmt.Fprintf(h, "%d %d %d %d %d %d %d;", k.Prefixlen, k.Identity, k.Direction, k.Protocol, k.Dport, e.action(), e.RuleID)
+		}
+	}
+	var out [sha256.Size]byte
+	copy(out[:], h.Sum(nil))
+	return out
 }
 
 // meshBit marks the key of an endpoint's mesh-layer trie in fp_policy

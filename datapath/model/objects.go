@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -38,6 +37,10 @@ type Objects struct {
 	Source map[string]string
 	// Hash is the digest of the files LoadDir read (see HashDir).
 	Hash string
+
+	// validated is set by a Loader, which validated every object: Resolve
+	// need not again.
+	validated bool
 }
 
 // ObjectKey names an object for error messages: "Kind namespace/name" or
@@ -68,33 +71,7 @@ var yamlExtensions = map[string]bool{".yaml": true, ".yml": true, ".json": true}
 // problems are reported together; each names the file, the object and the
 // field.
 func LoadDir(dir string) (*Objects, error) {
-	files, err := stateFiles(dir)
-	if err != nil {
-		return nil, fmt.Errorf("read state directory: %w", err)
-	}
-	objs := &Objects{Source: map[string]string{}}
-	h := newDirHash()
-	var errs []error
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("read %s: %w", f, err))
-			continue
-		}
-		rel, _ := filepath.Rel(dir, f)
-		h.add(rel, data)
-		if err := objs.Decode(rel, data); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	objs.Hash = h.sum()
-	if err := objs.Validate(); err != nil {
-		return nil, err
-	}
-	return objs, nil
+	return new(Loader).Load(dir)
 }
 
 // stateFiles lists the YAML and JSON files below dir in lexical order,

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -360,8 +362,10 @@ func allocateIdentities(sets []string) map[string]Identity {
 // Resolve computes identities, endpoints and rules from objects. Pods without
 // an address are not endpoints yet and are skipped, as in Kubernetes.
 func Resolve(objs *Objects) (*Resolved, error) {
-	if err := objs.Validate(); err != nil {
-		return nil, err
+	if !objs.validated {
+		if err := objs.Validate(); err != nil {
+			return nil, err
+		}
 	}
 	nsLabels := map[string]map[string]string{}
 	for _, ns := range objs.Namespaces {
@@ -496,6 +500,62 @@ func policyTypes(np *networkingv1.NetworkPolicy) (ingress, egress bool) {
 	return ingress, egress
 }
 
+// selector is mustSelector with a cache by content: policies are matched
+// against every endpoint, and converting (and validating) selectors
+// dominated the cost of resolving. Generated and real policy sets repeat
+// the same selectors many times.
+func (r *Resolved) selector(sel *metav1.LabelSelector) labels.Selector {
+	key := selectorKey(sel)
+	if s, ok := selectorCache.Load(key); ok {
+		return s.(labels.Selector)
+	}
+	s := mustSelector(sel)
+	if selectorCacheSize.Add(1) > selectorCacheMax {
+		selectorCache.Clear()
+		selectorCacheSize.Store(0)
+	}
+	selectorCache.Store(key, s)
+	return s
+}
+
+var (
+	selectorCache     sync.Map // selectorKey -> labels.Selector (immutable)
+	selectorCacheSize atomic.Int64
+)
+
+const selectorCacheMax = 1 << 16
+
+// selectorKey identifies a label selector by its content.
+func selectorKey(sel *metav1.LabelSelector) string {
+	if sel == nil {
+		return "nil"
+	}
+	var b strings.Builder
+	keys := make([]string, 0, len(sel.MatchLabels))
+	for k := range sel.MatchLabels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(sel.MatchLabels[k])
+		b.WriteByte(0)
+	}
+	b.WriteByte(1)
+	for _, e := range sel.MatchExpressions {
+		b.WriteString(e.Key)
+		b.WriteByte(0)
+		b.WriteString(string(e.Operator))
+		for _, v := range e.Values {
+			b.WriteByte(0)
+			b.WriteString(v)
+		}
+		b.WriteByte(1)
+	}
+	return b.String()
+}
+
 func mustSelector(sel *metav1.LabelSelector) labels.Selector {
 	s, err := metav1.LabelSelectorAsSelector(sel)
 	if err != nil {
@@ -508,7 +568,7 @@ func mustSelector(sel *metav1.LabelSelector) labels.Selector {
 // peerMatches reports whether the pod behind identity labels l (with its
 // namespace's own labels nsl) matches a NetworkPolicy peer of a policy in
 // namespace ns.
-func peerMatches(peer networkingv1.NetworkPolicyPeer, ns string, podL, nsl map[string]string, podNS string) bool {
+func (r *Resolved) peerMatches(peer networkingv1.NetworkPolicyPeer, ns string, podL, nsl map[string]string, podNS string) bool {
 	if peer.IPBlock != nil {
 		return false
 	}
@@ -516,17 +576,17 @@ func peerMatches(peer networkingv1.NetworkPolicyPeer, ns string, podL, nsl map[s
 		if podNS != ns {
 			return false
 		}
-	} else if !mustSelector(peer.NamespaceSelector).Matches(labels.Set(nsl)) {
+	} else if !r.selector(peer.NamespaceSelector).Matches(labels.Set(nsl)) {
 		return false
 	}
-	if peer.PodSelector != nil && !mustSelector(peer.PodSelector).Matches(labels.Set(podL)) {
+	if peer.PodSelector != nil && !r.selector(peer.PodSelector).Matches(labels.Set(podL)) {
 		return false
 	}
 	return true
 }
 
 func (r *Resolved) applyNetworkPolicy(objs *Objects, np *networkingv1.NetworkPolicy, nsLabels map[string]map[string]string) error {
-	sel := mustSelector(&np.Spec.PodSelector)
+	sel := r.selector(&np.Spec.PodSelector)
 	ingress, egress := policyTypes(np)
 	name := np.Namespace + "/" + np.Name
 	for _, ep := range r.Endpoints {
@@ -736,7 +796,7 @@ func (r *Resolved) rule(policy string, peers []networkingv1.NetworkPolicyPeer, p
 					matched = append(matched, ep)
 					break
 				}
-				if p.IPBlock == nil && peerMatches(p, ns, podOwnLabels(ep.Labels), nsLabels[ep.Namespace], ep.Namespace) {
+				if p.IPBlock == nil && r.peerMatches(p, ns, podOwnLabels(ep.Labels), nsLabels[ep.Namespace], ep.Namespace) {
 					matched = append(matched, ep)
 					addID(ep.Identity)
 					break

@@ -111,6 +111,32 @@ The latency CDF merges the histograms of the completed repetitions.</p>
 {{- end}}
 </section>
 {{- end}}
+{{- if .Propagation}}
+<section id="propagation">
+<h2>Policy propagation</h2>
+<p class="notes">Time from writing a change of the desired state to every agent acknowledging it programmed (ack),
+and to the first probe connection from which on every probe saw the new verdict (enforced).</p>
+{{- range .Propagation}}
+<h3>{{.Title}}</h3>
+<div class="charts">
+<figure>
+<figcaption>Acknowledged (CDF over changes; log scale)</figcaption>
+{{.Ack}}
+</figure>
+<figure>
+<figcaption>Enforced (CDF over changes; log scale)</figcaption>
+{{.Enforced}}
+</figure>
+</div>
+{{- end}}
+<table>
+<tr><th>datapath</th><th>change</th><th>base policies</th><th>changes</th><th>ack p50</th><th>ack p99</th><th>ack max</th><th>enforced p50</th><th>enforced p99</th><th>enforced max</th><th>probe every</th><th>failed</th></tr>
+{{- range .PropagationRows}}
+<tr><td><span class="swatch" style="{{.Style}}"></span><code>{{.Datapath}}</code></td>{{range .Cells}}<td class="num">{{.}}</td>{{end}}</tr>
+{{- end}}
+</table>
+</section>
+{{- end}}
 </body>
 </html>
 `))
@@ -133,10 +159,17 @@ func (r *Report) WriteHTML(w io.Writer) error {
 }
 
 type htmlView struct {
-	Title     string
-	Env       []htmlEnvRow
-	Datapaths []htmlDatapath
-	Scenarios []htmlScenario
+	Title           string
+	Env             []htmlEnvRow
+	Datapaths       []htmlDatapath
+	Scenarios       []htmlScenario
+	Propagation     []htmlPropagation
+	PropagationRows []htmlRow
+}
+
+type htmlPropagation struct {
+	Title         string
+	Ack, Enforced template.HTML
 }
 
 type htmlEnvRow struct{ Label, Value string }
@@ -218,7 +251,52 @@ func (r *Report) htmlView() htmlView {
 	for i, group := range byScenario(r.Results) {
 		v.Scenarios = append(v.Scenarios, scenarioHTML(i, group, colors))
 	}
+	v.Propagation, v.PropagationRows = propagationHTML(r.Propagation, colors)
 	return v
+}
+
+// propagationHTML draws, per kind of change, the ack and enforced
+// distributions of every datapath, and the summary table.
+func propagationHTML(ps []Propagation, colors map[string]string) ([]htmlPropagation, []htmlRow) {
+	var kinds []string
+	byKind := map[string][]Propagation{}
+	for _, p := range ps {
+		k := p.label()
+		if _, ok := byKind[k]; !ok {
+			kinds = append(kinds, k)
+		}
+		byKind[k] = append(byKind[k], p)
+	}
+	color := func(name string) string {
+		if c, ok := colors[name]; ok {
+			return c
+		}
+		return datapathPalette[0]
+	}
+	var out []htmlPropagation
+	for _, k := range kinds {
+		ack, enf := map[string][]float64{}, map[string][]float64{}
+		for _, p := range byKind[k] {
+			ack[p.Datapath] = p.AckSeconds
+			enf[p.Datapath] = p.EnforcedSeconds
+		}
+		out = append(out, htmlPropagation{
+			Title:    "Change: " + k,
+			Ack:      empiricalCDFChart("acknowledged: "+k, ack, color, "seconds from the change"),
+			Enforced: empiricalCDFChart("enforced: "+k, enf, color, "seconds from the change"),
+		})
+	}
+	var rows []htmlRow
+	for _, p := range ps {
+		s := p.Summary
+		rows = append(rows, htmlRow{Datapath: p.Datapath, Style: swatchStyle(color(p.Datapath)), Cells: []string{
+			p.label(), strconv.Itoa(p.BasePolicies), strconv.Itoa(s.Changes),
+			FormatSeconds(s.AckP50), FormatSeconds(s.AckP99), FormatSeconds(s.AckMax),
+			FormatSeconds(s.EnforcedP50), FormatSeconds(s.EnforcedP99), FormatSeconds(s.EnforcedMax),
+			FormatSeconds(p.ProbeIntervalSeconds), strconv.Itoa(len(p.Errors)),
+		}})
+	}
+	return out, rows
 }
 
 // datapathPalette colours datapaths; componentPalette colours CPU

@@ -123,9 +123,10 @@ func TestWriteHTMLSelfContained(t *testing.T) {
 			t.Errorf("page contains %q: not self-contained", bad)
 		}
 	}
-	// 2 scenarios × (latency, CDF, CPU).
-	if n := strings.Count(page, "<svg "); n != 6 {
-		t.Errorf("%d charts, want 6", n)
+	// 2 scenarios × (latency, CDF, CPU), 2 kinds of change × (ack,
+	// enforced).
+	if n := strings.Count(page, "<svg "); n != 10 {
+		t.Errorf("%d charts, want 10", n)
 	}
 	// Same colour for a datapath in the bars, the CDF, the tables.
 	for dp, color := range map[string]string{"none": datapathPalette[0], "ebpf": datapathPalette[1]} {

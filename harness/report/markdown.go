@@ -81,6 +81,7 @@ func (r *Report) writeMarkdown(b *bufio.Writer) {
 		fmt.Fprintln(b)
 		fmt.Fprintln(b, "No results.")
 	}
+	writePropagationMarkdown(b, r.Propagation)
 }
 
 // byScenario groups results by scenario, in the order scenarios first

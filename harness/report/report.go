@@ -46,6 +46,9 @@ type Report struct {
 	// scenario-major: all datapaths of the first scenario, then of the
 	// second, and so on.
 	Results []Result `json:"results"`
+	// Propagation has, per datapath and kind of change, how fast policy
+	// changes took effect; empty when the suite measures none.
+	Propagation []Propagation `json:"propagation,omitempty"`
 }
 
 // Environment describes where and with what a run was made.

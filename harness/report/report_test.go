@@ -96,6 +96,34 @@ func fixture() *Report {
 				rep(2, 309e-6, 999.7, 10000, 0, ""),
 				rep(3, 333e-6, 999.8, 10000, 0, "")),
 		},
+		Propagation: []Propagation{
+			propagation("ebpf", "single", 1, []float64{3.1e-3, 2.9e-3, 4.2e-3, 3.3e-3}, []float64{3.4e-3, 3.0e-3, 4.9e-3, 3.5e-3}),
+			propagation("ebpf", "bulk", 1000, []float64{0.21, 0.19, 0.23}, []float64{0.22, 0.2, 0.25}),
+		},
+	}
+}
+
+func propagation(dp, change string, n int, ack, enforced []float64) Propagation {
+	p := Propagation{Datapath: dp, Change: change, Policies: n, BasePolicies: 100, AckSeconds: ack, EnforcedSeconds: enforced, ProbeIntervalSeconds: 1e-3}
+	if change == "bulk" {
+		p.Errors = []string{"change 4: not enforced within 30s"}
+	}
+	p.Summary = SummarizePropagation(p)
+	return p
+}
+
+func TestPercentile(t *testing.T) {
+	vs := []float64{5, 1, 4, 2, 3}
+	for _, tc := range []struct{ q, want float64 }{{50, 3}, {99, 5}, {100, 5}, {1, 1}, {20, 1}, {21, 2}} {
+		if got := Percentile(vs, tc.q); got != tc.want {
+			t.Errorf("p%g = %g, want %g", tc.q, got, tc.want)
+		}
+	}
+	if vs[0] != 5 {
+		t.Error("Percentile sorted its argument")
+	}
+	if Percentile(nil, 50) != 0 {
+		t.Error("p50 of nothing")
 	}
 }
 

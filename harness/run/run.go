@@ -158,6 +158,13 @@ func (r *runner) run(ctx context.Context, rep *report.Report) (err error) {
 	if err := r.startServers(ctx); err != nil {
 		return err
 	}
+	if s.Spec.Propagation != nil {
+		stop, err := r.propagationSetup()
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 
 	results := map[string]*report.Result{}
 	for _, sc := range s.Spec.Scenarios {
@@ -204,6 +211,34 @@ func (r *runner) run(ctx context.Context, rep *report.Report) (err error) {
 				r.logf("[%d/%d] %-12s %-6s rep %d: p50 %s p99 %s qps %.0f errors %d%s", prog.step, prog.total, sc.Name, dp, rep,
 					report.FormatSeconds(l.P50), report.FormatSeconds(l.P99), one.Workload.ActualQPS, one.Workload.Errors, errSuffix(one.Error))
 			}
+			if err := c.StopAgents(ctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if s.Spec.Propagation != nil {
+		for _, dp := range s.Spec.Datapaths {
+			if dp == "none" {
+				continue // nothing is enforced: no change takes effect
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			r.logf("propagation: starting %s agents", dp)
+			if err := c.StartAgents(ctx, cluster.AgentOptions{Datapath: dp}); err != nil {
+				_ = c.StopAgents(context.Background())
+				return fmt.Errorf("propagation, datapath %s: %w", dp, err)
+			}
+			ps := r.measurePropagation(ctx, dp)
+			for _, p := range ps {
+				r.logf("propagation on %s, %s: ack p50 %s p99 %s, enforced p50 %s p99 %s, %d failed", dp, p.Change,
+					report.FormatSeconds(p.Summary.AckP50), report.FormatSeconds(p.Summary.AckP99),
+					report.FormatSeconds(p.Summary.EnforcedP50), report.FormatSeconds(p.Summary.EnforcedP99), len(p.Errors))
+				for _, e := range p.Errors {
+					errs = append(errs, fmt.Errorf("propagation on %s, %s: %s", dp, p.Change, e))
+				}
+			}
+			rep.Propagation = append(rep.Propagation, ps...)
 			if err := c.StopAgents(ctx); err != nil {
 				errs = append(errs, err)
 			}

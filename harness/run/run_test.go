@@ -66,6 +66,22 @@ func TestBenchSmoke(t *testing.T) {
 			t.Errorf("%s/%s: actual qps %g at 500 requested", r.Scenario, r.Datapath, s.ActualQPS)
 		}
 	}
+	// Propagation on ebpf: 4 single changes and one bulk change, each
+	// acknowledged and enforced.
+	if len(rep.Propagation) != 2 {
+		t.Fatalf("%d propagation results, want single and bulk for ebpf: %+v", len(rep.Propagation), rep.Propagation)
+	}
+	for _, p := range rep.Propagation {
+		want := map[string]int{"single": 4, "bulk": 1}[p.Change]
+		if p.Datapath != "ebpf" || len(p.Errors) > 0 || len(p.AckSeconds) != want || len(p.EnforcedSeconds) != want {
+			t.Errorf("propagation %s/%s: %d acks, %d enforced (want %d), errors %v", p.Datapath, p.Change, len(p.AckSeconds), len(p.EnforcedSeconds), want, p.Errors)
+		}
+		for i := range p.AckSeconds {
+			if p.AckSeconds[i] <= 0 || p.EnforcedSeconds[i] <= 0 || p.EnforcedSeconds[i] > 5 {
+				t.Errorf("propagation %s change %d: ack %gs, enforced %gs", p.Change, i, p.AckSeconds[i], p.EnforcedSeconds[i])
+			}
+		}
+	}
 	// The files are there and readable, latest points at the run.
 	back, err := report.ReadJSON(filepath.Join(dir, "report.json"))
 	if err != nil || len(back.Results) != 4 {

@@ -99,7 +99,50 @@ type SuiteSpec struct {
 	// Scenarios are measured for every datapath, at least one, with
 	// unique names.
 	Scenarios []Scenario `json:"scenarios"`
+	// Propagation, when set, measures for every datapath how fast policy
+	// changes take effect.
+	Propagation *Propagation `json:"propagation,omitempty"`
 }
+
+// Propagation measures policy propagation: the time from a change of the
+// desired state to (a) every agent acknowledging it programmed and (b) the
+// first of a stream of probe connections, one every ProbeInterval, from
+// which on every probe sees the new verdict. A toggle policy allows From
+// to reach To on Port; single changes add and remove it in turn, bulk
+// changes add it together with generated policies.
+type Propagation struct {
+	// From and To are the probe's pods, "namespace/pod". Without the
+	// toggle policy the suite's own policies must deny From -> To on Port
+	// (To selected for ingress), so that each change flips the verdict.
+	From string `json:"from"`
+	To   string `json:"to"`
+	// Port is the TCP port probed (an echo server listens there); 0
+	// means 9000.
+	Port int `json:"port,omitempty"`
+	// Changes is the number of single-policy changes, 1 to 1000; 0 means
+	// 20.
+	Changes int `json:"changes,omitempty"`
+	// Bulk lists sizes of policy sets applied at once (the toggle and
+	// generated policies), each 1 to 100000.
+	Bulk []int `json:"bulk,omitempty"`
+	// BulkRepetitions is how often each bulk size is applied (and
+	// removed), 1 to 100; 0 means 3.
+	BulkRepetitions int `json:"bulkRepetitions,omitempty"`
+	// ProbeInterval is the time between probe connections, 100µs to
+	// 100ms; 0 means 1ms.
+	ProbeInterval Duration `json:"probeInterval,omitzero"`
+	// Timeout bounds each change, up to 5m; 0 means 30s.
+	Timeout Duration `json:"timeout,omitzero"`
+}
+
+// Defaults of Propagation.
+const (
+	DefaultPropagationPort    = 9000
+	DefaultPropagationChanges = 20
+	DefaultBulkRepetitions    = 3
+	DefaultProbeInterval      = time.Millisecond
+	DefaultPropagationTimeout = 30 * time.Second
+)
 
 // Cluster is a topology of nodes and pods.
 type Cluster struct {
@@ -223,6 +266,23 @@ func (s *Suite) Default() {
 	}
 	for i := range s.Spec.Scenarios {
 		s.Spec.Scenarios[i].Load = s.Spec.Scenarios[i].Load.Normalized()
+	}
+	if pr := s.Spec.Propagation; pr != nil {
+		if pr.Port == 0 {
+			pr.Port = DefaultPropagationPort
+		}
+		if pr.Changes == 0 {
+			pr.Changes = DefaultPropagationChanges
+		}
+		if pr.BulkRepetitions == 0 {
+			pr.BulkRepetitions = DefaultBulkRepetitions
+		}
+		if pr.ProbeInterval.Duration == 0 {
+			pr.ProbeInterval.Duration = DefaultProbeInterval
+		}
+		if pr.Timeout.Duration == 0 {
+			pr.Timeout.Duration = DefaultPropagationTimeout
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/validate/content"
 )
@@ -70,7 +71,58 @@ func (s *Suite) Validate(name string) error {
 	s.validateCluster(p)
 	s.validatePolicies(p)
 	s.validateScenarios(p)
+	s.validatePropagation(p)
 	return errors.Join(p.errs...)
+}
+
+func (s *Suite) validatePropagation(p *problems) {
+	pr := s.Spec.Propagation
+	if pr == nil {
+		return
+	}
+	const f = "spec.propagation"
+	from, fromOK := s.PodByRef(pr.From)
+	to, toOK := s.PodByRef(pr.To)
+	if !fromOK {
+		p.add(f+".from", "no pod %q in spec.cluster.pods", pr.From)
+	}
+	if !toOK {
+		p.add(f+".to", "no pod %q in spec.cluster.pods", pr.To)
+	}
+	if fromOK && toOK && from.Ref() == to.Ref() {
+		p.add(f+".to", "must differ from from")
+	}
+	if toOK && len(to.Labels) == 0 {
+		p.add(f+".to", "pod %q has no labels for the toggle policy to select", pr.To)
+	}
+	if fromOK && len(from.Labels) == 0 {
+		p.add(f+".from", "pod %q has no labels for the toggle policy to admit", pr.From)
+	}
+	if pr.Port < 0 || pr.Port > 65535 {
+		p.add(f+".port", "must be between 1 and 65535 (0 means %d), have %d", DefaultPropagationPort, pr.Port)
+	}
+	for _, sc := range s.Spec.Scenarios {
+		if pr.Port != 0 && sc.To == pr.To && (sc.Load.Port == pr.Port || sc.Load.Port+1 == pr.Port) {
+			p.add(f+".port", "%d is taken by scenario %s on %s", pr.Port, sc.Name, sc.To)
+		}
+	}
+	if pr.Changes < 0 || pr.Changes > 1000 {
+		p.add(f+".changes", "must be between 1 and 1000 (0 means %d), have %d", DefaultPropagationChanges, pr.Changes)
+	}
+	for i, n := range pr.Bulk {
+		if n < 1 || n > MaxGeneratedPolicies {
+			p.add(fmt.Sprintf("%s.bulk[%d]", f, i), "must be between 1 and %d, have %d", MaxGeneratedPolicies, n)
+		}
+	}
+	if pr.BulkRepetitions < 0 || pr.BulkRepetitions > 100 {
+		p.add(f+".bulkRepetitions", "must be between 1 and 100 (0 means %d), have %d", DefaultBulkRepetitions, pr.BulkRepetitions)
+	}
+	if d := pr.ProbeInterval.Duration; d != 0 && (d < 100*time.Microsecond || d > 100*time.Millisecond) {
+		p.add(f+".probeInterval", "must be between 100µs and 100ms, have %s", d)
+	}
+	if d := pr.Timeout.Duration; d < 0 || d > 5*time.Minute {
+		p.add(f+".timeout", "must be at most 5m, have %s", d)
+	}
 }
 
 func (s *Suite) validateDatapaths(p *problems) {

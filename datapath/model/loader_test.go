@@ -1,0 +1,57 @@
+package model
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// TestLoaderMatchesLoadDirAndReusesFiles: after a change of one file the
+// Loader returns what LoadDir returns, decoding only that file again.
+func TestLoaderMatchesLoadDirAndReusesFiles(t *testing.T) {
+	dir := writeState(t, map[string]string{
+		"a.yaml": "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: t, labels: {app: a}}\nstatus: {podIP: 10.0.0.1}\n",
+		"b.yaml": "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: x, namespace: t}\nspec: {podSelector: {}}\n",
+	})
+	var l Loader
+	if _, err := l.Load(dir); err != nil {
+		t.Fatal(err)
+	}
+	before := l.files["a.yaml"].objs
+	if err := os.WriteFile(filepath.Join(dir, "b.yaml"), []byte("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: x2, namespace: t}\nspec: {podSelector: {}}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := l.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := LoadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("Loader:\n%+v\nLoadDir:\n%+v", got, want)
+	}
+	if l.files["a.yaml"].objs != before {
+		t.Error("the unchanged file was decoded again")
+	}
+	if len(got.NetworkPolicies) != 1 || got.NetworkPolicies[0].Name != "x2" {
+		t.Errorf("policies %+v", got.NetworkPolicies)
+	}
+	// A duplicate across files, and a bad file, are refused naming them.
+	if err := os.WriteFile(filepath.Join(dir, "c.yaml"), []byte("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: x2, namespace: t}\nspec: {podSelector: {}}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Load(dir); err == nil || !strings.Contains(err.Error(), "duplicate object") || !strings.Contains(err.Error(), "c.yaml") {
+		t.Fatalf("duplicate across files: %v", err)
+	}
+	os.Remove(filepath.Join(dir, "c.yaml"))
+	if err := os.WriteFile(filepath.Join(dir, "b.yaml"), []byte("kind: ["), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Load(dir); err == nil || !strings.Contains(err.Error(), "b.yaml") {
+		t.Fatalf("bad file: %v", err)
+	}
+}

@@ -1,0 +1,303 @@
+package run
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/fastpath-bench/fastpath/datapath/model"
+	"github.com/fastpath-bench/fastpath/harness/cluster/netns"
+	"github.com/fastpath-bench/fastpath/harness/probe"
+	"github.com/fastpath-bench/fastpath/harness/report"
+	"github.com/fastpath-bench/fastpath/harness/scenario"
+)
+
+// State files the propagation measurement writes.
+const (
+	toggleFile = "30-propagation-toggle.yaml"
+	bulkFile   = "31-propagation-bulk.yaml"
+)
+
+// Probe connections: a dropped SYN shows as a timeout.
+const (
+	attemptTimeout = 100 * time.Millisecond
+	// stableAttempts is how many consecutive probes, started after the
+	// acknowledgement, must see the new verdict before a change counts as
+	// enforced.
+	stableAttempts = 20
+)
+
+// togglePolicy allows the propagation probe's client to reach its server
+// on the probe port.
+func togglePolicy(s *scenario.Suite) *networkingv1.NetworkPolicy {
+	pr := s.Spec.Propagation
+	from, _ := s.PodByRef(pr.From)
+	to, _ := s.PodByRef(pr.To)
+	tcp := corev1.ProtocolTCP
+	port := intstr.FromInt32(int32(pr.Port))
+	return &networkingv1.NetworkPolicy{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
+		ObjectMeta: metav1.ObjectMeta{Name: "fp-propagation-toggle", Namespace: to.Namespace},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: to.Labels},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From: []networkingv1.NetworkPolicyPeer{{
+					PodSelector:       &metav1.LabelSelector{MatchLabels: from.Labels},
+					NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": from.Namespace}},
+				}},
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &port}},
+			}},
+		},
+	}
+}
+
+// propagationSetup starts the probe's echo server and checks, with the
+// reference evaluator, that the toggle policy flips the probe's verdict.
+func (r *runner) propagationSetup() (stop func(), err error) {
+	pr := r.suite.Spec.Propagation
+	srv, err := probe.Serve(r.c.PodNetns(pr.To), pr.Port, "TCP")
+	if err != nil {
+		return nil, fmt.Errorf("propagation: %w", err)
+	}
+	check := func(want bool) error {
+		objs, err := model.LoadDir(r.c.StateDir())
+		if err != nil {
+			return err
+		}
+		v := model.Evaluate(objs, r.podIP(pr.From), r.podIP(pr.To), model.ProtoTCP, uint16(pr.Port))
+		if v.Allowed != want {
+			what := "deny"
+			if want {
+				what = "allow"
+			}
+			return fmt.Errorf("%s: spec.propagation: the suite's policies must %s %s -> %s TCP/%d %s the toggle policy (%s)",
+				r.opts.SuitePath, what, pr.From, pr.To, pr.Port, map[bool]string{true: "with", false: "without"}[want], v.Reason)
+		}
+		return nil
+	}
+	if err := check(false); err != nil {
+		srv.Close()
+		return nil, err
+	}
+	data, err := netns.MarshalDocs([]any{togglePolicy(r.suite)})
+	if err == nil {
+		_, err = r.c.WriteState(toggleFile, data)
+	}
+	if err == nil {
+		err = check(true)
+	}
+	if _, rerr := r.c.RemoveState(toggleFile); rerr != nil {
+		err = errors.Join(err, rerr)
+	}
+	if err != nil {
+		srv.Close()
+		return nil, err
+	}
+	return func() { srv.Close() }, nil
+}
+
+func (r *runner) podIP(ref string) netip.Addr {
+	for _, p := range r.c.Pods() {
+		if p.Key() == ref {
+			return p.IP
+		}
+	}
+	return netip.Addr{}
+}
+
+// measurePropagation measures single and bulk policy changes with the
+// agents of datapath dp running and the base state programmed.
+func (r *runner) measurePropagation(ctx context.Context, dp string) []report.Propagation {
+	pr := r.suite.Spec.Propagation
+	base := len(r.suite.Spec.Policies.Files) + r.suite.Spec.Policies.Generated
+	toggle, _ := netns.MarshalDocs([]any{togglePolicy(r.suite)})
+	single := report.Propagation{Datapath: dp, Change: "single", Policies: 1, BasePolicies: base, ProbeIntervalSeconds: pr.ProbeInterval.Seconds()}
+	r.logf("propagation on %s: %d single-policy changes", dp, pr.Changes)
+	for i := 0; i < pr.Changes; i++ {
+		allow := i%2 == 0
+		write := func() (string, error) { return r.c.RemoveState(toggleFile) }
+		if allow {
+			write = func() (string, error) { return r.c.WriteState(toggleFile, toggle) }
+		}
+		ack, enf, err := r.measureChange(ctx, write, allow)
+		if err != nil {
+			single.Errors = append(single.Errors, fmt.Sprintf("change %d: %v", i+1, err))
+			continue
+		}
+		single.AckSeconds = append(single.AckSeconds, ack.Seconds())
+		single.EnforcedSeconds = append(single.EnforcedSeconds, enf.Seconds())
+	}
+	single.Summary = report.SummarizePropagation(single)
+	out := []report.Propagation{single}
+	// Back to the base state.
+	if err := r.settle(ctx, func() (string, error) { return r.c.RemoveState(toggleFile) }); err != nil {
+		single.Errors = append(single.Errors, err.Error())
+		return out
+	}
+	for _, n := range pr.Bulk {
+		bulk := report.Propagation{Datapath: dp, Change: "bulk", Policies: n, BasePolicies: base, ProbeIntervalSeconds: pr.ProbeInterval.Seconds()}
+		docs := append([]any{togglePolicy(r.suite)}, generateFillers(r.suite, n-1, "fp-bulk")...)
+		data, err := netns.MarshalDocs(docs)
+		if err != nil {
+			bulk.Errors = append(bulk.Errors, err.Error())
+			out = append(out, bulk)
+			continue
+		}
+		r.logf("propagation on %s: %d policies at once, %d times", dp, n, pr.BulkRepetitions)
+		for k := 0; k < pr.BulkRepetitions; k++ {
+			ack, enf, err := r.measureChange(ctx, func() (string, error) { return r.c.WriteState(bulkFile, data) }, true)
+			if err != nil {
+				bulk.Errors = append(bulk.Errors, fmt.Sprintf("repetition %d: %v", k+1, err))
+			} else {
+				bulk.AckSeconds = append(bulk.AckSeconds, ack.Seconds())
+				bulk.EnforcedSeconds = append(bulk.EnforcedSeconds, enf.Seconds())
+			}
+			if err := r.settle(ctx, func() (string, error) { return r.c.RemoveState(bulkFile) }); err != nil {
+				bulk.Errors = append(bulk.Errors, fmt.Sprintf("repetition %d: removing: %v", k+1, err))
+				break
+			}
+		}
+		bulk.Summary = report.SummarizePropagation(bulk)
+		out = append(out, bulk)
+	}
+	return out
+}
+
+// settle applies a change and waits until every agent has programmed it.
+func (r *runner) settle(ctx context.Context, write func() (string, error)) error {
+	hash, err := write()
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, r.suite.Spec.Propagation.Timeout.Duration)
+	defer cancel()
+	_, err = r.c.WaitProgrammed(wctx, hash, time.Now())
+	return err
+}
+
+// attempt is one probe connection of a propagation measurement.
+type attempt struct {
+	start time.Time
+	done  bool
+	ok    bool
+}
+
+// measureChange makes one change with write while a prober opens a new
+// connection every probe interval, and returns the time to the last
+// agent's acknowledgement and to enforcement: the start of the first
+// connection from which on every connection had outcome want.
+func (r *runner) measureChange(ctx context.Context, write func() (string, error), want bool) (ack, enforced time.Duration, err error) {
+	pr := r.suite.Spec.Propagation
+	ctx, cancel := context.WithTimeout(ctx, pr.Timeout.Duration)
+	defer cancel()
+	from, to := r.c.PodNetns(pr.From), r.podIP(pr.To)
+
+	var mu sync.Mutex
+	var attempts []*attempt
+	var wg sync.WaitGroup
+	stopProbes := make(chan struct{})
+	proberDone := make(chan struct{})
+	go func() {
+		defer close(proberDone)
+		tick := time.NewTicker(pr.ProbeInterval.Duration)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopProbes:
+				return
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			a := &attempt{start: time.Now()}
+			mu.Lock()
+			attempts = append(attempts, a)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res := probe.Connect(ctx, from, to, pr.Port, "TCP", attemptTimeout)
+				mu.Lock()
+				a.done, a.ok = true, res.Connected
+				mu.Unlock()
+			}()
+		}
+	}()
+	finish := func() {
+		close(stopProbes)
+		<-proberDone
+		wg.Wait()
+	}
+
+	// A few probes under the old state first.
+	time.Sleep(3 * pr.ProbeInterval.Duration)
+	t0 := time.Now()
+	hash, err := write()
+	if err != nil {
+		finish()
+		return 0, 0, err
+	}
+	acks, err := r.c.WaitProgrammed(ctx, hash, t0)
+	if err != nil {
+		finish()
+		return 0, 0, err
+	}
+	for _, d := range acks {
+		ack = max(ack, d)
+	}
+	ackedAt := t0.Add(ack)
+	// Probe on until enough connections started after the acknowledgement
+	// have completed with the new outcome.
+	for {
+		mu.Lock()
+		stable := 0
+		for _, a := range attempts {
+			if a.start.After(ackedAt) && a.done && a.ok == want {
+				stable++
+			}
+		}
+		mu.Unlock()
+		if stable >= stableAttempts {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			finish()
+			return ack, 0, fmt.Errorf("not enforced within %s (acknowledged after %s)", pr.Timeout.Duration, ack)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	finish()
+	last := -1
+	for i, a := range attempts {
+		if !a.done || a.ok != want {
+			last = i
+		}
+	}
+	switch {
+	case last == len(attempts)-1:
+		return ack, 0, errors.New("the last probe connection still had the old verdict")
+	case last == -1:
+		return ack, 0, errors.New("no probe connection saw the old verdict: the previous state was not in force")
+	}
+	return ack, max(0, attempts[last+1].start.Sub(t0)), nil
+}
+
+// generateFillers is GenerateFillers with another name prefix.
+func generateFillers(s *scenario.Suite, n int, prefix string) []any {
+	out := GenerateFillers(s, n)
+	for i, o := range out {
+		np := o.(*networkingv1.NetworkPolicy)
+		np.Name = fmt.Sprintf("%s-%04d", prefix, i)
+	}
+	return out
+}
