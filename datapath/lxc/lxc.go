@@ -57,6 +57,8 @@ type endpointState struct {
 	ip       netip.Addr
 	// entriesDigest identifies the policy entries in the endpoint's tries.
 	entriesDigest [sha256.Size]byte
+	// meshOn is set while the endpoint has a mesh-layer trie.
+	meshOn bool
 	// rules is a digest of the endpoint's rule lists: per-rule counters
 	// are reset when it changes, since rule numbers then mean other rules.
 	rules string
@@ -256,13 +258,16 @@ func (d *Datapath) Apply(r *model.Resolved, node string) (ApplyStats, error) {
 			if err := d.swapPolicy(es.id, p.entries); err != nil {
 				return st, fmt.Errorf("Pod %s: %w", key, err)
 			}
+			// (Every update or delete of fp_policy waits for an RCU grace
+			// period, milliseconds: touch the mesh layer only when needed.)
 			if meshOn {
 				if err := d.swapPolicy(es.id|meshBit, p.mesh); err != nil {
 					return st, fmt.Errorf("Pod %s: mesh layer: %w", key, err)
 				}
-			} else {
+			} else if es.meshOn || !ok {
 				_ = d.objs.FpPolicy.Delete(es.id | meshBit)
 			}
+			es.meshOn = meshOn
 			es.entriesDigest = digest
 			st.Swapped++
 		}

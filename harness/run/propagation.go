@@ -199,7 +199,12 @@ func (r *runner) measureChange(ctx context.Context, write func() (string, error)
 	pr := r.suite.Spec.Propagation
 	ctx, cancel := context.WithTimeout(ctx, pr.Timeout.Duration)
 	defer cancel()
-	from, to := r.c.PodNetns(pr.From), r.podIP(pr.To)
+	to := r.podIP(pr.To)
+	dialer, err := probe.NewDialer(r.c.PodNetns(pr.From))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer dialer.Close()
 
 	var mu sync.Mutex
 	var attempts []*attempt
@@ -225,7 +230,7 @@ func (r *runner) measureChange(ctx context.Context, write func() (string, error)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				res := probe.Connect(ctx, from, to, pr.Port, "TCP", attemptTimeout)
+				res := dialer.Connect(ctx, to, pr.Port, attemptTimeout)
 				mu.Lock()
 				a.done, a.ok = true, res.Connected
 				mu.Unlock()

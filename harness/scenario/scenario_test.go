@@ -67,8 +67,11 @@ func TestLoadValid(t *testing.T) {
 		{
 			file: "../../scenarios/bench/quick.yaml",
 			check: func(t *testing.T, s *Suite) {
-				if s.Metadata.Name != "quick" || !reflect.DeepEqual(s.Spec.Datapaths, []string{"none", "ebpf"}) {
+				if s.Metadata.Name != "quick" || !reflect.DeepEqual(s.Spec.Datapaths, []string{"none", "ebpf", "iptables"}) {
 					t.Errorf("name %q datapaths %v", s.Metadata.Name, s.Spec.Datapaths)
+				}
+				if pr := s.Spec.Propagation; pr == nil || pr.Changes != 20 || !reflect.DeepEqual(pr.Bulk, []int{100, 1000}) || pr.ProbeInterval.Duration != time.Millisecond || pr.BulkRepetitions != 3 {
+					t.Errorf("propagation %+v", pr)
 				}
 				if len(s.Spec.Cluster.Pods) != 4 || s.Spec.Policies.Generated != 99 {
 					t.Errorf("%d pods, %d generated policies", len(s.Spec.Cluster.Pods), s.Spec.Policies.Generated)
@@ -164,6 +167,18 @@ func TestLoadInvalid(t *testing.T) {
 				`invalid-many.yaml: spec.scenarios[2].load.port: must be between 1 and 65534`,
 			},
 			count: 28,
+		},
+		{
+			file: "invalid-propagation.yaml",
+			want: []string{
+				`spec.propagation.from: no pod "bench/nobody"`,
+				`spec.propagation.to: pod "bench/server" has no labels`,
+				`spec.propagation.port: 9000 is taken by scenario ok`,
+				`spec.propagation.changes: must be between 1 and 1000`,
+				`spec.propagation.bulk[0]: must be between 1 and 100000`,
+				`spec.propagation.probeInterval: must be between 100µs and 100ms`,
+			},
+			count: 6,
 		},
 		{
 			file:  "invalid-missing-policy.yaml",
