@@ -12,7 +12,7 @@ COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 export BPF_CLANG BPF_CFLAGS
 
-.PHONY: help deps deps-bpf build generate check-generated vet test bench conformance clean
+.PHONY: help deps deps-bpf build generate check-generated vet test bench release-report compare-release conformance clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -43,6 +43,17 @@ test: deps check-generated vet build ## run every test (privileged ones need roo
 
 bench: deps build ## run the benchmark suite (SUITE=...) on the netns provider
 	./bin/fastpath bench --suite $(SUITE)
+
+release-report: deps build ## run the benchmark suite and keep its report as reports/releases/$(VERSION)/
+	@test "$(origin VERSION)" = "command line" || { echo "usage: make release-report VERSION=x.y.z" >&2; exit 2; }
+	@test ! -e reports/releases/$(VERSION) || { echo "reports/releases/$(VERSION) exists: a release report is never overwritten" >&2; exit 2; }
+	./bin/fastpath bench --suite $(SUITE) --run-dir reports/releases/$(VERSION)
+
+compare-release: build ## compare reports/runs/latest with the newest release report (LAST=version to pick another)
+	@last="$(LAST)"; [ -n "$$last" ] || last=$$(ls reports/releases 2>/dev/null | sort -V | tail -n 1); \
+	test -n "$$last" || { echo "no release report under reports/releases (make release-report VERSION=...)" >&2; exit 2; }; \
+	echo "comparing reports/releases/$$last with reports/runs/latest"; \
+	./bin/fastpath compare reports/releases/$$last/report.json reports/runs/latest/report.json --html reports/runs/latest/compare.html
 
 conformance: deps build ## run scenarios/conformance against the model, the ebpf datapath and the iptables baseline
 	./bin/fastpath conformance run --cases scenarios/conformance --datapath model

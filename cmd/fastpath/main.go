@@ -63,7 +63,7 @@ func newBench() *cobra.Command {
 	var opts run.Options
 	cmd := &cobra.Command{
 		Use:   "bench",
-		Short: "Run a benchmark suite and write report.json and report.md",
+		Short: "Run a benchmark suite and write report.json, report.md and report.html",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := interruptible()
@@ -72,7 +72,7 @@ func newBench() *cobra.Command {
 			_, dir, err := run.Bench(ctx, opts)
 			if dir != "" {
 				abs, _ := filepath.Abs(dir)
-				fmt.Printf("report: %s\n  %s\n  %s\n", abs, filepath.Join(abs, "report.md"), filepath.Join(abs, "report.json"))
+				fmt.Printf("report: %s\n  %s\n  %s\n  %s\n", abs, filepath.Join(abs, "report.md"), filepath.Join(abs, "report.html"), filepath.Join(abs, "report.json"))
 			}
 			return err
 		},
@@ -80,6 +80,7 @@ func newBench() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&opts.SuitePath, "suite", "scenarios/bench/quick.yaml", "suite file")
 	f.StringVar(&opts.OutRoot, "out", "reports/runs", "directory for run directories (<out>/<timestamp>, <out>/latest)")
+	f.StringVar(&opts.OutDir, "run-dir", "", "write the run into exactly this directory instead (no timestamp, no latest link)")
 	f.StringVar(&opts.AgentBinary, "agent-binary", "", "fastpath-agent executable (default: next to this one, then PATH)")
 	return cmd
 }

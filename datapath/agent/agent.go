@@ -339,7 +339,7 @@ func (a *Agent) Run(ctx context.Context) error {
 				}
 			}
 			// Coalesce a burst of events (a writer's rename, many files).
-			drain(w.Events, 500*time.Microsecond)
+			drain(w.Events, 2*time.Millisecond)
 			a.reconcile()
 		case err := <-w.Errors:
 			a.log.Warn("state watcher", "error", err)

@@ -27,9 +27,15 @@ spec:
   ingress: [{ports: [{port: 80}]}]
 `
 
+// write replaces a state file atomically (write, then rename), as state
+// writers must: a reader may otherwise see the file half written.
 func write(t *testing.T, dir, name, content string) string {
 	t.Helper()
-	if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+	tmp := filepath.Join(dir, "."+name+".tmp")
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
 		t.Fatal(err)
 	}
 	h, err := model.HashDir(dir)
