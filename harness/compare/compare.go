@@ -128,7 +128,9 @@ type Comparison struct {
 // Pair compares one scenario on one datapath across the two reports.
 type Pair struct {
 	Scenario, Datapath string
-	// Figures are, in this order: p50, p90, p99, p99.9, QPS, error rate.
+	// Figures are, in this order: p50, p90, p99, p99.9, QPS, error rate;
+	// for a policy propagation pair (Scenario "propagation: …"): ack and
+	// enforced, the median times over the changes.
 	Figures []Figure
 }
 
@@ -234,6 +236,7 @@ func Compare(old, new *report.Report, opts Options) (*Comparison, error) {
 	if len(c.Pairs) == 0 {
 		return nil, fmt.Errorf("%w (old has %s; new has %s)", ErrNoCommonResult, listOrNone(c.OnlyOld), listOrNone(c.OnlyNew))
 	}
+	c.Pairs = append(c.Pairs, comparePropagation(old, new, opts)...)
 	for _, p := range c.Pairs {
 		for _, f := range p.Figures {
 			if f.Verdict == Worse {
@@ -268,29 +271,67 @@ func samples(res *report.Result, def figureDef) []float64 {
 func comparePair(o, n *report.Result, opts Options) Pair {
 	p := Pair{Scenario: n.Scenario, Datapath: n.Datapath}
 	for _, def := range figureDefs {
-		ov, nv := samples(o, def), samples(n, def)
-		f := Figure{
-			Name:           def.name,
-			OldMedian:      median(ov),
-			NewMedian:      median(nv),
-			OldN:           len(ov),
-			NewN:           len(nv),
-			HigherIsBetter: def.higherIsBetter,
-			ChangePct:      math.NaN(),
-			CILowPct:       math.NaN(),
-			CIHighPct:      math.NaN(),
-			P:              math.NaN(),
-			Verdict:        NoData,
-		}
-		if len(ov) > 0 && len(nv) > 0 {
-			f.ChangePct = relChange(f.OldMedian, f.NewMedian)
-			f.CILowPct, f.CIHighPct = bootstrapCI(ov, nv, opts.Resamples, opts.Alpha, figureSeed(opts.Seed, n.Scenario, n.Datapath, def.name))
-			f.P = MannWhitney(ov, nv)
-			f.Verdict = verdict(f, ov, nv, opts)
-		}
-		p.Figures = append(p.Figures, f)
+		p.Figures = append(p.Figures, compareSamples(def.name, def.higherIsBetter, samples(o, def), samples(n, def), opts, n.Scenario, n.Datapath))
 	}
 	return p
+}
+
+// compareSamples compares one figure given its samples on each side (one
+// per repetition, or per change for propagation).
+func compareSamples(name string, higherIsBetter bool, ov, nv []float64, opts Options, scenario, datapath string) Figure {
+	f := Figure{
+		Name:           name,
+		OldMedian:      median(ov),
+		NewMedian:      median(nv),
+		OldN:           len(ov),
+		NewN:           len(nv),
+		HigherIsBetter: higherIsBetter,
+		ChangePct:      math.NaN(),
+		CILowPct:       math.NaN(),
+		CIHighPct:      math.NaN(),
+		P:              math.NaN(),
+		Verdict:        NoData,
+	}
+	if len(ov) > 0 && len(nv) > 0 {
+		f.ChangePct = relChange(f.OldMedian, f.NewMedian)
+		f.CILowPct, f.CIHighPct = bootstrapCI(ov, nv, opts.Resamples, opts.Alpha, figureSeed(opts.Seed, scenario, datapath, name))
+		f.P = MannWhitney(ov, nv)
+		f.Verdict = verdict(f, ov, nv, opts)
+	}
+	return f
+}
+
+// propagationScenario names a kind of policy change as a pair's scenario.
+func propagationScenario(p *report.Propagation) string {
+	if p.Change == "single" {
+		return "propagation: 1 policy"
+	}
+	return fmt.Sprintf("propagation: %d policies", p.Policies)
+}
+
+// comparePropagation pairs the policy propagation measurements of the two
+// reports (by datapath and kind of change) and compares the median time
+// to acknowledgement and to enforcement; the samples are the changes.
+func comparePropagation(old, new *report.Report, opts Options) []Pair {
+	oldIdx := map[string]*report.Propagation{}
+	for i := range old.Propagation {
+		p := &old.Propagation[i]
+		oldIdx[propagationScenario(p)+"/"+p.Datapath] = p
+	}
+	var out []Pair
+	for i := range new.Propagation {
+		n := &new.Propagation[i]
+		sc := propagationScenario(n)
+		o, ok := oldIdx[sc+"/"+n.Datapath]
+		if !ok {
+			continue
+		}
+		out = append(out, Pair{Scenario: sc, Datapath: n.Datapath, Figures: []Figure{
+			compareSamples("ack", false, o.AckSeconds, n.AckSeconds, opts, sc, n.Datapath),
+			compareSamples("enforced", false, o.EnforcedSeconds, n.EnforcedSeconds, opts, sc, n.Datapath),
+		}})
+	}
+	return out
 }
 
 // figureSeed derives the bootstrap seed of one figure.

@@ -418,3 +418,53 @@ func TestGoldenContent(t *testing.T) {
 		}
 	}
 }
+
+// withPropagation adds single-change propagation samples to a report:
+// ack and enforced times of 20 changes around base seconds.
+func withPropagation(r *report.Report, seed uint64, base float64) *report.Report {
+	g := &rng{state: seed}
+	p := report.Propagation{Datapath: "ebpf", Change: "single", Policies: 1, BasePolicies: 100, ProbeIntervalSeconds: 1e-3}
+	for i := 0; i < 20; i++ {
+		v := base * (0.9 + 0.2*float64(g.intn(1001))/1000)
+		p.AckSeconds = append(p.AckSeconds, v)
+		p.EnforcedSeconds = append(p.EnforcedSeconds, v*0.9)
+	}
+	p.Summary = report.SummarizePropagation(p)
+	r.Propagation = []report.Propagation{p}
+	return r
+}
+
+// TestPropagationFigures: propagation is compared per datapath and kind of
+// change; a doubled acknowledgement time is a regression, the same
+// distribution is not.
+func TestPropagationFigures(t *testing.T) {
+	old := withPropagation(baseline.report(), 7, 10e-3)
+	for _, tc := range []struct {
+		name  string
+		new   *report.Report
+		worse bool
+	}{
+		{"same", withPropagation(baseline.with(2, 1, 1).report(), 8, 10e-3), false},
+		{"twice as slow", withPropagation(baseline.with(2, 1, 1).report(), 8, 20e-3), true},
+	} {
+		c, err := Compare(old, tc.new, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var found bool
+		for _, p := range c.Pairs {
+			if p.Scenario != "propagation: 1 policy" || p.Datapath != "ebpf" {
+				continue
+			}
+			found = true
+			for _, f := range p.Figures {
+				if (f.Verdict == Worse) != tc.worse || f.OldN != 20 {
+					t.Errorf("%s: %s verdict %s (n %d, change %.1f%%)", tc.name, f.Name, f.Verdict, f.OldN, f.ChangePct)
+				}
+			}
+		}
+		if !found {
+			t.Fatalf("%s: no propagation pair", tc.name)
+		}
+	}
+}
