@@ -330,13 +330,26 @@ func (r *runner) checkScenariosAllowed() error {
 	}
 	var errs []error
 	for i, sc := range r.suite.Spec.Scenarios {
-		v := model.Evaluate(objs, pods[sc.From], pods[sc.To], model.ProtoTCP, uint16(sc.Load.Port))
+		port := trafficPort(sc.Load)
+		v := model.Evaluate(objs, pods[sc.From], pods[sc.To], model.ProtoTCP, uint16(port))
 		if !v.Allowed {
 			errs = append(errs, fmt.Errorf("%s: spec.scenarios[%d] (%s): the suite's policies deny %s -> %s TCP/%d: %s",
-				r.opts.SuitePath, i, sc.Name, sc.From, sc.To, sc.Load.Port, v.Reason))
+				r.opts.SuitePath, i, sc.Name, sc.From, sc.To, port, v.Reason))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// trafficPort is the server port a scenario's load goes to: the HTTP port,
+// the TCP echo server's (port+1) or the gRPC server's (port+2).
+func trafficPort(l scenario.Load) int {
+	switch l.Protocol {
+	case "tcp":
+		return l.Port + 1
+	case "grpc":
+		return l.Port + 2
+	}
+	return l.Port
 }
 
 func (r *runner) startServers(ctx context.Context) error {
@@ -402,8 +415,11 @@ func (r *runner) measure(ctx context.Context, sc scenario.Scenario, index int) r
 		}
 	}
 	url := fmt.Sprintf("http://%s:%d/", to.IP, sc.Load.Port)
-	if sc.Load.Protocol == "tcp" {
-		url = fmt.Sprintf("tcp://%s:%d", to.IP, sc.Load.Port+1)
+	switch sc.Load.Protocol {
+	case "tcp":
+		url = fmt.Sprintf("tcp://%s:%d", to.IP, trafficPort(sc.Load))
+	case "grpc":
+		url = fmt.Sprintf("grpc://%s:%d", to.IP, trafficPort(sc.Load))
 	}
 	if w := r.suite.Spec.Warmup.Duration; w > 0 {
 		if _, _, err := r.load(ctx, sc, url, w); err != nil {

@@ -47,8 +47,8 @@ func TestBenchSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bench: %v\n%s", err, progress.String())
 	}
-	if len(rep.Results) != 4 {
-		t.Fatalf("%d results, want 2 scenarios × 2 datapaths", len(rep.Results))
+	if len(rep.Results) != 6 {
+		t.Fatalf("%d results, want 3 scenarios (http same-node and cross-node, grpc) × 2 datapaths", len(rep.Results))
 	}
 	for _, r := range rep.Results {
 		s := r.Summary
@@ -84,7 +84,7 @@ func TestBenchSmoke(t *testing.T) {
 	}
 	// The files are there and readable, latest points at the run.
 	back, err := report.ReadJSON(filepath.Join(dir, "report.json"))
-	if err != nil || len(back.Results) != 4 {
+	if err != nil || len(back.Results) != 6 {
 		t.Fatalf("read back: %v", err)
 	}
 	md, err := os.ReadFile(filepath.Join(out, "latest", "report.md"))

@@ -58,7 +58,7 @@ var KnownProviders = []string{"netns"}
 var KnownDatapaths = []string{"none", "ebpf", "iptables"}
 
 // KnownProtocols are the valid values of load.protocol.
-var KnownProtocols = []string{"http", "tcp"}
+var KnownProtocols = []string{"http", "tcp", "grpc"}
 
 // Suite is a benchmark suite file.
 type Suite struct {
@@ -210,7 +210,8 @@ type Scenario struct {
 
 // Load is the load a scenario's client generates.
 type Load struct {
-	// Protocol is "http" or "tcp" (fortio TCP echo, on Port+1); "" means
+	// Protocol is "http", "tcp" (fortio TCP echo, on Port+1) or "grpc"
+	// (fortio gRPC ping, unary calls, on Port+2); "" means
 	// "http".
 	Protocol string `json:"protocol,omitempty"`
 	// QPS is the target rate across all connections; 0 means as fast as
@@ -222,7 +223,8 @@ type Load struct {
 	// Duration is how long the measured load lasts, at most 1h; 0 means
 	// 10s.
 	Duration Duration `json:"duration,omitzero"`
-	// Port is the server's HTTP port, 1 to 65535 (65534 for tcp); 0 means
+	// Port is the server's HTTP port, 1 to 65535 (65534 for tcp, 65533
+	// for grpc); 0 means
 	// 8080.
 	Port int `json:"port,omitempty"`
 	// PayloadBytes is the size of each response body, 0 to 1 MiB.

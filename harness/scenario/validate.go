@@ -298,8 +298,11 @@ func (l Load) validate(p *problems, field string) {
 	}
 	checkDuration(p, field+".duration", l.Duration)
 	maxPort := 65535
-	if l.Protocol == "tcp" {
+	switch l.Protocol {
+	case "tcp":
 		maxPort = 65534 // the TCP echo server listens on port+1
+	case "grpc":
+		maxPort = 65533 // the gRPC ping server listens on port+2
 	}
 	if l.Port < 0 || l.Port > maxPort {
 		p.add(field+".port", "must be between 1 and %d (0 means %d), have %d", maxPort, DefaultPort, l.Port)

@@ -16,7 +16,7 @@ import (
 // pod network namespaces:
 //
 //	workload serve --port 8080 [--payload-bytes N] [--delay D]
-//	workload load --url URL [--protocol http|tcp] [--qps Q] [--connections C]
+//	workload load --url URL [--protocol http|tcp|grpc] [--qps Q] [--connections C]
 //	    [--duration D] [--resolution R] [--payload-bytes N] [--timeout T]
 //
 // serve runs until SIGINT or SIGTERM. load prints its Result as JSON on
@@ -37,7 +37,7 @@ func newServeCommand() *cobra.Command {
 	var opts ServerOptions
 	cmd := &cobra.Command{
 		Use:   "serve",
-		Short: "Run the HTTP echo server (and TCP echo on the next port) until SIGINT/SIGTERM",
+		Short: "Run the HTTP echo server (TCP echo on the next port, gRPC ping on the one after) until SIGINT/SIGTERM",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signalContext(cmd)
@@ -46,12 +46,15 @@ func newServeCommand() *cobra.Command {
 			if port == 0 {
 				port = DefaultPort
 			}
-			tcp := "none"
+			tcp, grpc := "none", "none"
 			if port < 65535 {
 				tcp = fmt.Sprintf(":%d", port+1)
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "workload serve: http on :%d, tcp echo on %s, payload %d bytes, delay %v\n",
-				port, tcp, opts.PayloadBytes, opts.Delay)
+			if port < 65534 {
+				grpc = fmt.Sprintf(":%d", port+2)
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "workload serve: http on :%d, tcp echo on %s, grpc ping on %s, payload %d bytes, delay %v\n",
+				port, tcp, grpc, opts.PayloadBytes, opts.Delay)
 			if err := Serve(ctx, opts); err != nil {
 				return fmt.Errorf("serve: %w", err)
 			}
@@ -98,13 +101,13 @@ func newLoadCommand() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&opts.URL, "url", "", "target: http://host:port/ or tcp://host:port")
-	f.StringVar(&opts.Protocol, "protocol", DefaultProtocol, "http or tcp")
+	f.StringVar(&opts.URL, "url", "", "target: http://host:port/, tcp://host:port or grpc://host:port")
+	f.StringVar(&opts.Protocol, "protocol", DefaultProtocol, "http, tcp or grpc")
 	f.Float64Var(&opts.QPS, "qps", 0, "target requests per second over all connections (<= 0: as fast as possible)")
 	f.IntVar(&opts.Connections, "connections", DefaultConnections, "concurrent connections")
 	f.DurationVar(&opts.Duration, "duration", DefaultDuration, "how long to load")
 	f.DurationVar(&opts.Resolution, "resolution", DefaultResolution, "finest latency histogram bucket width")
-	f.IntVar(&opts.PayloadBytes, "payload-bytes", 0, "http: response body size to ask for; tcp: message size")
+	f.IntVar(&opts.PayloadBytes, "payload-bytes", 0, "http: response body size to ask for; tcp: message size; grpc: ping payload size")
 	f.DurationVar(&opts.Timeout, "timeout", DefaultTimeout, "per-request timeout")
 	_ = cmd.MarkFlagRequired("url")
 	return cmd

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"fortio.org/fortio/fgrpc"
 	"fortio.org/fortio/fhttp"
 	"fortio.org/fortio/fnet"
 	"fortio.org/fortio/periodic"
@@ -41,10 +42,11 @@ var Percentiles = []float64{50, 75, 90, 99, 99.9}
 // LoadOptions configure RunLoad. Zero values mean defaults.
 type LoadOptions struct {
 	// URL is the target: http://host:port/path for http, tcp://host:port
-	// for tcp.
+	// for tcp, grpc://host:port for grpc.
 	URL string
-	// Protocol is "http" (fortio HTTP load against an echo server) or
-	// "tcp" (fortio TCP echo load); "" means "http".
+	// Protocol is "http" (fortio HTTP load against an echo server), "tcp"
+	// (fortio TCP echo load) or "grpc" (fortio gRPC ping load, unary calls
+	// over one HTTP/2 connection per connection); "" means "http".
 	Protocol string
 	// QPS is the target rate over all connections; <= 0 means as fast as
 	// possible.
@@ -102,8 +104,12 @@ func (o LoadOptions) validate() error {
 		if o.URL != "" && !strings.HasPrefix(o.URL, tcprunner.TCPURLPrefix) {
 			errs = append(errs, fmt.Errorf("url %q: want tcp://host:port for protocol tcp", o.URL))
 		}
+	case "grpc":
+		if o.URL != "" && !strings.HasPrefix(o.URL, GRPCURLPrefix) {
+			errs = append(errs, fmt.Errorf("url %q: want grpc://host:port for protocol grpc", o.URL))
+		}
 	default:
-		errs = append(errs, fmt.Errorf("protocol %q: want http or tcp", o.Protocol))
+		errs = append(errs, fmt.Errorf("protocol %q: want http, tcp or grpc", o.Protocol))
 	}
 	if o.Connections < 1 {
 		errs = append(errs, fmt.Errorf("connections %d: must be at least 1", o.Connections))
@@ -165,9 +171,12 @@ func RunLoad(ctx context.Context, opts LoadOptions) (*Result, error) {
 	defer stop()
 
 	var err error
-	if opts.Protocol == "tcp" {
+	switch opts.Protocol {
+	case "tcp":
 		err = runTCP(ctx, ro, opts, res)
-	} else {
+	case "grpc":
+		err = runGRPC(ctx, ro, opts, res)
+	default:
 		err = runHTTP(ro, opts, res)
 	}
 	if err == nil && ctx.Err() != nil {
@@ -282,6 +291,44 @@ func runTCP(ctx context.Context, ro periodic.RunnerOptions, opts LoadOptions, re
 	for msg, n := range out.RetCodes {
 		if msg != tcprunner.TCPStatusOK {
 			kinds[tcpErrorKind(msg)] += n
+		}
+	}
+	setErrors(res, kinds)
+	return nil
+}
+
+// GRPCURLPrefix starts the URL of a grpc load.
+const GRPCURLPrefix = "grpc://"
+
+// runGRPC runs fortio's gRPC ping load and fills res.
+func runGRPC(ctx context.Context, ro periodic.RunnerOptions, opts LoadOptions, res *Result) error {
+	dest := strings.TrimSuffix(strings.TrimPrefix(opts.URL, GRPCURLPrefix), "/")
+	// As for tcp: fail fast, with the timeout, when nothing answers.
+	d := net.Dialer{Timeout: opts.Timeout}
+	conn, err := d.DialContext(ctx, "tcp", dest)
+	if err != nil {
+		return fmt.Errorf("grpc load of %s: %w", opts.URL, err)
+	}
+	conn.Close()
+	gro := &fgrpc.GRPCRunnerOptions{
+		RunnerOptions:      ro,
+		Destination:        dest,
+		UsePing:            true,
+		Streams:            1,
+		AllowInitialErrors: true,
+	}
+	if opts.PayloadBytes > 0 {
+		gro.Payload = strings.Repeat("x", opts.PayloadBytes)
+	}
+	out, err := fgrpc.RunGRPCTest(gro)
+	if err != nil {
+		return fmt.Errorf("grpc load of %s: %w", opts.URL, err)
+	}
+	fill(res, &out.RunnerResults)
+	kinds := map[string]int64{}
+	for status, n := range out.RetCodes {
+		if status != "SERVING" {
+			kinds["grpc-"+strings.ToLower(status)] += n
 		}
 	}
 	setErrors(res, kinds)

@@ -10,12 +10,14 @@ import (
 	"sync"
 	"time"
 
+	"fortio.org/fortio/fgrpc"
 	"fortio.org/fortio/fhttp"
 	"fortio.org/fortio/fnet"
 )
 
 // DefaultPort is the HTTP port Serve listens on when ServerOptions.Port is
-// zero. The TCP echo server listens on the next one.
+// zero. The TCP echo server listens on the next one, the gRPC ping server
+// on the one after.
 const DefaultPort = 8080
 
 // MaxPayloadBytes is the largest response body the server produces
@@ -64,6 +66,18 @@ func Serve(ctx context.Context, opts ServerOptions) error {
 		if err != nil {
 			httpLn.Close()
 			return fmt.Errorf("listen for tcp echo: %w", err)
+		}
+	}
+	if opts.Port < 65534 {
+		// fortio's gRPC ping server (unary Ping echoing its payload, and
+		// the health service). It lives as long as the process: fortio
+		// gives no handle to stop it.
+		if addr := fgrpc.PingServer(":"+strconv.Itoa(opts.Port+2), fgrpc.DefaultHealthServiceName, 0, &fhttp.TLSOptions{}); addr == nil {
+			httpLn.Close()
+			if tcpLn != nil {
+				tcpLn.Close()
+			}
+			return fmt.Errorf("listen for grpc on port %d failed", opts.Port+2)
 		}
 	}
 	return ServeListeners(ctx, httpLn, tcpLn, opts)

@@ -12,6 +12,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"fortio.org/fortio/fgrpc"
+	"fortio.org/fortio/fhttp"
 )
 
 // server is a Serve instance on loopback, on dynamic ports.
@@ -90,6 +93,11 @@ func checkConsistent(t *testing.T, res *Result) {
 
 func TestRunLoad(t *testing.T) {
 	srv := startServer(t, ServerOptions{})
+	grpcPort := fgrpc.PingServerTCP("127.0.0.1:0", fgrpc.DefaultHealthServiceName, 0, &fhttp.TLSOptions{})
+	if grpcPort <= 0 {
+		t.Fatal("grpc ping server did not start")
+	}
+	grpcURL := fmt.Sprintf("grpc://127.0.0.1:%d", grpcPort)
 	tests := []struct {
 		name string
 		opts LoadOptions
@@ -98,6 +106,8 @@ func TestRunLoad(t *testing.T) {
 		{"http-payload", LoadOptions{URL: srv.httpURL, QPS: 200, Connections: 2, Duration: 500 * time.Millisecond, PayloadBytes: 300 << 10}},
 		{"tcp", LoadOptions{URL: srv.tcpURL, Protocol: "tcp", QPS: 200, Connections: 2, Duration: time.Second}},
 		{"tcp-payload", LoadOptions{URL: srv.tcpURL, Protocol: "tcp", QPS: 200, Connections: 2, Duration: 500 * time.Millisecond, PayloadBytes: 4096}},
+		{"grpc", LoadOptions{URL: grpcURL, Protocol: "grpc", QPS: 200, Connections: 2, Duration: time.Second}},
+		{"grpc-payload", LoadOptions{URL: grpcURL, Protocol: "grpc", QPS: 200, Connections: 2, Duration: 500 * time.Millisecond, PayloadBytes: 4096}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
