@@ -233,6 +233,10 @@ func describeLoad(path string, l LoadSpec) string {
 		}
 		load += fmt.Sprintf(", %d-byte %ss", l.PayloadBytes, unit)
 	}
+	if l.ChurnPoliciesPerSecond > 0 || l.ChurnPodsPerSecond > 0 {
+		load += fmt.Sprintf("; churn: %s policies/s and %s pods/s created and deleted meanwhile",
+			strconv.FormatFloat(l.ChurnPoliciesPerSecond, 'f', -1, 64), strconv.FormatFloat(l.ChurnPodsPerSecond, 'f', -1, 64))
+	}
 	if path == "" {
 		return "Load: " + load
 	}

@@ -103,6 +103,10 @@ type LoadSpec struct {
 	// PayloadBytes is the response (tcp: message) size; 0 for the
 	// default.
 	PayloadBytes int `json:"payloadBytes"`
+	// ChurnPoliciesPerSecond and ChurnPodsPerSecond are the requested
+	// rates of control-plane churn during the measurement; 0 for none.
+	ChurnPoliciesPerSecond float64 `json:"churnPoliciesPerSecond,omitempty"`
+	ChurnPodsPerSecond     float64 `json:"churnPodsPerSecond,omitempty"`
 }
 
 // Repetition is one measurement of a scenario on a datapath.
@@ -122,6 +126,23 @@ type Repetition struct {
 	// node agents) and "softirq" (system-wide softirq time, where the
 	// kernel datapath work of the packets lands).
 	CPUSeconds map[string]float64 `json:"cpuSeconds,omitempty"`
+	// Churn counts the control-plane churn made during the measured load;
+	// nil without churn.
+	Churn *ChurnCount `json:"churn,omitempty"`
+}
+
+// ChurnCount is what a churned measurement changed, and what the agents
+// programmed meanwhile.
+type ChurnCount struct {
+	// PolicyChanges and PodChanges are the state files written or
+	// removed.
+	PolicyChanges int `json:"policyChanges"`
+	PodChanges    int `json:"podChanges"`
+	// Applies is the number of states the agents programmed (summed over
+	// agents): changes that arrive together are programmed as one.
+	Applies int64 `json:"applies"`
+	// Seconds is how long the churn ran.
+	Seconds float64 `json:"seconds"`
 }
 
 // CPUComponents are the keys of Repetition.CPUSeconds, in display order.

@@ -181,6 +181,9 @@ func (r *runner) run(ctx context.Context, rep *report.Report) (err error) {
 					PayloadBytes:    sc.Load.PayloadBytes,
 				},
 			}
+			if c := sc.Churn; c != nil {
+				res.Load.ChurnPoliciesPerSecond, res.Load.ChurnPodsPerSecond = c.PoliciesPerSecond, c.PodsPerSecond
+			}
 			results[sc.Name+"\x00"+dp] = res
 			rep.Results = append(rep.Results, *res)
 		}
@@ -432,8 +435,19 @@ func (r *runner) measure(ctx context.Context, sc scenario.Scenario, index int) r
 		serverPID = p.Cmd.Process.Pid
 	}
 	before := r.snapshot(serverPID)
+	var churn *churner
+	if sc.Churn != nil {
+		churn = r.startChurn(ctx, sc)
+	}
 	res, clientCPU, err := r.load(ctx, sc, url, sc.Load.Duration.Duration)
 	after := r.snapshot(serverPID)
+	if churn != nil {
+		count, cerr := churn.finish(ctx)
+		rep.Churn = count
+		if cerr != nil && err == nil {
+			err = cerr
+		}
+	}
 	if res != nil {
 		rep.Workload = *res
 	}

@@ -66,6 +66,18 @@ func TestBenchSmoke(t *testing.T) {
 			t.Errorf("%s/%s: actual qps %g at 500 requested", r.Scenario, r.Datapath, s.ActualQPS)
 		}
 	}
+	// Churn on cross-node: policies and pods were created and deleted
+	// during the measurement, and the agents programmed them.
+	for _, r := range rep.Results {
+		c := r.Repetitions[0].Churn
+		if (r.Scenario == "cross-node") != (c != nil) {
+			t.Errorf("%s/%s: churn %+v", r.Scenario, r.Datapath, c)
+			continue
+		}
+		if c != nil && (c.PolicyChanges < 20 || c.PodChanges < 20 || c.Applies < 10) {
+			t.Errorf("%s/%s: churn %+v: want about 40 changes of each kind in 2s, programmed", r.Scenario, r.Datapath, c)
+		}
+	}
 	// Propagation on ebpf: 4 single changes and one bulk change, each
 	// acknowledged and enforced.
 	if len(rep.Propagation) != 2 {

@@ -177,8 +177,10 @@ func TestLoadInvalid(t *testing.T) {
 				`spec.propagation.changes: must be between 1 and 1000`,
 				`spec.propagation.bulk[0]: must be between 1 and 100000`,
 				`spec.propagation.probeInterval: must be between 100µs and 100ms`,
+				`spec.scenarios[0].churn.podsPerSecond: must be between 0 and 1000`,
+				`spec.scenarios[0].churn.window: must be between 1 and 1000`,
 			},
-			count: 6,
+			count: 8,
 		},
 		{
 			file:  "invalid-missing-policy.yaml",
@@ -365,5 +367,19 @@ func TestDurationJSON(t *testing.T) {
 				t.Errorf("Marshal = %s, want %s", out, want)
 			}
 		})
+	}
+}
+
+// TestShippedSuitesLoad: every suite under scenarios/bench decodes and
+// validates.
+func TestShippedSuitesLoad(t *testing.T) {
+	files, err := filepath.Glob("../../scenarios/bench/*.yaml")
+	if err != nil || len(files) < 3 {
+		t.Fatalf("suites: %v %v", files, err)
+	}
+	for _, f := range files {
+		if _, err := LoadFile(f); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
 	}
 }

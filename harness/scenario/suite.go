@@ -206,7 +206,32 @@ type Scenario struct {
 	To string `json:"to"`
 	// Load is what the client sends.
 	Load Load `json:"load,omitzero"`
+	// Churn, when set, changes the desired state at a steady rate while
+	// the load is measured.
+	Churn *Churn `json:"churn,omitempty"`
 }
+
+// Churn is control-plane activity during a measurement: policies and pods
+// created and deleted at steady rates. Each change is one state file
+// written or removed, which every agent picks up and programs.
+type Churn struct {
+	// PoliciesPerSecond is the rate of policy creations (0 to 1000); once
+	// Window churned policies exist, each creation also deletes the
+	// oldest. The policies select the scenario's server, so they change
+	// its policy maps.
+	PoliciesPerSecond float64 `json:"policiesPerSecond,omitempty"`
+	// PodsPerSecond is the rate of pod creations (0 to 1000), deleted like
+	// the policies. The pods run on a node outside the cluster, each with
+	// labels of its own: every agent allocates an identity and an ipcache
+	// entry for each, as for pods of other nodes.
+	PodsPerSecond float64 `json:"podsPerSecond,omitempty"`
+	// Window is how many churned objects of each kind live at once, 1 to
+	// 1000; 0 means 20.
+	Window int `json:"window,omitempty"`
+}
+
+// DefaultChurnWindow is Churn.Window's default.
+const DefaultChurnWindow = 20
 
 // Load is the load a scenario's client generates.
 type Load struct {
@@ -268,6 +293,9 @@ func (s *Suite) Default() {
 	}
 	for i := range s.Spec.Scenarios {
 		s.Spec.Scenarios[i].Load = s.Spec.Scenarios[i].Load.Normalized()
+		if c := s.Spec.Scenarios[i].Churn; c != nil && c.Window == 0 {
+			c.Window = DefaultChurnWindow
+		}
 	}
 	if pr := s.Spec.Propagation; pr != nil {
 		if pr.Port == 0 {

@@ -262,6 +262,23 @@ func (s *Suite) validateScenarios(p *problems) {
 			p.add(field+".to", "must differ from from (%q)", sc.From)
 		}
 		sc.Load.validate(p, field+".load")
+		if c := sc.Churn; c != nil {
+			if c.PoliciesPerSecond < 0 || c.PoliciesPerSecond > 1000 {
+				p.add(field+".churn.policiesPerSecond", "must be between 0 and 1000, have %g", c.PoliciesPerSecond)
+			}
+			if c.PodsPerSecond < 0 || c.PodsPerSecond > 1000 {
+				p.add(field+".churn.podsPerSecond", "must be between 0 and 1000, have %g", c.PodsPerSecond)
+			}
+			if c.PoliciesPerSecond == 0 && c.PodsPerSecond == 0 {
+				p.add(field+".churn", "needs policiesPerSecond or podsPerSecond")
+			}
+			if c.Window < 0 || c.Window > 1000 {
+				p.add(field+".churn.window", "must be between 1 and 1000 (0 means %d), have %d", DefaultChurnWindow, c.Window)
+			}
+			if to, ok := s.PodByRef(sc.To); ok && len(to.Labels) == 0 && c.PoliciesPerSecond > 0 {
+				p.add(field+".churn.policiesPerSecond", "the server pod %q has no labels for churned policies to select", sc.To)
+			}
+		}
 	}
 }
 
