@@ -172,6 +172,39 @@ func writeCPU(b io.Writer, results []Result) {
 		}
 		fmt.Fprintf(b, "| `%s` | %s |\n", res.Datapath, strings.Join(cells, " | "))
 	}
+	writeRSS(b, results)
+}
+
+// rssComponents are the keys of Repetition.PeakRSSBytes, in display order.
+var rssComponents = []string{"client", "server", "agents"}
+
+// writeRSS writes the largest peak RSS per component over the repetitions.
+func writeRSS(b io.Writer, results []Result) {
+	have := false
+	for _, res := range results {
+		for _, rep := range res.Repetitions {
+			have = have || len(rep.PeakRSSBytes) > 0
+		}
+	}
+	if !have {
+		return
+	}
+	fmt.Fprintf(b, "\nPeak RSS in MiB (largest over repetitions; agents: the largest agent):\n\n")
+	fmt.Fprintf(b, "| datapath | %s |\n|---|%s\n", strings.Join(rssComponents, " | "), strings.Repeat("--:|", len(rssComponents)))
+	for _, res := range results {
+		cells := make([]string, len(rssComponents))
+		for i, comp := range rssComponents {
+			var peak int64
+			for _, rep := range res.Repetitions {
+				peak = max(peak, rep.PeakRSSBytes[comp])
+			}
+			cells[i] = "–"
+			if peak > 0 {
+				cells[i] = fmt.Sprintf("%.1f", float64(peak)/(1<<20))
+			}
+		}
+		fmt.Fprintf(b, "| `%s` | %s |\n", res.Datapath, strings.Join(cells, " | "))
+	}
 }
 
 // relative describes each datapath's p50 and p99 as a ratio to the

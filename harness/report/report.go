@@ -126,6 +126,10 @@ type Repetition struct {
 	// node agents) and "softirq" (system-wide softirq time, where the
 	// kernel datapath work of the packets lands).
 	CPUSeconds map[string]float64 `json:"cpuSeconds,omitempty"`
+	// PeakRSSBytes is, per component, the peak resident set size:
+	// "client" (the load process, over its life), "server" and "agents"
+	// (the largest agent) since they started.
+	PeakRSSBytes map[string]int64 `json:"peakRSSBytes,omitempty"`
 	// Churn counts the control-plane churn made during the measured load;
 	// nil without churn.
 	Churn *ChurnCount `json:"churn,omitempty"`

@@ -38,10 +38,11 @@ func rep(index int, base, qps float64, count, errors int64, errMsg string) Repet
 		w.ErrorsByKind = map[string]int64{"socket": errors / 2, "http-503": errors - errors/2}
 	}
 	return Repetition{
-		Index:     index,
-		StartedAt: time.Date(2026, 11, 23, 10, 0, index*10, 0, time.UTC),
-		Workload:  w,
-		Error:     errMsg,
+		Index:        index,
+		StartedAt:    time.Date(2026, 11, 23, 10, 0, index*10, 0, time.UTC),
+		Workload:     w,
+		Error:        errMsg,
+		PeakRSSBytes: map[string]int64{"client": 30 << 20, "server": 20<<20 + int64(index)<<20, "agents": 40 << 20},
 		CPUSeconds: map[string]float64{
 			"client": base * 2000, "server": base * 1500, "agents": 0.01, "softirq": base * 900,
 		},

@@ -59,6 +59,47 @@ func softirqSeconds() (float64, error) {
 	return 0, fmt.Errorf("/proc/stat has no cpu line")
 }
 
+// procPeakRSSBytes returns a process's peak resident set size (VmHWM in
+// /proc/<pid>/status).
+func procPeakRSSBytes(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			f := strings.Fields(rest)
+			if len(f) == 2 && f[1] == "kB" {
+				kb, err := strconv.ParseInt(f[0], 10, 64)
+				if err != nil {
+					return 0, err
+				}
+				return kb << 10, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/status has no VmHWM", pid)
+}
+
+// peakRSS returns the peak RSS of the server and of the agents (the
+// largest agent's), so far in the processes' lives.
+func (r *runner) peakRSS(serverPID int) map[string]int64 {
+	out := map[string]int64{}
+	if serverPID > 0 {
+		if v, err := procPeakRSSBytes(serverPID); err == nil {
+			out["server"] = v
+		}
+	}
+	for _, p := range r.c.Agents() {
+		if p.Cmd.Process != nil {
+			if v, err := procPeakRSSBytes(p.Cmd.Process.Pid); err == nil && v > out["agents"] {
+				out["agents"] = v
+			}
+		}
+	}
+	return out
+}
+
 // cpuSnapshot is the CPU time of the measured components at one moment.
 type cpuSnapshot struct {
 	server, agents, softirq float64

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/fastpath-bench/fastpath/datapath/model"
@@ -425,7 +426,7 @@ func (r *runner) measure(ctx context.Context, sc scenario.Scenario, index int) r
 		url = fmt.Sprintf("grpc://%s:%d", to.IP, trafficPort(sc.Load))
 	}
 	if w := r.suite.Spec.Warmup.Duration; w > 0 {
-		if _, _, err := r.load(ctx, sc, url, w); err != nil {
+		if _, _, _, err := r.load(ctx, sc, url, w); err != nil {
 			rep.Error = "warm-up: " + err.Error()
 			return rep
 		}
@@ -439,7 +440,7 @@ func (r *runner) measure(ctx context.Context, sc scenario.Scenario, index int) r
 	if sc.Churn != nil {
 		churn = r.startChurn(ctx, sc)
 	}
-	res, clientCPU, err := r.load(ctx, sc, url, sc.Load.Duration.Duration)
+	res, clientCPU, clientRSS, err := r.load(ctx, sc, url, sc.Load.Duration.Duration)
 	after := r.snapshot(serverPID)
 	if churn != nil {
 		count, cerr := churn.finish(ctx)
@@ -450,6 +451,10 @@ func (r *runner) measure(ctx context.Context, sc scenario.Scenario, index int) r
 	}
 	if res != nil {
 		rep.Workload = *res
+	}
+	rep.PeakRSSBytes = r.peakRSS(serverPID)
+	if clientRSS > 0 {
+		rep.PeakRSSBytes["client"] = clientRSS
 	}
 	rep.CPUSeconds = map[string]float64{
 		"client":  clientCPU,
@@ -463,9 +468,9 @@ func (r *runner) measure(ctx context.Context, sc scenario.Scenario, index int) r
 	return rep
 }
 
-// load runs one fortio client process and returns its result and the CPU
-// seconds it used.
-func (r *runner) load(ctx context.Context, sc scenario.Scenario, url string, d time.Duration) (*workload.Result, float64, error) {
+// load runs one fortio client process and returns its result, the CPU
+// seconds it used and its peak RSS in bytes.
+func (r *runner) load(ctx context.Context, sc scenario.Scenario, url string, d time.Duration) (*workload.Result, float64, int64, error) {
 	args := []string{"workload", "load",
 		"--url", url,
 		"--protocol", sc.Load.Protocol,
@@ -479,7 +484,7 @@ func (r *runner) load(ctx context.Context, sc scenario.Scenario, url string, d t
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	p, err := r.c.StartIn(sc.From, cmd)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
 	done := make(chan error, 1)
 	go func() { done <- p.Cmd.Wait() }()
@@ -489,27 +494,31 @@ func (r *runner) load(ctx context.Context, sc scenario.Scenario, url string, d t
 	case <-ctx.Done():
 		_ = p.Cmd.Process.Kill()
 		<-done
-		return nil, 0, ctx.Err()
+		return nil, 0, 0, ctx.Err()
 	case <-time.After(d + 60*time.Second):
 		_ = p.Cmd.Process.Kill()
 		<-done
-		return nil, 0, fmt.Errorf("load client in %s did not finish", sc.From)
+		return nil, 0, 0, fmt.Errorf("load client in %s did not finish", sc.From)
 	}
 	cpu := 0.0
+	var rss int64
 	if ps := p.Cmd.ProcessState; ps != nil {
 		cpu = (ps.UserTime() + ps.SystemTime()).Seconds()
+		if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
+			rss = ru.Maxrss << 10 // kilobytes on Linux
+		}
 	}
 	var res workload.Result
 	if jerr := json.Unmarshal(stdout.Bytes(), &res); jerr != nil {
-		return nil, cpu, fmt.Errorf("load client in %s: %v: %s", sc.From, errors.Join(werr, jerr), strings.TrimSpace(stderr.String()))
+		return nil, cpu, rss, fmt.Errorf("load client in %s: %v: %s", sc.From, errors.Join(werr, jerr), strings.TrimSpace(stderr.String()))
 	}
 	if werr != nil {
-		return &res, cpu, fmt.Errorf("load client in %s: %v: %s", sc.From, werr, lastLine(stderr.String()))
+		return &res, cpu, rss, fmt.Errorf("load client in %s: %v: %s", sc.From, werr, lastLine(stderr.String()))
 	}
 	if res.Errors > 0 {
-		return &res, cpu, fmt.Errorf("%d of %d requests failed", res.Errors, res.Count)
+		return &res, cpu, rss, fmt.Errorf("%d of %d requests failed", res.Errors, res.Count)
 	}
-	return &res, cpu, nil
+	return &res, cpu, rss, nil
 }
 
 func lastLine(s string) string {

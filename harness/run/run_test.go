@@ -59,6 +59,9 @@ func TestBenchSmoke(t *testing.T) {
 		if !(l.P50 > 0 && l.P50 <= l.P90 && l.P90 <= l.P99 && l.P99 <= l.Max) {
 			t.Errorf("%s/%s: latency out of order: %+v", r.Scenario, r.Datapath, l)
 		}
+		if rss := r.Repetitions[0].PeakRSSBytes; rss["client"] < 1<<20 || rss["server"] < 1<<20 || rss["agents"] < 1<<20 {
+			t.Errorf("%s/%s: peak RSS not measured: %v", r.Scenario, r.Datapath, rss)
+		}
 		if s.CPUMillisPer1k["client"] <= 0 || s.CPUMillisPer1k["server"] <= 0 {
 			t.Errorf("%s/%s: CPU per 1k requests not measured: %v", r.Scenario, r.Datapath, s.CPUMillisPer1k)
 		}
@@ -115,7 +118,7 @@ func TestBenchRefusesSuiteThatDeniesItsTraffic(t *testing.T) {
 	self, agent := buildBinaries(t)
 	dir := t.TempDir()
 	data, _ := os.ReadFile("testdata/smoke.yaml")
-	suite := strings.Replace(string(data), "files: [../../../scenarios/policies/quick-allow.yaml]", "files: []", 1)
+	suite := strings.Replace(string(data), "files: [../../../scenarios/policies/workloads-allow.yaml]", "files: []", 1)
 	p := filepath.Join(dir, "deny.yaml")
 	os.WriteFile(p, []byte(suite), 0o644)
 	id := testutil.RunID("deny")
