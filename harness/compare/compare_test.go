@@ -466,5 +466,18 @@ func TestPropagationFigures(t *testing.T) {
 		if !found {
 			t.Fatalf("%s: no propagation pair", tc.name)
 		}
+		// Both outputs render the propagation pairs.
+		var md, page bytes.Buffer
+		if err := c.WriteMarkdown(&md); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.WriteHTML(&page); err != nil {
+			t.Fatal(err)
+		}
+		for _, out := range []string{md.String(), page.String()} {
+			if !strings.Contains(out, "propagation: 1 policy") || !strings.Contains(out, "enforced") {
+				t.Errorf("%s: output lacks the propagation figures:\n%s", tc.name, out)
+			}
+		}
 	}
 }

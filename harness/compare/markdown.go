@@ -69,12 +69,21 @@ func (c *Comparison) view() view {
 		s := scenarioView{Name: group[0].Scenario}
 		var reps []string
 		for _, p := range group {
+			if len(p.Figures) == 0 {
+				continue
+			}
 			f := p.Figures[0]
 			reps = append(reps, fmt.Sprintf("%s %d/%d", p.Datapath, f.OldN, f.NewN))
 		}
 		s.Reps = strings.Join(reps, ", ")
-		for i := range figureDefs {
+		// Figures in order; pairs of one scenario have the same ones
+		// (propagation pairs have their own, fewer).
+		nFigures := len(group[0].Figures)
+		for i := 0; i < nFigures; i++ {
 			for _, p := range group {
+				if i >= len(p.Figures) {
+					continue
+				}
 				f := p.Figures[i]
 				s.Rows = append(s.Rows, rowView{
 					Figure:   f.Name,
