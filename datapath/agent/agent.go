@@ -385,16 +385,24 @@ func (a *Agent) reconcile() {
 	a.mu.Lock()
 	cur := a.status
 	a.mu.Unlock()
+	start := time.Now()
+	// The loader reads and digests every file (decoding only changed
+	// ones): its digest tells whether anything changed.
+	objs, err := a.loader.Load(a.cfg.StateDir)
 	if cur.Ready && len(cur.Pending) == 0 {
 		// Unchanged, or the same refused state again: nothing to do. (Back
 		// to the programmed state after a refusal: reprogram, which also
 		// clears the error.)
-		if h, err := model.HashDir(a.cfg.StateDir); err == nil && ((h == cur.StateHash && cur.LastError == "") || h == cur.FailedHash) {
+		h := ""
+		if err == nil {
+			h = objs.Hash
+		} else if hh, herr := model.HashDir(a.cfg.StateDir); herr == nil {
+			h = hh
+		}
+		if h != "" && ((h == cur.StateHash && cur.LastError == "") || h == cur.FailedHash) {
 			return
 		}
 	}
-	start := time.Now()
-	objs, err := a.loader.Load(a.cfg.StateDir)
 	var r *model.Resolved
 	if err == nil {
 		r, err = model.Resolve(objs)
