@@ -193,17 +193,7 @@ func (d *Datapath) proxyRules(p *Plan, r *model.Resolved, node string, eps []*mo
 			if d.opts.ProxyPort == 0 {
 				return nil, fmt.Errorf("Pod %s: policy %s has L7 rules, and this iptables datapath has no L7 proxy", ep.Key(), rule.Policy)
 			}
-			peers := []string{""}
-			if !rule.AnyPeer {
-				peers = nil
-				for _, id := range rule.Peers {
-					set := setName(id)
-					if _, ok := p.Sets[set]; !ok {
-						p.Sets[set] = setMembers(r, id, node)
-					}
-					peers = append(peers, fmt.Sprintf("-m set --match-set %s src ", set))
-				}
-			}
+			peers := p.peerMatches(r, node, rule, "src")
 			for _, pr := range rule.Ports {
 				if pr.Protocol != model.ProtoTCP && pr.Protocol != model.ProtoAny {
 					continue
@@ -233,6 +223,25 @@ func (d *Datapath) proxyRules(p *Plan, r *model.Resolved, node string, eps []*mo
 	return append(out, l7...), nil
 }
 
+// peerMatches returns one iptables match per peer of rule (the ipset of
+// each peer identity, on the source or destination address per peerDir),
+// or a single empty match for a rule that admits every peer. It adds the
+// sets the plan does not have yet.
+func (p *Plan) peerMatches(r *model.Resolved, node string, rule model.Rule, peerDir string) []string {
+	if rule.AnyPeer {
+		return []string{""}
+	}
+	var out []string
+	for _, id := range rule.Peers {
+		set := setName(id)
+		if _, ok := p.Sets[set]; !ok {
+			p.Sets[set] = setMembers(r, id, node)
+		}
+		out = append(out, fmt.Sprintf("-m set --match-set %s %s ", set, peerDir))
+	}
+	return out
+}
+
 // chain writes one endpoint chain: deny rules, allow rules, default.
 func (d *Datapath) chain(p *Plan, r *model.Resolved, node string, out []string, chain string, ep *model.Endpoint, rules []model.Rule, enforced bool, peerDir, onlyProto string) []string {
 	for _, pass := range []bool{true, false} { // denies first
@@ -245,17 +254,7 @@ func (d *Datapath) chain(p *Plan, r *model.Resolved, node string, out []string, 
 				target = "DROP"
 			}
 			comment := fmt.Sprintf("-m comment --comment \"%s rule %d of %s\"", chain, ri, rule.Policy)
-			peers := []string{""}
-			if !rule.AnyPeer {
-				peers = nil
-				for _, id := range rule.Peers {
-					set := setName(id)
-					if _, ok := p.Sets[set]; !ok {
-						p.Sets[set] = setMembers(r, id, node)
-					}
-					peers = append(peers, fmt.Sprintf("-m set --match-set %s %s ", set, peerDir))
-				}
-			}
+			peers := p.peerMatches(r, node, rule, peerDir)
 			for _, peer := range peers {
 				for _, pr := range rule.Ports {
 					if onlyProto != "" && pr.Protocol != model.ProtoAny && pr.Protocol.String() != strings.ToUpper(onlyProto) {
@@ -423,9 +422,9 @@ func (d *Datapath) Apply(ctx context.Context, r *model.Resolved, node string) (S
 	}
 	st.RestoreDuration = time.Since(start)
 	for _, hook := range d.hooks() {
-		check := append([]string{"-w"}, checkArgs(hook)...)
+		check := append([]string{"-w"}, hookArgs("-C", hook)...)
 		if err := run(ctx, nil, d.opts.Iptables, check...); err != nil {
-			ins := append([]string{"-w"}, insertArgs(hook)...)
+			ins := append([]string{"-w"}, hookArgs("-I", hook)...)
 			if err := run(ctx, nil, d.opts.Iptables, ins...); err != nil {
 				return st, fmt.Errorf("hook %s: %w", strings.Join(hook, " "), err)
 			}
@@ -463,35 +462,26 @@ func (d *Datapath) hooks() [][]string {
 	}
 }
 
-// insertArgs turns hook arguments into an insert at the head of the chain.
-func insertArgs(hook []string) []string {
+// hookArgs turns hook arguments into the rule operation op ("-I" inserts
+// at the head of the chain, "-C" checks, "-D" deletes), placed after an
+// optional "-t table".
+func hookArgs(op string, hook []string) []string {
+	var out []string
 	if hook[0] == "-t" {
-		return append([]string{hook[0], hook[1], "-I", hook[2], "1"}, hook[3:]...)
+		out, hook = append(out, hook[0], hook[1]), hook[2:]
 	}
-	return append([]string{"-I", hook[0], "1"}, hook[1:]...)
-}
-
-// checkArgs turns hook arguments into a check for the rule.
-func checkArgs(hook []string) []string {
-	if hook[0] == "-t" {
-		return append([]string{hook[0], hook[1], "-C"}, hook[2:]...)
+	out = append(out, op, hook[0])
+	if op == "-I" {
+		out = append(out, "1")
 	}
-	return append([]string{"-C"}, hook...)
-}
-
-// deleteArgs turns hook arguments into a delete.
-func deleteArgs(hook []string) []string {
-	if hook[0] == "-t" {
-		return append([]string{hook[0], hook[1], "-D"}, hook[2:]...)
-	}
-	return append([]string{"-D"}, hook...)
+	return append(out, hook[1:]...)
 }
 
 // Close removes the hooks, the chains and the sets.
 func (d *Datapath) Close() error {
 	ctx := context.Background()
 	for _, hook := range d.hooks() {
-		_ = run(ctx, nil, d.opts.Iptables, append([]string{"-w"}, deleteArgs(hook)...)...)
+		_ = run(ctx, nil, d.opts.Iptables, append([]string{"-w"}, hookArgs("-D", hook)...)...)
 	}
 	// The mangle chain: flush and delete.
 	_ = run(ctx, []byte(fmt.Sprintf("*mangle\n:%s - [0:0]\n-X %s\nCOMMIT\n", proxyChain, proxyChain)), d.opts.IptablesRestore, "--noflush", "-w")

@@ -105,3 +105,20 @@ func TestDenyRulesComeFirst(t *testing.T) {
 		t.Fatalf("deny rule must precede allow rules:\n%s", p.Filter)
 	}
 }
+
+func TestHookArgs(t *testing.T) {
+	for _, tc := range []struct {
+		op   string
+		hook []string
+		want string
+	}{
+		{"-I", []string{"FORWARD", "-j", "FP-FORWARD"}, "-I FORWARD 1 -j FP-FORWARD"},
+		{"-C", []string{"FORWARD", "-j", "FP-FORWARD"}, "-C FORWARD -j FP-FORWARD"},
+		{"-I", []string{"-t", "mangle", "PREROUTING", "-j", "FP-PROXY"}, "-t mangle -I PREROUTING 1 -j FP-PROXY"},
+		{"-D", []string{"-t", "mangle", "PREROUTING", "-j", "FP-PROXY"}, "-t mangle -D PREROUTING -j FP-PROXY"},
+	} {
+		if got := strings.Join(hookArgs(tc.op, tc.hook), " "); got != tc.want {
+			t.Errorf("hookArgs(%s, %v) = %q, want %q", tc.op, tc.hook, got, tc.want)
+		}
+	}
+}

@@ -18,6 +18,9 @@
 #include "compiler.h"
 #include "maps.h"
 #include "drop_reasons.h"
+#include "endpoint.h"
+#include "identity.h"
+#include "parse.h"
 
 #define POLICY_KEY_BITS 64
 
@@ -153,4 +156,42 @@ static __always_inline int policy_check(__u32 ep_id, __u32 peer, __u32 peer_cidr
 	if (!(bits & POLICY_ALLOW) && default_deny)
 		return DROP_POLICY;
 	return (bits & POLICY_PROXY) ? REASON_TO_PROXY : REASON_FORWARDED;
+}
+
+/*
+ * ingress_policy decides a new connection into endpoint ep from peer:
+ * the network layer, then for TCP the mesh layer; both must admit it.
+ * Returns REASON_FORWARDED, REASON_TO_PROXY (admitted, subject to an L7
+ * rule of either layer) or a drop reason. count says whether the rules
+ * that decide are counted (not when the redirect hook only peeks).
+ */
+static __always_inline int ingress_policy(const struct endpoint_info *ep,
+					  const struct flow4 *f,
+					  const struct peer_identity *peer,
+					  int count)
+{
+	int net = REASON_FORWARDED, mesh = REASON_FORWARDED;
+
+	if (ep->flags & (EP_F_INGRESS_ENFORCED | EP_F_INGRESS_POLICY)) {
+		net = policy_check(ep->ep_id, peer->identity, peer->cidr_identity,
+				   DIR_INGRESS, f->proto, f->dport,
+				   ep->flags & EP_F_INGRESS_ENFORCED, count);
+		if (net >= DROP_POLICY)
+			return net;
+	}
+	if (f->proto == IPPROTO_TCP &&
+	    (ep->flags & (EP_F_MESH_ENFORCED | EP_F_MESH_POLICY))) {
+		mesh = policy_check(ep->ep_id | POLICY_MESH_BIT, peer->identity,
+				    peer->cidr_identity, DIR_INGRESS, f->proto,
+				    f->dport, ep->flags & EP_F_MESH_ENFORCED, count);
+		if (mesh == DROP_POLICY)
+			return DROP_MESH_POLICY;
+		if (mesh == DROP_POLICY_DENY)
+			return DROP_MESH_DENY;
+		if (mesh >= DROP_POLICY)
+			return mesh;
+	}
+	if (net == REASON_TO_PROXY || mesh == REASON_TO_PROXY)
+		return REASON_TO_PROXY;
+	return REASON_FORWARDED;
 }

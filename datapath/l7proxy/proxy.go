@@ -98,36 +98,16 @@ func Listen(opts Options) (*Proxy, error) {
 	if opts.UpstreamTimeout == 0 {
 		opts.UpstreamTimeout = 5 * time.Second
 	}
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_IP, syscall.IP_TRANSPARENT, 1)
-		})
-		if err != nil {
-			return err
-		}
-		if serr != nil {
-			return fmt.Errorf("IP_TRANSPARENT: %w", serr)
-		}
-		return nil
-	}}
+	lc := net.ListenConfig{Control: setsockopt("IP_TRANSPARENT", syscall.SOL_IP, syscall.IP_TRANSPARENT, 1)}
 	l, err := lc.Listen(context.Background(), "tcp4", opts.ListenAddr)
 	if err != nil {
 		return nil, fmt.Errorf("l7proxy: listen on %s: %w", opts.ListenAddr, err)
 	}
 	p := &Proxy{opts: opts, ln: l.(*net.TCPListener), done: make(chan struct{})}
-	dialer := &net.Dialer{Timeout: opts.UpstreamTimeout, Control: func(_, _ string, c syscall.RawConn) error {
-		if opts.UpstreamMark == 0 {
-			return nil
-		}
-		var serr error
-		if err := c.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_MARK, opts.UpstreamMark)
-		}); err != nil {
-			return err
-		}
-		return serr
-	}}
+	dialer := &net.Dialer{Timeout: opts.UpstreamTimeout}
+	if opts.UpstreamMark != 0 {
+		dialer.Control = setsockopt("SO_MARK", syscall.SOL_SOCKET, syscall.SO_MARK, opts.UpstreamMark)
+	}
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
 			dst := r.In.Context().Value(keyLocal).(netip.AddrPort)
@@ -163,6 +143,23 @@ func Listen(opts Options) (*Proxy, error) {
 		_ = p.srv.Serve(p.ln)
 	}()
 	return p, nil
+}
+
+// setsockopt returns a socket Control function that sets one integer
+// option (named name in errors) before bind or connect.
+func setsockopt(name string, level, opt, value int) func(_, _ string, c syscall.RawConn) error {
+	return func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), level, opt, value)
+		}); err != nil {
+			return err
+		}
+		if serr != nil {
+			return fmt.Errorf("%s: %w", name, serr)
+		}
+		return nil
+	}
 }
 
 func (p *Proxy) handler(upstream http.Handler) http.Handler {

@@ -182,8 +182,8 @@ func parseAddrOrPrefix(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
-// principalMatches matches an Istio principal pattern: exact, "*", a
-// "prefix*" or a "*suffix".
+// principalMatches is Istio's string match, for principals, namespaces and
+// paths alike: exact, "*" (any non-empty value), "prefix*" or "*suffix".
 func principalMatches(pattern, principal string) bool {
 	switch {
 	case pattern == "*":

@@ -2,6 +2,7 @@ package model
 
 import (
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -19,8 +20,8 @@ type Request struct {
 // Cilium rules.http give Method and Path as regular expressions that must
 // match the whole method or path (RE2 syntax, as Envoy matches them); an
 // empty one matches everything. Istio operations give lists: Methods are
-// exact names; Paths are exact paths, "prefix*", "*suffix" or "*"; a Not
-// list excludes; an empty list matches everything.
+// exact names; Paths are Istio string matches (see principalMatches); a
+// Not list excludes; an empty list matches everything.
 type HTTPRule struct {
 	Method     string   `json:"method,omitempty"`
 	Path       string   `json:"path,omitempty"`
@@ -38,16 +39,16 @@ func (h HTTPRule) Matches(req Request) bool {
 	if h.Path != "" && !fullMatch(h.Path, req.Path) {
 		return false
 	}
-	if len(h.Methods) > 0 && !containsString(h.Methods, req.Method) {
+	if len(h.Methods) > 0 && !slices.Contains(h.Methods, req.Method) {
 		return false
 	}
-	if containsString(h.NotMethods, req.Method) {
+	if slices.Contains(h.NotMethods, req.Method) {
 		return false
 	}
-	if len(h.Paths) > 0 && !anyPathMatch(h.Paths, req.Path) {
+	if len(h.Paths) > 0 && !anyMatch(h.Paths, req.Path) {
 		return false
 	}
-	return !anyPathMatch(h.NotPaths, req.Path)
+	return !anyMatch(h.NotPaths, req.Path) // Istio string match, as for principals
 }
 
 func (h HTTPRule) String() string {
@@ -79,38 +80,6 @@ func (h HTTPRule) String() string {
 func httpMatches(rules []HTTPRule, req Request) bool {
 	for _, h := range rules {
 		if h.Matches(req) {
-			return true
-		}
-	}
-	return false
-}
-
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-// pathMatches is Istio's string match for paths: exact, "prefix*",
-// "*suffix", or "*" for any.
-func pathMatches(pattern, path string) bool {
-	switch {
-	case pattern == "*":
-		return true
-	case strings.HasSuffix(pattern, "*"):
-		return strings.HasPrefix(path, strings.TrimSuffix(pattern, "*"))
-	case strings.HasPrefix(pattern, "*"):
-		return strings.HasSuffix(path, strings.TrimPrefix(pattern, "*"))
-	}
-	return pattern == path
-}
-
-func anyPathMatch(patterns []string, path string) bool {
-	for _, p := range patterns {
-		if pathMatches(p, path) {
 			return true
 		}
 	}

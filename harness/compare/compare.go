@@ -129,7 +129,8 @@ type Comparison struct {
 type Pair struct {
 	Scenario, Datapath string
 	// Figures are, in this order: p50, p90, p99, p99.9, QPS, error rate;
-	// for a policy propagation pair (Scenario "propagation: …"): ack and
+	// for a policy propagation pair (Scenario "propagation: " and the
+	// report's label of the change): ack and
 	// enforced, the median times over the changes.
 	Figures []Figure
 }
@@ -302,12 +303,7 @@ func compareSamples(name string, higherIsBetter bool, ov, nv []float64, opts Opt
 }
 
 // propagationScenario names a kind of policy change as a pair's scenario.
-func propagationScenario(p *report.Propagation) string {
-	if p.Change == "single" {
-		return "propagation: 1 policy"
-	}
-	return fmt.Sprintf("propagation: %d policies", p.Policies)
-}
+func propagationScenario(p *report.Propagation) string { return "propagation: " + p.Label() }
 
 // comparePropagation pairs the policy propagation measurements of the two
 // reports (by datapath and kind of change) and compares the median time

@@ -61,20 +61,29 @@ func StartInNetns(nsName string, cmd *exec.Cmd) error {
 func RunInNetns(nsName string, f func() error) error {
 	errc := make(chan error, 1)
 	go func() {
-		// The thread is never unlocked: when this goroutine ends the
-		// runtime discards it instead of reusing a thread in another netns.
-		runtime.LockOSThread()
-		h, err := netns.GetFromName(nsName)
-		if err != nil {
-			errc <- fmt.Errorf("open netns %s: %w", nsName, err)
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			errc <- fmt.Errorf("enter netns %s: %w", nsName, err)
+		if err := LockThreadInNetns(nsName); err != nil {
+			errc <- err
 			return
 		}
 		errc <- f()
 	}()
 	return <-errc
+}
+
+// LockThreadInNetns locks the calling goroutine to its thread and moves
+// the thread into the named network namespace. The thread is never
+// unlocked: when the goroutine ends the runtime discards it instead of
+// reusing a thread in another namespace. Call it at the start of a
+// goroutine of its own.
+func LockThreadInNetns(nsName string) error {
+	runtime.LockOSThread()
+	h, err := netns.GetFromName(nsName)
+	if err != nil {
+		return fmt.Errorf("open netns %s: %w", nsName, err)
+	}
+	defer h.Close()
+	if err := netns.Set(h); err != nil {
+		return fmt.Errorf("enter netns %s: %w", nsName, err)
+	}
+	return nil
 }

@@ -4,15 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"syscall"
 	"time"
 
-	"github.com/vishvananda/netns"
+	"github.com/fastpath-bench/fastpath/harness/execx"
 )
 
 // Dialer opens many TCP probe connections from one namespace cheaply: one
@@ -35,15 +33,8 @@ func NewDialer(ns string) (*Dialer, error) {
 	d := &Dialer{reqs: make(chan chan socketResult), done: make(chan struct{})}
 	ready := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		h, err := netns.GetFromName(ns)
-		if err != nil {
-			ready <- fmt.Errorf("open netns %s: %w", ns, err)
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			ready <- fmt.Errorf("enter netns %s: %w", ns, err)
+		if err := execx.LockThreadInNetns(ns); err != nil {
+			ready <- err
 			return
 		}
 		ready <- nil
@@ -104,18 +95,10 @@ func (d *Dialer) connect(ctx context.Context, dst netip.Addr, port int, timeout 
 		deadline = dl
 	}
 	_ = conn.SetDeadline(deadline)
-	msg := []byte("fastpath-probe")
 	// The write waits for the connection to be established (or fails when
 	// it is refused, or times out when the SYN is dropped).
-	if _, err := conn.Write(msg); err != nil {
+	if err := exchange(conn); err != nil {
 		return Result{Err: err}
-	}
-	buf := make([]byte, len(msg))
-	if _, err := io.ReadFull(conn, buf); err != nil {
-		return Result{Err: err}
-	}
-	if string(buf) != string(msg) {
-		return Result{Err: errors.New("echo mismatch")}
 	}
 	return Result{Connected: true}
 }

@@ -176,6 +176,41 @@ func Connect(ctx context.Context, ns string, dst netip.Addr, port int, proto str
 	return ConnectFrom(ctx, ns, 0, dst, port, proto, timeout)
 }
 
+// dial connects from namespace ns, from local when it is free (a source
+// port still in use falls back to one the kernel picks).
+func dial(ctx context.Context, ns, network string, local net.Addr, addr string) (net.Conn, error) {
+	var conn net.Conn
+	err := inNS(ns, func() error {
+		d := net.Dialer{LocalAddr: local}
+		var e error
+		conn, e = d.DialContext(ctx, network, addr)
+		if e != nil && local != nil && errors.Is(e, syscall.EADDRINUSE) {
+			d.LocalAddr = nil
+			conn, e = d.DialContext(ctx, network, addr)
+		}
+		return e
+	})
+	return conn, err
+}
+
+// probeMessage is what a probe sends and expects back.
+var probeMessage = []byte("fastpath-probe")
+
+// exchange sends probeMessage over conn and checks the echo.
+func exchange(conn net.Conn) error {
+	if _, err := conn.Write(probeMessage); err != nil {
+		return err
+	}
+	buf := make([]byte, len(probeMessage))
+	if _, err := io.ReadFull(conn, buf); err != nil {
+		return err
+	}
+	if string(buf) != string(probeMessage) {
+		return errors.New("echo mismatch")
+	}
+	return nil
+}
+
 // ConnectFrom is Connect from a chosen source port (0: the kernel picks).
 // Conformance runs give every probe its own source port so that no probe
 // reuses the 5-tuple of an earlier one, whose conntrack entry could still
@@ -199,17 +234,7 @@ func ConnectFrom(ctx context.Context, ns string, srcPort int, dst netip.Addr, po
 	} else if srcPort > 0 {
 		local = &net.TCPAddr{Port: srcPort}
 	}
-	var conn net.Conn
-	err := inNS(ns, func() error {
-		d := net.Dialer{LocalAddr: local}
-		var e error
-		conn, e = d.DialContext(ctx, network, netip.AddrPortFrom(dst, uint16(port)).String())
-		if e != nil && local != nil && errors.Is(e, syscall.EADDRINUSE) {
-			d.LocalAddr = nil
-			conn, e = d.DialContext(ctx, network, netip.AddrPortFrom(dst, uint16(port)).String())
-		}
-		return e
-	})
+	conn, err := dial(ctx, ns, network, local, netip.AddrPortFrom(dst, uint16(port)).String())
 	if err != nil {
 		res.Err = err
 		res.Elapsed = time.Since(start)
@@ -218,20 +243,8 @@ func ConnectFrom(ctx context.Context, ns string, srcPort int, dst netip.Addr, po
 	defer conn.Close()
 	deadline, _ := ctx.Deadline()
 	_ = conn.SetDeadline(deadline)
-	msg := []byte("fastpath-probe")
-	if _, err := conn.Write(msg); err != nil {
+	if err := exchange(conn); err != nil {
 		res.Err = err
-		res.Elapsed = time.Since(start)
-		return res
-	}
-	buf := make([]byte, len(msg))
-	if _, err := io.ReadFull(conn, buf); err != nil {
-		res.Err = err
-		res.Elapsed = time.Since(start)
-		return res
-	}
-	if string(buf) != string(msg) {
-		res.Err = errors.New("echo mismatch")
 		res.Elapsed = time.Since(start)
 		return res
 	}
@@ -253,18 +266,8 @@ func HTTP(ctx context.Context, ns string, srcPort int, dst netip.Addr, port int,
 	if srcPort > 0 {
 		local = &net.TCPAddr{Port: srcPort}
 	}
-	var conn net.Conn
 	addr := netip.AddrPortFrom(dst, uint16(port)).String()
-	err := inNS(ns, func() error {
-		d := net.Dialer{LocalAddr: local}
-		var e error
-		conn, e = d.DialContext(ctx, "tcp4", addr)
-		if e != nil && local != nil && errors.Is(e, syscall.EADDRINUSE) {
-			d.LocalAddr = nil
-			conn, e = d.DialContext(ctx, "tcp4", addr)
-		}
-		return e
-	})
+	conn, err := dial(ctx, ns, "tcp4", local, addr)
 	if err != nil {
 		res.Err = err
 		res.Elapsed = time.Since(start)

@@ -261,7 +261,7 @@ func propagationHTML(ps []Propagation, colors map[string]string) ([]htmlPropagat
 	var kinds []string
 	byKind := map[string][]Propagation{}
 	for _, p := range ps {
-		k := p.label()
+		k := p.Label()
 		if _, ok := byKind[k]; !ok {
 			kinds = append(kinds, k)
 		}
@@ -288,13 +288,7 @@ func propagationHTML(ps []Propagation, colors map[string]string) ([]htmlPropagat
 	}
 	var rows []htmlRow
 	for _, p := range ps {
-		s := p.Summary
-		rows = append(rows, htmlRow{Datapath: p.Datapath, Style: swatchStyle(color(p.Datapath)), Cells: []string{
-			p.label(), strconv.Itoa(p.BasePolicies), strconv.Itoa(s.Changes),
-			FormatSeconds(s.AckP50), FormatSeconds(s.AckP99), FormatSeconds(s.AckMax),
-			FormatSeconds(s.EnforcedP50), FormatSeconds(s.EnforcedP99), FormatSeconds(s.EnforcedMax),
-			FormatSeconds(p.ProbeIntervalSeconds), strconv.Itoa(len(p.Errors)),
-		}})
+		rows = append(rows, htmlRow{Datapath: p.Datapath, Style: swatchStyle(color(p.Datapath)), Cells: p.summaryCells()})
 	}
 	return out, rows
 }

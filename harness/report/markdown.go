@@ -157,20 +157,12 @@ func writeCPU(b io.Writer, results []Result) {
 	for _, res := range results {
 		have = have || len(res.Summary.CPUMillisPer1k) > 0
 	}
-	if !have {
-		return
-	}
-	fmt.Fprintf(b, "\nCPU milliseconds per 1,000 requests (median across repetitions):\n\n")
-	fmt.Fprintf(b, "| datapath | %s |\n|---|%s\n", strings.Join(CPUComponents, " | "), strings.Repeat("--:|", len(CPUComponents)))
-	for _, res := range results {
-		cells := make([]string, len(CPUComponents))
-		for i, comp := range CPUComponents {
-			cells[i] = "–"
-			if v, ok := res.Summary.CPUMillisPer1k[comp]; ok {
-				cells[i] = fmt.Sprintf("%.1f", v)
-			}
-		}
-		fmt.Fprintf(b, "| `%s` | %s |\n", res.Datapath, strings.Join(cells, " | "))
+	if have {
+		writeComponentTable(b, "CPU milliseconds per 1,000 requests (median across repetitions):", CPUComponents, results,
+			func(res Result, comp string) (float64, bool) {
+				v, ok := res.Summary.CPUMillisPer1k[comp]
+				return v, ok
+			})
 	}
 	writeRSS(b, results)
 }
@@ -189,18 +181,28 @@ func writeRSS(b io.Writer, results []Result) {
 	if !have {
 		return
 	}
-	fmt.Fprintf(b, "\nPeak RSS in MiB (largest over repetitions; agents: the largest agent):\n\n")
-	fmt.Fprintf(b, "| datapath | %s |\n|---|%s\n", strings.Join(rssComponents, " | "), strings.Repeat("--:|", len(rssComponents)))
-	for _, res := range results {
-		cells := make([]string, len(rssComponents))
-		for i, comp := range rssComponents {
+	writeComponentTable(b, "Peak RSS in MiB (largest over repetitions; agents: the largest agent):", rssComponents, results,
+		func(res Result, comp string) (float64, bool) {
 			var peak int64
 			for _, rep := range res.Repetitions {
 				peak = max(peak, rep.PeakRSSBytes[comp])
 			}
+			return float64(peak) / (1 << 20), peak > 0
+		})
+}
+
+// writeComponentTable writes a table with a row per datapath and a column
+// per component; value gives a cell's figure (one decimal), or false for
+// "–".
+func writeComponentTable(b io.Writer, title string, comps []string, results []Result, value func(Result, string) (float64, bool)) {
+	fmt.Fprintf(b, "\n%s\n\n", title)
+	fmt.Fprintf(b, "| datapath | %s |\n|---|%s\n", strings.Join(comps, " | "), strings.Repeat("--:|", len(comps)))
+	for _, res := range results {
+		cells := make([]string, len(comps))
+		for i, comp := range comps {
 			cells[i] = "–"
-			if peak > 0 {
-				cells[i] = fmt.Sprintf("%.1f", float64(peak)/(1<<20))
+			if v, ok := value(res, comp); ok {
+				cells[i] = fmt.Sprintf("%.1f", v)
 			}
 		}
 		fmt.Fprintf(b, "| `%s` | %s |\n", res.Datapath, strings.Join(cells, " | "))

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
+	"strings"
 )
 
 // Propagation is how fast one kind of policy change took effect on one
@@ -73,12 +75,25 @@ func Percentile(vs []float64, q float64) float64 {
 	return s[rank]
 }
 
-// label names a Propagation's kind of change for tables and charts.
-func (p Propagation) label() string {
+// Label names a Propagation's kind of change for tables, charts and
+// comparisons: "1 policy" or "N policies at once".
+func (p Propagation) Label() string {
 	if p.Change == "single" {
 		return "1 policy"
 	}
 	return fmt.Sprintf("%d policies at once", p.Policies)
+}
+
+// summaryCells are the table cells after the datapath: change, base
+// policies, changes, ack and enforced p50/p99/max, probe interval, failed.
+func (p Propagation) summaryCells() []string {
+	s := p.Summary
+	return []string{
+		p.Label(), strconv.Itoa(p.BasePolicies), strconv.Itoa(s.Changes),
+		FormatSeconds(s.AckP50), FormatSeconds(s.AckP99), FormatSeconds(s.AckMax),
+		FormatSeconds(s.EnforcedP50), FormatSeconds(s.EnforcedP99), FormatSeconds(s.EnforcedMax),
+		FormatSeconds(p.ProbeIntervalSeconds), strconv.Itoa(len(p.Errors)),
+	}
 }
 
 func writePropagationMarkdown(b io.Writer, ps []Propagation) {
@@ -92,15 +107,11 @@ func writePropagationMarkdown(b io.Writer, ps []Propagation) {
 	fmt.Fprintln(b, "| datapath | change | base policies | changes | ack p50 | ack p99 | ack max | enforced p50 | enforced p99 | enforced max | probe every | failed |")
 	fmt.Fprintln(b, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, p := range ps {
-		s := p.Summary
-		fmt.Fprintf(b, "| `%s` | %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %d |\n", p.Datapath, p.label(), p.BasePolicies, s.Changes,
-			FormatSeconds(s.AckP50), FormatSeconds(s.AckP99), FormatSeconds(s.AckMax),
-			FormatSeconds(s.EnforcedP50), FormatSeconds(s.EnforcedP99), FormatSeconds(s.EnforcedMax),
-			FormatSeconds(p.ProbeIntervalSeconds), len(p.Errors))
+		fmt.Fprintf(b, "| `%s` | %s |\n", p.Datapath, strings.Join(p.summaryCells(), " | "))
 	}
 	for _, p := range ps {
 		for _, e := range p.Errors {
-			fmt.Fprintf(b, "\n- `%s` %s: %s", p.Datapath, p.label(), OneLine(e))
+			fmt.Fprintf(b, "\n- `%s` %s: %s", p.Datapath, p.Label(), OneLine(e))
 		}
 	}
 	fmt.Fprintln(b)

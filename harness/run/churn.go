@@ -11,7 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/fastpath-bench/fastpath/datapath/agentapi"
 	"github.com/fastpath-bench/fastpath/harness/cluster/netns"
@@ -81,29 +80,26 @@ func (r *runner) startChurn(ctx context.Context, sc scenario.Scenario) *churner 
 }
 
 func (ch *churner) policyStep() {
-	ch.mu.Lock()
-	n := ch.policyN
-	ch.policyN++
-	ch.mu.Unlock()
-	name := fmt.Sprintf("40-churn-policy-%06d.yaml", n)
-	data, err := netns.MarshalDocs([]any{ch.policy(n)})
-	if err == nil {
-		_, err = ch.r.c.WriteState(name, data)
-	}
-	ch.record(err, &ch.policies, name, &ch.policyChanges)
+	ch.step("40-churn-policy-%06d.yaml", &ch.policyN, &ch.policies, &ch.policyChanges, func(n int) any { return ch.policy(n) })
 }
 
 func (ch *churner) podStep() {
+	ch.step("41-churn-pod-%06d.yaml", &ch.podN, &ch.pods, &ch.podChanges, func(n int) any { return ch.pod(n) })
+}
+
+// step writes the next object of one kind (number *next, file name from
+// nameFormat) and records it in live.
+func (ch *churner) step(nameFormat string, next *int, live *[]string, changes *int, object func(n int) any) {
 	ch.mu.Lock()
-	n := ch.podN
-	ch.podN++
+	n := *next
+	*next++
 	ch.mu.Unlock()
-	name := fmt.Sprintf("41-churn-pod-%06d.yaml", n)
-	data, err := netns.MarshalDocs([]any{ch.pod(n)})
+	name := fmt.Sprintf(nameFormat, n)
+	data, err := netns.MarshalDocs([]any{object(n)})
 	if err == nil {
 		_, err = ch.r.c.WriteState(name, data)
 	}
-	ch.record(err, &ch.pods, name, &ch.podChanges)
+	ch.record(err, live, name, changes)
 }
 
 // record notes a created file and deletes the oldest beyond the window.
@@ -133,20 +129,8 @@ func (ch *churner) record(err error, live *[]string, name string, changes *int) 
 func (ch *churner) policy(n int) *networkingv1.NetworkPolicy {
 	to, _ := ch.r.suite.PodByRef(ch.sc.To)
 	from, _ := ch.r.suite.PodByRef(ch.sc.From)
-	tcp := corev1.ProtocolTCP
-	port := intstr.FromInt32(int32(30000 + n%10000))
-	return &networkingv1.NetworkPolicy{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
-		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("fp-churn-%06d", n), Namespace: to.Namespace},
-		Spec: networkingv1.NetworkPolicySpec{
-			PodSelector: metav1.LabelSelector{MatchLabels: to.Labels},
-			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
-			Ingress: []networkingv1.NetworkPolicyIngressRule{{
-				From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: from.Labels}}},
-				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &port}},
-			}},
-		},
-	}
+	return allowIngress(fmt.Sprintf("fp-churn-%06d", n), to.Namespace, to.Labels,
+		[]networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: from.Labels}}}, 30000+n%10000)
 }
 
 // pod n is a pod of another node with labels of its own.

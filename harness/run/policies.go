@@ -46,29 +46,35 @@ func GenerateFillers(s *scenario.Suite, n int) []any {
 	if len(targets) == 0 {
 		return nil
 	}
-	tcp := corev1.ProtocolTCP
-	for i := 0; i < n; i++ {
-		t := targets[i%len(targets)]
-		port := intstr.FromInt32(int32(fillerBasePort + i%40000))
-		var from []networkingv1.NetworkPolicyPeer
-		for _, c := range clients {
-			from = append(from, networkingv1.NetworkPolicyPeer{
-				PodSelector:       &metav1.LabelSelector{MatchLabels: c},
-				NamespaceSelector: &metav1.LabelSelector{},
-			})
-		}
-		out = append(out, &networkingv1.NetworkPolicy{
-			TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
-			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("fp-filler-%04d", i), Namespace: t.ns},
-			Spec: networkingv1.NetworkPolicySpec{
-				PodSelector: metav1.LabelSelector{MatchLabels: t.labels},
-				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
-				Ingress: []networkingv1.NetworkPolicyIngressRule{{
-					From:  from,
-					Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &port}},
-				}},
-			},
+	var from []networkingv1.NetworkPolicyPeer
+	for _, c := range clients {
+		from = append(from, networkingv1.NetworkPolicyPeer{
+			PodSelector:       &metav1.LabelSelector{MatchLabels: c},
+			NamespaceSelector: &metav1.LabelSelector{},
 		})
 	}
+	for i := 0; i < n; i++ {
+		t := targets[i%len(targets)]
+		out = append(out, allowIngress(fmt.Sprintf("fp-filler-%04d", i), t.ns, t.labels, from, fillerBasePort+i%40000))
+	}
 	return out
+}
+
+// allowIngress is a NetworkPolicy that selects the pods with labels
+// selects in namespace ns and admits peers from on TCP port.
+func allowIngress(name, ns string, selects map[string]string, from []networkingv1.NetworkPolicyPeer, port int) *networkingv1.NetworkPolicy {
+	tcp := corev1.ProtocolTCP
+	p := intstr.FromInt32(int32(port))
+	return &networkingv1.NetworkPolicy{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: selects},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From:  from,
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &p}},
+			}},
+		},
+	}
 }

@@ -4,14 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/fastpath-bench/fastpath/datapath/model"
 	"github.com/fastpath-bench/fastpath/harness/cluster/netns"
@@ -41,23 +38,10 @@ func togglePolicy(s *scenario.Suite) *networkingv1.NetworkPolicy {
 	pr := s.Spec.Propagation
 	from, _ := s.PodByRef(pr.From)
 	to, _ := s.PodByRef(pr.To)
-	tcp := corev1.ProtocolTCP
-	port := intstr.FromInt32(int32(pr.Port))
-	return &networkingv1.NetworkPolicy{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
-		ObjectMeta: metav1.ObjectMeta{Name: "fp-propagation-toggle", Namespace: to.Namespace},
-		Spec: networkingv1.NetworkPolicySpec{
-			PodSelector: metav1.LabelSelector{MatchLabels: to.Labels},
-			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
-			Ingress: []networkingv1.NetworkPolicyIngressRule{{
-				From: []networkingv1.NetworkPolicyPeer{{
-					PodSelector:       &metav1.LabelSelector{MatchLabels: from.Labels},
-					NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": from.Namespace}},
-				}},
-				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &port}},
-			}},
-		},
-	}
+	return allowIngress("fp-propagation-toggle", to.Namespace, to.Labels, []networkingv1.NetworkPolicyPeer{{
+		PodSelector:       &metav1.LabelSelector{MatchLabels: from.Labels},
+		NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": from.Namespace}},
+	}}, pr.Port)
 }
 
 // propagationSetup starts the probe's echo server and checks, with the
@@ -103,15 +87,6 @@ func (r *runner) propagationSetup() (stop func(), err error) {
 		return nil, err
 	}
 	return func() { srv.Close() }, nil
-}
-
-func (r *runner) podIP(ref string) netip.Addr {
-	for _, p := range r.c.Pods() {
-		if p.Key() == ref {
-			return p.IP
-		}
-	}
-	return netip.Addr{}
 }
 
 // measurePropagation measures single and bulk policy changes with the

@@ -344,6 +344,16 @@ func (r *runner) checkScenariosAllowed() error {
 	return errors.Join(errs...)
 }
 
+// podIP returns the address of pod ref ("namespace/name").
+func (r *runner) podIP(ref string) netip.Addr {
+	for _, p := range r.c.Pods() {
+		if p.Key() == ref {
+			return p.IP
+		}
+	}
+	return netip.Addr{}
+}
+
 // trafficPort is the server port a scenario's load goes to: the HTTP port,
 // the TCP echo server's (port+1) or the gRPC server's (port+2).
 func trafficPort(l scenario.Load) int {
@@ -412,18 +422,13 @@ func (r *runner) startServers(ctx context.Context) error {
 // fortio client process in the client pod.
 func (r *runner) measure(ctx context.Context, sc scenario.Scenario, index int) report.Repetition {
 	rep := report.Repetition{Index: index, StartedAt: time.Now().UTC()}
-	var to cluster.Pod
-	for _, p := range r.c.Pods() {
-		if p.Key() == sc.To {
-			to = p
-		}
-	}
-	url := fmt.Sprintf("http://%s:%d/", to.IP, sc.Load.Port)
+	to := r.podIP(sc.To)
+	url := fmt.Sprintf("http://%s:%d/", to, sc.Load.Port)
 	switch sc.Load.Protocol {
 	case "tcp":
-		url = fmt.Sprintf("tcp://%s:%d", to.IP, trafficPort(sc.Load))
+		url = fmt.Sprintf("tcp://%s:%d", to, trafficPort(sc.Load))
 	case "grpc":
-		url = fmt.Sprintf("grpc://%s:%d", to.IP, trafficPort(sc.Load))
+		url = fmt.Sprintf("grpc://%s:%d", to, trafficPort(sc.Load))
 	}
 	if w := r.suite.Spec.Warmup.Duration; w > 0 {
 		if _, _, _, err := r.load(ctx, sc, url, w); err != nil {

@@ -265,16 +265,9 @@ func withSize(rawURL string, n int) (string, error) {
 
 // runTCP runs fortio's TCP echo load and fills res.
 func runTCP(ctx context.Context, ro periodic.RunnerOptions, opts LoadOptions, res *Result) error {
-	// fortio's TCP client dials without a timeout: against a destination
-	// that drops packets each connection would hang for minutes. Check
-	// once, with the timeout, that the server is reachable.
-	dest := strings.TrimSuffix(strings.TrimPrefix(opts.URL, tcprunner.TCPURLPrefix), "/")
-	d := net.Dialer{Timeout: opts.Timeout}
-	conn, err := d.DialContext(ctx, "tcp", dest)
-	if err != nil {
+	if _, err := reachable(ctx, tcprunner.TCPURLPrefix, opts); err != nil {
 		return fmt.Errorf("tcp load of %s: %w", opts.URL, err)
 	}
-	conn.Close()
 
 	to := &tcprunner.RunnerOptions{RunnerOptions: ro}
 	to.Destination = opts.URL
@@ -297,19 +290,31 @@ func runTCP(ctx context.Context, ro periodic.RunnerOptions, opts LoadOptions, re
 	return nil
 }
 
+// reachable returns the host:port of opts.URL (after prefix) once a TCP
+// connection to it succeeded within opts.Timeout. fortio's TCP and gRPC
+// clients dial without a timeout: against a destination that drops
+// packets each connection would hang for minutes, so the load checks once
+// first.
+func reachable(ctx context.Context, prefix string, opts LoadOptions) (string, error) {
+	dest := strings.TrimSuffix(strings.TrimPrefix(opts.URL, prefix), "/")
+	d := net.Dialer{Timeout: opts.Timeout}
+	conn, err := d.DialContext(ctx, "tcp", dest)
+	if err != nil {
+		return "", err
+	}
+	conn.Close()
+	return dest, nil
+}
+
 // GRPCURLPrefix starts the URL of a grpc load.
 const GRPCURLPrefix = "grpc://"
 
 // runGRPC runs fortio's gRPC ping load and fills res.
 func runGRPC(ctx context.Context, ro periodic.RunnerOptions, opts LoadOptions, res *Result) error {
-	dest := strings.TrimSuffix(strings.TrimPrefix(opts.URL, GRPCURLPrefix), "/")
-	// As for tcp: fail fast, with the timeout, when nothing answers.
-	d := net.Dialer{Timeout: opts.Timeout}
-	conn, err := d.DialContext(ctx, "tcp", dest)
+	dest, err := reachable(ctx, GRPCURLPrefix, opts)
 	if err != nil {
 		return fmt.Errorf("grpc load of %s: %w", opts.URL, err)
 	}
-	conn.Close()
 	gro := &fgrpc.GRPCRunnerOptions{
 		RunnerOptions:      ro,
 		Destination:        dest,
