@@ -63,3 +63,14 @@ conformance: deps build ## run scenarios/conformance against the model, the ebpf
 clean: build ## remove everything runs left behind, and build output
 	./bin/fastpath clean
 	rm -rf bin
+
+# Payload of the VM images: static binaries and test binaries of the
+# packages whose tests touch the kernel.
+VM_TEST_PKGS ?= datapath/lxc datapath/attach datapath/agent datapath/features
+vm-payload: ## build the static binaries and test binaries the VM images carry (bin/vm)
+	rm -rf bin/vm && mkdir -p bin/vm/bin bin/vm/tests
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/vm/bin/fastpath ./cmd/fastpath
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/vm/bin/fastpath-agent ./cmd/fastpath-agent
+	CGO_ENABLED=0 $(GO) build -o bin/vm/bin/fastpath-vminit ./cmd/fastpath-vminit
+	CGO_ENABLED=0 $(GO) build -o bin/vm/bin/test2json cmd/test2json
+	for p in $(VM_TEST_PKGS); do CGO_ENABLED=0 $(GO) test -c -o bin/vm/tests/$$(echo $$p | tr / _).test ./$$p || exit 1; done

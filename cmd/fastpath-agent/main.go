@@ -5,12 +5,15 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,6 +21,8 @@ import (
 	"github.com/fastpath-bench/fastpath/datapath/agent"
 	"github.com/fastpath-bench/fastpath/datapath/agentapi"
 	"github.com/fastpath-bench/fastpath/datapath/attach"
+	"github.com/fastpath-bench/fastpath/datapath/features"
+	"github.com/fastpath-bench/fastpath/datapath/lxc"
 )
 
 func main() {
@@ -135,10 +140,60 @@ func newRoot() *cobra.Command {
 	policy.PersistentFlags().StringVar(&socket, "api-socket", "", "the agent's status socket")
 	_ = policy.MarkPersistentFlagRequired("api-socket")
 	root.AddCommand(policy)
+	root.AddCommand(newFeatures())
 	for _, c := range []*cobra.Command{status, metrics, monitor} {
 		c.Flags().StringVar(&socket, "api-socket", "", "the agent's status socket")
 		_ = c.MarkFlagRequired("api-socket")
 		root.AddCommand(c)
 	}
 	return root
+}
+
+// featuresOutput is what `fastpath-agent features --json` prints.
+type featuresOutput struct {
+	features.Report
+	// Programs are the verifier's figures for every datapath program.
+	Programs []lxc.ProgramStats `json:"programs"`
+	// LoadError is set when the kernel refused the programs.
+	LoadError string `json:"loadError,omitempty"`
+}
+
+func newFeatures() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "features",
+		Short: "Probe the kernel for what the ebpf datapath uses, load its programs, and print the verifier's instruction counts",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			out := featuresOutput{Report: features.Probe()}
+			progs, loadErr := lxc.VerifierStats()
+			out.Programs = progs
+			if loadErr != nil {
+				out.LoadError = loadErr.Error()
+			}
+			checkErr := out.Check()
+			if asJSON {
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(out); err != nil {
+					return err
+				}
+			} else {
+				w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+				fmt.Fprintf(w, "kernel\t%s\nBTF\t%v\nattach\t%s\n\n", out.Kernel, out.BTF, out.AttachMode)
+				fmt.Fprintln(w, "FEATURE\tSINCE\tREQUIRED\tSUPPORTED\tUSED FOR")
+				for _, f := range out.Features {
+					fmt.Fprintf(w, "%s\t%s\t%v\t%v\t%s\n", f.Name, f.Since, f.Required, f.Supported, f.Used)
+				}
+				fmt.Fprintln(w, "\nPROGRAM\tINSNS\tVERIFIER PROCESSED")
+				for _, p := range out.Programs {
+					fmt.Fprintf(w, "%s\t%d\t%d\t%s\n", p.Name, p.Instructions, p.Processed, p.Error)
+				}
+				w.Flush()
+			}
+			return errors.Join(checkErr, loadErr)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
 }

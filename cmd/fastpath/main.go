@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -39,7 +41,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newBench(), newClean(), newCompare(), newConformance(), workload.NewCommand())
+	root.AddCommand(newBench(), newClean(), newCompare(), newConformance(), newVMImages(), workload.NewCommand())
 	return root
 }
 
@@ -113,6 +115,7 @@ func newConformance() *cobra.Command {
 	var opts conformance.Options
 	var dir string
 	var asJSON bool
+	var match string
 	run := &cobra.Command{
 		Use:   "run",
 		Short: "Run every case below --cases; prints failing probes and `N passed, M failed`",
@@ -123,6 +126,16 @@ func newConformance() *cobra.Command {
 			cases, err := conformance.LoadCases(dir)
 			if err != nil {
 				return err
+			}
+			if match != "" {
+				re, err := regexp.Compile(match)
+				if err != nil {
+					return fmt.Errorf("--match: %w", err)
+				}
+				cases = slices.DeleteFunc(cases, func(c *conformance.Case) bool { return !re.MatchString(c.Name) })
+				if len(cases) == 0 {
+					return fmt.Errorf("--match %q: no case under %s matches", match, dir)
+				}
 			}
 			if !asJSON {
 				opts.Out = os.Stdout
@@ -151,7 +164,9 @@ func newConformance() *cobra.Command {
 	f.StringVar(&opts.Datapath, "datapath", "ebpf", "ebpf, iptables, or model (the reference evaluator alone)")
 	f.BoolVar(&asJSON, "json", false, "print per-case and per-probe results as JSON")
 	f.DurationVar(&opts.Timeout, "timeout", 0, "probe timeout (default 1s)")
+	f.StringVar(&match, "match", "", "run only the cases whose name matches this regular expression")
+	f.IntVar(&opts.Clusters, "clusters", 0, "clusters to run at once (default 4)")
 	f.StringVar(&opts.AgentBinary, "agent-binary", "", "fastpath-agent executable (default: next to this one, then PATH)")
-	root.AddCommand(run)
+	root.AddCommand(run, newMatrix())
 	return root
 }

@@ -22,9 +22,12 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/fastpath-bench/fastpath/baselines/iptables"
 	"github.com/fastpath-bench/fastpath/datapath/agentapi"
 	"github.com/fastpath-bench/fastpath/datapath/attach"
+	"github.com/fastpath-bench/fastpath/datapath/features"
 	"github.com/fastpath-bench/fastpath/datapath/l7proxy"
 	"github.com/fastpath-bench/fastpath/datapath/lxc"
 	"github.com/fastpath-bench/fastpath/datapath/model"
@@ -98,6 +101,8 @@ type Agent struct {
 	mu       sync.Mutex
 	status   agentapi.Status
 	resolved *model.Resolved
+	// features are the kernel features found at start (ebpf).
+	features []string
 	// loader decodes only the state files that changed.
 	loader model.Loader
 
@@ -144,6 +149,13 @@ func New(cfg Config) (*Agent, error) {
 	}
 	switch cfg.Datapath {
 	case "ebpf":
+		// Probe first: a kernel without a required feature gets one
+		// error naming it, not a verifier or attach failure later.
+		rep := features.Probe()
+		if err := rep.Check(); err != nil {
+			return nil, err
+		}
+		a.features = rep.Names()
 		d, err := lxc.Load(lxc.Options{PinPath: cfg.PinPath, AttachMode: cfg.AttachMode})
 		if err != nil {
 			return nil, fmt.Errorf("load ebpf datapath: %w", err)
@@ -171,7 +183,7 @@ func New(cfg Config) (*Agent, error) {
 		}
 		a.dp = iptablesDatapath{d}
 	}
-	a.status = agentapi.Status{Node: cfg.Node, Datapath: cfg.Datapath, PID: os.Getpid(), StartedAt: time.Now()}
+	a.status = agentapi.Status{Node: cfg.Node, Datapath: cfg.Datapath, PID: os.Getpid(), StartedAt: time.Now(), Kernel: kernelRelease(), Features: a.features}
 	return a, nil
 }
 
@@ -521,4 +533,12 @@ func (a *Agent) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	for _, k := range keys {
 		fmt.Fprintf(w, "fastpath_datapath_bytes_total{reason=%q,direction=%q} %d\n", k.Reason, k.Direction, m[k].Bytes)
 	}
+}
+
+func kernelRelease() string {
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(uts.Release[:])
 }

@@ -21,9 +21,13 @@ type Status struct {
 	Datapath string `json:"datapath"`
 	// AttachMode is how programs are attached: "tcx", "tc", or "" when
 	// nothing is attached.
-	AttachMode string    `json:"attachMode,omitempty"`
-	PID        int       `json:"pid"`
-	StartedAt  time.Time `json:"startedAt"`
+	AttachMode string `json:"attachMode,omitempty"`
+	// Kernel is the release the agent runs on; Features the kernel
+	// features the ebpf datapath probed and found (datapath/features).
+	Kernel    string    `json:"kernel,omitempty"`
+	Features  []string  `json:"features,omitempty"`
+	PID       int       `json:"pid"`
+	StartedAt time.Time `json:"startedAt"`
 
 	// Ready is true once a desired state has been programmed.
 	Ready bool `json:"ready"`

@@ -38,6 +38,8 @@ type Options struct {
 	// Parallel probes at once; 0 means 512 (a denied probe waits out its
 	// timeout, so a case costs about one timeout when all run at once).
 	Parallel int
+	// Clusters is how many clusters run at once; 0 means 4.
+	Clusters int
 	// Out receives one line per failing probe (and progress); nil: none.
 	Out io.Writer
 	// RunID prefixes what the run creates; empty: generated.
@@ -104,6 +106,9 @@ func Run(ctx context.Context, cases []*Case, opts Options) (*Result, error) {
 	}
 	if opts.Parallel == 0 {
 		opts.Parallel = 512
+	}
+	if opts.Clusters == 0 {
+		opts.Clusters = 4
 	}
 	if opts.Out == nil {
 		opts.Out = io.Discard
@@ -287,28 +292,53 @@ func runModel(c *Case, t *topology) CaseResult {
 }
 
 // runDatapath runs cases on netns clusters with real agents; consecutive
-// cases with the same cluster.yaml share one cluster.
+// cases with the same cluster.yaml share one cluster, and up to
+// opts.Clusters clusters run at once (a case mostly waits for denied probes
+// to time out, so clusters overlap well even on few cores).
 func runDatapath(ctx context.Context, cases []*Case, opts Options, res *Result) error {
 	base := opts.RunID
 	if base == "" {
 		base = netns.NewRunID()
 	}
-	var errs []error
+	type group struct {
+		cases   []*Case
+		runID   string
+		results []CaseResult
+		err     error
+	}
+	var groups []*group
 	for i := 0; i < len(cases); {
 		j := i + 1
 		for j < len(cases) && cases[j].ClusterKey == cases[i].ClusterKey {
 			j++
 		}
-		runID := fmt.Sprintf("%s-%d", base, i)
-		results, err := runGroup(ctx, cases[i:j], runID, opts)
-		res.Cases = append(res.Cases, results...)
-		if err != nil {
-			errs = append(errs, err)
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
+		groups = append(groups, &group{cases: cases[i:j], runID: fmt.Sprintf("%s-%d", base, i)})
 		i = j
+	}
+	sem := make(chan struct{}, opts.Clusters)
+	var wg sync.WaitGroup
+	for _, g := range groups {
+		if ctx.Err() != nil {
+			break
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			g.results, g.err = runGroup(ctx, g.cases, g.runID, opts)
+		}()
+	}
+	wg.Wait()
+	var errs []error
+	for _, g := range groups {
+		res.Cases = append(res.Cases, g.results...)
+		if g.err != nil {
+			errs = append(errs, g.err)
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
 	}
 	return errors.Join(errs...)
 }

@@ -44,6 +44,19 @@ func Run(ctx context.Context, name string, args ...string) ([]byte, error) {
 	return out.Bytes(), nil
 }
 
+// Output runs a command and returns its standard output; a failure is a
+// *RunError carrying its standard error.
+func Output(ctx context.Context, name string, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	var out, stderr bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return out.Bytes(), &RunError{Command: append([]string{name}, args...), Output: stderr.Bytes(), Inner: err}
+	}
+	return out.Bytes(), nil
+}
+
 // StartInNetns starts cmd with its network namespace set to the named one
 // (as created by `ip netns add`). The mount namespace is left alone, unlike
 // `ip netns exec`, so the child sees the host's /sys/fs/bpf.

@@ -1,0 +1,62 @@
+package lxc
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+
+	"github.com/cilium/ebpf"
+)
+
+// ProgramStats is what the verifier said about one program.
+type ProgramStats struct {
+	Name string `json:"name"`
+	// Instructions in the object file.
+	Instructions int `json:"instructions"`
+	// Processed is the verifier's "processed N insns": the instructions it
+	// walked, the figure the kernel's complexity limit applies to.
+	Processed int `json:"processed"`
+	// Error is the load error when the program does not load.
+	Error string `json:"error,omitempty"`
+}
+
+var processedRE = regexp.MustCompile(`processed (\d+) insns`)
+
+// VerifierStats loads every program of the datapath (maps unpinned, nothing
+// attached) with verifier statistics on, and returns them by name. A
+// program the kernel refuses is returned with its error, and the error is
+// also returned.
+func VerifierStats() ([]ProgramStats, error) {
+	spec, err := loadLxc()
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range spec.Maps {
+		m.Pinning = ebpf.PinNone
+	}
+	var out []ProgramStats
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{LogLevel: ebpf.LogLevelStats}})
+	if err != nil {
+		var ve *ebpf.VerifierError
+		name := ""
+		for n := range spec.Programs {
+			if errors.As(err, &ve) && regexp.MustCompile(`\b`+regexp.QuoteMeta(n)+`\b`).MatchString(err.Error()) {
+				name = n
+			}
+		}
+		out = append(out, ProgramStats{Name: name, Error: fmt.Sprintf("%v", err)})
+		return out, fmt.Errorf("load lxc programs: %w", err)
+	}
+	defer coll.Close()
+	for name, p := range coll.Programs {
+		s := ProgramStats{Name: name, Instructions: len(spec.Programs[name].Instructions)}
+		if m := processedRE.FindStringSubmatch(p.VerifierLog); m != nil {
+			s.Processed, _ = strconv.Atoi(m[1])
+		}
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
