@@ -116,6 +116,7 @@ func newConformance() *cobra.Command {
 	var dir string
 	var asJSON bool
 	var match string
+	var progress bool
 	run := &cobra.Command{
 		Use:   "run",
 		Short: "Run every case below --cases; prints failing probes and `N passed, M failed`",
@@ -139,6 +140,9 @@ func newConformance() *cobra.Command {
 			}
 			if !asJSON {
 				opts.Out = os.Stdout
+			}
+			if progress {
+				opts.Progress = os.Stderr
 			}
 			res, err := conformance.Run(ctx, cases, opts)
 			if res != nil {
@@ -164,6 +168,7 @@ func newConformance() *cobra.Command {
 	f.StringVar(&opts.Datapath, "datapath", "ebpf", "ebpf, iptables, or model (the reference evaluator alone)")
 	f.BoolVar(&asJSON, "json", false, "print per-case and per-probe results as JSON")
 	f.DurationVar(&opts.Timeout, "timeout", 0, "probe timeout (default 1s)")
+	f.BoolVar(&progress, "progress", false, "print a line to standard error as cases finish")
 	f.StringVar(&match, "match", "", "run only the cases whose name matches this regular expression")
 	f.IntVar(&opts.Clusters, "clusters", 0, "clusters to run at once (default 4)")
 	f.StringVar(&opts.AgentBinary, "agent-binary", "", "fastpath-agent executable (default: next to this one, then PATH)")

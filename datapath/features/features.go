@@ -14,6 +14,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
 	"github.com/fastpath-bench/fastpath/datapath/attach"
@@ -70,6 +71,9 @@ func Probe() Report {
 	var uts unix.Utsname
 	unix.Uname(&uts)
 	r := Report{Kernel: unix.ByteSliceToString(uts.Release[:])}
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK: without
+	// this the map probes fail with EPERM rather than answer.
+	_ = rlimit.RemoveMemlock()
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err == nil {
 		r.BTF = true
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/fastpath-bench/fastpath/datapath/attach"
 	"github.com/fastpath-bench/fastpath/datapath/model"
@@ -86,6 +87,9 @@ type ApplyStats struct {
 
 // Load loads the BPF objects (creating or reusing pinned maps).
 func Load(opts Options) (*Datapath, error) {
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("raise RLIMIT_MEMLOCK for BPF maps (kernels before 5.11 charge them to it): %w", err)
+	}
 	spec, err := loadLxc()
 	if err != nil {
 		return nil, fmt.Errorf("load lxc spec: %w", err)

@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
 )
 
 // ProgramStats is what the verifier said about one program.
@@ -29,6 +30,9 @@ var processedRE = regexp.MustCompile(`processed (\d+) insns`)
 // program the kernel refuses is returned with its error, and the error is
 // also returned.
 func VerifierStats() ([]ProgramStats, error) {
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("raise RLIMIT_MEMLOCK: %w", err)
+	}
 	spec, err := loadLxc()
 	if err != nil {
 		return nil, err

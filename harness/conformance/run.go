@@ -40,6 +40,8 @@ type Options struct {
 	Parallel int
 	// Clusters is how many clusters run at once; 0 means 4.
 	Clusters int
+	// Progress receives a line as each cluster's cases finish; nil: none.
+	Progress io.Writer
 	// Out receives one line per failing probe (and progress); nil: none.
 	Out io.Writer
 	// RunID prefixes what the run creates; empty: generated.
@@ -317,6 +319,8 @@ func runDatapath(ctx context.Context, cases []*Case, opts Options, res *Result) 
 	}
 	sem := make(chan struct{}, opts.Clusters)
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	done := 0
 	for _, g := range groups {
 		if ctx.Err() != nil {
 			break
@@ -327,6 +331,12 @@ func runDatapath(ctx context.Context, cases []*Case, opts Options, res *Result) 
 			defer wg.Done()
 			defer func() { <-sem }()
 			g.results, g.err = runGroup(ctx, g.cases, g.runID, opts)
+			if opts.Progress != nil {
+				mu.Lock()
+				done += len(g.cases)
+				fmt.Fprintf(opts.Progress, "conformance (%s): %d/%d cases\n", opts.Datapath, done, len(cases))
+				mu.Unlock()
+			}
 		}()
 	}
 	wg.Wait()

@@ -244,6 +244,11 @@ func (r *Report) htmlView() htmlView {
 	} {
 		v.Env = append(v.Env, htmlEnvRow{row.Label, dash(row.Value)})
 	}
+	for _, a := range env.Agents {
+		if s := a.Summary(); s != "" {
+			v.Env = append(v.Env, htmlEnvRow{"agent " + a.Datapath, s})
+		}
+	}
 	colors := datapathColors(r)
 	for _, dp := range env.Datapaths {
 		v.Datapaths = append(v.Datapaths, htmlDatapath{dp, swatchStyle(colors[dp])})

@@ -70,6 +70,11 @@ func (r *Report) writeMarkdown(b *bufio.Writer) {
 	if len(env.Datapaths) > 0 {
 		fmt.Fprintf(b, "- Datapaths: %s\n", "`"+strings.Join(env.Datapaths, "`, `")+"`")
 	}
+	for _, a := range env.Agents {
+		if a.AttachMode != "" || len(a.Features) > 0 {
+			fmt.Fprintf(b, "- Agent `%s`: %s\n", a.Datapath, a.Summary())
+		}
+	}
 	fmt.Fprintln(b)
 	fmt.Fprintln(b, "Latencies are medians across completed repetitions of each repetition's percentile;")
 	fmt.Fprintln(b, "QPS is the median actual rate over the requested one; errors and requests are summed over all repetitions.")

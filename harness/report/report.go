@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/fastpath-bench/fastpath/harness/workload"
@@ -71,6 +72,28 @@ type Environment struct {
 	Provider string `json:"provider"`
 	// Datapaths are the datapaths compared, in suite order.
 	Datapaths []string `json:"datapaths"`
+	// Agents is what each datapath's agent chose on this kernel (from its
+	// status): attach mechanism and the kernel features it found.
+	Agents []AgentInfo `json:"agents,omitempty"`
+}
+
+// Summary is "attach tc; kernel features: a, b".
+func (a AgentInfo) Summary() string {
+	var parts []string
+	if a.AttachMode != "" {
+		parts = append(parts, "attach "+a.AttachMode)
+	}
+	if len(a.Features) > 0 {
+		parts = append(parts, "kernel features: "+strings.Join(a.Features, ", "))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// AgentInfo is one datapath's agent as it reported itself.
+type AgentInfo struct {
+	Datapath   string   `json:"datapath"`
+	AttachMode string   `json:"attachMode,omitempty"`
+	Features   []string `json:"features,omitempty"`
 }
 
 // Result is the measurements of one scenario on one datapath.

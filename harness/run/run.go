@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/fastpath-bench/fastpath/datapath/model"
+	"github.com/fastpath-bench/fastpath/datapath/agentapi"
 	"github.com/fastpath-bench/fastpath/harness/cluster"
 	"github.com/fastpath-bench/fastpath/harness/cluster/netns"
 	"github.com/fastpath-bench/fastpath/harness/probe"
@@ -192,6 +193,7 @@ func (r *runner) run(ctx context.Context, rep *report.Report) (err error) {
 	reps := s.Spec.Repetitions
 	prog := newProgress(len(s.Spec.Scenarios), len(s.Spec.Datapaths), reps, time.Now)
 	var errs []error
+	env := &rep.Environment
 	for rep := 1; rep <= reps; rep++ {
 		for _, dp := range s.Spec.Datapaths {
 			if err := ctx.Err(); err != nil {
@@ -201,6 +203,9 @@ func (r *runner) run(ctx context.Context, rep *report.Report) (err error) {
 			if err := c.StartAgents(ctx, cluster.AgentOptions{Datapath: dp}); err != nil {
 				_ = c.StopAgents(context.Background())
 				return fmt.Errorf("repetition %d, datapath %s: %w", rep, dp, err)
+			}
+			if rep == 1 {
+				env.Agents = append(env.Agents, agentInfo(ctx, c, dp))
 			}
 			for _, sc := range s.Spec.Scenarios {
 				r.logf("%s", prog.begin(sc.Name, dp, rep))
@@ -558,4 +563,17 @@ func environment(opts Options, s *scenario.Suite) report.Environment {
 		}
 	}
 	return env
+}
+
+// agentInfo asks one of the datapath's agents what it chose on this kernel.
+func agentInfo(ctx context.Context, c *netns.Cluster, dp string) report.AgentInfo {
+	info := report.AgentInfo{Datapath: dp}
+	for _, n := range c.Nodes() {
+		st, err := agentapi.NewClient(c.AgentSocket(n)).Status(ctx)
+		if err == nil {
+			info.AttachMode, info.Features = st.AttachMode, st.Features
+			return info
+		}
+	}
+	return info
 }

@@ -62,7 +62,7 @@ func Steps(root string, opts PlanOptions) []plan.Step {
 		})
 	}
 	for _, dp := range opts.Datapaths {
-		args := []string{filepath.Join(bin, "fastpath"), "conformance", "run", "--json",
+		args := []string{filepath.Join(bin, "fastpath"), "conformance", "run", "--json", "--progress",
 			"--cases", filepath.Join(root, "cases"), "--datapath", dp,
 			"--agent-binary", filepath.Join(bin, "fastpath-agent")}
 		if opts.CaseMatch != "" {

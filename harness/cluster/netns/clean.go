@@ -6,12 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/fastpath-bench/fastpath/harness/execx"
 )
 
 // Leftovers lists what runs with the prefix left behind: network
@@ -73,16 +70,8 @@ func clean(ctx context.Context, nsPrefix, dirPrefix string) error {
 	}
 	// Kill what still runs inside (agents, workloads), then delete.
 	var pids []int
-	for _, ns := range nss {
-		out, err := execx.Run(ctx, "ip", "netns", "pids", ns)
-		if err != nil {
-			continue
-		}
-		for _, f := range strings.Fields(string(out)) {
-			if pid, err := strconv.Atoi(f); err == nil && pid != os.Getpid() {
-				pids = append(pids, pid)
-			}
-		}
+	for _, ps := range netnsPids(nss) {
+		pids = append(pids, ps...)
 	}
 	for _, pid := range pids {
 		_ = syscall.Kill(pid, syscall.SIGTERM)
@@ -95,7 +84,7 @@ func clean(ctx context.Context, nsPrefix, dirPrefix string) error {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 	for _, ns := range nss {
-		if _, err := execx.Run(ctx, "ip", "netns", "del", ns); err != nil {
+		if err := delNetns(ns); err != nil {
 			errs = append(errs, err)
 		}
 	}

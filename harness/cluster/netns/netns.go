@@ -185,16 +185,6 @@ func ensureBPFFS(ctx context.Context) error {
 	return nil
 }
 
-func ip(ctx context.Context, args ...string) error {
-	_, err := execx.Run(ctx, "ip", args...)
-	return err
-}
-
-func sysctl(ctx context.Context, ns string, kv ...string) error {
-	args := append([]string{"netns", "exec", ns, "sysctl", "-q", "-w"}, kv...)
-	return ip(ctx, args...)
-}
-
 // mac derives a locally administered MAC address from a name.
 func mac(kind byte, name string) string {
 	h := uint32(2166136261)
@@ -207,15 +197,23 @@ func mac(kind byte, name string) string {
 
 func (c *Cluster) build(ctx context.Context) error {
 	run := c.spec.RunID
-	if err := ip(ctx, "netns", "add", c.fabric); err != nil {
+	if err := addNetns(c.fabric); err != nil {
 		return err
 	}
-	if err := ip(ctx, "-n", c.fabric, "link", "add", "br0", "type", "bridge"); err != nil {
+	fabric, err := openNL(c.fabric)
+	if err != nil {
 		return err
 	}
-	if err := ip(ctx, "-n", c.fabric, "link", "set", "br0", "up"); err != nil {
+	defer fabric.close()
+	if err := fabric.addBridge("br0"); err != nil {
 		return err
 	}
+	nodes := map[string]*nl{}
+	defer func() {
+		for _, h := range nodes {
+			h.close()
+		}
+	}()
 	base := nodeNet.Addr().As4()
 	for i, name := range c.spec.Nodes {
 		n := nodeInfo{name: name, ns: NodeNS(run, name)}
@@ -225,22 +223,28 @@ func (c *Cluster) build(ctx context.Context) error {
 		n.podCIDR = PodCIDR(i)
 		c.nodes = append(c.nodes, n)
 		fab := fmt.Sprintf("n%d", i+1)
-		steps := [][]string{
-			{"netns", "add", n.ns},
-			{"-n", n.ns, "link", "set", "lo", "up"},
-			{"-n", c.fabric, "link", "add", fab, "type", "veth", "peer", "name", "eth0", "netns", n.ns},
-			{"-n", c.fabric, "link", "set", fab, "master", "br0"},
-			{"-n", c.fabric, "link", "set", fab, "up"},
-			{"-n", n.ns, "addr", "add", n.ip.String() + "/24", "dev", "eth0"},
-			{"-n", n.ns, "link", "set", "eth0", "up"},
+		if err := addNetns(n.ns); err != nil {
+			return fmt.Errorf("node %s: %w", name, err)
 		}
-		for _, s := range steps {
-			if err := ip(ctx, s...); err != nil {
+		h, err := openNL(n.ns)
+		if err != nil {
+			return fmt.Errorf("node %s: %w", name, err)
+		}
+		nodes[name] = h
+		for _, step := range []func() error{
+			func() error { return h.up("lo") },
+			func() error { return fabric.addVeth(fab, "", h, "eth0", "") },
+			func() error { return fabric.setMaster(fab, "br0") },
+			func() error { return fabric.up(fab) },
+			func() error { return h.addAddr("eth0", netip.PrefixFrom(n.ip, 24)) },
+			func() error { return h.up("eth0") },
+			func() error {
+				return sysctls(n.ns, "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0")
+			},
+		} {
+			if err := step(); err != nil {
 				return fmt.Errorf("node %s: %w", name, err)
 			}
-		}
-		if err := sysctl(ctx, n.ns, "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"); err != nil {
-			return fmt.Errorf("node %s: %w", name, err)
 		}
 	}
 	// Routes between nodes' pod CIDRs.
@@ -249,7 +253,7 @@ func (c *Cluster) build(ctx context.Context) error {
 			if o.name == n.name {
 				continue
 			}
-			if err := ip(ctx, "-n", n.ns, "route", "add", o.podCIDR.String(), "via", o.ip.String(), "dev", "eth0"); err != nil {
+			if err := nodes[n.name].addRoute(o.podCIDR, "eth0", o.ip); err != nil {
 				return fmt.Errorf("node %s: %w", n.name, err)
 			}
 		}
@@ -257,6 +261,9 @@ func (c *Cluster) build(ctx context.Context) error {
 	// Pods.
 	addrs := AssignAddresses(c.spec)
 	for i, ps := range c.spec.Pods {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		var node nodeInfo
 		for _, n := range c.nodes {
 			if n.name == ps.Node {
@@ -264,7 +271,7 @@ func (c *Cluster) build(ctx context.Context) error {
 			}
 		}
 		addr := addrs[i]
-		if err := c.addPod(ctx, node, ps, addr); err != nil {
+		if err := c.addPod(nodes[node.name], ps, addr); err != nil {
 			return fmt.Errorf("pod %s/%s: %w", ps.Namespace, ps.Name, err)
 		}
 		// An address outside the node's pod CIDR needs a route on the
@@ -272,7 +279,7 @@ func (c *Cluster) build(ctx context.Context) error {
 		if !node.podCIDR.Contains(addr) {
 			for _, o := range c.nodes {
 				if o.name != node.name {
-					if err := ip(ctx, "-n", o.ns, "route", "add", addr.String()+"/32", "via", node.ip.String(), "dev", "eth0"); err != nil {
+					if err := nodes[o.name].addRoute(netip.PrefixFrom(addr, 32), "eth0", node.ip); err != nil {
 						return fmt.Errorf("pod %s/%s: %w", ps.Namespace, ps.Name, err)
 					}
 				}
@@ -323,33 +330,38 @@ func AssignAddresses(spec cluster.Spec) []netip.Addr {
 	return out
 }
 
-func (c *Cluster) addPod(ctx context.Context, node nodeInfo, ps cluster.PodSpec, addr netip.Addr) error {
+func (c *Cluster) addPod(node *nl, ps cluster.PodSpec, addr netip.Addr) error {
 	ns := PodNS(c.spec.RunID, ps.Namespace, ps.Name)
 	lxc := model.InterfaceName(ps.Namespace, ps.Name)
 	lxcMAC := mac(0xfe, lxc)
 	podMAC := mac(0x0a, ns)
-	if err := ip(ctx, "netns", "add", ns); err != nil {
+	if err := addNetns(ns); err != nil {
 		return err
 	}
 	// The datapaths here are IPv4-only: keep the pod from sending IPv6
 	// (router solicitations, DAD) that would only show up as drops.
-	if err := sysctl(ctx, ns, "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"); err != nil {
+	if err := sysctls(ns, "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"); err != nil {
 		return err
 	}
-	steps := [][]string{
-		{"-n", ns, "link", "set", "lo", "up"},
-		{"-n", node.ns, "link", "add", lxc, "address", lxcMAC, "type", "veth", "peer", "name", "eth0", "address", podMAC, "netns", ns},
-		{"-n", ns, "addr", "add", addr.String() + "/32", "dev", "eth0"},
-		{"-n", ns, "link", "set", "eth0", "up"},
-		{"-n", ns, "route", "add", gatewayIP, "dev", "eth0", "scope", "link"},
-		{"-n", ns, "route", "add", "default", "via", gatewayIP, "dev", "eth0"},
-		{"-n", ns, "neigh", "replace", gatewayIP, "lladdr", lxcMAC, "dev", "eth0", "nud", "permanent"},
-		{"-n", node.ns, "link", "set", lxc, "up"},
-		{"-n", node.ns, "route", "add", addr.String() + "/32", "dev", lxc},
-		{"-n", node.ns, "neigh", "replace", addr.String(), "lladdr", podMAC, "dev", lxc, "nud", "permanent"},
+	pod, err := openNL(ns)
+	if err != nil {
+		return err
 	}
-	for _, s := range steps {
-		if err := ip(ctx, s...); err != nil {
+	defer pod.close()
+	gw := netip.MustParseAddr(gatewayIP)
+	for _, step := range []func() error{
+		func() error { return pod.up("lo") },
+		func() error { return node.addVeth(lxc, lxcMAC, pod, "eth0", podMAC) },
+		func() error { return pod.addAddr("eth0", netip.PrefixFrom(addr, 32)) },
+		func() error { return pod.up("eth0") },
+		func() error { return pod.addRoute(netip.PrefixFrom(gw, 32), "eth0", netip.Addr{}) },
+		func() error { return pod.addRoute(netip.Prefix{}, "eth0", gw) },
+		func() error { return pod.setNeigh("eth0", gw, lxcMAC) },
+		func() error { return node.up(lxc) },
+		func() error { return node.addRoute(netip.PrefixFrom(addr, 32), lxc, netip.Addr{}) },
+		func() error { return node.setNeigh(lxc, addr, podMAC) },
+	} {
+		if err := step(); err != nil {
 			return err
 		}
 	}
@@ -438,6 +450,15 @@ func MarshalDocs(docs []any) ([]byte, error) {
 
 // Pods lists the pods.
 func (c *Cluster) Pods() []cluster.Pod { return append([]cluster.Pod(nil), c.pods...) }
+
+// Nodes are the node names, in creation order.
+func (c *Cluster) Nodes() []string {
+	var out []string
+	for _, n := range c.nodes {
+		out = append(out, n.name)
+	}
+	return out
+}
 
 // StateDir is the directory agents watch.
 func (c *Cluster) StateDir() string { return c.stateDir }
