@@ -12,7 +12,7 @@ COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 export BPF_CLANG BPF_CFLAGS
 
-.PHONY: help deps deps-bpf build generate check-generated vet test bench release-report compare-release conformance clean
+.PHONY: help deps deps-bpf deps-vm build generate check-generated vet test bench release-report compare-release conformance vm-images vm-payload clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -37,7 +37,7 @@ vet: ## go vet and gofmt
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out" >&2; exit 1; fi
 
-test: deps check-generated vet build ## run every test (privileged ones need root) and check nothing is left behind
+test: deps deps-vm check-generated vet build ## run every test (privileged ones need root) and check nothing is left behind
 	FASTPATH_REQUIRE_PRIVILEGED=1 $(GO) test -count=1 -timeout 40m ./...
 	@hack/check-leftovers.sh
 
@@ -55,10 +55,25 @@ compare-release: build ## compare reports/runs/latest with the newest release re
 	echo "comparing reports/releases/$$last with reports/runs/latest"; \
 	./bin/fastpath compare reports/releases/$$last/report.json reports/runs/latest/report.json --html reports/runs/latest/compare.html
 
-conformance: deps build ## run scenarios/conformance against the model, the ebpf datapath and the iptables baseline
-	./bin/fastpath conformance run --cases scenarios/conformance --datapath model
-	./bin/fastpath conformance run --cases scenarios/conformance --datapath ebpf
-	./bin/fastpath conformance run --cases scenarios/conformance --datapath iptables
+# KERNELS selects kernels from vm-images/kernels.yaml for the matrix,
+# e.g. KERNELS="5.10 6.1 6.12 host"; MATCH limits the conformance cases.
+KERNELS ?=
+MATCH ?=
+conformance: deps build ## run the conformance corpus (model, ebpf, iptables); with KERNELS="5.10 6.1 6.12 host": the kernel matrix
+	@if [ -n "$(KERNELS)" ]; then \
+	  $(MAKE) --no-print-directory deps-vm vm-payload && \
+	  ./bin/fastpath conformance matrix --kernels "$(KERNELS)" $(if $(MATCH),--match '$(MATCH)'); \
+	else \
+	  ./bin/fastpath conformance run --cases scenarios/conformance --datapath model $(if $(MATCH),--match '$(MATCH)') && \
+	  ./bin/fastpath conformance run --cases scenarios/conformance --datapath ebpf $(if $(MATCH),--match '$(MATCH)') && \
+	  ./bin/fastpath conformance run --cases scenarios/conformance --datapath iptables $(if $(MATCH),--match '$(MATCH)'); \
+	fi
+
+deps-vm: ## install what the kernel matrix needs (qemu, xz, zstd) when missing
+	@hack/deps.sh vm
+
+vm-images: deps-vm build ## download the kernels of vm-images/kernels.yaml (KERNELS=... for some) into the cache
+	./bin/fastpath vm-images $(if $(KERNELS),--kernels "$(KERNELS)")
 
 clean: build ## remove everything runs left behind, and build output
 	./bin/fastpath clean

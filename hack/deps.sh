@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages fastpath needs, only when something is
-# missing. "run": what benchmarks and tests need; "bpf": the BPF toolchain.
+# missing. "run": what benchmarks and tests need; "bpf": the BPF toolchain;
+# "vm": what the kernel matrix needs (qemu, module decompressors).
 set -euo pipefail
 
 need=()
@@ -16,13 +17,22 @@ case "${1:-run}" in
     want ipset ipset
     want mount mount
     ;;
+  vm)
+    want qemu-system-x86_64 qemu-system-x86
+    want xz xz-utils
+    want zstd zstd
+    want dpkg-deb dpkg
+    want apt-get apt
+    want ldd libc-bin
+    want cpio cpio
+    ;;
   bpf)
     want clang-14 clang-14
     want llvm-strip llvm
     want /usr/include/bpf/bpf_helpers.h libbpf-dev
     want /usr/include/linux/bpf.h linux-libc-dev
     ;;
-  *) echo "usage: $0 run|bpf" >&2; exit 2 ;;
+  *) echo "usage: $0 run|bpf|vm" >&2; exit 2 ;;
 esac
 
 if ! command -v go >/dev/null 2>&1; then

@@ -22,29 +22,30 @@ const (
 )
 
 func main() {
+	if os.Getpid() != 1 {
+		// Only the VM's init runs the plan; anywhere else it just says
+		// which kernel it is on (a check that images are put together
+		// right).
+		var uts unix.Utsname
+		unix.Uname(&uts)
+		fmt.Println(unix.ByteSliceToString(uts.Release[:]))
+		return
+	}
 	log := os.Stderr
 	if console, err := os.OpenFile("/dev/console", os.O_WRONLY, 0); err == nil {
 		log = console
 	}
-	err := run(log)
-	if err != nil {
+	if err := run(log); err != nil {
 		fmt.Fprintln(log, "fastpath-vminit: error:", err)
 	}
 	unix.Sync()
-	if os.Getpid() == 1 {
-		unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
-		select {}
-	}
-	if err != nil {
-		os.Exit(1)
-	}
+	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+	select {}
 }
 
 func run(log *os.File) error {
-	if os.Getpid() == 1 {
-		if err := mountAll(); err != nil {
-			return err
-		}
+	if err := mountAll(); err != nil {
+		return err
 	}
 	var uts unix.Utsname
 	unix.Uname(&uts)

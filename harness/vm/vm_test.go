@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/fastpath-bench/fastpath/harness/vm/plan"
+	"github.com/fastpath-bench/fastpath/internal/testutil"
 )
 
 func TestConfigValidation(t *testing.T) {
@@ -65,7 +66,7 @@ func TestIsImagePackage(t *testing.T) {
 // kernel's format follows.
 func TestCPIO(t *testing.T) {
 	if _, err := exec.LookPath("cpio"); err != nil {
-		t.Skip("cpio not installed")
+		testutil.SkipOrFail(t, false, "cpio not installed (make deps-vm)")
 	}
 	var buf bytes.Buffer
 	c := newCPIO(&buf)
@@ -99,8 +100,10 @@ func TestCPIO(t *testing.T) {
 // (gcc) and checks the dependency order, built-ins, compressed modules and
 // the error for a missing one.
 func TestResolveModules(t *testing.T) {
-	if _, err := exec.LookPath("gcc"); err != nil {
-		t.Skip("gcc not installed")
+	for _, tool := range []string{"gcc", "xz"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			testutil.SkipOrFail(t, false, tool+" not installed (make deps-vm)")
+		}
 	}
 	root := t.TempDir()
 	mod := func(rel, depends string) {
@@ -117,7 +120,7 @@ func TestResolveModules(t *testing.T) {
 		}
 		if strings.HasSuffix(out, ".xz") {
 			if b, err := exec.Command("xz", ko).CombinedOutput(); err != nil {
-				t.Skipf("xz: %v: %s", err, b)
+				t.Fatalf("xz: %v: %s", err, b)
 			}
 		}
 	}

@@ -123,7 +123,7 @@ func openNL(ns string) (*nl, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netns %s: %w", ns, err)
 	}
-	h, err := netlink.NewHandleAt(nsh)
+	h, err := netlink.NewHandleAt(nsh, unix.NETLINK_ROUTE)
 	if err != nil {
 		nsh.Close()
 		return nil, fmt.Errorf("netns %s: netlink: %w", ns, err)
