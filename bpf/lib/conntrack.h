@@ -18,6 +18,10 @@
 #define CT_LIFETIME_CLOSE_NS (10ULL * 1000000000ULL)
 #define CT_LIFETIME_OTHER_NS (60ULL * 1000000000ULL)
 
+/* Service entries: the original tuple (client to frontend) of a
+ * load-balanced flow, holding its backend. */
+#define DIR_SERVICE 2
+
 #define CT_F_SEEN_REPLY 0x1
 #define CT_F_CLOSING 0x2
 
@@ -37,6 +41,8 @@ struct ct_entry {
 	__u64 bytes;
 	__u32 flags;       /* CT_F_* */
 	__u32 peer_identity;
+	__u32 backend;     /* DIR_SERVICE entries: the flow's backend id */
+	__u32 rev_nat;     /* frontend id whose address replies get back */
 };
 
 struct {
@@ -77,8 +83,11 @@ static __always_inline void ct_touch(struct ct_entry *e, const struct flow4 *f,
 	e->expires_ns = now + ct_lifetime(f, flags);
 }
 
-/* ct_lookup classifies a packet seen in direction dir. */
-static __always_inline int ct_lookup(const struct flow4 *f, __u8 dir, __u32 len)
+/* ct_lookup classifies a packet seen in direction dir; for a reply it
+ * sets *rev_nat to the frontend id of a load-balanced connection (0 for
+ * others). */
+static __always_inline int ct_lookup(const struct flow4 *f, __u8 dir, __u32 len,
+				     __u32 *rev_nat)
 {
 	struct ct_key key = {
 		.saddr = f->saddr,
@@ -109,13 +118,14 @@ static __always_inline int ct_lookup(const struct flow4 *f, __u8 dir, __u32 len)
 	e = bpf_map_lookup_elem(&fp_ct, &key);
 	if (e && e->expires_ns > now) {
 		ct_touch(e, f, len, now, CT_F_SEEN_REPLY);
+		*rev_nat = e->rev_nat;
 		return CT_REPLY;
 	}
 	return CT_NEW;
 }
 
 static __always_inline void ct_create(const struct flow4 *f, __u8 dir,
-				      __u32 len, __u32 peer)
+				      __u32 len, __u32 peer, __u32 rev_nat)
 {
 	struct ct_key key = {
 		.saddr = f->saddr,
@@ -127,6 +137,7 @@ static __always_inline void ct_create(const struct flow4 *f, __u8 dir,
 	};
 	struct ct_entry e = {
 		.peer_identity = peer,
+		.rev_nat = rev_nat,
 	};
 
 	ct_touch(&e, f, len, bpf_ktime_get_ns(), 0);

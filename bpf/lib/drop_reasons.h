@@ -26,7 +26,9 @@ enum reason {
 	DROP_PROXY_REQUIRED = 16,   /* an L7 rule applies, but the packet did not
 				     * come through the proxy */
 	DROP_PROXY_UNAVAILABLE = 17, /* an L7 rule applies, but no proxy listens */
-	REASON_MAX = 18,
+	DROP_NO_SERVICE_BACKEND = 18, /* a service frontend with no backend to
+				       * take a new flow */
+	REASON_MAX = 19,
 };
 
 /* Direction of traffic as the endpoint sees it. */

@@ -15,6 +15,7 @@
 #include "metrics.h"
 #include "events.h"
 #include "proxy.h"
+#include "lb.h"
 
 static __always_inline int verdict(__u32 reason, __u8 dir, __u32 len)
 {
@@ -29,13 +30,14 @@ static __always_inline int verdict(__u32 reason, __u8 dir, __u32 len)
  */
 static __always_inline int endpoint_verdict(struct __sk_buff *skb,
 					    const struct endpoint_info *ep,
-					    const struct flow4 *f, __u8 dir, __u32 len)
+					    const struct flow4 *f, __u8 dir, __u32 len,
+					    __u32 *rev_nat)
 {
 	struct peer_identity peer;
 	__be32 peer_addr;
 	int ret, consulted = 1;
 
-	switch (ct_lookup(f, dir, len)) {
+	switch (ct_lookup(f, dir, len, rev_nat)) {
 	case CT_ESTABLISHED:
 		return REASON_CT_ESTABLISHED;
 	case CT_REPLY:
@@ -73,7 +75,9 @@ static __always_inline int endpoint_verdict(struct __sk_buff *skb,
 		   f, ep->ep_id, ep->identity, peer.identity, skb->ifindex);
 	if (ret >= DROP_POLICY)
 		return ret;
-	ct_create(f, dir, len, peer.identity);
+	/* A load-balanced connection's entry remembers its frontend, so that
+	 * replies get the frontend's address back. */
+	ct_create(f, dir, len, peer.identity, *rev_nat);
 	return ret;
 }
 
@@ -88,7 +92,7 @@ static __always_inline int handle_endpoint(struct __sk_buff *skb, __u8 dir)
 {
 	struct endpoint_info *ep;
 	struct flow4 f;
-	__u32 len = skb->len;
+	__u32 len = skb->len, rev_nat = 0;
 	int ret;
 
 	ret = parse_ipv4(skb, &f);
@@ -109,7 +113,22 @@ static __always_inline int handle_endpoint(struct __sk_buff *skb, __u8 dir)
 		return verdict(DROP_INVALID_SOURCE, dir, len);
 	}
 
-	ret = endpoint_verdict(skb, ep, &f, dir, len);
+	if (dir == DIR_EGRESS) {
+		/* Service translation first: policy applies to the backend. */
+		ret = lb_translate(skb, &f);
+		if (ret < 0) {
+			emit_event(EVENT_DROP, dir, -ret, &f, ep->ep_id, ep->identity, 0, skb->ifindex);
+			return verdict(-ret, dir, len);
+		}
+		rev_nat = ret;
+	}
+	ret = endpoint_verdict(skb, ep, &f, dir, len, &rev_nat);
+	if (dir == DIR_INGRESS && ret == REASON_CT_REPLY && rev_nat) {
+		int err = lb_reverse(skb, &f, rev_nat);
+
+		if (err < 0)
+			return verdict(-err, dir, len);
+	}
 	if (dir == DIR_EGRESS && ret < DROP_POLICY) {
 		int steer = proxy_steer(skb, &f);
 

@@ -11,3 +11,7 @@
 #define POLICY_INNER_MAX 16384  /* entries in one endpoint's policy */
 #define CT_MAX 262144           /* tracked connections (LRU) */
 #define RULE_METRICS_MAX 65536  /* (endpoint, rule) counters */
+#define LB_FRONTENDS_MAX 65536  /* service frontends (vip, port, proto) */
+#define LB_BACKENDS_MAX 65536   /* service backends (addr, port) */
+#define LB_SELECT_MAX 65537     /* largest selection array: Maglev M + 1 */
+#define LB_AFFINITY_MAX 65536   /* ClientIP affinity entries (LRU) */

@@ -289,17 +289,18 @@ type Reason uint32
 
 // Reasons Go code refers to; the full list comes from BTF.
 const (
-	ReasonForwarded     = Reason(lxcReasonREASON_FORWARDED)
-	ReasonEstablished   = Reason(lxcReasonREASON_CT_ESTABLISHED)
-	ReasonReply         = Reason(lxcReasonREASON_CT_REPLY)
-	DropPolicy          = Reason(lxcReasonDROP_POLICY)
-	DropInvalidSource   = Reason(lxcReasonDROP_INVALID_SOURCE)
-	DropUnknownEndpoint = Reason(lxcReasonDROP_UNKNOWN_ENDPOINT)
-	DropTruncated       = Reason(lxcReasonDROP_TRUNCATED)
-	DropMalformed       = Reason(lxcReasonDROP_MALFORMED)
-	DropUnsupportedL3   = Reason(lxcReasonDROP_UNSUPPORTED_L3)
-	DropFragment        = Reason(lxcReasonDROP_FRAGMENT)
-	reasonMax           = Reason(lxcReasonREASON_MAX)
+	ReasonForwarded      = Reason(lxcReasonREASON_FORWARDED)
+	ReasonEstablished    = Reason(lxcReasonREASON_CT_ESTABLISHED)
+	ReasonReply          = Reason(lxcReasonREASON_CT_REPLY)
+	DropPolicy           = Reason(lxcReasonDROP_POLICY)
+	DropInvalidSource    = Reason(lxcReasonDROP_INVALID_SOURCE)
+	DropUnknownEndpoint  = Reason(lxcReasonDROP_UNKNOWN_ENDPOINT)
+	DropTruncated        = Reason(lxcReasonDROP_TRUNCATED)
+	DropMalformed        = Reason(lxcReasonDROP_MALFORMED)
+	DropUnsupportedL3    = Reason(lxcReasonDROP_UNSUPPORTED_L3)
+	DropFragment         = Reason(lxcReasonDROP_FRAGMENT)
+	DropNoServiceBackend = Reason(lxcReasonDROP_NO_SERVICE_BACKEND)
+	reasonMax            = Reason(lxcReasonREASON_MAX)
 )
 
 func (r Reason) String() string {

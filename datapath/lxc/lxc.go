@@ -47,6 +47,8 @@ type Datapath struct {
 	uplinks   []attach.Attachment
 	nextEpID  uint32
 	ipcache   map[netip.Prefix]lxcIpcacheValue
+	// lb mirrors the load balancer's ids (lb.go); nil until first used.
+	lb *lbState
 }
 
 type endpointState struct {

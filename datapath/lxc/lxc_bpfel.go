@@ -73,6 +73,8 @@ type lxcCtEntry struct {
 	Bytes        uint64
 	Flags        uint32
 	PeerIdentity uint32
+	Backend      uint32
+	RevNat       uint32
 }
 
 type lxcCtKey struct {
@@ -150,6 +152,49 @@ type lxcIpcacheValue struct {
 	CidrIdentity uint32
 }
 
+type lxcLbAffinity struct {
+	_       structs.HostLayout
+	LastNs  uint64
+	Backend uint32
+	Pad     uint32
+}
+
+type lxcLbAffinityKey struct {
+	_        structs.HostLayout
+	Client   uint32
+	Frontend uint32
+}
+
+type lxcLbBackend struct {
+	_    structs.HostLayout
+	Addr uint32
+	Port uint16
+	Pad  uint16
+}
+
+type lxcLbFrontend struct {
+	_         structs.HostLayout
+	Id        uint32
+	Flags     uint32
+	AffinityS uint32
+	Pad       uint32
+}
+
+type lxcLbFrontendKey struct {
+	_     structs.HostLayout
+	Vip   uint32
+	Port  uint16
+	Proto uint8
+	Pad   uint8
+}
+
+type lxcLbRevnat struct {
+	_    structs.HostLayout
+	Vip  uint32
+	Port uint16
+	Pad  uint16
+}
+
 type lxcMetricsValue struct {
 	_       structs.HostLayout
 	Packets uint64
@@ -204,25 +249,26 @@ const (
 type lxcReason uint32
 
 const (
-	lxcReasonREASON_FORWARDED       lxcReason = 0
-	lxcReasonREASON_CT_ESTABLISHED  lxcReason = 1
-	lxcReasonREASON_CT_REPLY        lxcReason = 2
-	lxcReasonREASON_TO_PROXY        lxcReason = 3
-	lxcReasonREASON_FROM_PROXY      lxcReason = 4
-	lxcReasonDROP_POLICY            lxcReason = 5
-	lxcReasonDROP_POLICY_DENY       lxcReason = 6
-	lxcReasonDROP_INVALID_SOURCE    lxcReason = 7
-	lxcReasonDROP_UNKNOWN_ENDPOINT  lxcReason = 8
-	lxcReasonDROP_TRUNCATED         lxcReason = 9
-	lxcReasonDROP_MALFORMED         lxcReason = 10
-	lxcReasonDROP_UNSUPPORTED_L3    lxcReason = 11
-	lxcReasonDROP_FRAGMENT          lxcReason = 12
-	lxcReasonDROP_NO_POLICY_MAP     lxcReason = 13
-	lxcReasonDROP_MESH_POLICY       lxcReason = 14
-	lxcReasonDROP_MESH_DENY         lxcReason = 15
-	lxcReasonDROP_PROXY_REQUIRED    lxcReason = 16
-	lxcReasonDROP_PROXY_UNAVAILABLE lxcReason = 17
-	lxcReasonREASON_MAX             lxcReason = 18
+	lxcReasonREASON_FORWARDED        lxcReason = 0
+	lxcReasonREASON_CT_ESTABLISHED   lxcReason = 1
+	lxcReasonREASON_CT_REPLY         lxcReason = 2
+	lxcReasonREASON_TO_PROXY         lxcReason = 3
+	lxcReasonREASON_FROM_PROXY       lxcReason = 4
+	lxcReasonDROP_POLICY             lxcReason = 5
+	lxcReasonDROP_POLICY_DENY        lxcReason = 6
+	lxcReasonDROP_INVALID_SOURCE     lxcReason = 7
+	lxcReasonDROP_UNKNOWN_ENDPOINT   lxcReason = 8
+	lxcReasonDROP_TRUNCATED          lxcReason = 9
+	lxcReasonDROP_MALFORMED          lxcReason = 10
+	lxcReasonDROP_UNSUPPORTED_L3     lxcReason = 11
+	lxcReasonDROP_FRAGMENT           lxcReason = 12
+	lxcReasonDROP_NO_POLICY_MAP      lxcReason = 13
+	lxcReasonDROP_MESH_POLICY        lxcReason = 14
+	lxcReasonDROP_MESH_DENY          lxcReason = 15
+	lxcReasonDROP_PROXY_REQUIRED     lxcReason = 16
+	lxcReasonDROP_PROXY_UNAVAILABLE  lxcReason = 17
+	lxcReasonDROP_NO_SERVICE_BACKEND lxcReason = 18
+	lxcReasonREASON_MAX              lxcReason = 19
 )
 
 type lxcRuleMetricsKey struct {
@@ -241,6 +287,11 @@ const (
 	lxcMapFpEvents         = "fp_events"
 	lxcMapFpEventsLost     = "fp_events_lost"
 	lxcMapFpIpcache        = "fp_ipcache"
+	lxcMapFpLbAffinity     = "fp_lb_affinity"
+	lxcMapFpLbBackends     = "fp_lb_backends"
+	lxcMapFpLbFrontends    = "fp_lb_frontends"
+	lxcMapFpLbRevnat       = "fp_lb_revnat"
+	lxcMapFpLbSelect       = "fp_lb_select"
 	lxcMapFpMetrics        = "fp_metrics"
 	lxcMapFpPolicy         = "fp_policy"
 	lxcMapFpProxy          = "fp_proxy"
@@ -308,6 +359,11 @@ type lxcMapSpecs struct {
 	FpEvents        *ebpf.MapSpec `ebpf:"fp_events"`
 	FpEventsLost    *ebpf.MapSpec `ebpf:"fp_events_lost"`
 	FpIpcache       *ebpf.MapSpec `ebpf:"fp_ipcache"`
+	FpLbAffinity    *ebpf.MapSpec `ebpf:"fp_lb_affinity"`
+	FpLbBackends    *ebpf.MapSpec `ebpf:"fp_lb_backends"`
+	FpLbFrontends   *ebpf.MapSpec `ebpf:"fp_lb_frontends"`
+	FpLbRevnat      *ebpf.MapSpec `ebpf:"fp_lb_revnat"`
+	FpLbSelect      *ebpf.MapSpec `ebpf:"fp_lb_select"`
 	FpMetrics       *ebpf.MapSpec `ebpf:"fp_metrics"`
 	FpPolicy        *ebpf.MapSpec `ebpf:"fp_policy"`
 	FpProxy         *ebpf.MapSpec `ebpf:"fp_proxy"`
@@ -347,6 +403,11 @@ type lxcMaps struct {
 	FpEvents        *ebpf.Map `ebpf:"fp_events"`
 	FpEventsLost    *ebpf.Map `ebpf:"fp_events_lost"`
 	FpIpcache       *ebpf.Map `ebpf:"fp_ipcache"`
+	FpLbAffinity    *ebpf.Map `ebpf:"fp_lb_affinity"`
+	FpLbBackends    *ebpf.Map `ebpf:"fp_lb_backends"`
+	FpLbFrontends   *ebpf.Map `ebpf:"fp_lb_frontends"`
+	FpLbRevnat      *ebpf.Map `ebpf:"fp_lb_revnat"`
+	FpLbSelect      *ebpf.Map `ebpf:"fp_lb_select"`
 	FpMetrics       *ebpf.Map `ebpf:"fp_metrics"`
 	FpPolicy        *ebpf.Map `ebpf:"fp_policy"`
 	FpProxy         *ebpf.Map `ebpf:"fp_proxy"`
@@ -361,6 +422,11 @@ func (m *lxcMaps) Close() error {
 		m.FpEvents,
 		m.FpEventsLost,
 		m.FpIpcache,
+		m.FpLbAffinity,
+		m.FpLbBackends,
+		m.FpLbFrontends,
+		m.FpLbRevnat,
+		m.FpLbSelect,
 		m.FpMetrics,
 		m.FpPolicy,
 		m.FpProxy,

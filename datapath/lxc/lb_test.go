@@ -1,0 +1,299 @@
+package lxc
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/fastpath-bench/fastpath/datapath/model"
+	"github.com/fastpath-bench/fastpath/internal/testutil"
+)
+
+var (
+	vip      = netip.MustParseAddr("10.96.0.10")
+	vipOther = netip.MustParseAddr("10.96.0.11")
+)
+
+// loadClientOnLo loads the datapath in a fresh netns with the client
+// endpoint bound to loopback: fp_from_container then sees the client's
+// packets, fp_to_container the packets delivered to it.
+func loadClientOnLo(t *testing.T, objs *model.Objects) *Datapath {
+	t.Helper()
+	testutil.RequireRoot(t)
+	testutil.InNewNetns(t)
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkSetUp(lo); err != nil {
+		t.Fatal(err)
+	}
+	d, err := Load(Options{InterfaceName: func(ep *model.Endpoint) string {
+		if ep.Name == "client" {
+			return "lo"
+		}
+		return "absent-" + ep.Name
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	r, err := model.Resolve(objs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Apply(r, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func service(ip netip.Addr, port uint16, proto model.Protocol, backends ...model.Backend) *model.Service {
+	return &model.Service{Namespace: "t", Name: "svc-" + ip.String(), ClusterIP: ip,
+		Ports: []model.ServicePort{{Protocol: proto, Port: port, Backends: backends}}}
+}
+
+func backend(ip netip.Addr, port uint16, st model.BackendState) model.Backend {
+	return model.Backend{Addr: ip, Port: port, State: st, Weight: 1}
+}
+
+// checksum16 is the Internet checksum of b (0 when b includes a correct
+// checksum field).
+func checksum16(b []byte, sum uint32) uint16 {
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
+}
+
+func l4Checksum(pkt []byte) uint16 {
+	ip := pkt[14:34]
+	l4 := pkt[34:]
+	var pseudo uint32
+	pseudo += uint32(binary.BigEndian.Uint16(ip[12:])) + uint32(binary.BigEndian.Uint16(ip[14:]))
+	pseudo += uint32(binary.BigEndian.Uint16(ip[16:])) + uint32(binary.BigEndian.Uint16(ip[18:]))
+	pseudo += uint32(ip[9]) + uint32(len(l4))
+	return checksum16(l4, pseudo)
+}
+
+// withChecksums fills the IPv4 and TCP/UDP checksums.
+func withChecksums(pkt []byte) []byte {
+	ip := pkt[14:34]
+	binary.BigEndian.PutUint16(ip[10:], 0)
+	binary.BigEndian.PutUint16(ip[10:], checksum16(ip, 0))
+	off := 34 + 16
+	if ip[9] == 17 {
+		off = 34 + 6
+	}
+	binary.BigEndian.PutUint16(pkt[off:], 0)
+	binary.BigEndian.PutUint16(pkt[off:], l4Checksum(pkt))
+	return pkt
+}
+
+type tuple struct {
+	src, dst     netip.Addr
+	sport, dport uint16
+}
+
+// runOut runs pkt and returns the verdict and the packet as it left.
+func runOut(t *testing.T, prog *ebpf.Program, pkt []byte) (uint32, []byte, tuple) {
+	t.Helper()
+	out := make([]byte, len(pkt)+64)
+	opts := &ebpf.RunOptions{Data: pkt, DataOut: out}
+	ret, err := prog.Run(opts)
+	if err != nil {
+		t.Fatalf("BPF_PROG_RUN: %v", err)
+	}
+	out = opts.DataOut
+	if checksum16(out[14:34], 0) != 0 {
+		t.Fatalf("bad IPv4 checksum after the program")
+	}
+	if l4Checksum(out) != 0 {
+		t.Fatalf("bad L4 checksum after the program")
+	}
+	s, _ := netip.AddrFromSlice(out[26:30])
+	d, _ := netip.AddrFromSlice(out[30:34])
+	return ret, out, tuple{s, d, binary.BigEndian.Uint16(out[34:]), binary.BigEndian.Uint16(out[36:])}
+}
+
+func TestServiceTranslation(t *testing.T) {
+	d := loadClientOnLo(t, testObjects())
+	from, to := d.Programs()
+	for _, algo := range []string{LBRandom, LBMaglev} {
+		t.Run(algo, func(t *testing.T) {
+			svc := service(vip, 80, model.ProtoTCP, backend(serverIP, 8080, model.BackendActive), backend(otherIP, 8080, model.BackendActive))
+			udp := service(vip, 53, model.ProtoUDP, backend(serverIP, 5353, model.BackendActive))
+			if _, err := d.ApplyServices([]*model.Service{svc, udp}, LBOptions{Algorithm: algo, MaglevTableSize: 251}); err != nil {
+				t.Fatal(err)
+			}
+			chosen := map[netip.Addr]int{}
+			for sport := uint16(20000); sport < 20064; sport++ {
+				ret, _, tp := runOut(t, from, withChecksums(tcpPacket(clientIP, sport, vip, 80, flagSYN)))
+				if ret != actOK || tp.dport != 8080 || (tp.dst != serverIP && tp.dst != otherIP) || tp.src != clientIP {
+					t.Fatalf("SYN to the VIP: verdict %d, left as %+v", ret, tp)
+				}
+				chosen[tp.dst]++
+				// The flow sticks to its backend.
+				for i := 0; i < 3; i++ {
+					_, _, again := runOut(t, from, withChecksums(tcpPacket(clientIP, sport, vip, 80, flagACK)))
+					if again.dst != tp.dst {
+						t.Fatalf("flow %d moved from %s to %s", sport, tp.dst, again.dst)
+					}
+				}
+				// The reply comes back from the VIP.
+				ret, _, rp := runOut(t, to, withChecksums(tcpPacket(tp.dst, 8080, clientIP, sport, flagSYN|flagACK)))
+				if ret != actOK || rp.src != vip || rp.sport != 80 {
+					t.Fatalf("reply: verdict %d, delivered as %+v", ret, rp)
+				}
+			}
+			if len(chosen) != 2 {
+				t.Errorf("64 flows all went to %v", chosen)
+			}
+			ret, _, tp := runOut(t, from, withChecksums(udpPacket(clientIP, 3333, vip, 53)))
+			if ret != actOK || tp.dst != serverIP || tp.dport != 5353 {
+				t.Fatalf("UDP to the VIP: %d %+v", ret, tp)
+			}
+			ret, _, rp := runOut(t, to, withChecksums(udpPacket(serverIP, 5353, clientIP, 3333)))
+			if ret != actOK || rp.src != vip || rp.sport != 53 {
+				t.Fatalf("UDP reply: %d %+v", ret, rp)
+			}
+		})
+	}
+}
+
+func TestServiceBackendStatesAndRemoval(t *testing.T) {
+	d := loadClientOnLo(t, testObjects())
+	from, _ := d.Programs()
+	apply := func(bs ...model.Backend) {
+		t.Helper()
+		if _, err := d.ApplyServices([]*model.Service{service(vip, 80, model.ProtoTCP, bs...)}, LBOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Terminating and quarantined backends get no new flow while an active
+	// one exists; a terminating one does when it is the last.
+	apply(backend(serverIP, 8080, model.BackendActive), backend(otherIP, 8080, model.BackendTerminating), backend(clientIP, 8080, model.BackendQuarantined))
+	for sport := uint16(21000); sport < 21032; sport++ {
+		if _, _, tp := runOut(t, from, withChecksums(tcpPacket(clientIP, sport, vip, 80, flagSYN))); tp.dst != serverIP {
+			t.Fatalf("new flow went to %s", tp.dst)
+		}
+	}
+	// A flow on the server stays there when the server starts
+	// terminating (existing flows keep their backend).
+	apply(backend(serverIP, 8080, model.BackendTerminating), backend(otherIP, 8080, model.BackendActive))
+	if _, _, tp := runOut(t, from, withChecksums(tcpPacket(clientIP, 21000, vip, 80, flagACK))); tp.dst != serverIP {
+		t.Fatalf("existing flow moved to %s", tp.dst)
+	}
+	if _, _, tp := runOut(t, from, withChecksums(tcpPacket(clientIP, 21100, vip, 80, flagSYN))); tp.dst != otherIP {
+		t.Fatalf("new flow went to %s", tp.dst)
+	}
+	// Removed mid-flow: the flow is sent to a remaining backend.
+	apply(backend(otherIP, 8080, model.BackendActive))
+	if _, _, tp := runOut(t, from, withChecksums(tcpPacket(clientIP, 21000, vip, 80, flagACK))); tp.dst != otherIP {
+		t.Fatalf("flow of a removed backend went to %s", tp.dst)
+	}
+	// No backend: dropped with its own reason, and counted.
+	apply()
+	d.expectVerdict(t, from, withChecksums(tcpPacket(clientIP, 21200, vip, 80, flagSYN)), actDrop, DropNoServiceBackend, model.Egress)
+	// Not a frontend: untouched.
+	if ret, _, tp := runOut(t, from, withChecksums(tcpPacket(clientIP, 21201, vipOther, 80, flagSYN))); ret != actOK || tp.dst != vipOther {
+		t.Fatalf("non-service traffic: %d %+v", ret, tp)
+	}
+}
+
+// TestServicePolicyAfterTranslation: egress policy is checked against the
+// backend the flow was sent to, not the VIP.
+func TestServicePolicyAfterTranslation(t *testing.T) {
+	objs := testObjects()
+	objs.NetworkPolicies = append(objs.NetworkPolicies, networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "client-egress", Namespace: "t"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "client"}},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
+			Egress: []networkingv1.NetworkPolicyEgressRule{{
+				To: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "server"}}}},
+			}},
+		},
+	})
+	_ = corev1.ProtocolTCP
+	d := loadClientOnLo(t, objs)
+	from, _ := d.Programs()
+	if _, err := d.ApplyServices([]*model.Service{
+		service(vip, 80, model.ProtoTCP, backend(serverIP, 8080, model.BackendActive)),
+		service(vipOther, 80, model.ProtoTCP, backend(otherIP, 8080, model.BackendActive)),
+	}, LBOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	d.expectVerdict(t, from, withChecksums(tcpPacket(clientIP, 22000, vip, 80, flagSYN)), actOK, ReasonForwarded, model.Egress)
+	d.expectVerdict(t, from, withChecksums(tcpPacket(clientIP, 22001, vipOther, 80, flagSYN)), actDrop, DropPolicy, model.Egress)
+}
+
+// TestServiceIDsSurviveReload: a new Datapath on the same pinned maps
+// reads the ids back, so a flow keeps its backend and reverse translation.
+func TestServiceIDsSurviveReload(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.InNewNetns(t)
+	lo, _ := netlink.LinkByName("lo")
+	netlink.LinkSetUp(lo)
+	pin := t.TempDir()
+	if err := unix.Mount("bpf", pin, "bpf", 0, ""); err != nil {
+		t.Fatalf("mount a bpffs to pin in: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(pin, unix.MNT_DETACH) })
+	load := func() *Datapath {
+		d, err := Load(Options{PinPath: pin, InterfaceName: func(ep *model.Endpoint) string {
+			if ep.Name == "client" {
+				return "lo"
+			}
+			return "absent-" + ep.Name
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, _ := model.Resolve(testObjects())
+		if _, err := d.Apply(r, "n1"); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	svcs := []*model.Service{service(vip, 80, model.ProtoTCP, backend(serverIP, 8080, model.BackendActive), backend(otherIP, 8080, model.BackendActive))}
+	d1 := load()
+	if _, err := d1.ApplyServices(svcs, LBOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	from, _ := d1.Programs()
+	_, _, first := runOut(t, from, withChecksums(tcpPacket(clientIP, 23000, vip, 80, flagSYN)))
+	d1.Close()
+	time.Sleep(10 * time.Millisecond)
+
+	d2 := load()
+	defer d2.Close()
+	// Reversed backend order: ids must come from the maps, not the order.
+	svcs[0].Ports[0].Backends[0], svcs[0].Ports[0].Backends[1] = svcs[0].Ports[0].Backends[1], svcs[0].Ports[0].Backends[0]
+	if _, err := d2.ApplyServices(svcs, LBOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	from, to := d2.Programs()
+	for i := 0; i < 5; i++ {
+		if _, _, tp := runOut(t, from, withChecksums(tcpPacket(clientIP, 23000, vip, 80, flagACK))); tp.dst != first.dst {
+			t.Fatalf("after reload the flow moved from %s to %s", first.dst, tp.dst)
+		}
+	}
+	if _, _, rp := runOut(t, to, withChecksums(tcpPacket(first.dst, 8080, clientIP, 23000, flagACK))); rp.src != vip {
+		t.Fatalf("after reload the reply came from %s", rp.src)
+	}
+}
