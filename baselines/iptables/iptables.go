@@ -110,6 +110,7 @@ type Plan struct {
 	Sets      map[string][]string // set name -> entries ("10.0.0.0/8", "10.1.0.0/16 nomatch")
 	Filter    string              // iptables-restore input for the filter table
 	Mangle    string              // iptables-restore input for the mangle table
+	Nat       string              // iptables-restore input for the nat table (services)
 	Rules     int
 	Endpoints int
 }
@@ -120,6 +121,9 @@ func (d *Datapath) Build(r *model.Resolved, node string) (*Plan, error) {
 	var chains []string
 	var body []string
 	var fwd []string
+	nat, reject, svcRules := serviceRules(r)
+	p.Nat = nat
+	fwd = append(fwd, reject...)
 	fwd = append(fwd, "-A "+forwardChain+" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
 	fwd = append(fwd, "-A "+forwardChain+" -m conntrack --ctstate INVALID -j DROP")
 	ifname := model.InterfaceName
@@ -170,7 +174,7 @@ func (d *Datapath) Build(r *model.Resolved, node string) (*Plan, error) {
 	}
 	b.WriteString("COMMIT\n")
 	p.Filter = b.String()
-	p.Rules = len(fwd) + len(body) + len(proxy)
+	p.Rules = len(fwd) + len(body) + len(proxy) + svcRules - len(reject)
 	return p, nil
 }
 
@@ -420,6 +424,9 @@ func (d *Datapath) Apply(ctx context.Context, r *model.Resolved, node string) (S
 	if err := run(ctx, []byte(p.Mangle), d.opts.IptablesRestore, "--noflush", "-w"); err != nil {
 		return st, fmt.Errorf("program mangle rules: %w", err)
 	}
+	if err := run(ctx, []byte(p.Nat), d.opts.IptablesRestore, "--noflush", "-w"); err != nil {
+		return st, fmt.Errorf("program service (nat) rules: %w", err)
+	}
 	st.RestoreDuration = time.Since(start)
 	for _, hook := range d.hooks() {
 		check := append([]string{"-w"}, hookArgs("-C", hook)...)
@@ -427,6 +434,24 @@ func (d *Datapath) Apply(ctx context.Context, r *model.Resolved, node string) (S
 			ins := append([]string{"-w"}, hookArgs("-I", hook)...)
 			if err := run(ctx, nil, d.opts.Iptables, ins...); err != nil {
 				return st, fmt.Errorf("hook %s: %w", strings.Join(hook, " "), err)
+			}
+		}
+	}
+	// Service chains of services that are gone: nothing jumps to them
+	// any more (FP-SERVICES was replaced above).
+	if listing, err := exec.CommandContext(ctx, d.opts.Iptables, "-w", "-t", "nat", "-S").Output(); err == nil {
+		if stale := staleNatChains(string(listing), p.Nat); len(stale) > 0 {
+			var b strings.Builder
+			b.WriteString("*nat\n")
+			for _, c := range stale {
+				fmt.Fprintf(&b, ":%s - [0:0]\n", c)
+			}
+			for _, c := range stale {
+				fmt.Fprintf(&b, "-X %s\n", c)
+			}
+			b.WriteString("COMMIT\n")
+			if err := run(ctx, []byte(b.String()), d.opts.IptablesRestore, "--noflush", "-w"); err != nil {
+				return st, fmt.Errorf("remove stale service chains: %w", err)
 			}
 		}
 	}
@@ -453,10 +478,11 @@ func (d *Datapath) Apply(ctx context.Context, r *model.Resolved, node string) (S
 // egress policy still applies); mangle PREROUTING into the TPROXY chain.
 func (d *Datapath) hooks() [][]string {
 	if d.opts.ProxyPort == 0 {
-		return [][]string{{"FORWARD", "-j", forwardChain}}
+		return [][]string{{"FORWARD", "-j", forwardChain}, {"-t", "nat", "PREROUTING", "-j", servicesChain}}
 	}
 	return [][]string{
 		{"FORWARD", "-j", forwardChain},
+		{"-t", "nat", "PREROUTING", "-j", servicesChain},
 		{"INPUT", "-m", "mark", "--mark", fmt.Sprintf("%#x/%#x", d.opts.ProxyMark, d.opts.ProxyMask), "-j", forwardChain},
 		{"-t", "mangle", "PREROUTING", "-j", proxyChain},
 	}
@@ -485,6 +511,27 @@ func (d *Datapath) Close() error {
 	}
 	// The mangle chain: flush and delete.
 	_ = run(ctx, []byte(fmt.Sprintf("*mangle\n:%s - [0:0]\n-X %s\nCOMMIT\n", proxyChain, proxyChain)), d.opts.IptablesRestore, "--noflush", "-w")
+	// The nat chains: every FP-* chain of the table.
+	if listing, err := exec.Command(d.opts.Iptables, "-w", "-t", "nat", "-S").Output(); err == nil {
+		var nat []string
+		for _, line := range strings.Split(string(listing), "\n") {
+			if name, ok := strings.CutPrefix(line, "-N FP-"); ok {
+				nat = append(nat, "FP-"+name)
+			}
+		}
+		if len(nat) > 0 {
+			var b strings.Builder
+			b.WriteString("*nat\n")
+			for _, c := range nat {
+				fmt.Fprintf(&b, ":%s - [0:0]\n", c)
+			}
+			for _, c := range nat {
+				fmt.Fprintf(&b, "-X %s\n", c)
+			}
+			b.WriteString("COMMIT\n")
+			_ = run(ctx, []byte(b.String()), d.opts.IptablesRestore, "--noflush", "-w")
+		}
+	}
 	// An empty restore of our chains flushes them; then delete them.
 	var b strings.Builder
 	b.WriteString("*filter\n")

@@ -69,6 +69,8 @@ func newRoot() *cobra.Command {
 	f.StringVar(&cfg.Socket, "api-socket", "", "unix socket for the status API (empty: none)")
 	f.DurationVar(&cfg.Resync, "resync", time.Second, "re-read the state this often even without file events")
 	f.StringVar(&attachMode, "attach", "auto", "TC attach mechanism: auto, tcx or tc")
+	f.StringVar(&cfg.LB.Algorithm, "lb-algorithm", "random", "service backend selection (ebpf): random or maglev")
+	f.Uint32Var(&cfg.LB.MaglevTableSize, "maglev-table-size", 0, "Maglev table size M, a prime (default 16381)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringSliceVar(&cfg.Uplinks, "uplink", nil, "devices packets from other nodes arrive on, for the L7 proxy redirect (ebpf; default: the device holding this node's address)")
 

@@ -28,6 +28,7 @@ import (
 	"github.com/fastpath-bench/fastpath/datapath/agentapi"
 	"github.com/fastpath-bench/fastpath/datapath/attach"
 	"github.com/fastpath-bench/fastpath/datapath/features"
+	"github.com/fastpath-bench/fastpath/datapath/lb/maglev"
 	"github.com/fastpath-bench/fastpath/datapath/l7proxy"
 	"github.com/fastpath-bench/fastpath/datapath/lxc"
 	"github.com/fastpath-bench/fastpath/datapath/model"
@@ -48,6 +49,8 @@ type Config struct {
 	PinPath string
 	// AttachMode for TC programs; zero: automatic.
 	AttachMode attach.Mode
+	// LB chooses the service backend selection (ebpf).
+	LB lxc.LBOptions
 	// Socket is the unix socket of the status API; empty: no API.
 	Socket string
 	// Resync is how often the state is re-read even without a file event
@@ -144,6 +147,14 @@ func New(cfg Config) (*Agent, error) {
 	default:
 		errs = append(errs, fmt.Errorf("--datapath %q: unknown (want one of %v)", cfg.Datapath, Datapaths))
 	}
+	switch cfg.LB.Algorithm {
+	case "", lxc.LBRandom, lxc.LBMaglev:
+	default:
+		errs = append(errs, fmt.Errorf("--lb-algorithm %q: want %s or %s", cfg.LB.Algorithm, lxc.LBRandom, lxc.LBMaglev))
+	}
+	if m := cfg.LB.MaglevTableSize; m != 0 && (!maglev.IsPrime(m) || m+1 > lxc.MaxSelectArray) {
+		errs = append(errs, fmt.Errorf("--maglev-table-size %d: want a prime below %d", m, lxc.MaxSelectArray))
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -156,7 +167,7 @@ func New(cfg Config) (*Agent, error) {
 			return nil, err
 		}
 		a.features = rep.Names()
-		d, err := lxc.Load(lxc.Options{PinPath: cfg.PinPath, AttachMode: cfg.AttachMode})
+		d, err := lxc.Load(lxc.Options{PinPath: cfg.PinPath, AttachMode: cfg.AttachMode, LB: cfg.LB})
 		if err != nil {
 			return nil, fmt.Errorf("load ebpf datapath: %w", err)
 		}

@@ -120,6 +120,10 @@ type desiredFrontend struct {
 func (d *Datapath) ApplyServices(svcs []*model.Service, opts LBOptions) (LBStats, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	return d.applyServices(svcs, opts)
+}
+
+func (d *Datapath) applyServices(svcs []*model.Service, opts LBOptions) (LBStats, error) {
 	if opts.Algorithm == "" {
 		opts.Algorithm = LBRandom
 	}
@@ -340,13 +344,17 @@ func (d *Datapath) swapSelect(id uint32, arr []uint32) error {
 	return nil
 }
 
-func (d *Datapath) innerSelectMax() uint32 {
+// MaxSelectArray is the largest selection array (Maglev M + 1) the
+// datapath takes (LB_SELECT_MAX in bpf/lib/maps.h, read from the object).
+var MaxSelectArray = func() uint32 {
 	spec, err := loadLxc()
-	if err != nil || spec.Maps["fp_lb_select"].InnerMap == nil {
+	if err != nil || spec.Maps["fp_lb_select"] == nil || spec.Maps["fp_lb_select"].InnerMap == nil {
 		return 0
 	}
 	return spec.Maps["fp_lb_select"].InnerMap.MaxEntries
-}
+}()
+
+func (d *Datapath) innerSelectMax() uint32 { return MaxSelectArray }
 
 func sortedBackendKeys(m map[backendKey]bool) []backendKey {
 	out := make([]backendKey, 0, len(m))

@@ -254,6 +254,9 @@ func TestServiceIDsSurviveReload(t *testing.T) {
 		t.Fatalf("mount a bpffs to pin in: %v", err)
 	}
 	t.Cleanup(func() { unix.Unmount(pin, unix.MNT_DETACH) })
+	var svcs []*model.Service
+	// load is an agent start: a new Datapath on the pinned maps, then one
+	// Apply of the whole state, services included.
 	load := func() *Datapath {
 		d, err := Load(Options{PinPath: pin, InterfaceName: func(ep *model.Endpoint) string {
 			if ep.Name == "client" {
@@ -265,35 +268,54 @@ func TestServiceIDsSurviveReload(t *testing.T) {
 			t.Fatal(err)
 		}
 		r, _ := model.Resolve(testObjects())
+		r.Services = svcs
 		if _, err := d.Apply(r, "n1"); err != nil {
 			t.Fatal(err)
 		}
 		return d
 	}
-	svcs := []*model.Service{service(vip, 80, model.ProtoTCP, backend(serverIP, 8080, model.BackendActive), backend(otherIP, 8080, model.BackendActive))}
+	// The first agent also has a service that sorts first and is gone by
+	// the restart: ids assigned afresh would then differ from the ones
+	// conntrack holds.
+	main := service(vip, 80, model.ProtoTCP, backend(serverIP, 8080, model.BackendActive), backend(otherIP, 8080, model.BackendActive))
+	svcs = []*model.Service{service(netip.MustParseAddr("10.96.0.0"), 80, model.ProtoTCP, backend(clientIP, 9999, model.BackendActive)), main}
 	d1 := load()
-	if _, err := d1.ApplyServices(svcs, LBOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	from, _ := d1.Programs()
-	_, _, first := runOut(t, from, withChecksums(tcpPacket(clientIP, 23000, vip, 80, flagSYN)))
+	first := map[uint16]netip.Addr{}
+	for sport := uint16(23000); sport < 23016; sport++ {
+		_, _, tp := runOut(t, from, withChecksums(tcpPacket(clientIP, sport, vip, 80, flagSYN)))
+		first[sport] = tp.dst
+	}
 	d1.Close()
 	time.Sleep(10 * time.Millisecond)
 
+	// Reversed backend order: ids must come from the maps, not the order.
+	main.Ports[0].Backends[0], main.Ports[0].Backends[1] = main.Ports[0].Backends[1], main.Ports[0].Backends[0]
+	svcs = []*model.Service{main}
 	d2 := load()
 	defer d2.Close()
-	// Reversed backend order: ids must come from the maps, not the order.
-	svcs[0].Ports[0].Backends[0], svcs[0].Ports[0].Backends[1] = svcs[0].Ports[0].Backends[1], svcs[0].Ports[0].Backends[0]
-	if _, err := d2.ApplyServices(svcs, LBOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	from, to := d2.Programs()
-	for i := 0; i < 5; i++ {
-		if _, _, tp := runOut(t, from, withChecksums(tcpPacket(clientIP, 23000, vip, 80, flagACK))); tp.dst != first.dst {
-			t.Fatalf("after reload the flow moved from %s to %s", first.dst, tp.dst)
+	// Exactly the live service is left in the maps.
+	for name, m := range map[string]*ebpf.Map{"frontends": d2.objs.FpLbFrontends, "revnat": d2.objs.FpLbRevnat, "select": d2.objs.FpLbSelect, "backends": d2.objs.FpLbBackends} {
+		want := 1
+		if name == "backends" {
+			want = 2
+		}
+		n := 0
+		var k, v []byte
+		for it := m.Iterate(); it.Next(&k, &v); {
+			n++
+		}
+		if n != want {
+			t.Errorf("fp_lb_%s holds %d entries after the restart, want %d", name, n, want)
 		}
 	}
-	if _, _, rp := runOut(t, to, withChecksums(tcpPacket(first.dst, 8080, clientIP, 23000, flagACK))); rp.src != vip {
-		t.Fatalf("after reload the reply came from %s", rp.src)
+	from, to := d2.Programs()
+	for sport, dst := range first {
+		if _, _, tp := runOut(t, from, withChecksums(tcpPacket(clientIP, sport, vip, 80, flagACK))); tp.dst != dst {
+			t.Fatalf("after reload flow %d moved from %s to %s", sport, dst, tp.dst)
+		}
+		if _, _, rp := runOut(t, to, withChecksums(tcpPacket(dst, 8080, clientIP, sport, flagACK))); rp.src != vip {
+			t.Fatalf("after reload the reply came from %s", rp.src)
+		}
 	}
 }

@@ -30,6 +30,8 @@ type Options struct {
 	// InterfaceName maps an endpoint to the name of its node-side veth.
 	// Nil means model.InterfaceName.
 	InterfaceName func(ep *model.Endpoint) string
+	// LB chooses how service backends are selected.
+	LB LBOptions
 }
 
 // ErrOverflow is returned (wrapped) when a desired state does not fit a map.
@@ -85,6 +87,8 @@ type ApplyStats struct {
 	// Overflows counts endpoints programmed closed because their policy
 	// does not fit.
 	Overflows int
+	// Services is what the load balancer programming did.
+	Services LBStats
 }
 
 // Load loads the BPF objects (creating or reusing pinned maps).
@@ -225,6 +229,13 @@ func (d *Datapath) Apply(r *model.Resolved, node string) (ApplyStats, error) {
 		}
 		st.Overflows = len(closed)
 		return st, errors.Join(errs...)
+	}
+
+	// Services: their capacity is checked before any write too.
+	lbst, err := d.applyServices(r.Services, d.opts.LB)
+	st.Services = lbst
+	if err != nil {
+		return st, fmt.Errorf("services: %w", err)
 	}
 
 	// 2. ipcache: add and update first, so new policy never refers to an
