@@ -28,8 +28,8 @@ import (
 	"github.com/fastpath-bench/fastpath/datapath/agentapi"
 	"github.com/fastpath-bench/fastpath/datapath/attach"
 	"github.com/fastpath-bench/fastpath/datapath/features"
-	"github.com/fastpath-bench/fastpath/datapath/lb/maglev"
 	"github.com/fastpath-bench/fastpath/datapath/l7proxy"
+	"github.com/fastpath-bench/fastpath/datapath/lb/maglev"
 	"github.com/fastpath-bench/fastpath/datapath/lxc"
 	"github.com/fastpath-bench/fastpath/datapath/model"
 )

@@ -16,8 +16,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/fastpath-bench/fastpath/datapath/model"
 	"github.com/fastpath-bench/fastpath/datapath/agentapi"
+	"github.com/fastpath-bench/fastpath/datapath/model"
 	"github.com/fastpath-bench/fastpath/harness/cluster"
 	"github.com/fastpath-bench/fastpath/harness/cluster/netns"
 	"github.com/fastpath-bench/fastpath/harness/probe"

@@ -111,7 +111,7 @@ type RunOptions struct {
 	Timeout time.Duration
 	// MemoryMB and CPUs of each VM; 0: BootOptions' defaults.
 	MemoryMB, CPUs int
-	Log        io.Writer
+	Log            io.Writer
 }
 
 // RunKernel runs the plan on one kernel: in a VM, or directly for "host".

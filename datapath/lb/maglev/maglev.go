@@ -1,19 +1,19 @@
 package maglev
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"math"
 	"slices"
-	"sort"
 	"strings"
 )
 
 // DefaultTableSize is the table size M used when Options.TableSize is 0.
 //
 // It is prime, and at least 100 times the number of backends for up to 163
-// backends, which keeps every backend's share within 1% of its weight.
+// backends, which keeps every backend's share within 1% of even.
 const DefaultTableSize = 16381
 
 // MaxTableSize is the largest Options.TableSize accepted (1<<24). The largest
@@ -25,7 +25,8 @@ type Backend struct {
 	// Name identifies the backend stably across agent restarts and table
 	// rebuilds, for example "10.0.0.5:8080". The backend's preference list
 	// (its permutation of the slots) is derived from Name and Options.Seed
-	// only, so a backend keeps its slots when other backends come and go.
+	// only, so a backend keeps most of its slots when other backends come
+	// and go.
 	//
 	// Must be non-empty and unique among the backends of one table.
 	Name string
@@ -57,9 +58,10 @@ type Options struct {
 	Seed uint32
 }
 
-// Table returns the Maglev lookup table for backends: Options.TableSize
-// entries, each the index in backends of the backend that the slot belongs
-// to.
+// Table returns the Maglev lookup table for backends: M entries (M is
+// Options.TableSize, or DefaultTableSize), each the index in backends of the
+// backend that the slot belongs to. A flow goes to the backend of slot
+// hash(flow) % M.
 //
 // The table depends only on the backends' names and weights and on opts, not
 // on the order of backends: reordering the slice changes the indices but not
@@ -173,7 +175,7 @@ func quotas(w []uint64, total uint64, m uint32) []uint64 {
 	for k := range byRem {
 		byRem[k] = k
 	}
-	sort.SliceStable(byRem, func(a, b int) bool { return rem[byRem[a]] > rem[byRem[b]] })
+	slices.SortStableFunc(byRem, func(a, b int) int { return cmp.Compare(rem[b], rem[a]) })
 	for _, k := range byRem[:left] {
 		quota[k]++
 	}
