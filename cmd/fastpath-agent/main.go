@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -142,7 +143,7 @@ func newRoot() *cobra.Command {
 	policy.PersistentFlags().StringVar(&socket, "api-socket", "", "the agent's status socket")
 	_ = policy.MarkPersistentFlagRequired("api-socket")
 	root.AddCommand(policy)
-	root.AddCommand(newFeatures())
+	root.AddCommand(newFeatures(), newLB())
 	for _, c := range []*cobra.Command{status, metrics, monitor} {
 		c.Flags().StringVar(&socket, "api-socket", "", "the agent's status socket")
 		_ = c.MarkFlagRequired("api-socket")
@@ -198,4 +199,84 @@ func newFeatures() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+func newLB() *cobra.Command {
+	var socket string
+	var asJSON bool
+	get := func(cmd *cobra.Command, service string) ([]agentapi.LBFrontend, error) {
+		path := "/v1/lb"
+		if service != "" {
+			path += "?service=" + url.QueryEscape(service)
+		}
+		body, err := agentapi.NewClient(socket).Get(cmd.Context(), path)
+		if err != nil {
+			return nil, err
+		}
+		if asJSON {
+			_, err := os.Stdout.Write(body)
+			return nil, err
+		}
+		var fronts []agentapi.LBFrontend
+		return fronts, json.Unmarshal(body, &fronts)
+	}
+	lb := &cobra.Command{Use: "lb", Short: "Inspect the service load balancer (ebpf)"}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List service frontends with their backends, as the maps hold them",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fronts, err := get(cmd, "")
+			if err != nil || asJSON {
+				return err
+			}
+			w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(w, "SERVICE\tFRONTEND\tID\tALGORITHM\tAFFINITY\tBACKENDS")
+			for _, f := range fronts {
+				var bs []string
+				for _, b := range f.Backends {
+					s := b.Address
+					if b.State != "" && b.State != "active" {
+						s += " (" + b.State + ")"
+					}
+					bs = append(bs, s)
+				}
+				aff := "-"
+				if f.AffinitySeconds > 0 {
+					aff = fmt.Sprintf("%ds", f.AffinitySeconds)
+				}
+				fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\n", f.Service, f.Frontend, f.ID, f.Algorithm, aff, strings.Join(bs, ", "))
+			}
+			return w.Flush()
+		},
+	}
+	maglevCmd := &cobra.Command{
+		Use:   "maglev NAMESPACE/SERVICE",
+		Short: "Show how a service's selection table spreads over its backends",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			fronts, err := get(cmd, args[0])
+			if err != nil || asJSON {
+				return err
+			}
+			w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+			for _, f := range fronts {
+				fmt.Fprintf(w, "%s %s (%s, table size %d)\n", f.Service, f.Frontend, f.Algorithm, f.TableSize)
+				fmt.Fprintln(w, "  BACKEND\tSTATE\tSLOTS\tSHARE")
+				for _, b := range f.Backends {
+					share := 0.0
+					if f.TableSize > 0 {
+						share = 100 * float64(b.Slots) / float64(f.TableSize)
+					}
+					fmt.Fprintf(w, "  %s\t%s\t%d\t%.2f%%\n", b.Address, b.State, b.Slots, share)
+				}
+			}
+			return w.Flush()
+		},
+	}
+	lb.AddCommand(list, maglevCmd)
+	lb.PersistentFlags().StringVar(&socket, "api-socket", "", "the agent's status socket")
+	lb.PersistentFlags().BoolVar(&asJSON, "json", false, "print JSON")
+	_ = lb.MarkPersistentFlagRequired("api-socket")
+	return lb
 }

@@ -494,6 +494,7 @@ func (a *Agent) serve() (*http.Server, error) {
 	mux.HandleFunc("GET /metrics", a.serveMetrics)
 	mux.HandleFunc("GET /v1/monitor", a.serveMonitor)
 	mux.HandleFunc("GET /v1/policy/{namespace}/{name}", a.servePolicy)
+	mux.HandleFunc("GET /v1/lb", a.serveLB)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(l) }()
 	return srv, nil

@@ -247,3 +247,29 @@ func (c *Client) Stream(ctx context.Context, path string, line func([]byte) erro
 	}
 	return sc.Err()
 }
+
+// LBFrontend is one service frontend as GET /v1/lb returns it.
+type LBFrontend struct {
+	// Service is "namespace/name" ("" when the desired state no longer
+	// names it).
+	Service  string `json:"service"`
+	Frontend string `json:"frontend"` // "10.96.0.10:80/TCP"
+	ID       uint32 `json:"id"`
+	// Algorithm is "random" or "maglev".
+	Algorithm       string      `json:"algorithm"`
+	AffinitySeconds uint32      `json:"affinitySeconds,omitempty"`
+	Backends        []LBBackend `json:"backends"`
+	// TableSize is the selection array's length (Maglev's M).
+	TableSize int `json:"tableSize"`
+}
+
+// LBBackend is one backend of a frontend.
+type LBBackend struct {
+	Address string `json:"address"` // "10.0.0.5:8080"
+	ID      uint32 `json:"id"`
+	// State is active, terminating or quarantined (from the desired state).
+	State string `json:"state,omitempty"`
+	// Slots is how many entries of the selection array name it: new
+	// flows go to it with probability Slots/TableSize.
+	Slots int `json:"slots"`
+}

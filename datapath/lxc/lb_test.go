@@ -319,3 +319,30 @@ func TestServiceIDsSurviveReload(t *testing.T) {
 		}
 	}
 }
+
+func TestDumpLB(t *testing.T) {
+	d := loadClientOnLo(t, testObjects())
+	svc := service(vip, 80, model.ProtoTCP, backend(serverIP, 8080, model.BackendActive), backend(otherIP, 8080, model.BackendActive))
+	svc.AffinityTimeout = 30 * time.Second
+	if _, err := d.ApplyServices([]*model.Service{svc}, LBOptions{Algorithm: LBMaglev, MaglevTableSize: 101}); err != nil {
+		t.Fatal(err)
+	}
+	fronts, backends, err := d.DumpLB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fronts) != 1 || len(backends) != 2 {
+		t.Fatalf("%d frontends, %d backends", len(fronts), len(backends))
+	}
+	f := fronts[0]
+	if f.VIP != vip || f.Port != 80 || f.Protocol != model.ProtoTCP || !f.Maglev || f.AffinitySeconds != 30 || len(f.Selection) != 101 {
+		t.Fatalf("frontend: %+v", f)
+	}
+	per := map[netip.Addr]int{}
+	for _, id := range f.Selection {
+		per[backends[id].Addr]++
+	}
+	if per[serverIP]+per[otherIP] != 101 || per[serverIP] < 50 || per[otherIP] < 50 {
+		t.Fatalf("Maglev table spread: %v", per)
+	}
+}
