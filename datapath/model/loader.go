@@ -60,7 +60,8 @@ func (l *Loader) Load(dir string) (*Objects, error) {
 			if err := one.Decode(rel, data); err != nil {
 				lf.err = err
 			} else {
-				lf.err = one.Validate()
+				// Checks across objects run below, on the whole state.
+				lf.err = errors.Join(one.validateObjects()...)
 			}
 			l.files[rel] = lf
 		}
@@ -74,6 +75,12 @@ func (l *Loader) Load(dir string) (*Objects, error) {
 		if !seen[rel] {
 			delete(l.files, rel)
 		}
+	}
+	if len(errs) == 0 {
+		// References between objects of different files. (Not while a
+		// file is refused: its objects are missing, and what refers to
+		// them would be reported too.)
+		errs = objs.validateRefs()
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -108,5 +115,7 @@ func (o *Objects) merge(f *Objects) []error {
 	o.NetworkPolicies = append(o.NetworkPolicies, f.NetworkPolicies...)
 	o.CiliumNetworkPolicies = append(o.CiliumNetworkPolicies, f.CiliumNetworkPolicies...)
 	o.AuthorizationPolicies = append(o.AuthorizationPolicies, f.AuthorizationPolicies...)
+	o.Services = append(o.Services, f.Services...)
+	o.EndpointSlices = append(o.EndpointSlices, f.EndpointSlices...)
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -32,6 +33,10 @@ type Objects struct {
 	// AuthorizationPolicies (security.istio.io/v1), the L4 subset in
 	// authz.go.
 	AuthorizationPolicies []AuthorizationPolicy
+	// Services and their EndpointSlices (discovery.k8s.io/v1), the
+	// load-balancing subset in service_validate.go.
+	Services       []corev1.Service
+	EndpointSlices []discoveryv1.EndpointSlice
 
 	// Source maps "Kind namespace/name" to "file#doc".
 	Source map[string]string
@@ -199,6 +204,26 @@ func (o *Objects) decodeDoc(file string, doc int, raw []byte) error {
 		}
 		key = ObjectKey("Pod", obj.Namespace, obj.Name)
 		o.Pods = append(o.Pods, obj)
+	case "v1/Service":
+		var obj corev1.Service
+		if err := strict(&obj); err != nil {
+			return err
+		}
+		if obj.Namespace == "" {
+			obj.Namespace = metav1.NamespaceDefault
+		}
+		key = ObjectKey("Service", obj.Namespace, obj.Name)
+		o.Services = append(o.Services, obj)
+	case "discovery.k8s.io/v1/EndpointSlice":
+		var obj discoveryv1.EndpointSlice
+		if err := strict(&obj); err != nil {
+			return err
+		}
+		if obj.Namespace == "" {
+			obj.Namespace = metav1.NamespaceDefault
+		}
+		key = ObjectKey("EndpointSlice", obj.Namespace, obj.Name)
+		o.EndpointSlices = append(o.EndpointSlices, obj)
 	case "networking.k8s.io/v1/NetworkPolicy":
 		var obj networkingv1.NetworkPolicy
 		if err := strict(&obj); err != nil {
@@ -233,7 +258,7 @@ func (o *Objects) decodeDoc(file string, doc int, raw []byte) error {
 		if h.Kind == "" {
 			return fmt.Errorf("%s: kind: required", loc)
 		}
-		return fmt.Errorf("%s: apiVersion/kind: unknown kind %q of apiVersion %q (known: v1 Namespace, Node, Pod; networking.k8s.io/v1 NetworkPolicy; cilium.io/v2 CiliumNetworkPolicy; security.istio.io/v1 AuthorizationPolicy)", loc, h.Kind, h.APIVersion)
+		return fmt.Errorf("%s: apiVersion/kind: unknown kind %q of apiVersion %q (known: v1 Namespace, Node, Pod, Service; discovery.k8s.io/v1 EndpointSlice; networking.k8s.io/v1 NetworkPolicy; cilium.io/v2 CiliumNetworkPolicy; security.istio.io/v1 AuthorizationPolicy)", loc, h.Kind, h.APIVersion)
 	}
 	if prev, dup := o.Source[key]; dup {
 		return fmt.Errorf("%s: metadata.name: duplicate object, already defined in %s", loc, prev)

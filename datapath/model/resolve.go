@@ -223,9 +223,15 @@ type Resolved struct {
 	CIDRs map[netip.Prefix]Identity
 	// Policies is the number of policy objects resolved.
 	Policies int
+	// Services are the load-balanced Services (headless ones are not),
+	// sorted by namespace and name; see service.go.
+	Services []*Service
 
 	byKey map[string]*Endpoint
 	byIP  map[netip.Addr]*Endpoint
+	// frontends indexes Services' ports by frontend (see
+	// ServiceByFrontend).
+	frontends map[frontendKey]servicePortRef
 }
 
 // Endpoint returns the endpoint "namespace/name".
@@ -463,6 +469,7 @@ func Resolve(objs *Objects) (*Resolved, error) {
 	for i := range aps {
 		r.applyAuthz(&aps[i])
 	}
+	r.resolveServices(objs)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}

@@ -16,6 +16,16 @@ import (
 // Validate checks every object and returns all problems at once. Each error
 // names the file, the object and the field path.
 func (o *Objects) Validate() error {
+	return errors.Join(append(o.validateObjects(), o.validateRefs()...)...)
+}
+
+// validateRefs checks what involves more than one object.
+func (o *Objects) validateRefs() []error {
+	return o.validateServiceRefs()
+}
+
+// validateObjects checks each object on its own.
+func (o *Objects) validateObjects() []error {
 	var errs []error
 	add := func(kind, ns, name string, list field.ErrorList) {
 		for _, e := range list {
@@ -42,7 +52,15 @@ func (o *Objects) Validate() error {
 		a := &o.AuthorizationPolicies[i]
 		add("AuthorizationPolicy", a.Namespace, a.Name, validateAuthz(a))
 	}
-	return errors.Join(errs...)
+	for i := range o.Services {
+		s := &o.Services[i]
+		add("Service", s.Namespace, s.Name, validateService(s))
+	}
+	for i := range o.EndpointSlices {
+		es := &o.EndpointSlices[i]
+		add("EndpointSlice", es.Namespace, es.Name, validateEndpointSlice(es))
+	}
+	return errs
 }
 
 func validateNode(n *corev1.Node) field.ErrorList {

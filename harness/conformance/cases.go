@@ -41,8 +41,12 @@ type Case struct {
 
 // Probe is one expected connection result.
 type Probe struct {
-	From     string             `json:"from"`
-	To       string             `json:"to"`
+	From string `json:"from"`
+	// To is the destination pod, or Service the destination Service
+	// ("namespace/name": the probe connects to its ClusterIP, and port is
+	// a Service port, by number or name).
+	To       string             `json:"to,omitempty"`
+	Service  string             `json:"service,omitempty"`
 	Port     intstr.IntOrString `json:"port"`
 	Protocol string             `json:"protocol,omitempty"`
 	// Method and Path make an HTTP probe's request (protocol HTTP only;
@@ -53,10 +57,14 @@ type Probe struct {
 }
 
 func (p Probe) String() string {
-	if p.proto() == "HTTP" {
-		return fmt.Sprintf("%s -> %s HTTP/%s %s %s", p.From, p.To, p.Port.String(), p.method(), p.path())
+	to := p.To
+	if p.Service != "" {
+		to = "service " + p.Service
 	}
-	return fmt.Sprintf("%s -> %s %s/%s", p.From, p.To, p.proto(), p.Port.String())
+	if p.proto() == "HTTP" {
+		return fmt.Sprintf("%s -> %s HTTP/%s %s %s", p.From, to, p.Port.String(), p.method(), p.path())
+	}
+	return fmt.Sprintf("%s -> %s %s/%s", p.From, to, p.proto(), p.Port.String())
 }
 
 // transport is the L4 protocol the probe uses (TCP for HTTP).
@@ -183,13 +191,27 @@ func LoadCase(root, dir string) (*Case, error) {
 	for _, p := range c.Cluster.Pods {
 		pods[p.Namespace+"/"+p.Name] = true
 	}
+	services := map[string]bool{}
+	for _, s := range c.Cluster.Services {
+		services[s.Namespace+"/"+s.Name] = true
+	}
 	var errs []error
 	for i, p := range ef.Probes {
 		f := fmt.Sprintf("case %s: expect.yaml: probes[%d]", name, i)
 		if !pods[p.From] {
 			errs = append(errs, fmt.Errorf("%s.from: no pod %q in cluster.yaml", f, p.From))
 		}
-		if !pods[p.To] {
+		switch {
+		case p.To != "" && p.Service != "":
+			errs = append(errs, fmt.Errorf("%s: to and service are exclusive", f))
+		case p.Service != "":
+			if !services[p.Service] {
+				errs = append(errs, fmt.Errorf("%s.service: no Service %q in cluster.yaml", f, p.Service))
+			}
+			if p.proto() != "TCP" && p.proto() != "UDP" {
+				errs = append(errs, fmt.Errorf("%s.protocol: %s probes to a Service are not supported (TCP or UDP)", f, p.proto()))
+			}
+		case !pods[p.To]:
 			errs = append(errs, fmt.Errorf("%s.to: no pod %q in cluster.yaml", f, p.To))
 		}
 		switch p.proto() {

@@ -217,6 +217,9 @@ func (t *topology) objects(c *Case) (*model.Objects, error) {
 		p.Status.PodIP = t.addrs[p.Namespace+"/"+p.Name].String()
 		objs.Pods = append(objs.Pods, p)
 	}
+	objs.Services = append(objs.Services, c.Cluster.Services...)
+	objs.EndpointSlices = append(objs.EndpointSlices, c.Cluster.EndpointSlices...)
+	objs.EndpointSlices = append(objs.EndpointSlices, endpointSlicesFor(objs)...)
 	if err := objs.Decode("policies.yaml", c.Policies); err != nil {
 		return nil, err
 	}
@@ -225,9 +228,18 @@ func (t *topology) objects(c *Case) (*model.Objects, error) {
 
 // resolvePort turns a probe's port (number or name) into a number, using
 // the destination pod's container ports for names.
-func (t *topology) resolvePort(p Probe) (int, error) {
+func (t *topology) resolvePort(p Probe, objs *model.Objects) (int, error) {
 	if p.Port.Type == intstr.Int {
 		return int(p.Port.IntVal), nil
+	}
+	if p.Service != "" {
+		svc := t.service(objs, p.Service)
+		for _, sp := range svc.Spec.Ports {
+			if sp.Name == p.Port.StrVal {
+				return int(sp.Port), nil
+			}
+		}
+		return 0, fmt.Errorf("Service %s has no port named %q", p.Service, p.Port.StrVal)
 	}
 	pod := t.pods[p.To]
 	for _, c := range pod.Spec.Containers {
@@ -255,12 +267,19 @@ func modelVerdicts(c *Case, t *topology) ([]ProbeResult, error) {
 	out := make([]ProbeResult, len(c.Probes))
 	for i, p := range c.Probes {
 		out[i] = ProbeResult{Probe: p}
-		port, err := t.resolvePort(p)
+		port, err := t.resolvePort(p, objs)
 		if err != nil {
 			out[i].Error = err.Error()
 			continue
 		}
 		out[i].ResolvedPort = port
+		if p.Service != "" {
+			out[i].Model, err = expectedService(objs, p, t.addrs[p.From], t.serviceIP(objs, p.Service), uint16(port))
+			if err != nil {
+				out[i].Error = err.Error()
+			}
+			continue
+		}
 		out[i].Model = expected(objs, p, t.addrs[p.From], t.addrs[p.To], uint16(port))
 	}
 	return out, nil
@@ -277,6 +296,39 @@ func expected(objs *model.Objects, p Probe, from, to netip.Addr, port uint16) bo
 	proto, _ := model.ParseProtocol(p.proto())
 	v := model.Evaluate(objs, from, to, proto, port)
 	return v.Allowed && !v.Proxied
+}
+
+// expectedService is the reference evaluator's answer for a probe to a
+// Service: connected when every backend new flows may go to lets the
+// connection through (policy applies after translation); an error when
+// the answer depends on which backend is chosen.
+func expectedService(objs *model.Objects, p Probe, from, vip netip.Addr, port uint16) (bool, error) {
+	proto, _ := model.ParseProtocol(p.proto())
+	v := model.EvaluateService(objs, from, vip, proto, port)
+	if v.Service == "" {
+		return false, fmt.Errorf("%s:%d/%s is no frontend of Service %s", vip, port, p.proto(), p.Service)
+	}
+	if v.Mixed {
+		return false, fmt.Errorf("the outcome depends on the backend chosen (%s): make the backends agree", v.Reason)
+	}
+	if v.NoBackends {
+		return false, nil
+	}
+	for _, b := range v.Backends {
+		if !b.Verdict.Allowed || b.Verdict.Proxied {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// serviceIP is a Service's ClusterIP.
+func (t *topology) serviceIP(objs *model.Objects, key string) netip.Addr {
+	if s := t.service(objs, key); s != nil {
+		a, _ := netip.ParseAddr(s.Spec.ClusterIP)
+		return a
+	}
+	return netip.Addr{}
 }
 
 func runModel(c *Case, t *topology) CaseResult {
@@ -403,6 +455,23 @@ func runGroup(ctx context.Context, cases []*Case, runID string, opts Options) (o
 			defer s.Close()
 		}
 	}
+	// Services and their EndpointSlices (generated ones list the pods'
+	// addresses in this cluster) are one more state file.
+	if len(cases[0].Cluster.Services) > 0 {
+		objs, err := t.objects(&Case{Cluster: cases[0].Cluster})
+		if err == nil {
+			var state []byte
+			if state, err = servicesState(objs); err == nil {
+				_, err = c.WriteState("05-services.yaml", state)
+			}
+		}
+		if err != nil {
+			for _, cs := range cases {
+				out = append(out, failAll(cs, err))
+			}
+			return out, fmt.Errorf("case %s: services: %w", cases[0].Name, err)
+		}
+	}
 	if err := c.StartAgents(ctx, cluster.AgentOptions{Datapath: opts.Datapath}); err != nil {
 		for _, cs := range cases {
 			out = append(out, failAll(cs, err))
@@ -459,6 +528,10 @@ func runCase(ctx context.Context, c *netns.Cluster, t *topology, cs *Case, opts 
 	if err != nil {
 		return failAll(cs, err)
 	}
+	vips := map[string]netip.Addr{}
+	for _, s := range cs.Cluster.Services {
+		vips[s.Namespace+"/"+s.Name], _ = netip.ParseAddr(s.Spec.ClusterIP)
+	}
 	sem := make(chan struct{}, opts.Parallel)
 	var wg sync.WaitGroup
 	for i := range probes {
@@ -476,10 +549,14 @@ func runCase(ctx context.Context, c *netns.Cluster, t *topology, cs *Case, opts 
 			defer wg.Done()
 			defer func() { <-sem }()
 			var r probe.Result
+			dst := t.addrs[p.To]
+			if p.Service != "" {
+				dst = vips[p.Service]
+			}
 			if p.proto() == "HTTP" {
-				r = probe.HTTP(ctx, c.PodNetns(p.From), nextSourcePort(), t.addrs[p.To], p.ResolvedPort, p.method(), p.path(), opts.Timeout)
+				r = probe.HTTP(ctx, c.PodNetns(p.From), nextSourcePort(), dst, p.ResolvedPort, p.method(), p.path(), opts.Timeout)
 			} else {
-				r = probe.ConnectFrom(ctx, c.PodNetns(p.From), nextSourcePort(), t.addrs[p.To], p.ResolvedPort, p.proto(), opts.Timeout)
+				r = probe.ConnectFrom(ctx, c.PodNetns(p.From), nextSourcePort(), dst, p.ResolvedPort, p.proto(), opts.Timeout)
 			}
 			p.Got = r.Connected
 			p.Passed = p.Got == p.Connected
