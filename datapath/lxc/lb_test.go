@@ -27,6 +27,11 @@ var (
 // packets, fp_to_container the packets delivered to it.
 func loadClientOnLo(t *testing.T, objs *model.Objects) *Datapath {
 	t.Helper()
+	return loadClientOnLoTB(t, objs)
+}
+
+func loadClientOnLoTB(t testing.TB, objs *model.Objects) *Datapath {
+	t.Helper()
 	testutil.RequireRoot(t)
 	testutil.InNewNetns(t)
 	lo, err := netlink.LinkByName("lo")
