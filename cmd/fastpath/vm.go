@@ -141,7 +141,7 @@ func newMatrix() *cobra.Command {
 	f.StringVar(&opts.Plan.TestRun, "test-run", "", "run only tests matching this regular expression (go test -run)")
 	f.StringVar(&opts.Plan.CaseMatch, "match", "", "run only the conformance cases matching this regular expression")
 	f.IntVar(&opts.Plan.Clusters, "clusters", 0, "conformance clusters at once inside each VM (default: the runner's)")
-	f.DurationVar(&opts.Plan.ProbeTimeout, "probe-timeout", 0, "conformance probe timeout (default: the runner's 1s)")
+	f.DurationVar(&opts.Plan.ProbeTimeout, "probe-timeout", 0, "conformance probe timeout (default: the runner's 1s; 3s in VMs without KVM)")
 	f.DurationVar(&opts.Plan.StepTimeout, "step-timeout", 0, "timeout of each step inside a VM (default 20m)")
 	f.DurationVar(&opts.Timeout, "timeout", 0, "timeout of each VM (default 60m)")
 	f.IntVar(&opts.MemoryMB, "memory", 0, "memory of each VM in MiB (default 3072)")

@@ -114,6 +114,8 @@ type runner struct {
 	c     *netns.Cluster
 	// servers are the fortio server processes by "pod:port".
 	servers map[string]*cluster.Process
+	// services is the set of Services installed now (services.go).
+	services serviceSet
 }
 
 func (r *runner) logf(format string, args ...any) {
@@ -210,7 +212,12 @@ func (r *runner) run(ctx context.Context, rep *report.Report) (err error) {
 			for _, sc := range s.Spec.Scenarios {
 				r.logf("%s", prog.begin(sc.Name, dp, rep))
 				res := results[sc.Name+"\x00"+dp]
-				one := r.measure(ctx, sc, rep)
+				var one report.Repetition
+				if err := r.installServices(ctx, sc); err != nil {
+					one = report.Repetition{Index: rep, StartedAt: time.Now().UTC(), Error: err.Error()}
+				} else {
+					one = r.measure(ctx, sc, rep)
+				}
 				prog.done()
 				res.Repetitions = append(res.Repetitions, one)
 				l := one.Workload.LatencySeconds
@@ -428,6 +435,9 @@ func (r *runner) startServers(ctx context.Context) error {
 func (r *runner) measure(ctx context.Context, sc scenario.Scenario, index int) report.Repetition {
 	rep := report.Repetition{Index: index, StartedAt: time.Now().UTC()}
 	to := r.podIP(sc.To)
+	if sc.Via == "service" {
+		to = benchServiceVIP
+	}
 	url := fmt.Sprintf("http://%s:%d/", to, sc.Load.Port)
 	switch sc.Load.Protocol {
 	case "tcp":

@@ -209,7 +209,21 @@ type Scenario struct {
 	// Churn, when set, changes the desired state at a steady rate while
 	// the load is measured.
 	Churn *Churn `json:"churn,omitempty"`
+	// Via is how the client addresses the server: "pod" (its address;
+	// the default) or "service" (the ClusterIP of a Service whose one
+	// backend is the server, so the datapath's load balancer translates
+	// every connection).
+	Via string `json:"via,omitempty"`
+	// Services is how many Services the cluster holds while the scenario
+	// runs: the scenario's own (with via: service) and generated ones
+	// with two backends each, 0 to MaxServices. They are installed before
+	// the scenario and stay until another scenario asks for another
+	// number.
+	Services int `json:"services,omitempty"`
 }
+
+// MaxServices bounds Scenario.Services.
+const MaxServices = 20000
 
 // Churn is control-plane activity during a measurement: policies and pods
 // created and deleted at steady rates. Each change is one state file

@@ -262,6 +262,18 @@ func (s *Suite) validateScenarios(p *problems) {
 			p.add(field+".to", "must differ from from (%q)", sc.From)
 		}
 		sc.Load.validate(p, field+".load")
+		switch sc.Via {
+		case "", "pod":
+		case "service":
+			if sc.Services < 1 {
+				p.add(field+".services", "must be at least 1 with via: service (the scenario's own Service counts)")
+			}
+		default:
+			p.add(field+".via", "must be pod or service, have %q", sc.Via)
+		}
+		if sc.Services < 0 || sc.Services > MaxServices {
+			p.add(field+".services", "must be between 0 and %d, have %d", MaxServices, sc.Services)
+		}
 		if c := sc.Churn; c != nil {
 			if c.PoliciesPerSecond < 0 || c.PoliciesPerSecond > 1000 {
 				p.add(field+".churn.policiesPerSecond", "must be between 0 and 1000, have %g", c.PoliciesPerSecond)

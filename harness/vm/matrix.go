@@ -185,7 +185,7 @@ func BuildMatrix(runs []*KernelRun, want PlanOptions) *Matrix {
 			case "conformance":
 				var res conformance.Result
 				if err := json.Unmarshal(o.Stdout, &res); err != nil {
-					reason := "no result: " + firstLine(o.Error, err.Error())
+					reason := "no result: " + lastLine(o.StderrTail, o.Error, err.Error())
 					row(cases, arg+": (run)").Cells[col.Name] = Cell{Status: Fail, Reason: reason}
 					continue
 				}
@@ -239,6 +239,17 @@ func sortRows(rows map[string]*Row) []Row {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// lastLine is the last non-empty line of the first non-empty string.
+func lastLine(ss ...string) string {
+	for _, s := range ss {
+		if s = strings.TrimSpace(s); s != "" {
+			lines := strings.Split(s, "\n")
+			return strings.TrimSpace(lines[len(lines)-1])
+		}
+	}
+	return ""
 }
 
 func firstLine(ss ...string) string {

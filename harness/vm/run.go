@@ -79,6 +79,9 @@ func Steps(root string, opts PlanOptions) []plan.Step {
 	return steps
 }
 
+// TCGProbeTimeout is the conformance probe timeout in VMs without KVM.
+const TCGProbeTimeout = 3 * time.Second
+
 // KernelRun is the raw outcome of one kernel's plan.
 type KernelRun struct {
 	Kernel Kernel
@@ -143,7 +146,13 @@ func RunKernel(ctx context.Context, k Kernel, opts RunOptions) *KernelRun {
 	initrd := filepath.Join(dir, "initrd.cpio")
 	defer os.Remove(initrd)
 	fmt.Fprintf(opts.Log, "kernel %s: building the image (%s %s)\n", k.Name, f.Package, f.Version)
-	if _, err := BuildInitrd(ctx, ImageOptions{Fetched: f, Modules: opts.Config.Modules, Payload: opts.Payload, Steps: Steps("/fastpath", opts.Plan), CacheDir: opts.CacheDir, Path: initrd}); err != nil {
+	pl := opts.Plan
+	if pl.ProbeTimeout == 0 && !KVMAvailable() {
+		// Under software emulation an allowed connection can take longer
+		// than the runner's 1s default when the host is busy.
+		pl.ProbeTimeout = TCGProbeTimeout
+	}
+	if _, err := BuildInitrd(ctx, ImageOptions{Fetched: f, Modules: opts.Config.Modules, Payload: opts.Payload, Steps: Steps("/fastpath", pl), CacheDir: opts.CacheDir, Path: initrd}); err != nil {
 		r.Err = err
 		return r
 	}

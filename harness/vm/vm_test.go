@@ -182,7 +182,7 @@ func TestPlanStream(t *testing.T) {
 	if string(outs[0].Stdout) != "a\nb\x00\xff" || outs[0].Exit != 0 {
 		t.Errorf("ok: %q %d", outs[0].Stdout, outs[0].Exit)
 	}
-	if string(outs[1].Stdout) != "out\n" || outs[1].Exit != 3 || !strings.Contains(log.String(), "err") {
+	if string(outs[1].Stdout) != "out\n" || outs[1].Exit != 3 || !strings.Contains(log.String(), "err") || outs[1].StderrTail != "err\n" {
 		t.Errorf("fails: %q %d log %q", outs[1].Stdout, outs[1].Exit, log.String())
 	}
 	if outs[2].Exit != -1 || outs[2].Error == "" {

@@ -75,7 +75,10 @@ type Output struct {
 	Exit    int     `json:"exit"`
 	Error   string  `json:"error,omitempty"`
 	Seconds float64 `json:"seconds"`
-	// Stdout of the command (standard error goes to the console/log).
+	// StderrTail is the end of the command's standard error (all of it
+	// also goes to the console/log), for messages about failed steps.
+	StderrTail string `json:"stderrTail,omitempty"`
+	// Stdout of the command.
 	Stdout []byte `json:"-"`
 }
 
@@ -90,6 +93,7 @@ type header struct {
 	Error   string  `json:"error,omitempty"`
 	Seconds float64 `json:"seconds"`
 	Bytes   int     `json:"bytes"`
+	Stderr  string  `json:"stderr,omitempty"`
 }
 
 // Run executes the steps in order, writing each one's framed output to out
@@ -127,13 +131,15 @@ func RunStep(ctx context.Context, s Step, log io.Writer) Output {
 	cmd.Dir = s.Dir
 	cmd.Env = append(os.Environ(), s.Env...)
 	var stdout bytes.Buffer
+	tail := &tailBuffer{max: 2048}
 	cmd.Stdout = &stdout
-	cmd.Stderr = log
+	cmd.Stderr = io.MultiWriter(log, tail)
 	cmd.WaitDelay = 5 * time.Second
 	start := time.Now()
 	err := cmd.Run()
 	o.Seconds = time.Since(start).Seconds()
 	o.Stdout = stdout.Bytes()
+	o.StderrTail = string(tail.buf)
 	var ee *exec.ExitError
 	switch {
 	case sctx.Err() == context.DeadlineExceeded:
@@ -152,7 +158,7 @@ func WriteOutput(w io.Writer, o Output) error {
 	zw := gzip.NewWriter(&z)
 	zw.Write(o.Stdout)
 	zw.Close()
-	h, _ := json.Marshal(header{Name: o.Name, Exit: o.Exit, Error: o.Error, Seconds: o.Seconds, Bytes: z.Len()})
+	h, _ := json.Marshal(header{Name: o.Name, Exit: o.Exit, Error: o.Error, Seconds: o.Seconds, Bytes: z.Len(), Stderr: o.StderrTail})
 	var b bytes.Buffer
 	b.WriteString(headerPrefix)
 	b.Write(h)
@@ -200,6 +206,20 @@ func Read(r io.Reader) ([]Output, error) {
 		if err != nil {
 			return outs, fmt.Errorf("step %s: %w", h.Name, err)
 		}
-		outs = append(outs, Output{Name: h.Name, Exit: h.Exit, Error: h.Error, Seconds: h.Seconds, Stdout: data})
+		outs = append(outs, Output{Name: h.Name, Exit: h.Exit, Error: h.Error, Seconds: h.Seconds, StderrTail: h.Stderr, Stdout: data})
 	}
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	max int
+	buf []byte
+}
+
+func (t *tailBuffer) Write(b []byte) (int, error) {
+	t.buf = append(t.buf, b...)
+	if len(t.buf) > t.max {
+		t.buf = append([]byte(nil), t.buf[len(t.buf)-t.max:]...)
+	}
+	return len(b), nil
 }
