@@ -478,11 +478,12 @@ func (d *Datapath) Apply(ctx context.Context, r *model.Resolved, node string) (S
 // egress policy still applies); mangle PREROUTING into the TPROXY chain.
 func (d *Datapath) hooks() [][]string {
 	if d.opts.ProxyPort == 0 {
-		return [][]string{{"FORWARD", "-j", forwardChain}, {"-t", "nat", "PREROUTING", "-j", servicesChain}}
+		return [][]string{{"FORWARD", "-j", forwardChain}, {"-t", "nat", "PREROUTING", "-j", servicesChain}, {"-t", "nat", "POSTROUTING", "-j", postroutingChain}}
 	}
 	return [][]string{
 		{"FORWARD", "-j", forwardChain},
 		{"-t", "nat", "PREROUTING", "-j", servicesChain},
+		{"-t", "nat", "POSTROUTING", "-j", postroutingChain},
 		{"INPUT", "-m", "mark", "--mark", fmt.Sprintf("%#x/%#x", d.opts.ProxyMark, d.opts.ProxyMask), "-j", forwardChain},
 		{"-t", "mangle", "PREROUTING", "-j", proxyChain},
 	}

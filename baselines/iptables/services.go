@@ -17,10 +17,23 @@ import (
 // The NAT happens before the filter table's FORWARD chain, so policy sees
 // the backend, as with the eBPF datapath. A frontend without backends is
 // REJECTed in FP-FORWARD (kube-proxy rejects them too).
+//
+// NodePorts: FP-SERVICES ends with a jump, for packets to one of the
+// node's own addresses, to FP-NODEPORTS, which marks the connection and
+// jumps to the port's FP-SVC chain; FP-POSTROUTING (nat POSTROUTING)
+// masquerades marked connections that leave towards another node, so the
+// backend's reply comes back through this node to be un-NATed, as
+// kube-proxy does with externalTrafficPolicy: Cluster. The backend then
+// sees this node's address as the source.
 const (
-	servicesChain = "FP-SERVICES"
-	svcPrefix     = "FP-SVC-"
-	sepPrefix     = "FP-SEP-"
+	servicesChain    = "FP-SERVICES"
+	nodePortsChain   = "FP-NODEPORTS"
+	postroutingChain = "FP-POSTROUTING"
+	svcPrefix        = "FP-SVC-"
+	sepPrefix        = "FP-SEP-"
+	// masqMark marks NodePort connections for masquerading (kube-proxy's
+	// bit; the L7 proxy's marks use 0xf00).
+	masqMark = 0x4000
 )
 
 func protoName(p model.Protocol) string {
@@ -34,7 +47,7 @@ func protoName(p model.Protocol) string {
 // (REJECT for frontends without backends) to put first in FP-FORWARD, and
 // how many rules they are.
 func serviceRules(r *model.Resolved) (nat string, reject []string, rules int) {
-	var chains, body []string
+	var chains, body, nodePorts []string
 	for _, s := range r.Services {
 		if !s.ClusterIP.Is4() {
 			continue
@@ -56,6 +69,11 @@ func serviceRules(r *model.Resolved) (nat string, reject []string, rules int) {
 			svc := svcPrefix + short(s.Key()+" "+front)
 			chains = append(chains, svc)
 			body = append(body, fmt.Sprintf("-A %s -d %s/32 -p %s --dport %d %s -j %s", servicesChain, s.ClusterIP, proto, p.Port, comment, svc))
+			if s.NodePortType && p.NodePort != 0 {
+				nodePorts = append(nodePorts,
+					fmt.Sprintf("-A %s -p %s --dport %d %s -j MARK --set-xmark %#x/%#x", nodePortsChain, proto, p.NodePort, comment, masqMark, masqMark),
+					fmt.Sprintf("-A %s -p %s --dport %d %s -j %s", nodePortsChain, proto, p.NodePort, comment, svc))
+			}
 			affinity := int(s.AffinityTimeout.Seconds())
 			seps := make([]string, len(bs))
 			for i, b := range bs {
@@ -81,9 +99,12 @@ func serviceRules(r *model.Resolved) (nat string, reject []string, rules int) {
 			}
 		}
 	}
+	body = append(body, fmt.Sprintf("-A %s -m addrtype --dst-type LOCAL -j %s", servicesChain, nodePortsChain))
+	body = append(body, nodePorts...)
+	body = append(body, fmt.Sprintf("-A %s -m mark --mark %#x/%#x ! -o lxc+ -j MASQUERADE", postroutingChain, masqMark, masqMark))
 	var sb strings.Builder
 	sb.WriteString("*nat\n")
-	fmt.Fprintf(&sb, ":%s - [0:0]\n", servicesChain)
+	fmt.Fprintf(&sb, ":%s - [0:0]\n:%s - [0:0]\n:%s - [0:0]\n", servicesChain, nodePortsChain, postroutingChain)
 	for _, c := range chains {
 		fmt.Fprintf(&sb, ":%s - [0:0]\n", c)
 	}

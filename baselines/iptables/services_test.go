@@ -14,8 +14,8 @@ func TestServiceRules(t *testing.T) {
 		return model.Backend{Addr: netip.MustParseAddr(ip), Port: 8080, State: st, Weight: 1}
 	}
 	r := &model.Resolved{Services: []*model.Service{
-		{Namespace: "a", Name: "web", ClusterIP: netip.MustParseAddr("10.96.0.10"), Ports: []model.ServicePort{{
-			Protocol: model.ProtoTCP, Port: 80,
+		{Namespace: "a", Name: "web", ClusterIP: netip.MustParseAddr("10.96.0.10"), NodePortType: true, Ports: []model.ServicePort{{
+			Protocol: model.ProtoTCP, Port: 80, NodePort: 30080,
 			Backends: []model.Backend{b("10.0.0.1", model.BackendActive), b("10.0.0.2", model.BackendActive), b("10.0.0.3", model.BackendActive), b("10.0.0.4", model.BackendTerminating)},
 		}}},
 		{Namespace: "a", Name: "sticky", ClusterIP: netip.MustParseAddr("10.96.0.11"), AffinityTimeout: 30 * time.Second, Ports: []model.ServicePort{{
@@ -34,6 +34,10 @@ func TestServiceRules(t *testing.T) {
 		"-A FP-SERVICES -d 10.96.0.11/32 -p udp --dport 53",
 		"--rcheck --seconds 30 --reap",
 		"--set -j DNAT --to-destination 10.0.0.5:8080",
+		"-A FP-SERVICES -m addrtype --dst-type LOCAL -j FP-NODEPORTS",
+		"-A FP-NODEPORTS -p tcp --dport 30080 -m comment --comment \"a/web 10.96.0.10:80/tcp\" -j MARK --set-xmark 0x4000/0x4000",
+		"-A FP-NODEPORTS -p tcp --dport 30080 -m comment --comment \"a/web 10.96.0.10:80/tcp\" -j FP-SVC-",
+		"-A FP-POSTROUTING -m mark --mark 0x4000/0x4000 ! -o lxc+ -j MASQUERADE",
 	} {
 		if !strings.Contains(nat, want) {
 			t.Errorf("nat rules lack %q:\n%s", want, nat)
@@ -45,8 +49,9 @@ func TestServiceRules(t *testing.T) {
 	if len(reject) != 1 || !strings.Contains(reject[0], "-d 10.96.0.12/32 -p tcp --dport 80") || !strings.HasSuffix(reject[0], "-j REJECT") {
 		t.Errorf("reject rules: %q", reject)
 	}
-	// 2 FP-SERVICES jumps, 3+3 web, 1+1+1 sticky, 1 reject.
-	if n != 12 {
+	// 2 FP-SERVICES jumps, 3+3 web, 1+1+1 sticky, 1 reject, the
+	// node-port jump, 2 node-port rules, the masquerade.
+	if n != 16 {
 		t.Errorf("rules: %d", n)
 	}
 	listing := "-P PREROUTING ACCEPT\n-N FP-SERVICES\n-N FP-SVC-OLD\n-N FP-SEP-OLD\n-N KUBE-SVC-X\n"

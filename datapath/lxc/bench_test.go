@@ -68,7 +68,7 @@ func BenchmarkServiceLB(b *testing.B) {
 				ip := netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)})
 				svcs = append(svcs, service(ip, 80, model.ProtoTCP, backend(serverIP, 8080, model.BackendActive), backend(otherIP, 8080, model.BackendActive)))
 			}
-			if _, err := d.ApplyServices(svcs, LBOptions{}); err != nil {
+			if _, err := d.ApplyServices(svcs, nil, LBOptions{}); err != nil {
 				b.Fatal(err)
 			}
 			from, _ := d.Programs()

@@ -117,13 +117,18 @@ type desiredFrontend struct {
 // swaps it), then the frontends; frontends and backends no longer wanted
 // are removed last. Capacity is checked before anything is written, so a
 // set that does not fit leaves the previous one in place.
-func (d *Datapath) ApplyServices(svcs []*model.Service, opts LBOptions) (LBStats, error) {
+//
+// NodePorts get a frontend on every node address in nodes: a pod's
+// connection to any node's NodePort is translated at the pod's own hook,
+// like a ClusterIP (connections from outside the pods are not handled
+// here).
+func (d *Datapath) ApplyServices(svcs []*model.Service, nodes []netip.Addr, opts LBOptions) (LBStats, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.applyServices(svcs, opts)
+	return d.applyServices(svcs, nodes, opts)
 }
 
-func (d *Datapath) applyServices(svcs []*model.Service, opts LBOptions) (LBStats, error) {
+func (d *Datapath) applyServices(svcs []*model.Service, nodes []netip.Addr, opts LBOptions) (LBStats, error) {
 	if opts.Algorithm == "" {
 		opts.Algorithm = LBRandom
 	}
@@ -149,27 +154,34 @@ func (d *Datapath) applyServices(svcs []*model.Service, opts LBOptions) (LBStats
 			continue
 		}
 		for _, p := range s.Ports {
-			k := frontendKey{s.ClusterIP, p.Port, p.Protocol}
-			if other, dup := seen[k]; dup {
-				return LBStats{}, fmt.Errorf("Service %s: frontend %s is also Service %s's", s.Key(), k, other)
-			}
-			seen[k] = s.Key()
-			f := desiredFrontend{key: k}
-			if opts.Algorithm == LBMaglev {
-				f.flags |= lbFlagMaglev
-			}
-			if s.AffinityTimeout > 0 {
-				f.flags |= lbFlagAffinity
-				f.affinity = uint32(s.AffinityTimeout.Seconds())
+			keys := []frontendKey{{s.ClusterIP, p.Port, p.Protocol}}
+			if s.NodePortType && p.NodePort != 0 {
+				for _, n := range nodes {
+					if n.Is4() {
+						keys = append(keys, frontendKey{n, p.NodePort, p.Protocol})
+					}
+				}
 			}
 			for _, b := range p.Backends {
-				if !b.Addr.Is4() {
-					continue
+				if b.Addr.Is4() {
+					allBackends[backendKey{b.Addr, b.Port}] = true
 				}
-				allBackends[backendKey{b.Addr, b.Port}] = true
 			}
-			f.selectable = selectable(p.Backends)
-			want = append(want, f)
+			for _, k := range keys {
+				if other, dup := seen[k]; dup {
+					return LBStats{}, fmt.Errorf("Service %s: frontend %s is also Service %s's", s.Key(), k, other)
+				}
+				seen[k] = s.Key()
+				f := desiredFrontend{key: k, selectable: selectable(p.Backends)}
+				if opts.Algorithm == LBMaglev {
+					f.flags |= lbFlagMaglev
+				}
+				if s.AffinityTimeout > 0 {
+					f.flags |= lbFlagAffinity
+					f.affinity = uint32(s.AffinityTimeout.Seconds())
+				}
+				want = append(want, f)
+			}
 		}
 	}
 	sort.Slice(want, func(i, j int) bool { return want[i].key.String() < want[j].key.String() })

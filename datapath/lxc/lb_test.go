@@ -142,7 +142,7 @@ func TestServiceTranslation(t *testing.T) {
 		t.Run(algo, func(t *testing.T) {
 			svc := service(vip, 80, model.ProtoTCP, backend(serverIP, 8080, model.BackendActive), backend(otherIP, 8080, model.BackendActive))
 			udp := service(vip, 53, model.ProtoUDP, backend(serverIP, 5353, model.BackendActive))
-			if _, err := d.ApplyServices([]*model.Service{svc, udp}, LBOptions{Algorithm: algo, MaglevTableSize: 251}); err != nil {
+			if _, err := d.ApplyServices([]*model.Service{svc, udp}, nil, LBOptions{Algorithm: algo, MaglevTableSize: 251}); err != nil {
 				t.Fatal(err)
 			}
 			chosen := map[netip.Addr]int{}
@@ -185,7 +185,7 @@ func TestServiceBackendStatesAndRemoval(t *testing.T) {
 	from, _ := d.Programs()
 	apply := func(bs ...model.Backend) {
 		t.Helper()
-		if _, err := d.ApplyServices([]*model.Service{service(vip, 80, model.ProtoTCP, bs...)}, LBOptions{}); err != nil {
+		if _, err := d.ApplyServices([]*model.Service{service(vip, 80, model.ProtoTCP, bs...)}, nil, LBOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -240,7 +240,7 @@ func TestServicePolicyAfterTranslation(t *testing.T) {
 	if _, err := d.ApplyServices([]*model.Service{
 		service(vip, 80, model.ProtoTCP, backend(serverIP, 8080, model.BackendActive)),
 		service(vipOther, 80, model.ProtoTCP, backend(otherIP, 8080, model.BackendActive)),
-	}, LBOptions{}); err != nil {
+	}, nil, LBOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	d.expectVerdict(t, from, withChecksums(tcpPacket(clientIP, 22000, vip, 80, flagSYN)), actOK, ReasonForwarded, model.Egress)
@@ -329,7 +329,7 @@ func TestDumpLB(t *testing.T) {
 	d := loadClientOnLo(t, testObjects())
 	svc := service(vip, 80, model.ProtoTCP, backend(serverIP, 8080, model.BackendActive), backend(otherIP, 8080, model.BackendActive))
 	svc.AffinityTimeout = 30 * time.Second
-	if _, err := d.ApplyServices([]*model.Service{svc}, LBOptions{Algorithm: LBMaglev, MaglevTableSize: 101}); err != nil {
+	if _, err := d.ApplyServices([]*model.Service{svc}, nil, LBOptions{Algorithm: LBMaglev, MaglevTableSize: 101}); err != nil {
 		t.Fatal(err)
 	}
 	fronts, backends, err := d.DumpLB()
@@ -349,5 +349,38 @@ func TestDumpLB(t *testing.T) {
 	}
 	if per[serverIP]+per[otherIP] != 101 || per[serverIP] < 50 || per[otherIP] < 50 {
 		t.Fatalf("Maglev table spread: %v", per)
+	}
+}
+
+// TestNodePortFromPod: a pod's connection to a NodePort on any node's
+// address is translated at the pod's hook, like a ClusterIP.
+func TestNodePortFromPod(t *testing.T) {
+	d := loadClientOnLo(t, testObjects())
+	from, to := d.Programs()
+	node1, node2 := netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2")
+	svc := service(vip, 80, model.ProtoTCP, backend(serverIP, 8080, model.BackendActive))
+	svc.NodePortType = true
+	svc.Ports[0].NodePort = 30080
+	st, err := d.ApplyServices([]*model.Service{svc}, []netip.Addr{node1, node2}, LBOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Frontends != 3 {
+		t.Fatalf("frontends: %d, want ClusterIP + 2 node ports", st.Frontends)
+	}
+	for i, n := range []netip.Addr{node1, node2} {
+		sport := uint16(24000 + i)
+		ret, _, tp := runOut(t, from, withChecksums(tcpPacket(clientIP, sport, n, 30080, flagSYN)))
+		if ret != actOK || tp.dst != serverIP || tp.dport != 8080 {
+			t.Fatalf("to %s:30080: %d %+v", n, ret, tp)
+		}
+		_, _, rp := runOut(t, to, withChecksums(tcpPacket(serverIP, 8080, clientIP, sport, flagSYN|flagACK)))
+		if rp.src != n || rp.sport != 30080 {
+			t.Fatalf("reply of %s:30080 came from %s:%d", n, rp.src, rp.sport)
+		}
+	}
+	// The ClusterIP's port is not a node port.
+	if _, _, tp := runOut(t, from, withChecksums(tcpPacket(clientIP, 24010, node1, 80, flagSYN))); tp.dst != node1 {
+		t.Fatalf("node1:80 was translated to %s", tp.dst)
 	}
 }

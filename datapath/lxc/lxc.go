@@ -232,7 +232,11 @@ func (d *Datapath) Apply(r *model.Resolved, node string) (ApplyStats, error) {
 	}
 
 	// Services: their capacity is checked before any write too.
-	lbst, err := d.applyServices(r.Services, d.opts.LB)
+	var nodeIPs []netip.Addr
+	for _, n := range r.Nodes {
+		nodeIPs = append(nodeIPs, n.IP)
+	}
+	lbst, err := d.applyServices(r.Services, nodeIPs, d.opts.LB)
 	st.Services = lbst
 	if err != nil {
 		return st, fmt.Errorf("services: %w", err)

@@ -47,6 +47,9 @@ type Probe struct {
 	// a Service port, by number or name).
 	To       string             `json:"to,omitempty"`
 	Service  string             `json:"service,omitempty"`
+	// Node makes the probe connect to that node's address (port is then
+	// a NodePort).
+	Node string `json:"node,omitempty"`
 	Port     intstr.IntOrString `json:"port"`
 	Protocol string             `json:"protocol,omitempty"`
 	// Method and Path make an HTTP probe's request (protocol HTTP only;
@@ -60,6 +63,9 @@ func (p Probe) String() string {
 	to := p.To
 	if p.Service != "" {
 		to = "service " + p.Service
+	}
+	if p.Node != "" {
+		to = "node " + p.Node
 	}
 	if p.proto() == "HTTP" {
 		return fmt.Sprintf("%s -> %s HTTP/%s %s %s", p.From, to, p.Port.String(), p.method(), p.path())
@@ -191,6 +197,10 @@ func LoadCase(root, dir string) (*Case, error) {
 	for _, p := range c.Cluster.Pods {
 		pods[p.Namespace+"/"+p.Name] = true
 	}
+	nodes := map[string]bool{}
+	for _, n := range topologyOf(c, "").spec.Nodes {
+		nodes[n] = true
+	}
 	services := map[string]bool{}
 	for _, s := range c.Cluster.Services {
 		services[s.Namespace+"/"+s.Name] = true
@@ -201,9 +211,22 @@ func LoadCase(root, dir string) (*Case, error) {
 		if !pods[p.From] {
 			errs = append(errs, fmt.Errorf("%s.from: no pod %q in cluster.yaml", f, p.From))
 		}
+		targets := 0
+		for _, s := range []string{p.To, p.Service, p.Node} {
+			if s != "" {
+				targets++
+			}
+		}
 		switch {
-		case p.To != "" && p.Service != "":
-			errs = append(errs, fmt.Errorf("%s: to and service are exclusive", f))
+		case targets > 1:
+			errs = append(errs, fmt.Errorf("%s: to, service and node are exclusive", f))
+		case p.Node != "":
+			if !nodes[p.Node] {
+				errs = append(errs, fmt.Errorf("%s.node: no node %q (nodes are the pods' spec.nodeName values)", f, p.Node))
+			}
+			if p.Port.Type != intstr.Int || (p.proto() != "TCP" && p.proto() != "UDP") {
+				errs = append(errs, fmt.Errorf("%s: a probe to a node takes a port number and TCP or UDP", f))
+			}
 		case p.Service != "":
 			if !services[p.Service] {
 				errs = append(errs, fmt.Errorf("%s.service: no Service %q in cluster.yaml", f, p.Service))

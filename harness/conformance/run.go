@@ -14,6 +14,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/fastpath-bench/fastpath/datapath/model"
@@ -217,6 +218,12 @@ func (t *topology) objects(c *Case) (*model.Objects, error) {
 		p.Status.PodIP = t.addrs[p.Namespace+"/"+p.Name].String()
 		objs.Pods = append(objs.Pods, p)
 	}
+	for i, n := range t.spec.Nodes {
+		objs.Nodes = append(objs.Nodes, corev1.Node{
+			ObjectMeta: metav1.ObjectMeta{Name: n},
+			Status:     corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: netns.NodeIP(i).String()}}},
+		})
+	}
 	objs.Services = append(objs.Services, c.Cluster.Services...)
 	objs.EndpointSlices = append(objs.EndpointSlices, c.Cluster.EndpointSlices...)
 	objs.EndpointSlices = append(objs.EndpointSlices, endpointSlicesFor(objs)...)
@@ -273,8 +280,12 @@ func modelVerdicts(c *Case, t *topology) ([]ProbeResult, error) {
 			continue
 		}
 		out[i].ResolvedPort = port
-		if p.Service != "" {
-			out[i].Model, err = expectedService(objs, p, t.addrs[p.From], t.serviceIP(objs, p.Service), uint16(port))
+		if p.Service != "" || p.Node != "" {
+			dst := t.serviceIP(objs, p.Service)
+			if p.Node != "" {
+				dst = t.nodeIP(p.Node)
+			}
+			out[i].Model, err = expectedService(objs, p, t.addrs[p.From], dst, uint16(port))
 			if err != nil {
 				out[i].Error = err.Error()
 			}
@@ -321,6 +332,16 @@ func expectedService(objs *model.Objects, p Probe, from, vip netip.Addr, port ui
 		}
 	}
 	return true, nil
+}
+
+// nodeIP is a node's address in the netns provider.
+func (t *topology) nodeIP(name string) netip.Addr {
+	for i, n := range t.spec.Nodes {
+		if n == name {
+			return netns.NodeIP(i)
+		}
+	}
+	return netip.Addr{}
 }
 
 // serviceIP is a Service's ClusterIP.
@@ -553,6 +574,9 @@ func runCase(ctx context.Context, c *netns.Cluster, t *topology, cs *Case, opts 
 			dst := t.addrs[p.To]
 			if p.Service != "" {
 				dst = vips[p.Service]
+			}
+			if p.Node != "" {
+				dst = t.nodeIP(p.Node)
 			}
 			if p.proto() == "HTTP" {
 				r = probe.HTTP(ctx, c.PodNetns(p.From), nextSourcePort(), dst, p.ResolvedPort, p.method(), p.path(), opts.Timeout)

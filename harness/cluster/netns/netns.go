@@ -214,12 +214,9 @@ func (c *Cluster) build(ctx context.Context) error {
 			h.close()
 		}
 	}()
-	base := nodeNet.Addr().As4()
 	for i, name := range c.spec.Nodes {
 		n := nodeInfo{name: name, ns: NodeNS(run, name)}
-		a := base
-		a[3] = byte(i + 1)
-		n.ip = netip.AddrFrom4(a)
+		n.ip = NodeIP(i)
 		n.podCIDR = PodCIDR(i)
 		c.nodes = append(c.nodes, n)
 		fab := fmt.Sprintf("n%d", i+1)
@@ -288,6 +285,13 @@ func (c *Cluster) build(ctx context.Context) error {
 		c.pods = append(c.pods, cluster.Pod{PodSpec: ps, IP: addr})
 	}
 	return nil
+}
+
+// NodeIP is the address of the node at index i of Spec.Nodes.
+func NodeIP(i int) netip.Addr {
+	a := nodeNet.Addr().As4()
+	a[3] = byte(i + 1)
+	return netip.AddrFrom4(a)
 }
 
 // PodCIDR is the pod CIDR of the node at index i of Spec.Nodes.
