@@ -45,11 +45,11 @@ type Probe struct {
 	// To is the destination pod, or Service the destination Service
 	// ("namespace/name": the probe connects to its ClusterIP, and port is
 	// a Service port, by number or name).
-	To       string             `json:"to,omitempty"`
-	Service  string             `json:"service,omitempty"`
+	To      string `json:"to,omitempty"`
+	Service string `json:"service,omitempty"`
 	// Node makes the probe connect to that node's address (port is then
 	// a NodePort).
-	Node string `json:"node,omitempty"`
+	Node     string             `json:"node,omitempty"`
 	Port     intstr.IntOrString `json:"port"`
 	Protocol string             `json:"protocol,omitempty"`
 	// Method and Path make an HTTP probe's request (protocol HTTP only;
