@@ -384,3 +384,52 @@ func TestNodePortFromPod(t *testing.T) {
 		t.Fatalf("node1:80 was translated to %s", tp.dst)
 	}
 }
+
+// TestMaglevSameAfterRestart: a new agent on the same pinned maps builds
+// the same Maglev table (same backend for every slot), so flows hashed to
+// a backend keep it across restarts even without conntrack.
+func TestMaglevSameAfterRestart(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.InNewNetns(t)
+	pin := t.TempDir()
+	if err := unix.Mount("bpf", pin, "bpf", 0, ""); err != nil {
+		t.Fatalf("mount a bpffs to pin in: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(pin, unix.MNT_DETACH) })
+	svc := service(vip, 80, model.ProtoTCP, backend(serverIP, 8080, model.BackendActive), backend(otherIP, 8080, model.BackendActive), backend(clientIP, 8080, model.BackendActive))
+	table := func(order []int) []netip.AddrPort {
+		d, err := Load(Options{PinPath: pin, LB: LBOptions{Algorithm: LBMaglev, MaglevTableSize: 251}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		s := *svc
+		s.Ports = []model.ServicePort{svc.Ports[0]}
+		s.Ports[0].Backends = nil
+		for _, i := range order {
+			s.Ports[0].Backends = append(s.Ports[0].Backends, svc.Ports[0].Backends[i])
+		}
+		if _, err := d.ApplyServices([]*model.Service{&s}, nil, d.opts.LB); err != nil {
+			t.Fatal(err)
+		}
+		fronts, backends, err := d.DumpLB()
+		if err != nil || len(fronts) != 1 {
+			t.Fatalf("dump: %v %d", err, len(fronts))
+		}
+		var out []netip.AddrPort
+		for _, id := range fronts[0].Selection {
+			out = append(out, netip.AddrPortFrom(backends[id].Addr, backends[id].Port))
+		}
+		return out
+	}
+	first := table([]int{0, 1, 2})
+	second := table([]int{2, 0, 1})
+	if len(first) != 251 || len(second) != 251 {
+		t.Fatalf("table sizes %d, %d", len(first), len(second))
+	}
+	for i := range first {
+		if first[i] != second[i] {
+			t.Fatalf("slot %d: %s before the restart, %s after", i, first[i], second[i])
+		}
+	}
+}
