@@ -143,7 +143,7 @@ func newRoot() *cobra.Command {
 	policy.PersistentFlags().StringVar(&socket, "api-socket", "", "the agent's status socket")
 	_ = policy.MarkPersistentFlagRequired("api-socket")
 	root.AddCommand(policy)
-	root.AddCommand(newFeatures(), newLB())
+	root.AddCommand(newFeatures(), newLB(), newPrefilter())
 	for _, c := range []*cobra.Command{status, metrics, monitor} {
 		c.Flags().StringVar(&socket, "api-socket", "", "the agent's status socket")
 		_ = c.MarkFlagRequired("api-socket")
@@ -279,4 +279,39 @@ func newLB() *cobra.Command {
 	lb.PersistentFlags().BoolVar(&asJSON, "json", false, "print JSON")
 	_ = lb.MarkPersistentFlagRequired("api-socket")
 	return lb
+}
+
+func newPrefilter() *cobra.Command {
+	var socket string
+	var asJSON bool
+	pf := &cobra.Command{Use: "prefilter", Short: "Inspect the XDP prefilter (ebpf)"}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the denied source prefixes, the devices and the counters",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			body, err := agentapi.NewClient(socket).Get(cmd.Context(), "/v1/prefilter")
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				_, err := os.Stdout.Write(body)
+				return err
+			}
+			var p agentapi.Prefilter
+			if err := json.Unmarshal(body, &p); err != nil {
+				return err
+			}
+			fmt.Printf("devices: %s\ndropped: %d packets (%d bytes); passed: %d packets\n", strings.Join(p.Devices, ", "), p.DroppedPackets, p.DroppedBytes, p.PassedPackets)
+			for _, s := range p.Prefixes {
+				fmt.Println(s)
+			}
+			return nil
+		},
+	}
+	pf.AddCommand(list)
+	pf.PersistentFlags().StringVar(&socket, "api-socket", "", "the agent's status socket")
+	pf.PersistentFlags().BoolVar(&asJSON, "json", false, "print JSON")
+	_ = pf.MarkPersistentFlagRequired("api-socket")
+	return pf
 }

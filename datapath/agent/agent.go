@@ -32,6 +32,7 @@ import (
 	"github.com/fastpath-bench/fastpath/datapath/lb/maglev"
 	"github.com/fastpath-bench/fastpath/datapath/lxc"
 	"github.com/fastpath-bench/fastpath/datapath/model"
+	"github.com/fastpath-bench/fastpath/datapath/prefilter"
 )
 
 // Datapaths the agent can program.
@@ -115,6 +116,8 @@ type Agent struct {
 	metrics func() (map[lxc.MetricKey]lxc.Counter, error)
 	// lxc is the eBPF datapath, when that is the one programmed.
 	lxc *lxc.Datapath
+	// prefilter is the XDP prefilter on the uplinks (ebpf).
+	prefilter *prefilter.Filter
 	// proxy is the node's L7 proxy (ebpf).
 	proxy *l7proxy.Proxy
 	// uplinks are the devices the uplink program is attached to.
@@ -174,6 +177,12 @@ func New(cfg Config) (*Agent, error) {
 		a.dp = d
 		a.metrics = d.Metrics
 		a.lxc = d
+		pf, err := prefilter.Load(prefilter.Options{PinPath: cfg.PinPath})
+		if err != nil {
+			d.Close()
+			return nil, err
+		}
+		a.prefilter = pf
 		if err := a.startProxy(); err != nil {
 			d.Close()
 			return nil, err
@@ -205,6 +214,12 @@ func (a *Agent) Status() agentapi.Status {
 	st := a.status
 	st.Pending = append([]string(nil), a.status.Pending...)
 	st.Uplinks = append([]string(nil), a.uplinks...)
+	if a.prefilter != nil {
+		st.PrefilterDevices = a.prefilter.Devices()
+		if ps, err := a.prefilter.List(); err == nil {
+			st.PrefilterPrefixes = len(ps)
+		}
+	}
 	if a.proxy != nil {
 		ps := a.proxy.Stats()
 		st.Proxy = &agentapi.ProxyStats{Listen: a.proxy.Addr().String(), Connections: ps.Connections, Requests: ps.Requests,
@@ -282,6 +297,11 @@ func (a *Agent) attachUplinks(r *model.Resolved) {
 			a.log.Warn("uplink", "error", err)
 			continue
 		}
+		if a.prefilter != nil {
+			if err := a.prefilter.Attach(name); err != nil {
+				a.log.Warn("prefilter not attached: denied prefixes are not dropped on this uplink", "device", name, "error", err)
+			}
+		}
 		done = append(done, name)
 	}
 	if len(done) > 0 {
@@ -315,6 +335,9 @@ func deviceWithAddr(ip netip.Addr) (string, error) {
 // ends, then detaches everything.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.dp.Close()
+	if a.prefilter != nil {
+		defer a.prefilter.Close()
+	}
 	defer a.stopProxy()
 	if a.cfg.Socket != "" {
 		srv, err := a.serve()
@@ -434,6 +457,11 @@ func (a *Agent) reconcile() {
 	if err == nil {
 		st, err = a.dp.Apply(r, a.cfg.Node)
 	}
+	if err == nil && a.prefilter != nil {
+		if err = a.prefilter.Set(r.PrefilterDeny); err != nil {
+			err = fmt.Errorf("prefilter: %w", err)
+		}
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if err != nil {
@@ -495,6 +523,7 @@ func (a *Agent) serve() (*http.Server, error) {
 	mux.HandleFunc("GET /v1/monitor", a.serveMonitor)
 	mux.HandleFunc("GET /v1/policy/{namespace}/{name}", a.servePolicy)
 	mux.HandleFunc("GET /v1/lb", a.serveLB)
+	mux.HandleFunc("GET /v1/prefilter", a.servePrefilter)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(l) }()
 	return srv, nil

@@ -86,3 +86,26 @@ func (a *Agent) serveLB(w http.ResponseWriter, r *http.Request) {
 	enc.SetIndent("", "  ")
 	enc.Encode(fronts)
 }
+
+func (a *Agent) servePrefilter(w http.ResponseWriter, _ *http.Request) {
+	if a.prefilter == nil {
+		http.Error(w, "the "+a.cfg.Datapath+" datapath has no XDP prefilter", http.StatusServiceUnavailable)
+		return
+	}
+	out := agentapi.Prefilter{Devices: a.prefilter.Devices(), Prefixes: []string{}}
+	ps, err := a.prefilter.List()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	for _, p := range ps {
+		out.Prefixes = append(out.Prefixes, p.String())
+	}
+	if c, err := a.prefilter.Counters(); err == nil {
+		out.PassedPackets, out.DroppedPackets, out.DroppedBytes = c.PassedPackets, c.DroppedPackets, c.DroppedBytes
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(out)
+}

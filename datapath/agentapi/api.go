@@ -63,6 +63,10 @@ type Status struct {
 	// Uplinks are the devices the uplink program is attached to (ebpf):
 	// connections from other nodes that L7 rules apply to are taken there.
 	Uplinks []string `json:"uplinks,omitempty"`
+	// PrefilterDevices carry the XDP prefilter (ebpf), which drops
+	// PrefilterPrefixes source prefixes.
+	PrefilterDevices  []string `json:"prefilterDevices,omitempty"`
+	PrefilterPrefixes int      `json:"prefilterPrefixes,omitempty"`
 	// Proxy counts the node's L7 proxy's work (ebpf); nil without one.
 	Proxy *ProxyStats `json:"proxy,omitempty"`
 }
@@ -272,4 +276,14 @@ type LBBackend struct {
 	// Slots is how many entries of the selection array name it: new
 	// flows go to it with probability Slots/TableSize.
 	Slots int `json:"slots"`
+}
+
+// Prefilter is what GET /v1/prefilter returns: the XDP prefilter's
+// devices, its denied prefixes as the map holds them, and its counters.
+type Prefilter struct {
+	Devices        []string `json:"devices"`
+	Prefixes       []string `json:"prefixes"`
+	PassedPackets  uint64   `json:"passedPackets"`
+	DroppedPackets uint64   `json:"droppedPackets"`
+	DroppedBytes   uint64   `json:"droppedBytes"`
 }

@@ -117,5 +117,6 @@ func (o *Objects) merge(f *Objects) []error {
 	o.AuthorizationPolicies = append(o.AuthorizationPolicies, f.AuthorizationPolicies...)
 	o.Services = append(o.Services, f.Services...)
 	o.EndpointSlices = append(o.EndpointSlices, f.EndpointSlices...)
+	o.Prefilters = append(o.Prefilters, f.Prefilters...)
 	return nil
 }

@@ -33,6 +33,9 @@ type Objects struct {
 	// AuthorizationPolicies (security.istio.io/v1), the L4 subset in
 	// authz.go.
 	AuthorizationPolicies []AuthorizationPolicy
+	// Prefilters (fastpath.dev/v1alpha1) list source prefixes the XDP
+	// prefilter drops.
+	Prefilters []Prefilter
 	// Services and their EndpointSlices (discovery.k8s.io/v1), the
 	// load-balancing subset in service_validate.go.
 	Services       []corev1.Service
@@ -254,11 +257,19 @@ func (o *Objects) decodeDoc(file string, doc int, raw []byte) error {
 		}
 		key = ObjectKey("AuthorizationPolicy", obj.Namespace, obj.Name)
 		o.AuthorizationPolicies = append(o.AuthorizationPolicies, obj)
+	case "fastpath.dev/v1alpha1/Prefilter":
+		var obj Prefilter
+		if err := strict(&obj); err != nil {
+			return err
+		}
+		obj.Namespace = ""
+		key = ObjectKey("Prefilter", "", obj.Name)
+		o.Prefilters = append(o.Prefilters, obj)
 	default:
 		if h.Kind == "" {
 			return fmt.Errorf("%s: kind: required", loc)
 		}
-		return fmt.Errorf("%s: apiVersion/kind: unknown kind %q of apiVersion %q (known: v1 Namespace, Node, Pod, Service; discovery.k8s.io/v1 EndpointSlice; networking.k8s.io/v1 NetworkPolicy; cilium.io/v2 CiliumNetworkPolicy; security.istio.io/v1 AuthorizationPolicy)", loc, h.Kind, h.APIVersion)
+		return fmt.Errorf("%s: apiVersion/kind: unknown kind %q of apiVersion %q (known: v1 Namespace, Node, Pod, Service; discovery.k8s.io/v1 EndpointSlice; networking.k8s.io/v1 NetworkPolicy; cilium.io/v2 CiliumNetworkPolicy; security.istio.io/v1 AuthorizationPolicy; fastpath.dev/v1alpha1 Prefilter)", loc, h.Kind, h.APIVersion)
 	}
 	if prev, dup := o.Source[key]; dup {
 		return fmt.Errorf("%s: metadata.name: duplicate object, already defined in %s", loc, prev)

@@ -223,6 +223,8 @@ type Resolved struct {
 	CIDRs map[netip.Prefix]Identity
 	// Policies is the number of policy objects resolved.
 	Policies int
+	// PrefilterDeny are the source prefixes the XDP prefilter drops.
+	PrefilterDeny []netip.Prefix
 	// Services are the load-balanced Services (headless ones are not),
 	// sorted by namespace and name; see service.go.
 	Services []*Service
@@ -470,6 +472,7 @@ func Resolve(objs *Objects) (*Resolved, error) {
 		r.applyAuthz(&aps[i])
 	}
 	r.resolveServices(objs)
+	r.PrefilterDeny = prefilterPrefixes(objs)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}

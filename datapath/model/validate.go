@@ -52,6 +52,17 @@ func (o *Objects) validateObjects() []error {
 		a := &o.AuthorizationPolicies[i]
 		add("AuthorizationPolicy", a.Namespace, a.Name, validateAuthz(a))
 	}
+	for i := range o.Prefilters {
+		p := &o.Prefilters[i]
+		add("Prefilter", "", p.Name, validatePrefilter(p))
+	}
+	n := 0
+	for _, p := range o.Prefilters {
+		n += len(p.Spec.Deny)
+	}
+	if n > MaxPrefilterPrefixes {
+		errs = append(errs, fmt.Errorf("Prefilter: %d prefixes in all, more than the %d the prefilter holds", n, MaxPrefilterPrefixes))
+	}
 	for i := range o.Services {
 		s := &o.Services[i]
 		add("Service", s.Namespace, s.Name, validateService(s))
