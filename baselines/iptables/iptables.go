@@ -21,6 +21,9 @@ import (
 const (
 	forwardChain = "FP-FORWARD"
 	proxyChain   = "FP-PROXY" // mangle PREROUTING: TPROXY to the L7 proxy
+	// prefilterChain (raw PREROUTING) drops sources in prefilterSet.
+	prefilterChain = "FP-PREFILTER"
+	prefilterSet   = "fp-prefilter"
 	setPrefix    = "fp-id-"
 )
 
@@ -111,6 +114,7 @@ type Plan struct {
 	Filter    string              // iptables-restore input for the filter table
 	Mangle    string              // iptables-restore input for the mangle table
 	Nat       string              // iptables-restore input for the nat table (services)
+	Raw       string              // iptables-restore input for the raw table (prefilter)
 	Rules     int
 	Endpoints int
 }
@@ -123,6 +127,20 @@ func (d *Datapath) Build(r *model.Resolved, node string) (*Plan, error) {
 	var fwd []string
 	nat, reject, svcRules := serviceRules(r)
 	p.Nat = nat
+	// The prefilter's equivalent: a raw-table DROP by source set, before
+	// conntrack, for packets that do not come from the node's own pods
+	// (the XDP program sits on the uplink only).
+	var raw strings.Builder
+	fmt.Fprintf(&raw, "*raw\n:%s - [0:0]\n", prefilterChain)
+	if len(r.PrefilterDeny) > 0 {
+		for _, pr := range r.PrefilterDeny {
+			p.Sets[prefilterSet] = append(p.Sets[prefilterSet], pr.String())
+		}
+		fmt.Fprintf(&raw, "-A %s ! -i lxc+ -m set --match-set %s src -j DROP\n", prefilterChain, prefilterSet)
+		svcRules++
+	}
+	raw.WriteString("COMMIT\n")
+	p.Raw = raw.String()
 	fwd = append(fwd, reject...)
 	fwd = append(fwd, "-A "+forwardChain+" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
 	fwd = append(fwd, "-A "+forwardChain+" -m conntrack --ctstate INVALID -j DROP")
@@ -427,6 +445,9 @@ func (d *Datapath) Apply(ctx context.Context, r *model.Resolved, node string) (S
 	if err := run(ctx, []byte(p.Nat), d.opts.IptablesRestore, "--noflush", "-w"); err != nil {
 		return st, fmt.Errorf("program service (nat) rules: %w", err)
 	}
+	if err := run(ctx, []byte(p.Raw), d.opts.IptablesRestore, "--noflush", "-w"); err != nil {
+		return st, fmt.Errorf("program prefilter (raw) rules: %w", err)
+	}
 	st.RestoreDuration = time.Since(start)
 	for _, hook := range d.hooks() {
 		check := append([]string{"-w"}, hookArgs("-C", hook)...)
@@ -478,12 +499,13 @@ func (d *Datapath) Apply(ctx context.Context, r *model.Resolved, node string) (S
 // egress policy still applies); mangle PREROUTING into the TPROXY chain.
 func (d *Datapath) hooks() [][]string {
 	if d.opts.ProxyPort == 0 {
-		return [][]string{{"FORWARD", "-j", forwardChain}, {"-t", "nat", "PREROUTING", "-j", servicesChain}, {"-t", "nat", "POSTROUTING", "-j", postroutingChain}}
+		return [][]string{{"FORWARD", "-j", forwardChain}, {"-t", "nat", "PREROUTING", "-j", servicesChain}, {"-t", "nat", "POSTROUTING", "-j", postroutingChain}, {"-t", "raw", "PREROUTING", "-j", prefilterChain}}
 	}
 	return [][]string{
 		{"FORWARD", "-j", forwardChain},
 		{"-t", "nat", "PREROUTING", "-j", servicesChain},
 		{"-t", "nat", "POSTROUTING", "-j", postroutingChain},
+		{"-t", "raw", "PREROUTING", "-j", prefilterChain},
 		{"INPUT", "-m", "mark", "--mark", fmt.Sprintf("%#x/%#x", d.opts.ProxyMark, d.opts.ProxyMask), "-j", forwardChain},
 		{"-t", "mangle", "PREROUTING", "-j", proxyChain},
 	}
@@ -510,6 +532,8 @@ func (d *Datapath) Close() error {
 	for _, hook := range d.hooks() {
 		_ = run(ctx, nil, d.opts.Iptables, append([]string{"-w"}, hookArgs("-D", hook)...)...)
 	}
+	// The raw chain: flush and delete.
+	_ = run(ctx, []byte(fmt.Sprintf("*raw\n:%s - [0:0]\n-X %s\nCOMMIT\n", prefilterChain, prefilterChain)), d.opts.IptablesRestore, "--noflush", "-w")
 	// The mangle chain: flush and delete.
 	_ = run(ctx, []byte(fmt.Sprintf("*mangle\n:%s - [0:0]\n-X %s\nCOMMIT\n", proxyChain, proxyChain)), d.opts.IptablesRestore, "--noflush", "-w")
 	// The nat chains: every FP-* chain of the table.
