@@ -24,7 +24,7 @@ const (
 	// prefilterChain (raw PREROUTING) drops sources in prefilterSet.
 	prefilterChain = "FP-PREFILTER"
 	prefilterSet   = "fp-prefilter"
-	setPrefix    = "fp-id-"
+	setPrefix      = "fp-id-"
 )
 
 // Options configure the baseline. Zero values mean defaults.
