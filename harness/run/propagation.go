@@ -257,19 +257,33 @@ func (r *runner) measureChange(ctx context.Context, write func() (string, error)
 		}
 	}
 	finish()
+	// Connections started before the change show the old state was in
+	// force; enforcement is the start of the first connection after the
+	// change from which on every one had the new outcome. (A connection
+	// started just before the change can finish under the new state; it
+	// says nothing about when enforcement began.)
+	sawOld := false
+	var after []*attempt
+	for _, a := range attempts {
+		if a.start.Before(t0) {
+			sawOld = sawOld || (a.done && a.ok != want)
+			continue
+		}
+		after = append(after, a)
+	}
+	if !sawOld {
+		return ack, 0, errors.New("no probe connection saw the old verdict: the previous state was not in force")
+	}
 	last := -1
-	for i, a := range attempts {
+	for i, a := range after {
 		if !a.done || a.ok != want {
 			last = i
 		}
 	}
-	switch {
-	case last == len(attempts)-1:
+	if last == len(after)-1 {
 		return ack, 0, errors.New("the last probe connection still had the old verdict")
-	case last == -1:
-		return ack, 0, errors.New("no probe connection saw the old verdict: the previous state was not in force")
 	}
-	return ack, max(0, attempts[last+1].start.Sub(t0)), nil
+	return ack, max(time.Nanosecond, after[last+1].start.Sub(t0)), nil
 }
 
 // generateFillers is GenerateFillers with another name prefix.
