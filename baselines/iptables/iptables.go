@@ -461,19 +461,8 @@ func (d *Datapath) Apply(ctx context.Context, r *model.Resolved, node string) (S
 	// Service chains of services that are gone: nothing jumps to them
 	// any more (FP-SERVICES was replaced above).
 	if listing, err := exec.CommandContext(ctx, d.opts.Iptables, "-w", "-t", "nat", "-S").Output(); err == nil {
-		if stale := staleNatChains(string(listing), p.Nat); len(stale) > 0 {
-			var b strings.Builder
-			b.WriteString("*nat\n")
-			for _, c := range stale {
-				fmt.Fprintf(&b, ":%s - [0:0]\n", c)
-			}
-			for _, c := range stale {
-				fmt.Fprintf(&b, "-X %s\n", c)
-			}
-			b.WriteString("COMMIT\n")
-			if err := run(ctx, []byte(b.String()), d.opts.IptablesRestore, "--noflush", "-w"); err != nil {
-				return st, fmt.Errorf("remove stale service chains: %w", err)
-			}
+		if err := d.deleteChains(ctx, "nat", staleNatChains(string(listing), p.Nat)); err != nil {
+			return st, fmt.Errorf("remove stale service chains: %w", err)
 		}
 	}
 	// Sets nothing refers to any more (rules were replaced above).
@@ -526,47 +515,29 @@ func hookArgs(op string, hook []string) []string {
 	return append(out, hook[1:]...)
 }
 
-// Close removes the hooks, the chains and the sets.
-func (d *Datapath) Close() error {
-	ctx := context.Background()
-	for _, hook := range d.hooks() {
-		_ = run(ctx, nil, d.opts.Iptables, append([]string{"-w"}, hookArgs("-D", hook)...)...)
+// listChains returns the table's FP-* chains.
+func (d *Datapath) listChains(table string) []string {
+	out, err := exec.Command(d.opts.Iptables, "-w", "-t", table, "-S").Output()
+	if err != nil {
+		return nil
 	}
-	// The raw chain: flush and delete.
-	_ = run(ctx, []byte(fmt.Sprintf("*raw\n:%s - [0:0]\n-X %s\nCOMMIT\n", prefilterChain, prefilterChain)), d.opts.IptablesRestore, "--noflush", "-w")
-	// The mangle chain: flush and delete.
-	_ = run(ctx, []byte(fmt.Sprintf("*mangle\n:%s - [0:0]\n-X %s\nCOMMIT\n", proxyChain, proxyChain)), d.opts.IptablesRestore, "--noflush", "-w")
-	// The nat chains: every FP-* chain of the table.
-	if listing, err := exec.Command(d.opts.Iptables, "-w", "-t", "nat", "-S").Output(); err == nil {
-		var nat []string
-		for _, line := range strings.Split(string(listing), "\n") {
-			if name, ok := strings.CutPrefix(line, "-N FP-"); ok {
-				nat = append(nat, "FP-"+name)
-			}
-		}
-		if len(nat) > 0 {
-			var b strings.Builder
-			b.WriteString("*nat\n")
-			for _, c := range nat {
-				fmt.Fprintf(&b, ":%s - [0:0]\n", c)
-			}
-			for _, c := range nat {
-				fmt.Fprintf(&b, "-X %s\n", c)
-			}
-			b.WriteString("COMMIT\n")
-			_ = run(ctx, []byte(b.String()), d.opts.IptablesRestore, "--noflush", "-w")
-		}
-	}
-	// An empty restore of our chains flushes them; then delete them.
-	var b strings.Builder
-	b.WriteString("*filter\n")
-	out, _ := exec.Command(d.opts.Iptables, "-w", "-S").Output()
 	var chains []string
 	for _, line := range strings.Split(string(out), "\n") {
-		if strings.HasPrefix(line, "-N FP-") {
-			chains = append(chains, strings.TrimPrefix(line, "-N "))
+		if name, ok := strings.CutPrefix(line, "-N "); ok && strings.HasPrefix(name, "FP-") {
+			chains = append(chains, name)
 		}
 	}
+	return chains
+}
+
+// deleteChains flushes and deletes chains of a table in one restore
+// (declaring a chain in a restore flushes it).
+func (d *Datapath) deleteChains(ctx context.Context, table string, chains []string) error {
+	if len(chains) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%s\n", table)
 	for _, c := range chains {
 		fmt.Fprintf(&b, ":%s - [0:0]\n", c)
 	}
@@ -574,9 +545,19 @@ func (d *Datapath) Close() error {
 		fmt.Fprintf(&b, "-X %s\n", c)
 	}
 	b.WriteString("COMMIT\n")
+	return run(ctx, []byte(b.String()), d.opts.IptablesRestore, "--noflush", "-w")
+}
+
+// Close removes the hooks, the chains and the sets.
+func (d *Datapath) Close() error {
+	ctx := context.Background()
+	for _, hook := range d.hooks() {
+		_ = run(ctx, nil, d.opts.Iptables, append([]string{"-w"}, hookArgs("-D", hook)...)...)
+	}
+	// Every FP-* chain of every table we use: flushed, then deleted.
 	var errs []error
-	if len(chains) > 0 {
-		if err := run(ctx, []byte(b.String()), d.opts.IptablesRestore, "--noflush", "-w"); err != nil {
+	for _, table := range []string{"raw", "mangle", "nat", "filter"} {
+		if err := d.deleteChains(ctx, table, d.listChains(table)); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -32,32 +32,7 @@ func loadClientOnLo(t *testing.T, objs *model.Objects) *Datapath {
 
 func loadClientOnLoTB(t testing.TB, objs *model.Objects) *Datapath {
 	t.Helper()
-	testutil.RequireRoot(t)
-	testutil.InNewNetns(t)
-	lo, err := netlink.LinkByName("lo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := netlink.LinkSetUp(lo); err != nil {
-		t.Fatal(err)
-	}
-	d, err := Load(Options{InterfaceName: func(ep *model.Endpoint) string {
-		if ep.Name == "client" {
-			return "lo"
-		}
-		return "absent-" + ep.Name
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	r, err := model.Resolve(objs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.Apply(r, "n1"); err != nil {
-		t.Fatal(err)
-	}
+	d, _ := loadOnLo(t, objs, "client")
 	return d
 }
 

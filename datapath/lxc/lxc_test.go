@@ -69,6 +69,18 @@ func loadServerOnLo(t *testing.T, objs *model.Objects) *Datapath {
 
 func loadServerOnLoTB(t testing.TB, objs *model.Objects) *Datapath {
 	t.Helper()
+	d, st := loadOnLo(t, objs, "server")
+	if st.Endpoints != 1 || len(st.Pending) != 2 {
+		t.Fatalf("apply stats: %+v", st)
+	}
+	return d
+}
+
+// loadOnLo loads the datapath in a fresh netns, binds pod name's endpoint
+// to the netns's loopback (the device BPF_PROG_RUN uses) and applies objs.
+func loadOnLo(t testing.TB, objs *model.Objects, name string) (*Datapath, ApplyStats) {
+	t.Helper()
+	testutil.RequireRoot(t)
 	testutil.InNewNetns(t)
 	lo, err := netlink.LinkByName("lo")
 	if err != nil {
@@ -78,7 +90,7 @@ func loadServerOnLoTB(t testing.TB, objs *model.Objects) *Datapath {
 		t.Fatal(err)
 	}
 	d, err := Load(Options{InterfaceName: func(ep *model.Endpoint) string {
-		if ep.Name == "server" {
+		if ep.Name == name {
 			return "lo"
 		}
 		return "absent-" + ep.Name
@@ -95,10 +107,7 @@ func loadServerOnLoTB(t testing.TB, objs *model.Objects) *Datapath {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Endpoints != 1 || len(st.Pending) != 2 {
-		t.Fatalf("apply stats: %+v", st)
-	}
-	return d
+	return d, st
 }
 
 // packet crafting ---------------------------------------------------------

@@ -11,9 +11,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"sigs.k8s.io/yaml"
 
 	"github.com/fastpath-bench/fastpath/datapath/model"
+	"github.com/fastpath-bench/fastpath/harness/cluster/netns"
 )
 
 // Services in cases: cluster.yaml may hold Services (with spec.clusterIP
@@ -132,24 +132,16 @@ func targetPort(pod *corev1.Pod, sp corev1.ServicePort) (int, bool) {
 // servicesState is the state file with the case's Services and
 // EndpointSlices (given and generated), for the agents.
 func servicesState(objs *model.Objects) ([]byte, error) {
-	var docs []string
+	var docs []any
 	for _, s := range objs.Services {
 		s.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Service"}
-		b, err := yaml.Marshal(s)
-		if err != nil {
-			return nil, err
-		}
-		docs = append(docs, string(b))
+		docs = append(docs, s)
 	}
 	for _, s := range objs.EndpointSlices {
 		s.TypeMeta = metav1.TypeMeta{APIVersion: "discovery.k8s.io/v1", Kind: "EndpointSlice"}
-		b, err := yaml.Marshal(s)
-		if err != nil {
-			return nil, err
-		}
-		docs = append(docs, string(b))
+		docs = append(docs, s)
 	}
-	return []byte(strings.Join(docs, "---\n")), nil
+	return netns.MarshalDocs(docs)
 }
 
 // service finds a Service of the case by "namespace/name".

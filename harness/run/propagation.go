@@ -218,8 +218,28 @@ func (r *runner) measureChange(ctx context.Context, write func() (string, error)
 		wg.Wait()
 	}
 
-	// A few probes under the old state first.
-	time.Sleep(3 * pr.ProbeInterval.Duration)
+	// A few probes under the old state first: wait until three have
+	// completed (a fixed sleep is not enough when the machine is so busy
+	// that the prober is not scheduled in time).
+	for {
+		mu.Lock()
+		done := 0
+		for _, a := range attempts {
+			if a.done {
+				done++
+			}
+		}
+		mu.Unlock()
+		if done >= 3 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			finish()
+			return 0, 0, fmt.Errorf("no probe connection completed under the old state within %s", pr.Timeout.Duration)
+		case <-time.After(pr.ProbeInterval.Duration):
+		}
+	}
 	t0 := time.Now()
 	hash, err := write()
 	if err != nil {

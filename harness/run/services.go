@@ -11,8 +11,8 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"sigs.k8s.io/yaml"
 
+	"github.com/fastpath-bench/fastpath/harness/cluster/netns"
 	"github.com/fastpath-bench/fastpath/harness/scenario"
 )
 
@@ -107,16 +107,5 @@ func (r *runner) servicesYAML(sc scenario.Scenario) ([]byte, error) {
 			[]corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80, TargetPort: intstr.FromInt32(9999)}},
 			[]netip.Addr{target, client})
 	}
-	var b strings.Builder
-	for i, d := range docs {
-		if i > 0 {
-			b.WriteString("---\n")
-		}
-		out, err := yaml.Marshal(d)
-		if err != nil {
-			return nil, err
-		}
-		b.Write(out)
-	}
-	return []byte(b.String()), nil
+	return netns.MarshalDocs(docs)
 }
