@@ -273,6 +273,30 @@ func (a *Agent) decideRequest(src, dst netip.AddrPort, req model.Request) l7prox
 	return l7proxy.Decision{Allowed: v.Allowed, Reason: v.Reason}
 }
 
+// syncPrefilter attaches the XDP prefilter to the uplinks while the state
+// denies any prefix, and detaches it when none is left: an XDP program on
+// a veth changes how the device receives every packet (NAPI), so it is
+// there only when it has work. (On Debian's 5.10 under emulation, an idle
+// XDP program on the node's veth also sent ksoftirqd into soft lockups.)
+func (a *Agent) syncPrefilter(r *model.Resolved) {
+	if a.prefilter == nil {
+		return
+	}
+	if len(r.PrefilterDeny) == 0 {
+		for _, name := range a.prefilter.Devices() {
+			if err := a.prefilter.Detach(name); err != nil {
+				a.log.Warn("prefilter", "device", name, "error", err)
+			}
+		}
+		return
+	}
+	for _, name := range a.uplinks {
+		if err := a.prefilter.Attach(name); err != nil {
+			a.log.Warn("prefilter not attached: denied prefixes are not dropped on this uplink", "device", name, "error", err)
+		}
+	}
+}
+
 // attachUplinks attaches the uplink program once: to the configured
 // devices, or to the one holding this node's address in r.
 func (a *Agent) attachUplinks(r *model.Resolved) {
@@ -296,11 +320,6 @@ func (a *Agent) attachUplinks(r *model.Resolved) {
 		if err := a.lxc.AttachUplink(name); err != nil {
 			a.log.Warn("uplink", "error", err)
 			continue
-		}
-		if a.prefilter != nil {
-			if err := a.prefilter.Attach(name); err != nil {
-				a.log.Warn("prefilter not attached: denied prefixes are not dropped on this uplink", "device", name, "error", err)
-			}
 		}
 		done = append(done, name)
 	}
@@ -499,6 +518,7 @@ func (a *Agent) reconcile() {
 	a.resolved = r
 	a.status.Policies = r.Policies
 	a.attachUplinks(r)
+	a.syncPrefilter(r)
 	if changed {
 		a.log.Info("programmed", "hash", objs.Hash, "endpoints", st.Endpoints, "pending", len(st.Pending),
 			"policyEntries", st.PolicyEntries, "seconds", a.status.ApplySeconds)

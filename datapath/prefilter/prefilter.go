@@ -100,6 +100,22 @@ func (f *Filter) Attach(ifname string) error {
 	return nil
 }
 
+// Detach removes the program from the named device (no-op when it is not
+// attached there).
+func (f *Filter) Detach(ifname string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	l, ok := f.links[ifname]
+	if !ok {
+		return nil
+	}
+	delete(f.links, ifname)
+	if err := l.Close(); err != nil {
+		return fmt.Errorf("detach prefilter from %s: %w", ifname, err)
+	}
+	return nil
+}
+
 // Devices lists the devices the program is attached to.
 func (f *Filter) Devices() []string {
 	f.mu.Lock()

@@ -66,6 +66,13 @@ func testPrefilter(t *testing.T, datapath string) {
 		}
 	}
 	connect("remote", true)
+	if datapath == "ebpf" {
+		// Nothing to drop yet: no XDP program on the uplink.
+		st, err := agentapi.NewClient(c.AgentSocket("n2")).Status(ctx)
+		if err != nil || len(st.PrefilterDevices) != 0 {
+			t.Errorf("prefilter attached with no prefix to drop: %v %v", st.PrefilterDevices, err)
+		}
+	}
 	since := time.Now()
 	hash, err := c.WriteState("40-prefilter.yaml", []byte(fmt.Sprintf("apiVersion: fastpath.dev/v1alpha1\nkind: Prefilter\nmetadata: {name: n1-pods}\nspec:\n  deny: [%s]\n", PodCIDR(0))))
 	if err != nil {
@@ -96,4 +103,11 @@ func testPrefilter(t *testing.T, datapath string) {
 		t.Fatal(err)
 	}
 	connect("remote", true)
+	if datapath == "ebpf" {
+		// With nothing to drop, the program is off the uplink.
+		st, err := agentapi.NewClient(c.AgentSocket("n2")).Status(ctx)
+		if err != nil || len(st.PrefilterDevices) != 0 {
+			t.Errorf("prefilter still attached with no prefix to drop: %v %v", st.PrefilterDevices, err)
+		}
+	}
 }
