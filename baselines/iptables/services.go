@@ -56,12 +56,8 @@ func serviceRules(r *model.Resolved) (nat string, reject []string, rules int) {
 			proto := protoName(p.Protocol)
 			front := fmt.Sprintf("%s:%d/%s", s.ClusterIP, p.Port, proto)
 			comment := fmt.Sprintf("-m comment --comment \"%s %s\"", s.Key(), front)
-			var bs []model.Backend
-			for _, b := range p.Selectable() {
-				if b.Addr.Is4() {
-					bs = append(bs, b)
-				}
-			}
+			// The model admits IPv4 endpoints only.
+			bs := p.Selectable()
 			if len(bs) == 0 {
 				reject = append(reject, fmt.Sprintf("-A %s -d %s/32 -p %s --dport %d %s -j REJECT", forwardChain, s.ClusterIP, proto, p.Port, comment))
 				continue

@@ -216,9 +216,7 @@ func (a *Agent) Status() agentapi.Status {
 	st.Uplinks = append([]string(nil), a.uplinks...)
 	if a.prefilter != nil {
 		st.PrefilterDevices = a.prefilter.Devices()
-		if ps, err := a.prefilter.List(); err == nil {
-			st.PrefilterPrefixes = len(ps)
-		}
+		st.PrefilterPrefixes = a.prefilter.Len()
 	}
 	if a.proxy != nil {
 		ps := a.proxy.Stats()

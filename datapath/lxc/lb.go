@@ -172,7 +172,7 @@ func (d *Datapath) applyServices(svcs []*model.Service, nodes []netip.Addr, opts
 					return LBStats{}, fmt.Errorf("Service %s: frontend %s is also Service %s's", s.Key(), k, other)
 				}
 				seen[k] = s.Key()
-				f := desiredFrontend{key: k, selectable: selectable(p.Backends)}
+				f := desiredFrontend{key: k, selectable: p.Selectable()}
 				if opts.Algorithm == LBMaglev {
 					f.flags |= lbFlagMaglev
 				}
@@ -193,8 +193,8 @@ func (d *Datapath) applyServices(svcs []*model.Service, nodes []netip.Addr, opts
 	if n := len(allBackends); n > int(d.objs.FpLbBackends.MaxEntries()) {
 		return LBStats{}, fmt.Errorf("%d service backends do not fit fp_lb_backends (%d)", n, d.objs.FpLbBackends.MaxEntries())
 	}
-	if opts.Algorithm == LBMaglev && m+1 > d.innerSelectMax() {
-		return LBStats{}, fmt.Errorf("Maglev table size %d exceeds the largest selection array (%d)", m, d.innerSelectMax()-1)
+	if opts.Algorithm == LBMaglev && m+1 > MaxSelectArray {
+		return LBStats{}, fmt.Errorf("Maglev table size %d exceeds the largest selection array (%d)", m, MaxSelectArray-1)
 	}
 
 	// Backends: new ones get ids; every one is (re)written.
@@ -272,27 +272,6 @@ func (d *Datapath) applyServices(svcs []*model.Service, nodes []netip.Addr, opts
 	return stats, errors.Join(errs...)
 }
 
-// selectable are the backends new flows may go to: the active ones, or
-// when there is none the terminating ones; never quarantined ones.
-func selectable(bs []model.Backend) []model.Backend {
-	var active, terminating []model.Backend
-	for _, b := range bs {
-		if !b.Addr.Is4() {
-			continue
-		}
-		switch b.State {
-		case model.BackendActive:
-			active = append(active, b)
-		case model.BackendTerminating:
-			terminating = append(terminating, b)
-		}
-	}
-	if len(active) > 0 {
-		return active
-	}
-	return terminating
-}
-
 // selectionArray is the frontend's fp_lb_select array: [0] = n, then n
 // backend ids (random), or the Maglev table of M ids.
 func selectionArray(f desiredFrontend, ids map[backendKey]uint32, algorithm string, m uint32) ([]uint32, error) {
@@ -365,8 +344,6 @@ var MaxSelectArray = func() uint32 {
 	}
 	return spec.Maps["fp_lb_select"].InnerMap.MaxEntries
 }()
-
-func (d *Datapath) innerSelectMax() uint32 { return MaxSelectArray }
 
 func sortedBackendKeys(m map[backendKey]bool) []backendKey {
 	out := make([]backendKey, 0, len(m))

@@ -44,19 +44,18 @@ func (d *Datapath) DumpLB() ([]FrontendDump, map[uint32]BackendDump, error) {
 		var inner *ebpf.Map
 		if err := d.objs.FpLbSelect.Lookup(fv.Id, &inner); err != nil {
 			return nil, nil, fmt.Errorf("frontend %d: selection array: %w", fv.Id, err)
-		} else {
-			var n uint32
-			if err := inner.Lookup(uint32(0), &n); err == nil {
-				for i := uint32(1); i <= n; i++ {
-					var id uint32
-					if err := inner.Lookup(i, &id); err != nil {
-						break
-					}
-					f.Selection = append(f.Selection, id)
-				}
-			}
-			inner.Close()
 		}
+		var n uint32
+		if err := inner.Lookup(uint32(0), &n); err == nil {
+			for i := uint32(1); i <= n; i++ {
+				var id uint32
+				if err := inner.Lookup(i, &id); err != nil {
+					break
+				}
+				f.Selection = append(f.Selection, id)
+			}
+		}
+		inner.Close()
 		fronts = append(fronts, f)
 	}
 	if err := it.Err(); err != nil {

@@ -1,7 +1,6 @@
 package lxc
 
 import (
-	"errors"
 	"fmt"
 	"regexp"
 	"sort"
@@ -23,7 +22,10 @@ type ProgramStats struct {
 	Error string `json:"error,omitempty"`
 }
 
-var processedRE = regexp.MustCompile(`processed (\d+) insns`)
+var (
+	processedRE = regexp.MustCompile(`processed (\d+) insns`)
+	refusedRE   = regexp.MustCompile(`^program (\w+): `)
+)
 
 // VerifierStats loads every program of the datapath (maps unpinned, nothing
 // attached) with verifier statistics on, and returns them by name. A
@@ -43,14 +45,13 @@ func VerifierStats() ([]ProgramStats, error) {
 	var out []ProgramStats
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{LogLevel: ebpf.LogLevelStats}})
 	if err != nil {
-		var ve *ebpf.VerifierError
+		// cilium/ebpf names the program it could not load: "program
+		// fp_from_container: load program: ...".
 		name := ""
-		for n := range spec.Programs {
-			if errors.As(err, &ve) && regexp.MustCompile(`\b`+regexp.QuoteMeta(n)+`\b`).MatchString(err.Error()) {
-				name = n
-			}
+		if m := refusedRE.FindStringSubmatch(err.Error()); m != nil && spec.Programs[m[1]] != nil {
+			name = m[1]
 		}
-		out = append(out, ProgramStats{Name: name, Error: fmt.Sprintf("%v", err)})
+		out = append(out, ProgramStats{Name: name, Error: err.Error()})
 		return out, fmt.Errorf("load lxc programs: %w", err)
 	}
 	defer coll.Close()

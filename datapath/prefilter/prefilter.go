@@ -170,6 +170,14 @@ func (f *Filter) Set(want []netip.Prefix) error {
 	return errors.Join(errs...)
 }
 
+// Len is how many prefixes are denied (the user-space copy of the trie:
+// cheap enough for every status request, unlike List).
+func (f *Filter) Len() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.prefixes)
+}
+
 // List returns the prefixes the trie holds (read from the map).
 func (f *Filter) List() ([]netip.Prefix, error) {
 	var out []netip.Prefix

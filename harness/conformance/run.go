@@ -240,7 +240,7 @@ func (t *topology) resolvePort(p Probe, objs *model.Objects) (int, error) {
 		return int(p.Port.IntVal), nil
 	}
 	if p.Service != "" {
-		svc := t.service(objs, p.Service)
+		svc := findService(objs, p.Service)
 		for _, sp := range svc.Spec.Ports {
 			if sp.Name == p.Port.StrVal {
 				return int(sp.Port), nil
@@ -281,7 +281,7 @@ func modelVerdicts(c *Case, t *topology) ([]ProbeResult, error) {
 		}
 		out[i].ResolvedPort = port
 		if p.Service != "" || p.Node != "" {
-			dst := t.serviceIP(objs, p.Service)
+			dst := serviceIP(objs, p.Service)
 			if p.Node != "" {
 				dst = t.nodeIP(p.Node)
 			}
@@ -345,8 +345,8 @@ func (t *topology) nodeIP(name string) netip.Addr {
 }
 
 // serviceIP is a Service's ClusterIP.
-func (t *topology) serviceIP(objs *model.Objects, key string) netip.Addr {
-	if s := t.service(objs, key); s != nil {
+func serviceIP(objs *model.Objects, key string) netip.Addr {
+	if s := findService(objs, key); s != nil {
 		a, _ := netip.ParseAddr(s.Spec.ClusterIP)
 		return a
 	}
@@ -550,10 +550,6 @@ func runCase(ctx context.Context, c *netns.Cluster, t *topology, cs *Case, opts 
 	if err != nil {
 		return failAll(cs, err)
 	}
-	vips := map[string]netip.Addr{}
-	for _, s := range cs.Cluster.Services {
-		vips[s.Namespace+"/"+s.Name], _ = netip.ParseAddr(s.Spec.ClusterIP)
-	}
 	sem := make(chan struct{}, opts.Parallel)
 	var wg sync.WaitGroup
 	for i := range probes {
@@ -573,7 +569,7 @@ func runCase(ctx context.Context, c *netns.Cluster, t *topology, cs *Case, opts 
 			var r probe.Result
 			dst := t.addrs[p.To]
 			if p.Service != "" {
-				dst = vips[p.Service]
+				dst = serviceIP(cs.Cluster, p.Service)
 			}
 			if p.Node != "" {
 				dst = t.nodeIP(p.Node)

@@ -144,8 +144,8 @@ func servicesState(objs *model.Objects) ([]byte, error) {
 	return netns.MarshalDocs(docs)
 }
 
-// service finds a Service of the case by "namespace/name".
-func (t *topology) service(objs *model.Objects, key string) *corev1.Service {
+// findService finds a Service by "namespace/name".
+func findService(objs *model.Objects, key string) *corev1.Service {
 	for i := range objs.Services {
 		s := &objs.Services[i]
 		if s.Namespace+"/"+s.Name == key {

@@ -195,7 +195,7 @@ func BuildMatrix(runs []*KernelRun, want PlanOptions) *Matrix {
 			}
 		}
 		// Steps the run never reached.
-		for _, s := range Steps("/", want) {
+		for _, s := range Steps("/", "", want) {
 			if seen[s.Name] {
 				continue
 			}

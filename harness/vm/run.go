@@ -33,9 +33,10 @@ type PlanOptions struct {
 	StepTimeout time.Duration
 }
 
-// Steps is the plan for one kernel, with the payload at root ("/fastpath"
-// inside an image, the payload directory on the host).
-func Steps(root string, opts PlanOptions) []plan.Step {
+// Steps is the plan for one kernel, with the payload at root and the
+// conformance cases in cases ("/fastpath" and imageCases inside an image;
+// the payload directory and the cases where they are on the host).
+func Steps(root, cases string, opts PlanOptions) []plan.Step {
 	if opts.Datapaths == nil {
 		opts.Datapaths = []string{"ebpf"}
 	}
@@ -63,7 +64,7 @@ func Steps(root string, opts PlanOptions) []plan.Step {
 	}
 	for _, dp := range opts.Datapaths {
 		args := []string{filepath.Join(bin, "fastpath"), "conformance", "run", "--json", "--progress",
-			"--cases", filepath.Join(root, "cases"), "--datapath", dp,
+			"--cases", cases, "--datapath", dp,
 			"--agent-binary", filepath.Join(bin, "fastpath-agent")}
 		if opts.CaseMatch != "" {
 			args = append(args, "--match", opts.CaseMatch)
@@ -152,7 +153,7 @@ func RunKernel(ctx context.Context, k Kernel, opts RunOptions) *KernelRun {
 		// than the runner's 1s default when the host is busy.
 		pl.ProbeTimeout = TCGProbeTimeout
 	}
-	if _, err := BuildInitrd(ctx, ImageOptions{Fetched: f, Modules: opts.Config.Modules, Payload: opts.Payload, Steps: Steps("/fastpath", pl), CacheDir: opts.CacheDir, Path: initrd}); err != nil {
+	if _, err := BuildInitrd(ctx, ImageOptions{Fetched: f, Modules: opts.Config.Modules, Payload: opts.Payload, Steps: Steps(imageRoot, imageCases, pl), CacheDir: opts.CacheDir, Path: initrd}); err != nil {
 		r.Err = err
 		return r
 	}
@@ -179,14 +180,7 @@ func runHost(ctx context.Context, k Kernel, dir string, opts RunOptions) *Kernel
 		r.Err = err
 		return r
 	}
-	steps := Steps(root, opts.Plan)
-	for i := range steps {
-		for j, a := range steps[i].Args {
-			if a == filepath.Join(root, "cases") {
-				steps[i].Args[j] = cases
-			}
-		}
-	}
+	steps := Steps(root, cases, opts.Plan)
 	log, err := os.Create(r.Console)
 	if err != nil {
 		r.Err = err
