@@ -14,6 +14,16 @@
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
+#ifndef READ_ONCE
+/* One full-width load the compiler may not split or narrow (context
+ * fields that only allow 32-bit reads). */
+#define READ_ONCE(x) (*(volatile __typeof__(x) *)&(x))
+#endif
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+
 /* Fails the build when cond is true: for layout invariants shared with Go. */
 #define build_bug_on(cond) _Static_assert(!(cond), #cond)
 

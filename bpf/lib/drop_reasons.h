@@ -12,23 +12,26 @@ enum reason {
 	REASON_CT_REPLY = 2,        /* passed: reply of a tracked connection */
 	REASON_TO_PROXY = 3,        /* passed: steered to the node's L7 proxy */
 	REASON_FROM_PROXY = 4,      /* passed: sent by the L7 proxy after its check */
-	DROP_POLICY = 5,            /* no rule allows the new connection */
-	DROP_POLICY_DENY = 6,       /* an explicit deny rule matched */
-	DROP_INVALID_SOURCE = 7,    /* a pod sent with an address not its own */
-	DROP_UNKNOWN_ENDPOINT = 8,  /* program attached to an unknown interface */
-	DROP_TRUNCATED = 9,         /* header shorter than its protocol needs */
-	DROP_MALFORMED = 10,        /* header fields that cannot be right */
-	DROP_UNSUPPORTED_L3 = 11,   /* neither IPv4 nor ARP */
-	DROP_FRAGMENT = 12,         /* non-first IPv4 fragment: no ports to check */
-	DROP_NO_POLICY_MAP = 13,    /* enforced endpoint without a policy map */
-	DROP_MESH_POLICY = 14,      /* no AuthorizationPolicy allows it */
-	DROP_MESH_DENY = 15,        /* a DENY AuthorizationPolicy matched */
-	DROP_PROXY_REQUIRED = 16,   /* an L7 rule applies, but the packet did not
+	REASON_SOCK_LB = 5,         /* a socket's connect/sendmsg to a service
+				     * frontend pointed at a backend */
+	REASON_SOCKMAP = 6,         /* payload moved socket to socket (sk_msg) */
+	DROP_POLICY = 7,            /* no rule allows the new connection */
+	DROP_POLICY_DENY = 8,       /* an explicit deny rule matched */
+	DROP_INVALID_SOURCE = 9,    /* a pod sent with an address not its own */
+	DROP_UNKNOWN_ENDPOINT = 10,  /* program attached to an unknown interface */
+	DROP_TRUNCATED = 11,         /* header shorter than its protocol needs */
+	DROP_MALFORMED = 12,        /* header fields that cannot be right */
+	DROP_UNSUPPORTED_L3 = 13,   /* neither IPv4 nor ARP */
+	DROP_FRAGMENT = 14,         /* non-first IPv4 fragment: no ports to check */
+	DROP_NO_POLICY_MAP = 15,    /* enforced endpoint without a policy map */
+	DROP_MESH_POLICY = 16,      /* no AuthorizationPolicy allows it */
+	DROP_MESH_DENY = 17,        /* a DENY AuthorizationPolicy matched */
+	DROP_PROXY_REQUIRED = 18,   /* an L7 rule applies, but the packet did not
 				     * come through the proxy */
-	DROP_PROXY_UNAVAILABLE = 17, /* an L7 rule applies, but no proxy listens */
-	DROP_NO_SERVICE_BACKEND = 18, /* a service frontend with no backend to
+	DROP_PROXY_UNAVAILABLE = 19, /* an L7 rule applies, but no proxy listens */
+	DROP_NO_SERVICE_BACKEND = 20, /* a service frontend with no backend to
 				       * take a new flow */
-	REASON_MAX = 19,
+	REASON_MAX = 21,
 };
 
 /* Direction of traffic as the endpoint sees it. */

@@ -138,9 +138,9 @@ static __always_inline __u32 lb_hash(const struct flow4 *f)
 	return h;
 }
 
-/* lb_select picks a backend id for a new flow, 0 when there is none. */
-static __always_inline __u32 lb_select(const struct lb_frontend *fe,
-				       const struct flow4 *f)
+/* lb_select_hash picks the backend id at hash in the frontend's selection
+ * array, 0 when there is none. */
+static __always_inline __u32 lb_select_hash(const struct lb_frontend *fe, __u32 hash)
 {
 	__u32 zero = 0, idx, *n, *id;
 	void *inner;
@@ -151,12 +151,17 @@ static __always_inline __u32 lb_select(const struct lb_frontend *fe,
 	n = bpf_map_lookup_elem(inner, &zero);
 	if (!n || *n == 0)
 		return 0;
-	if (fe->flags & LB_F_MAGLEV)
-		idx = lb_hash(f) % *n + 1;
-	else
-		idx = bpf_get_prandom_u32() % *n + 1;
+	idx = hash % *n + 1;
 	id = bpf_map_lookup_elem(inner, &idx);
 	return id ? *id : 0;
+}
+
+/* lb_select picks a backend id for a new flow, 0 when there is none:
+ * Maglev by the flow's tuple, otherwise at random. */
+static __always_inline __u32 lb_select(const struct lb_frontend *fe,
+				       const struct flow4 *f)
+{
+	return lb_select_hash(fe, (fe->flags & LB_F_MAGLEV) ? lb_hash(f) : bpf_get_prandom_u32());
 }
 
 /*

@@ -15,3 +15,5 @@
 #define LB_BACKENDS_MAX 65536   /* service backends (addr, port) */
 #define LB_SELECT_MAX 65537     /* largest selection array: Maglev M + 1 */
 #define LB_AFFINITY_MAX 65536   /* ClientIP affinity entries (LRU) */
+#define LB_SOCK_REVNAT_MAX 262144 /* sockets pointed at a backend (LRU) */
+#define SOCKMAP_MAX 65536       /* same-node sockets in the sockhash */

@@ -67,6 +67,16 @@ struct {
 	});
 } fp_policy SEC(".maps");
 
+/* fp_policy_rev[0] counts the states the agent has programmed; hooks that
+ * cache a verdict (sockmap) check again when it changed. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fp_policy_rev SEC(".maps");
+
 struct rule_metrics_key {
 	__u32 ep_id;    /* with POLICY_MESH_BIT for the mesh layer */
 	__u32 rule_id;  /* as user space numbered the endpoint's rules */

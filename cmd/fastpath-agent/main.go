@@ -72,6 +72,9 @@ func newRoot() *cobra.Command {
 	f.StringVar(&attachMode, "attach", "auto", "TC attach mechanism: auto, tcx or tc")
 	f.StringVar(&cfg.LB.Algorithm, "lb-algorithm", "random", "service backend selection (ebpf): random or maglev")
 	f.Uint32Var(&cfg.LB.MaglevTableSize, "maglev-table-size", 0, "Maglev table size M, a prime (default 16381)")
+	f.StringVar(&cfg.Sock.Cgroup, "cgroup", "", "cgroup v2 directory holding the node's pods, for --socket-lb and --sockmap")
+	f.BoolVar(&cfg.Sock.LB, "socket-lb", false, "translate service addresses at connect()/sendmsg() (cgroup sock_addr hooks) instead of per packet (ebpf)")
+	f.BoolVar(&cfg.Sock.Sockmap, "sockmap", false, "move same-node TCP payload socket to socket (sock_ops + sk_msg) for connections the policy admits (ebpf)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringSliceVar(&cfg.Uplinks, "uplink", nil, "devices packets from other nodes arrive on, for the L7 proxy redirect (ebpf; default: the device holding this node's address)")
 

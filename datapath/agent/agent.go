@@ -52,6 +52,9 @@ type Config struct {
 	AttachMode attach.Mode
 	// LB chooses the service backend selection (ebpf).
 	LB lxc.LBOptions
+	// Sock attaches socket-LB and sockmap acceleration to the node's pod
+	// cgroup (ebpf; both off by default).
+	Sock lxc.SockOptions
 	// Socket is the unix socket of the status API; empty: no API.
 	Socket string
 	// Resync is how often the state is re-read even without a file event
@@ -158,6 +161,12 @@ func New(cfg Config) (*Agent, error) {
 	if m := cfg.LB.MaglevTableSize; m != 0 && (!maglev.IsPrime(m) || m+1 > lxc.MaxSelectArray) {
 		errs = append(errs, fmt.Errorf("--maglev-table-size %d: want a prime below %d", m, lxc.MaxSelectArray))
 	}
+	if (cfg.Sock.LB || cfg.Sock.Sockmap) && cfg.Datapath != "ebpf" {
+		errs = append(errs, fmt.Errorf("--socket-lb and --sockmap need --datapath ebpf (not %q)", cfg.Datapath))
+	}
+	if (cfg.Sock.LB || cfg.Sock.Sockmap) && cfg.Sock.Cgroup == "" {
+		errs = append(errs, errors.New("--cgroup: required with --socket-lb or --sockmap (the cgroup v2 directory of the node's pods)"))
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -169,10 +178,24 @@ func New(cfg Config) (*Agent, error) {
 		if err := rep.Check(); err != nil {
 			return nil, err
 		}
+		if cfg.Sock.LB {
+			if err := rep.Need("--socket-lb", "prog:cgroup_sock_addr", "helper:get_netns_cookie"); err != nil {
+				return nil, err
+			}
+		}
+		if cfg.Sock.Sockmap {
+			if err := rep.Need("--sockmap", "map:sockhash", "prog:sock_ops", "prog:sk_msg"); err != nil {
+				return nil, err
+			}
+		}
 		a.features = rep.Names()
 		d, err := lxc.Load(lxc.Options{PinPath: cfg.PinPath, AttachMode: cfg.AttachMode, LB: cfg.LB})
 		if err != nil {
 			return nil, fmt.Errorf("load ebpf datapath: %w", err)
+		}
+		if err := d.AttachSockets(cfg.Sock); err != nil {
+			d.Close()
+			return nil, err
 		}
 		a.dp = d
 		a.metrics = d.Metrics
@@ -203,7 +226,8 @@ func New(cfg Config) (*Agent, error) {
 		}
 		a.dp = iptablesDatapath{d}
 	}
-	a.status = agentapi.Status{Node: cfg.Node, Datapath: cfg.Datapath, PID: os.Getpid(), StartedAt: time.Now(), Kernel: kernelRelease(), Features: a.features}
+	a.status = agentapi.Status{Node: cfg.Node, Datapath: cfg.Datapath, PID: os.Getpid(), StartedAt: time.Now(), Kernel: kernelRelease(), Features: a.features,
+		SocketLB: cfg.Sock.LB, Sockmap: cfg.Sock.Sockmap}
 	return a, nil
 }
 
@@ -445,6 +469,15 @@ func addWatches(w *fsnotify.Watcher, root string) error {
 // reconcile loads the state and programs it when it changed (or when
 // endpoints are still pending).
 func (a *Agent) reconcile() {
+	if a.lxc != nil && a.cfg.Sock.Sockmap {
+		// Once a second (resync) and on changes, not per status poll.
+		flows, denied, err := a.lxc.SockmapFlows()
+		a.mu.Lock()
+		if err == nil {
+			a.status.SockmapFlows, a.status.SockmapDenied = flows, denied
+		}
+		a.mu.Unlock()
+	}
 	a.mu.Lock()
 	cur := a.status
 	a.mu.Unlock()

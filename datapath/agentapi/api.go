@@ -67,6 +67,13 @@ type Status struct {
 	// PrefilterPrefixes source prefixes.
 	PrefilterDevices  []string `json:"prefilterDevices,omitempty"`
 	PrefilterPrefixes int      `json:"prefilterPrefixes,omitempty"`
+	// SocketLB and Sockmap say whether the socket programs are attached
+	// (ebpf, --socket-lb, --sockmap); SockmapFlows counts connection ends
+	// in the sockhash and SockmapDenied those the policy now refuses.
+	SocketLB      bool `json:"socketLB,omitempty"`
+	Sockmap       bool `json:"sockmap,omitempty"`
+	SockmapFlows  int  `json:"sockmapFlows,omitempty"`
+	SockmapDenied int  `json:"sockmapDenied,omitempty"`
 	// Proxy counts the node's L7 proxy's work (ebpf); nil without one.
 	Proxy *ProxyStats `json:"proxy,omitempty"`
 }

@@ -59,10 +59,14 @@ var probes = []probe{
 	{"helper:sk_assign", "5.7", "L7 proxy redirect", true, func() error { return features.HaveProgramHelper(ebpf.SchedCLS, asm.FnSkAssign) }},
 	{"link:tcx", "6.6", "TC attachment (netlink tc is used without it)", false, attach.HaveTCX},
 	{"map:perf_event_array", "4.3", "not used (flow events use the ring buffer)", false, func() error { return features.HaveMapType(ebpf.PerfEventArray) }},
-	{"map:sockhash", "4.18", "sockmap acceleration (#5)", false, func() error { return features.HaveMapType(ebpf.SockHash) }},
-	{"prog:xdp", "4.8", "XDP prefilter and LB (#5)", false, func() error { return features.HaveProgramType(ebpf.XDP) }},
-	{"prog:cgroup_sock_addr", "4.17", "socket-LB (#5)", false, func() error { return features.HaveProgramType(ebpf.CGroupSockAddr) }},
-	{"prog:sk_msg", "4.17", "sockmap acceleration (#5)", false, func() error { return features.HaveProgramType(ebpf.SkMsg) }},
+	{"map:sockhash", "4.18", "sockmap acceleration (--sockmap)", false, func() error { return features.HaveMapType(ebpf.SockHash) }},
+	{"prog:sock_ops", "4.13", "sockmap acceleration (--sockmap)", false, func() error { return features.HaveProgramType(ebpf.SockOps) }},
+	{"prog:sk_msg", "4.17", "sockmap acceleration (--sockmap)", false, func() error { return features.HaveProgramType(ebpf.SkMsg) }},
+	{"prog:xdp", "4.8", "XDP prefilter", false, func() error { return features.HaveProgramType(ebpf.XDP) }},
+	{"prog:cgroup_sock_addr", "4.17", "socket-LB (--socket-lb)", false, func() error { return features.HaveProgramType(ebpf.CGroupSockAddr) }},
+	{"helper:get_netns_cookie", "5.7", "socket-LB session affinity (--socket-lb)", false, func() error {
+		return features.HaveProgramHelper(ebpf.CGroupSockAddr, asm.FnGetNetnsCookie)
+	}},
 	{"helper:timer_init", "5.15", "not used yet (conntrack GC runs from Go)", false, func() error { return features.HaveProgramHelper(ebpf.SchedCLS, asm.FnTimerInit) }},
 }
 
@@ -125,6 +129,28 @@ func (r Report) Check() error {
 		return fmt.Errorf("%w: kernel %s has no %s", ErrMissing, r.Kernel, strings.Join(missing, ", "))
 	}
 	return errors.Join(other...)
+}
+
+// Need returns an error naming every feature of names the kernel lacks,
+// and what asked for it (what, e.g. "--sockmap").
+func (r Report) Need(what string, names ...string) error {
+	var missing []string
+	for _, n := range names {
+		if r.Supported(n) {
+			continue
+		}
+		since := "?"
+		for _, f := range r.Features {
+			if f.Name == n {
+				since = f.Since
+			}
+		}
+		missing = append(missing, fmt.Sprintf("%s (Linux %s+)", n, since))
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%s: %w: kernel %s has no %s", what, ebpf.ErrNotSupported, r.Kernel, strings.Join(missing, ", "))
+	}
+	return nil
 }
 
 // Names lists the supported features, for status output.

@@ -51,6 +51,8 @@ type Datapath struct {
 	ipcache   map[netip.Prefix]lxcIpcacheValue
 	// lb mirrors the load balancer's ids (lb.go); nil until first used.
 	lb *lbState
+	// sock holds the socket programs while attached (sock.go).
+	sock *sockState
 }
 
 type endpointState struct {
@@ -335,6 +337,10 @@ func (d *Datapath) Apply(r *model.Resolved, node string) (ApplyStats, error) {
 			delete(d.ipcache, p)
 		}
 	}
+	// Hooks that cached a verdict (sockmap) check it again.
+	if err := d.bumpPolicyRevision(); err != nil {
+		return st, err
+	}
 	st.SwapDuration = time.Since(start)
 	sort.Strings(st.Pending)
 	return st, nil
@@ -509,6 +515,7 @@ func (d *Datapath) removeEndpoint(key string, es *endpointState) {
 func (d *Datapath) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.detachSockets()
 	for key, es := range d.endpoints {
 		d.removeEndpoint(key, es)
 	}

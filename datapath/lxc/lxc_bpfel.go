@@ -254,21 +254,23 @@ const (
 	lxcReasonREASON_CT_REPLY         lxcReason = 2
 	lxcReasonREASON_TO_PROXY         lxcReason = 3
 	lxcReasonREASON_FROM_PROXY       lxcReason = 4
-	lxcReasonDROP_POLICY             lxcReason = 5
-	lxcReasonDROP_POLICY_DENY        lxcReason = 6
-	lxcReasonDROP_INVALID_SOURCE     lxcReason = 7
-	lxcReasonDROP_UNKNOWN_ENDPOINT   lxcReason = 8
-	lxcReasonDROP_TRUNCATED          lxcReason = 9
-	lxcReasonDROP_MALFORMED          lxcReason = 10
-	lxcReasonDROP_UNSUPPORTED_L3     lxcReason = 11
-	lxcReasonDROP_FRAGMENT           lxcReason = 12
-	lxcReasonDROP_NO_POLICY_MAP      lxcReason = 13
-	lxcReasonDROP_MESH_POLICY        lxcReason = 14
-	lxcReasonDROP_MESH_DENY          lxcReason = 15
-	lxcReasonDROP_PROXY_REQUIRED     lxcReason = 16
-	lxcReasonDROP_PROXY_UNAVAILABLE  lxcReason = 17
-	lxcReasonDROP_NO_SERVICE_BACKEND lxcReason = 18
-	lxcReasonREASON_MAX              lxcReason = 19
+	lxcReasonREASON_SOCK_LB          lxcReason = 5
+	lxcReasonREASON_SOCKMAP          lxcReason = 6
+	lxcReasonDROP_POLICY             lxcReason = 7
+	lxcReasonDROP_POLICY_DENY        lxcReason = 8
+	lxcReasonDROP_INVALID_SOURCE     lxcReason = 9
+	lxcReasonDROP_UNKNOWN_ENDPOINT   lxcReason = 10
+	lxcReasonDROP_TRUNCATED          lxcReason = 11
+	lxcReasonDROP_MALFORMED          lxcReason = 12
+	lxcReasonDROP_UNSUPPORTED_L3     lxcReason = 13
+	lxcReasonDROP_FRAGMENT           lxcReason = 14
+	lxcReasonDROP_NO_POLICY_MAP      lxcReason = 15
+	lxcReasonDROP_MESH_POLICY        lxcReason = 16
+	lxcReasonDROP_MESH_DENY          lxcReason = 17
+	lxcReasonDROP_PROXY_REQUIRED     lxcReason = 18
+	lxcReasonDROP_PROXY_UNAVAILABLE  lxcReason = 19
+	lxcReasonDROP_NO_SERVICE_BACKEND lxcReason = 20
+	lxcReasonREASON_MAX              lxcReason = 21
 )
 
 type lxcRuleMetricsKey struct {
@@ -294,6 +296,7 @@ const (
 	lxcMapFpLbSelect       = "fp_lb_select"
 	lxcMapFpMetrics        = "fp_metrics"
 	lxcMapFpPolicy         = "fp_policy"
+	lxcMapFpPolicyRev      = "fp_policy_rev"
 	lxcMapFpProxy          = "fp_proxy"
 	lxcMapFpRuleMetrics    = "fp_rule_metrics"
 	lxcProgFpFromContainer = "fp_from_container"
@@ -366,6 +369,7 @@ type lxcMapSpecs struct {
 	FpLbSelect      *ebpf.MapSpec `ebpf:"fp_lb_select"`
 	FpMetrics       *ebpf.MapSpec `ebpf:"fp_metrics"`
 	FpPolicy        *ebpf.MapSpec `ebpf:"fp_policy"`
+	FpPolicyRev     *ebpf.MapSpec `ebpf:"fp_policy_rev"`
 	FpProxy         *ebpf.MapSpec `ebpf:"fp_proxy"`
 	FpRuleMetrics   *ebpf.MapSpec `ebpf:"fp_rule_metrics"`
 }
@@ -410,6 +414,7 @@ type lxcMaps struct {
 	FpLbSelect      *ebpf.Map `ebpf:"fp_lb_select"`
 	FpMetrics       *ebpf.Map `ebpf:"fp_metrics"`
 	FpPolicy        *ebpf.Map `ebpf:"fp_policy"`
+	FpPolicyRev     *ebpf.Map `ebpf:"fp_policy_rev"`
 	FpProxy         *ebpf.Map `ebpf:"fp_proxy"`
 	FpRuleMetrics   *ebpf.Map `ebpf:"fp_rule_metrics"`
 }
@@ -429,6 +434,7 @@ func (m *lxcMaps) Close() error {
 		m.FpLbSelect,
 		m.FpMetrics,
 		m.FpPolicy,
+		m.FpPolicyRev,
 		m.FpProxy,
 		m.FpRuleMetrics,
 	)

@@ -35,7 +35,23 @@ func VerifierStats() ([]ProgramStats, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raise RLIMIT_MEMLOCK: %w", err)
 	}
-	spec, err := loadLxc()
+	var out []ProgramStats
+	for _, obj := range []struct {
+		name string
+		load func() (*ebpf.CollectionSpec, error)
+	}{{"lxc", loadLxc}, {"sock", loadSock}} {
+		stats, err := verifierStats(obj.name, obj.load)
+		out = append(out, stats...)
+		if err != nil {
+			return out, err
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func verifierStats(object string, load func() (*ebpf.CollectionSpec, error)) ([]ProgramStats, error) {
+	spec, err := load()
 	if err != nil {
 		return nil, err
 	}
@@ -52,7 +68,7 @@ func VerifierStats() ([]ProgramStats, error) {
 			name = m[1]
 		}
 		out = append(out, ProgramStats{Name: name, Error: err.Error()})
-		return out, fmt.Errorf("load lxc programs: %w", err)
+		return out, fmt.Errorf("load %s programs: %w", object, err)
 	}
 	defer coll.Close()
 	for name, p := range coll.Programs {
@@ -62,6 +78,5 @@ func VerifierStats() ([]ProgramStats, error) {
 		}
 		out = append(out, s)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }

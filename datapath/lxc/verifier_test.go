@@ -3,6 +3,8 @@ package lxc
 import (
 	"testing"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/fastpath-bench/fastpath/internal/testutil"
 )
 
@@ -12,12 +14,16 @@ func TestVerifierStats(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	spec, err := loadLxc()
-	if err != nil {
-		t.Fatal(err)
+	programs := 0
+	for _, load := range []func() (*ebpf.CollectionSpec, error){loadLxc, loadSock} {
+		spec, err := load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		programs += len(spec.Programs)
 	}
-	if len(stats) != len(spec.Programs) {
-		t.Fatalf("%d programs, %d stats", len(spec.Programs), len(stats))
+	if len(stats) != programs {
+		t.Fatalf("%d programs, %d stats", programs, len(stats))
 	}
 	for _, s := range stats {
 		// The verifier walks every instruction at least once.

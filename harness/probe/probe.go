@@ -107,8 +107,26 @@ func (s *Server) acceptTCP(l net.Listener) {
 				serveHTTP(c, br)
 				return
 			}
-			_, _ = io.Copy(c, br)
+			echoStream(c, br)
 		}()
+	}
+}
+
+// echoStream writes back what it reads, with read(2) and write(2) only: a
+// splice(2) (io.Copy between sockets) reads the TCP receive queue and
+// would not see payload that sockmap moved into the socket.
+func echoStream(c net.Conn, r io.Reader) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if _, werr := c.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
 	}
 }
 

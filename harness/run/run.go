@@ -202,7 +202,7 @@ func (r *runner) run(ctx context.Context, rep *report.Report) (err error) {
 				return err
 			}
 			r.logf("repetition %d/%d: starting %s agents", rep, reps, dp)
-			if err := c.StartAgents(ctx, cluster.AgentOptions{Datapath: dp}); err != nil {
+			if err := startAgents(ctx, c, dp); err != nil {
 				_ = c.StopAgents(context.Background())
 				return fmt.Errorf("repetition %d, datapath %s: %w", rep, dp, err)
 			}
@@ -241,7 +241,7 @@ func (r *runner) run(ctx context.Context, rep *report.Report) (err error) {
 				return err
 			}
 			r.logf("propagation: starting %s agents", dp)
-			if err := c.StartAgents(ctx, cluster.AgentOptions{Datapath: dp}); err != nil {
+			if err := startAgents(ctx, c, dp); err != nil {
 				_ = c.StopAgents(context.Background())
 				return fmt.Errorf("propagation, datapath %s: %w", dp, err)
 			}
@@ -586,4 +586,14 @@ func agentInfo(ctx context.Context, c *netns.Cluster, dp string) report.AgentInf
 		}
 	}
 	return info
+}
+
+// startAgents starts the agents of datapath entry dp (a datapath and its
+// options, "ebpf+sockmap").
+func startAgents(ctx context.Context, c cluster.Cluster, dp string) error {
+	base, flags, err := scenario.AgentArgs(dp)
+	if err != nil {
+		return err
+	}
+	return c.StartAgents(ctx, cluster.AgentOptions{Datapath: base, ExtraArgs: flags})
 }

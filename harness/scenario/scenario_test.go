@@ -383,3 +383,31 @@ func TestShippedSuitesLoad(t *testing.T) {
 		}
 	}
 }
+
+func TestAgentArgs(t *testing.T) {
+	for _, tc := range []struct {
+		in    string
+		dp    string
+		flags []string
+		err   string
+	}{
+		{in: "ebpf", dp: "ebpf"},
+		{in: "ebpf+socket-lb+sockmap", dp: "ebpf", flags: []string{"--socket-lb", "--sockmap"}},
+		{in: "iptables", dp: "iptables"},
+		{in: "iptables+sockmap", err: `datapath "iptables+sockmap": unknown option "sockmap" (iptables takes: none)`},
+		{in: "ebpf+sockmap+sockmap", err: `datapath "ebpf+sockmap+sockmap": option "sockmap" given twice`},
+		{in: "ebpf+xdp", err: `datapath "ebpf+xdp": unknown option "xdp" (ebpf takes: socket-lb, sockmap)`},
+		{in: "cilium", err: `unknown datapath "cilium" (known: none, ebpf, iptables)`},
+	} {
+		dp, flags, err := AgentArgs(tc.in)
+		if tc.err != "" {
+			if err == nil || err.Error() != tc.err {
+				t.Errorf("%s: error %v, want %s", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || dp != tc.dp || !reflect.DeepEqual(flags, tc.flags) {
+			t.Errorf("%s: %q %q %v, want %q %q", tc.in, dp, flags, err, tc.dp, tc.flags)
+		}
+	}
+}

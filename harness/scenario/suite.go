@@ -1,6 +1,8 @@
 package scenario
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -54,8 +56,44 @@ const (
 // KnownProviders are the valid values of spec.provider.
 var KnownProviders = []string{"netns"}
 
-// KnownDatapaths are the valid entries of spec.datapaths.
+// KnownDatapaths are the datapaths an entry of spec.datapaths names; an
+// entry may add options after "+" (DatapathOptions), e.g.
+// "ebpf+socket-lb+sockmap".
 var KnownDatapaths = []string{"none", "ebpf", "iptables"}
+
+// DatapathOptions are the options a datapath takes, each the agent flag of
+// the same name.
+var DatapathOptions = map[string][]string{
+	// socket-lb: services translated at connect()/sendmsg() (cgroup
+	// hooks); sockmap: same-node TCP payload moved socket to socket.
+	"ebpf": {"socket-lb", "sockmap"},
+}
+
+// AgentArgs splits a spec.datapaths entry into the agent's --datapath and
+// the flags its options turn on.
+func AgentArgs(entry string) (datapath string, flags []string, err error) {
+	parts := strings.Split(entry, "+")
+	datapath = parts[0]
+	if !slices.Contains(KnownDatapaths, datapath) {
+		return "", nil, fmt.Errorf("unknown datapath %q (known: %s)", datapath, strings.Join(KnownDatapaths, ", "))
+	}
+	seen := map[string]bool{}
+	for _, o := range parts[1:] {
+		if !slices.Contains(DatapathOptions[datapath], o) {
+			known := "none"
+			if len(DatapathOptions[datapath]) > 0 {
+				known = strings.Join(DatapathOptions[datapath], ", ")
+			}
+			return "", nil, fmt.Errorf("datapath %q: unknown option %q (%s takes: %s)", entry, o, datapath, known)
+		}
+		if seen[o] {
+			return "", nil, fmt.Errorf("datapath %q: option %q given twice", entry, o)
+		}
+		seen[o] = true
+		flags = append(flags, "--"+o)
+	}
+	return datapath, flags, nil
+}
 
 // KnownProtocols are the valid values of load.protocol.
 var KnownProtocols = []string{"http", "tcp", "grpc"}

@@ -22,7 +22,10 @@ func Leftovers(prefix string) ([]string, error) {
 	for _, ns := range nss {
 		out = append(out, "netns "+ns)
 	}
-	for _, root := range []string{BPFFSRoot, RunRoot} {
+	for _, root := range []string{BPFFSRoot, RunRoot, cgroupsDir()} {
+		if root == "" {
+			continue
+		}
 		ents, _ := os.ReadDir(root)
 		for _, e := range ents {
 			if strings.HasPrefix(e.Name(), prefix) {
@@ -31,6 +34,16 @@ func Leftovers(prefix string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// cgroupsDir is the directory holding the runs' cgroups, "" when there is
+// no cgroup2 hierarchy.
+func cgroupsDir() string {
+	root := findCgroup2()
+	if root == "" {
+		return ""
+	}
+	return filepath.Join(root, cgroupSub)
 }
 
 func namespaces(prefix string) ([]string, error) {
@@ -86,6 +99,16 @@ func clean(ctx context.Context, nsPrefix, dirPrefix string) error {
 	for _, ns := range nss {
 		if err := delNetns(ns); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	if dir := cgroupsDir(); dir != "" {
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			if e.IsDir() && strings.HasPrefix(e.Name(), dirPrefix) {
+				if err := removeCgroups(filepath.Join(dir, e.Name())); err != nil {
+					errs = append(errs, err)
+				}
+			}
 		}
 	}
 	for _, root := range []string{BPFFSRoot, RunRoot} {

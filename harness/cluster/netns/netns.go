@@ -73,6 +73,10 @@ type Cluster struct {
 	fabric   string
 	nodes    []nodeInfo
 	pods     []cluster.Pod
+	// cgroupRoot is the cgroup2 mount ("" when none could be had: then
+	// pods' processes stay in the harness's cgroup and agents get no
+	// --cgroup).
+	cgroupRoot string
 
 	mu     sync.Mutex
 	agents map[string]*cluster.Process
@@ -163,6 +167,9 @@ func (p *Provider) Create(ctx context.Context, spec cluster.Spec) (c *Cluster, e
 	if err := ensureBPFFS(ctx); err != nil {
 		return c, err
 	}
+	if root, err := Cgroup2Root(); err == nil {
+		c.cgroupRoot = root
+	}
 	if err := c.build(ctx); err != nil {
 		return c, err
 	}
@@ -223,6 +230,11 @@ func (c *Cluster) build(ctx context.Context) error {
 		if err := addNetns(n.ns); err != nil {
 			return fmt.Errorf("node %s: %w", name, err)
 		}
+		if cg := c.NodeCgroup(name); cg != "" {
+			if err := os.MkdirAll(cg, 0o755); err != nil {
+				return fmt.Errorf("node %s: cgroup: %w", name, err)
+			}
+		}
 		h, err := openNL(n.ns)
 		if err != nil {
 			return fmt.Errorf("node %s: %w", name, err)
@@ -270,6 +282,11 @@ func (c *Cluster) build(ctx context.Context) error {
 		addr := addrs[i]
 		if err := c.addPod(nodes[node.name], ps, addr); err != nil {
 			return fmt.Errorf("pod %s/%s: %w", ps.Namespace, ps.Name, err)
+		}
+		if cg := c.PodCgroup(ps.Node, ps.Namespace, ps.Name); cg != "" {
+			if err := os.Mkdir(cg, 0o755); err != nil && !os.IsExist(err) {
+				return fmt.Errorf("pod %s/%s: cgroup: %w", ps.Namespace, ps.Name, err)
+			}
 		}
 		// An address outside the node's pod CIDR needs a route on the
 		// other nodes.
@@ -531,6 +548,9 @@ func (c *Cluster) StartAgents(ctx context.Context, opts cluster.AgentOptions) er
 			"--pin-path", filepath.Join(c.pinRoot, n.name),
 			"--api-socket", c.AgentSocket(n.name),
 		}
+		if cg := c.NodeCgroup(n.name); cg != "" {
+			args = append(args, "--cgroup", cg)
+		}
 		args = append(args, opts.ExtraArgs...)
 		cmd := exec.Command(bin, args...)
 		logf, err := os.OpenFile(filepath.Join(c.logDir, "agent-"+n.name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -648,6 +668,20 @@ func (c *Cluster) StartIn(pod string, cmd *exec.Cmd) (*cluster.Process, error) {
 	// No Pdeathsig: it fires when the forking thread ends, and the thread
 	// locked into the namespace ends right after the start. Destroy, the
 	// interrupt handler and `fastpath clean` stop processes instead.
+	if cg := c.PodCgroup(found.Node, found.Namespace, found.Name); cg != "" {
+		// Created in the pod's cgroup (clone3 CLONE_INTO_CGROUP), so the
+		// node's socket programs see its sockets from the first one.
+		fd, err := syscall.Open(cg, syscall.O_DIRECTORY|syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("pod %s: open cgroup: %w", pod, err)
+		}
+		defer syscall.Close(fd)
+		if cmd.SysProcAttr == nil {
+			cmd.SysProcAttr = &syscall.SysProcAttr{}
+		}
+		cmd.SysProcAttr.UseCgroupFD = true
+		cmd.SysProcAttr.CgroupFD = fd
+	}
 	if err := execx.StartInNetns(PodNS(c.spec.RunID, found.Namespace, found.Name), cmd); err != nil {
 		return nil, err
 	}
