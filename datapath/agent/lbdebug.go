@@ -50,10 +50,26 @@ func (a *Agent) lbFrontends() ([]agentapi.LBFrontend, error) {
 		for _, id := range f.Selection {
 			slots[id]++
 		}
+		listed := map[netip.AddrPort]bool{}
 		for id, n := range slots {
 			b := backends[id]
 			ap := netip.AddrPortFrom(b.Addr, b.Port)
+			listed[ap] = true
 			lf.Backends = append(lf.Backends, agentapi.LBBackend{Address: ap.String(), ID: id, State: states[ap], Slots: n})
+		}
+		// Backends new flows do not go to (terminating while another is
+		// active, quarantined) still serve the flows they have.
+		for ap, state := range states {
+			if listed[ap] {
+				continue
+			}
+			var id uint32
+			for bid, b := range backends {
+				if b.Addr == ap.Addr() && b.Port == ap.Port() {
+					id = bid
+				}
+			}
+			lf.Backends = append(lf.Backends, agentapi.LBBackend{Address: ap.String(), ID: id, State: state})
 		}
 		sort.Slice(lf.Backends, func(i, j int) bool { return lf.Backends[i].Address < lf.Backends[j].Address })
 		out = append(out, lf)

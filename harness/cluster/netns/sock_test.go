@@ -175,6 +175,8 @@ func parseProcAddr(s string) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(netip.AddrFrom4(ip), uint16(port)), nil
 }
 
+// echo sends msg and reads it back; msg must be at least 4 bytes (the probe
+// server peeks 4 bytes to tell HTTP from an echo).
 func echo(conn net.Conn, msg string) error {
 	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
 	if _, err := conn.Write([]byte(msg)); err != nil {
@@ -446,5 +448,152 @@ func TestSockmap(t *testing.T) {
 		return st.SockmapFlows >= 2
 	}); err != nil {
 		t.Errorf("agent status never counted the accelerated connection's two sockets: %v", err)
+	}
+}
+
+// backendOf returns the server pod holding the other end of conn (a TCP
+// connection from the client pod), from the servers' /proc/net/tcp.
+func (sc *sockCluster) backendOf(t *testing.T, conn net.Conn) string {
+	t.Helper()
+	client := netip.AddrPortFrom(sc.pods["client"].IP, uint16(conn.LocalAddr().(*net.TCPAddr).Port))
+	found := ""
+	for _, name := range []string{"server", "server2"} {
+		err := execx.RunInNetns(sc.c.PodNetns("t/"+name), func() error {
+			b, err := os.ReadFile("/proc/thread-self/net/tcp")
+			if err != nil {
+				return err
+			}
+			for _, line := range strings.Split(string(b), "\n") {
+				f := strings.Fields(line)
+				if len(f) < 4 || f[0] == "sl" || f[3] != "01" {
+					continue
+				}
+				if remote, err := parseProcAddr(f[2]); err == nil && remote == client {
+					found = name
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if found == "" {
+		t.Fatalf("no server holds the connection from %s", client)
+	}
+	return found
+}
+
+// pairService is a ClusterIP with backends server and server2, each ready,
+// terminating (still serving) or absent.
+func pairService(states map[string]string, ips map[string]cluster.Pod) string {
+	var eps strings.Builder
+	for _, name := range []string{"server", "server2"} {
+		switch states[name] {
+		case "ready":
+			fmt.Fprintf(&eps, "- addresses: [%q]\n  conditions: {ready: true}\n", ips[name].IP)
+		case "terminating":
+			fmt.Fprintf(&eps, "- addresses: [%q]\n  conditions: {ready: false, serving: true, terminating: true}\n", ips[name].IP)
+		}
+	}
+	return `apiVersion: v1
+kind: Service
+metadata: {name: pair, namespace: t}
+spec:
+  clusterIP: 10.96.0.20
+  ports:
+  - {name: tcp, protocol: TCP, port: 80, targetPort: 8080}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: pair, namespace: t, labels: {kubernetes.io/service-name: pair}}
+addressType: IPv4
+endpoints:
+` + eps.String() + `ports:
+- {name: tcp, protocol: TCP, port: 8080}
+`
+}
+
+// TestServiceFlows follows real connections through the TC load balancer
+// (no socket programs): they survive an agent restart (conntrack and the
+// backend ids are in pinned maps) on the same backend; a backend turning
+// terminating keeps its flows and gets no new ones; a backend removed
+// mid-flow gets its flows reset at once (their next packet is sent to
+// another backend, which answers with a RST) instead of leaving them to
+// time out, and new flows go to the backend left.
+func TestServiceFlows(t *testing.T) {
+	sc := newSockCluster(t, map[string]string{"20-policy.yaml": sockPolicy, "10-pair.yaml": ""})
+	both := map[string]string{"server": "ready", "server2": "ready"}
+	sc.write(t, "10-pair.yaml", pairService(both, sc.pods))
+
+	var conns []net.Conn
+	backends := map[string]string{}
+	for i := 0; i < 6; i++ {
+		conn, err := sc.dial("tcp4", "10.96.0.20:80", 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if err := echo(conn, "first"); err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, conn)
+		backends[conn.LocalAddr().String()] = sc.backendOf(t, conn)
+	}
+
+	// Agent restart: every flow keeps its backend.
+	ctx := context.Background()
+	if err := sc.c.StopAgents(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := sc.c.StartAgents(ctx, cluster.AgentOptions{Datapath: "ebpf"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, conn := range conns {
+		if err := echo(conn, "after restart"); err != nil {
+			t.Errorf("flow %s after the agents restarted: %v", conn.LocalAddr(), err)
+		} else if b := sc.backendOf(t, conn); b != backends[conn.LocalAddr().String()] {
+			t.Errorf("flow %s moved from %s to %s", conn.LocalAddr(), backends[conn.LocalAddr().String()], b)
+		}
+	}
+
+	// Terminating: its flows go on, new flows go to the other backend.
+	victim := backends[conns[0].LocalAddr().String()]
+	other := map[string]string{"server": "server2", "server2": "server"}[victim]
+	sc.write(t, "10-pair.yaml", pairService(map[string]string{victim: "terminating", other: "ready"}, sc.pods))
+	if err := echo(conns[0], "while terminating"); err != nil {
+		t.Errorf("a flow to a terminating backend: %v", err)
+	}
+	for i := 0; i < 4; i++ {
+		conn, err := sc.dial("tcp4", "10.96.0.20:80", 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := echo(conn, "new flow"); err != nil {
+			t.Error(err)
+		} else if b := sc.backendOf(t, conn); b != other {
+			t.Errorf("a new flow went to %s, which is terminating", b)
+		}
+		conn.Close()
+	}
+
+	// Removed: its flows are reset at once.
+	sc.write(t, "10-pair.yaml", pairService(map[string]string{other: "ready"}, sc.pods))
+	start := time.Now()
+	err := echo(conns[0], "after removal")
+	if err == nil {
+		t.Error("a flow to a removed backend still works")
+	} else if !errors.Is(err, syscall.ECONNRESET) || time.Since(start) > time.Second {
+		t.Errorf("a flow to a removed backend: %v after %s, want a reset at once", err, time.Since(start))
+	}
+	conn, err := sc.dial("tcp4", "10.96.0.20:80", 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := echo(conn, "new flow"); err != nil {
+		t.Error(err)
+	} else if b := sc.backendOf(t, conn); b != other {
+		t.Errorf("a new flow went to %s, which was removed", b)
 	}
 }
