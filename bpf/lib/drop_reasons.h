@@ -15,23 +15,26 @@ enum reason {
 	REASON_SOCK_LB = 5,         /* a socket's connect/sendmsg to a service
 				     * frontend pointed at a backend */
 	REASON_SOCKMAP = 6,         /* payload moved socket to socket (sk_msg) */
-	DROP_POLICY = 7,            /* no rule allows the new connection */
-	DROP_POLICY_DENY = 8,       /* an explicit deny rule matched */
-	DROP_INVALID_SOURCE = 9,    /* a pod sent with an address not its own */
-	DROP_UNKNOWN_ENDPOINT = 10,  /* program attached to an unknown interface */
-	DROP_TRUNCATED = 11,         /* header shorter than its protocol needs */
-	DROP_MALFORMED = 12,        /* header fields that cannot be right */
-	DROP_UNSUPPORTED_L3 = 13,   /* neither IPv4 nor ARP */
-	DROP_FRAGMENT = 14,         /* non-first IPv4 fragment: no ports to check */
-	DROP_NO_POLICY_MAP = 15,    /* enforced endpoint without a policy map */
-	DROP_MESH_POLICY = 16,      /* no AuthorizationPolicy allows it */
-	DROP_MESH_DENY = 17,        /* a DENY AuthorizationPolicy matched */
-	DROP_PROXY_REQUIRED = 18,   /* an L7 rule applies, but the packet did not
+	REASON_NODEPORT_XDP = 7,    /* a NodePort packet translated in XDP */
+	DROP_POLICY = 8,            /* no rule allows the new connection */
+	DROP_POLICY_DENY = 9,       /* an explicit deny rule matched */
+	DROP_INVALID_SOURCE = 10,    /* a pod sent with an address not its own */
+	DROP_UNKNOWN_ENDPOINT = 11,  /* program attached to an unknown interface */
+	DROP_TRUNCATED = 12,         /* header shorter than its protocol needs */
+	DROP_MALFORMED = 13,        /* header fields that cannot be right */
+	DROP_UNSUPPORTED_L3 = 14,   /* neither IPv4 nor ARP */
+	DROP_FRAGMENT = 15,         /* non-first IPv4 fragment: no ports to check */
+	DROP_NO_POLICY_MAP = 16,    /* enforced endpoint without a policy map */
+	DROP_MESH_POLICY = 17,      /* no AuthorizationPolicy allows it */
+	DROP_MESH_DENY = 18,        /* a DENY AuthorizationPolicy matched */
+	DROP_PROXY_REQUIRED = 19,   /* an L7 rule applies, but the packet did not
 				     * come through the proxy */
-	DROP_PROXY_UNAVAILABLE = 19, /* an L7 rule applies, but no proxy listens */
-	DROP_NO_SERVICE_BACKEND = 20, /* a service frontend with no backend to
+	DROP_PROXY_UNAVAILABLE = 20, /* an L7 rule applies, but no proxy listens */
+	DROP_NO_SERVICE_BACKEND = 21, /* a service frontend with no backend to
 				       * take a new flow */
-	REASON_MAX = 21,
+	DROP_NODEPORT_DSR = 22,     /* a NodePort packet for another node's backend
+				     * could not carry the DSR option */
+	REASON_MAX = 23,
 };
 
 /* Direction of traffic as the endpoint sees it. */

@@ -208,20 +208,17 @@ static __always_inline int lb_rewrite(struct __sk_buff *skb, __u8 proto, int dst
 }
 
 /*
- * lb_translate runs at a pod's egress hook before conntrack and policy. A
- * packet to a service frontend is sent to the flow's backend (kept in
- * conntrack), or, for a new flow, to one chosen now. f is updated to the
- * translated tuple. Returns 0 (not a service, or translated), or a
- * negative drop reason (DROP_NO_SERVICE_BACKEND when the service has no
- * backend to take the flow).
+ * lb_pick returns the backend of a packet (flow f, len bytes) to frontend
+ * fe: the flow's backend kept in conntrack, else the client's affinity
+ * backend, else a new choice; it records the flow under its original
+ * tuple (DIR_SERVICE). *id is the backend id; *created says whether the
+ * flow had no entry yet. NULL when the frontend has no backend for a new
+ * flow.
  */
-static __always_inline int lb_translate(struct __sk_buff *skb, struct flow4 *f)
+static __always_inline struct lb_backend *lb_pick(const struct lb_frontend *fe,
+						  const struct flow4 *f, __u32 len,
+						  __u32 *id, int *created)
 {
-	struct lb_frontend_key fk = {
-		.vip = f->daddr,
-		.port = f->dport,
-		.proto = f->proto,
-	};
 	struct ct_key ck = {
 		.saddr = f->saddr,
 		.daddr = f->daddr,
@@ -230,25 +227,17 @@ static __always_inline int lb_translate(struct __sk_buff *skb, struct flow4 *f)
 		.proto = f->proto,
 		.direction = DIR_SERVICE,
 	};
-	struct lb_frontend *fe;
 	struct lb_backend *be = NULL;
 	struct ct_entry *ce;
 	__u64 now = bpf_ktime_get_ns();
 	__u32 backend = 0;
-	int ret;
-
-	if (f->proto != IPPROTO_TCP && f->proto != IPPROTO_UDP)
-		return 0;
-	fe = bpf_map_lookup_elem(&fp_lb_frontends, &fk);
-	if (!fe)
-		return 0;
 
 	ce = bpf_map_lookup_elem(&fp_ct, &ck);
 	if (ce && ce->expires_ns > now && ce->backend) {
 		be = bpf_map_lookup_elem(&fp_lb_backends, &ce->backend);
 		if (be) {
 			backend = ce->backend;
-			ct_touch(ce, f, skb->len, now, 0);
+			ct_touch(ce, f, len, now, 0);
 		}
 	}
 	if (!be && (fe->flags & LB_F_AFFINITY)) {
@@ -266,15 +255,16 @@ static __always_inline int lb_translate(struct __sk_buff *skb, struct flow4 *f)
 		if (backend)
 			be = bpf_map_lookup_elem(&fp_lb_backends, &backend);
 		if (!be)
-			return -DROP_NO_SERVICE_BACKEND;
+			return NULL;
 	}
+	*created = !ce || ce->expires_ns <= now;
 	if (!ce || ce->backend != backend) {
 		struct ct_entry e = {
 			.backend = backend,
 			.rev_nat = fe->id,
 		};
 
-		ct_touch(&e, f, skb->len, now, 0);
+		ct_touch(&e, f, len, now, 0);
 		bpf_map_update_elem(&fp_ct, &ck, &e, BPF_ANY);
 	}
 	if (fe->flags & LB_F_AFFINITY) {
@@ -283,7 +273,44 @@ static __always_inline int lb_translate(struct __sk_buff *skb, struct flow4 *f)
 
 		bpf_map_update_elem(&fp_lb_affinity, &ak, &a, BPF_ANY);
 	}
+	*id = backend;
+	return be;
+}
 
+static __always_inline struct lb_frontend *lb_frontend_of(const struct flow4 *f)
+{
+	struct lb_frontend_key fk = {
+		.vip = f->daddr,
+		.port = f->dport,
+		.proto = f->proto,
+	};
+
+	if (f->proto != IPPROTO_TCP && f->proto != IPPROTO_UDP)
+		return NULL;
+	return bpf_map_lookup_elem(&fp_lb_frontends, &fk);
+}
+
+/*
+ * lb_translate runs at a pod's egress hook before conntrack and policy. A
+ * packet to a service frontend is sent to the flow's backend (kept in
+ * conntrack), or, for a new flow, to one chosen now. f is updated to the
+ * translated tuple. Returns 0 (not a service), the frontend id
+ * (translated), or a negative drop reason (DROP_NO_SERVICE_BACKEND when
+ * the service has no backend to take the flow).
+ */
+static __always_inline int lb_translate(struct __sk_buff *skb, struct flow4 *f)
+{
+	struct lb_frontend *fe;
+	struct lb_backend *be;
+	__u32 backend;
+	int ret, created;
+
+	fe = lb_frontend_of(f);
+	if (!fe)
+		return 0;
+	be = lb_pick(fe, f, skb->len, &backend, &created);
+	if (!be)
+		return -DROP_NO_SERVICE_BACKEND;
 	ret = lb_rewrite(skb, f->proto, 1, f->daddr, be->addr, f->dport, be->port);
 	if (ret < 0)
 		return ret;

@@ -16,6 +16,7 @@
 #include "events.h"
 #include "proxy.h"
 #include "lb.h"
+#include "nodeport.h"
 
 static __always_inline int verdict(__u32 reason, __u8 dir, __u32 len)
 {
@@ -76,7 +77,11 @@ static __always_inline int endpoint_verdict(struct __sk_buff *skb,
 	if (ret >= DROP_POLICY)
 		return ret;
 	/* A load-balanced connection's entry remembers its frontend, so that
-	 * replies get the frontend's address back. */
+	 * replies get the frontend's address back; one that came in through
+	 * a NodePort from outside is marked for the reverse translation at
+	 * the pod's egress. */
+	if (dir == DIR_INGRESS && nodeport_known(f))
+		*rev_nat = REV_NAT_NODEPORT;
 	ct_create(f, dir, len, peer.identity, *rev_nat);
 	return ret;
 }
@@ -123,11 +128,19 @@ static __always_inline int handle_endpoint(struct __sk_buff *skb, __u8 dir)
 		rev_nat = ret;
 	}
 	ret = endpoint_verdict(skb, ep, &f, dir, len, &rev_nat);
-	if (dir == DIR_INGRESS && ret == REASON_CT_REPLY && rev_nat) {
+	if (dir == DIR_INGRESS && ret == REASON_CT_REPLY && rev_nat && rev_nat != REV_NAT_NODEPORT) {
 		int err = lb_reverse(skb, &f, rev_nat);
 
 		if (err < 0)
 			return verdict(-err, dir, len);
+	}
+	if (dir == DIR_EGRESS && ret == REASON_CT_REPLY && rev_nat == REV_NAT_NODEPORT) {
+		int err = nodeport_reverse(skb, &f);
+
+		if (err < 0)
+			return verdict(-err, dir, len);
+		verdict(ret, dir, len);
+		return nodeport_redirect(skb, &f);
 	}
 	if (dir == DIR_EGRESS && ret < DROP_POLICY) {
 		int steer = proxy_steer(skb, &f);
@@ -143,9 +156,12 @@ static __always_inline int handle_endpoint(struct __sk_buff *skb, __u8 dir)
 }
 
 /*
- * handle_netdev runs at tc ingress of the node's uplink: packets from other
- * nodes. Policy is enforced at the pods' own hooks; here only connections
- * for the L7 proxy are taken.
+ * handle_netdev runs at tc ingress of the node's uplink: packets from
+ * outside the node. Policy is enforced at the pods' own hooks; here
+ * NodePort connections from outside are translated (nodeport.h: the
+ * backend's policy then sees the real client), the DSR option of flows
+ * other nodes send to backends here is learned, and connections for the L7
+ * proxy are taken.
  */
 static __always_inline int handle_netdev(struct __sk_buff *skb)
 {
@@ -155,6 +171,17 @@ static __always_inline int handle_netdev(struct __sk_buff *skb)
 	ret = parse_ipv4(skb, &f);
 	if (ret != L3_IPV4)
 		return CTX_ACT_OK; /* not ours to judge: the pods' hooks are */
+	nodeport_learn(skb, &f);
+	ret = nodeport_tc(skb, &f);
+	if (ret < 0) {
+		emit_event(EVENT_DROP, DIR_INGRESS, -ret, &f, 0, 0, 0, skb->ifindex);
+		return verdict(-ret, DIR_INGRESS, skb->len);
+	}
+	/* A NodePort connection to a pod whose L7 rules apply is not handed
+	 * to the proxy (its replies must come from the node address): the
+	 * pod's hook drops it (DROP_PROXY_REQUIRED), failing closed. */
+	if (ret > 0)
+		return CTX_ACT_OK;
 	ret = proxy_steer(skb, &f);
 	if (ret < 0) {
 		emit_event(EVENT_DROP, DIR_INGRESS, -ret, &f, 0, 0, 0, skb->ifindex);

@@ -75,6 +75,7 @@ func newRoot() *cobra.Command {
 	f.StringVar(&cfg.Sock.Cgroup, "cgroup", "", "cgroup v2 directory holding the node's pods, for --socket-lb and --sockmap")
 	f.BoolVar(&cfg.Sock.LB, "socket-lb", false, "translate service addresses at connect()/sendmsg() (cgroup sock_addr hooks) instead of per packet (ebpf)")
 	f.BoolVar(&cfg.Sock.Sockmap, "sockmap", false, "move same-node TCP payload socket to socket (sock_ops + sk_msg) for connections the policy admits (ebpf)")
+	f.BoolVar(&cfg.XDPNodePort, "xdp-nodeport", false, "translate NodePort traffic from outside in XDP on the uplinks, sending it on to other nodes' backends with XDP_TX (ebpf; default: at the uplink's TC hook)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringSliceVar(&cfg.Uplinks, "uplink", nil, "devices packets from other nodes arrive on, for the L7 proxy redirect (ebpf; default: the device holding this node's address)")
 

@@ -55,6 +55,9 @@ type Config struct {
 	// Sock attaches socket-LB and sockmap acceleration to the node's pod
 	// cgroup (ebpf; both off by default).
 	Sock lxc.SockOptions
+	// XDPNodePort translates NodePort traffic from outside in XDP on the
+	// uplinks (ebpf; otherwise the uplink's TC program does it).
+	XDPNodePort bool
 	// Socket is the unix socket of the status API; empty: no API.
 	Socket string
 	// Resync is how often the state is re-read even without a file event
@@ -164,6 +167,9 @@ func New(cfg Config) (*Agent, error) {
 	if (cfg.Sock.LB || cfg.Sock.Sockmap) && cfg.Datapath != "ebpf" {
 		errs = append(errs, fmt.Errorf("--socket-lb and --sockmap need --datapath ebpf (not %q)", cfg.Datapath))
 	}
+	if cfg.XDPNodePort && cfg.Datapath != "ebpf" {
+		errs = append(errs, fmt.Errorf("--xdp-nodeport needs --datapath ebpf (not %q)", cfg.Datapath))
+	}
 	if (cfg.Sock.LB || cfg.Sock.Sockmap) && cfg.Sock.Cgroup == "" {
 		errs = append(errs, errors.New("--cgroup: required with --socket-lb or --sockmap (the cgroup v2 directory of the node's pods)"))
 	}
@@ -188,6 +194,11 @@ func New(cfg Config) (*Agent, error) {
 				return nil, err
 			}
 		}
+		if cfg.XDPNodePort {
+			if err := rep.Need("--xdp-nodeport", "prog:xdp", "helper:xdp_fib_lookup"); err != nil {
+				return nil, err
+			}
+		}
 		a.features = rep.Names()
 		d, err := lxc.Load(lxc.Options{PinPath: cfg.PinPath, AttachMode: cfg.AttachMode, LB: cfg.LB})
 		if err != nil {
@@ -200,7 +211,7 @@ func New(cfg Config) (*Agent, error) {
 		a.dp = d
 		a.metrics = d.Metrics
 		a.lxc = d
-		pf, err := prefilter.Load(prefilter.Options{PinPath: cfg.PinPath})
+		pf, err := prefilter.Load(prefilter.Options{PinPath: cfg.PinPath, NodePort: cfg.XDPNodePort, SharedMaps: d.Maps()})
 		if err != nil {
 			d.Close()
 			return nil, err
@@ -304,7 +315,7 @@ func (a *Agent) syncPrefilter(r *model.Resolved) {
 	if a.prefilter == nil {
 		return
 	}
-	if len(r.PrefilterDeny) == 0 {
+	if len(r.PrefilterDeny) == 0 && !a.cfg.XDPNodePort {
 		for _, name := range a.prefilter.Devices() {
 			if err := a.prefilter.Detach(name); err != nil {
 				a.log.Warn("prefilter", "device", name, "error", err)

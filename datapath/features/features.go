@@ -62,7 +62,8 @@ var probes = []probe{
 	{"map:sockhash", "4.18", "sockmap acceleration (--sockmap)", false, func() error { return features.HaveMapType(ebpf.SockHash) }},
 	{"prog:sock_ops", "4.13", "sockmap acceleration (--sockmap)", false, func() error { return features.HaveProgramType(ebpf.SockOps) }},
 	{"prog:sk_msg", "4.17", "sockmap acceleration (--sockmap)", false, func() error { return features.HaveProgramType(ebpf.SkMsg) }},
-	{"prog:xdp", "4.8", "XDP prefilter", false, func() error { return features.HaveProgramType(ebpf.XDP) }},
+	{"prog:xdp", "4.8", "XDP prefilter and NodePort LB (--xdp-nodeport)", false, func() error { return features.HaveProgramType(ebpf.XDP) }},
+	{"helper:xdp_fib_lookup", "4.18", "XDP NodePort LB (--xdp-nodeport)", false, func() error { return features.HaveProgramHelper(ebpf.XDP, asm.FnFibLookup) }},
 	{"prog:cgroup_sock_addr", "4.17", "socket-LB (--socket-lb)", false, func() error { return features.HaveProgramType(ebpf.CGroupSockAddr) }},
 	{"helper:get_netns_cookie", "5.7", "socket-LB session affinity (--socket-lb)", false, func() error {
 		return features.HaveProgramHelper(ebpf.CGroupSockAddr, asm.FnGetNetnsCookie)

@@ -201,6 +201,24 @@ type lxcMetricsValue struct {
 	Bytes   uint64
 }
 
+type lxcNodeportKey struct {
+	_       structs.HostLayout
+	Client  uint32
+	Backend uint32
+	Cport   uint16
+	Bport   uint16
+	Proto   uint8
+	Pad     [3]uint8
+}
+
+type lxcNodeportRev struct {
+	_         structs.HostLayout
+	Addr      uint32
+	Port      uint16
+	Pad       uint16
+	ExpiresNs uint64
+}
+
 type lxcPolicyAction uint32
 
 const (
@@ -256,21 +274,23 @@ const (
 	lxcReasonREASON_FROM_PROXY       lxcReason = 4
 	lxcReasonREASON_SOCK_LB          lxcReason = 5
 	lxcReasonREASON_SOCKMAP          lxcReason = 6
-	lxcReasonDROP_POLICY             lxcReason = 7
-	lxcReasonDROP_POLICY_DENY        lxcReason = 8
-	lxcReasonDROP_INVALID_SOURCE     lxcReason = 9
-	lxcReasonDROP_UNKNOWN_ENDPOINT   lxcReason = 10
-	lxcReasonDROP_TRUNCATED          lxcReason = 11
-	lxcReasonDROP_MALFORMED          lxcReason = 12
-	lxcReasonDROP_UNSUPPORTED_L3     lxcReason = 13
-	lxcReasonDROP_FRAGMENT           lxcReason = 14
-	lxcReasonDROP_NO_POLICY_MAP      lxcReason = 15
-	lxcReasonDROP_MESH_POLICY        lxcReason = 16
-	lxcReasonDROP_MESH_DENY          lxcReason = 17
-	lxcReasonDROP_PROXY_REQUIRED     lxcReason = 18
-	lxcReasonDROP_PROXY_UNAVAILABLE  lxcReason = 19
-	lxcReasonDROP_NO_SERVICE_BACKEND lxcReason = 20
-	lxcReasonREASON_MAX              lxcReason = 21
+	lxcReasonREASON_NODEPORT_XDP     lxcReason = 7
+	lxcReasonDROP_POLICY             lxcReason = 8
+	lxcReasonDROP_POLICY_DENY        lxcReason = 9
+	lxcReasonDROP_INVALID_SOURCE     lxcReason = 10
+	lxcReasonDROP_UNKNOWN_ENDPOINT   lxcReason = 11
+	lxcReasonDROP_TRUNCATED          lxcReason = 12
+	lxcReasonDROP_MALFORMED          lxcReason = 13
+	lxcReasonDROP_UNSUPPORTED_L3     lxcReason = 14
+	lxcReasonDROP_FRAGMENT           lxcReason = 15
+	lxcReasonDROP_NO_POLICY_MAP      lxcReason = 16
+	lxcReasonDROP_MESH_POLICY        lxcReason = 17
+	lxcReasonDROP_MESH_DENY          lxcReason = 18
+	lxcReasonDROP_PROXY_REQUIRED     lxcReason = 19
+	lxcReasonDROP_PROXY_UNAVAILABLE  lxcReason = 20
+	lxcReasonDROP_NO_SERVICE_BACKEND lxcReason = 21
+	lxcReasonDROP_NODEPORT_DSR       lxcReason = 22
+	lxcReasonREASON_MAX              lxcReason = 23
 )
 
 type lxcRuleMetricsKey struct {
@@ -292,6 +312,7 @@ const (
 	lxcMapFpLbAffinity     = "fp_lb_affinity"
 	lxcMapFpLbBackends     = "fp_lb_backends"
 	lxcMapFpLbFrontends    = "fp_lb_frontends"
+	lxcMapFpLbNodeport     = "fp_lb_nodeport"
 	lxcMapFpLbRevnat       = "fp_lb_revnat"
 	lxcMapFpLbSelect       = "fp_lb_select"
 	lxcMapFpMetrics        = "fp_metrics"
@@ -365,6 +386,7 @@ type lxcMapSpecs struct {
 	FpLbAffinity    *ebpf.MapSpec `ebpf:"fp_lb_affinity"`
 	FpLbBackends    *ebpf.MapSpec `ebpf:"fp_lb_backends"`
 	FpLbFrontends   *ebpf.MapSpec `ebpf:"fp_lb_frontends"`
+	FpLbNodeport    *ebpf.MapSpec `ebpf:"fp_lb_nodeport"`
 	FpLbRevnat      *ebpf.MapSpec `ebpf:"fp_lb_revnat"`
 	FpLbSelect      *ebpf.MapSpec `ebpf:"fp_lb_select"`
 	FpMetrics       *ebpf.MapSpec `ebpf:"fp_metrics"`
@@ -410,6 +432,7 @@ type lxcMaps struct {
 	FpLbAffinity    *ebpf.Map `ebpf:"fp_lb_affinity"`
 	FpLbBackends    *ebpf.Map `ebpf:"fp_lb_backends"`
 	FpLbFrontends   *ebpf.Map `ebpf:"fp_lb_frontends"`
+	FpLbNodeport    *ebpf.Map `ebpf:"fp_lb_nodeport"`
 	FpLbRevnat      *ebpf.Map `ebpf:"fp_lb_revnat"`
 	FpLbSelect      *ebpf.Map `ebpf:"fp_lb_select"`
 	FpMetrics       *ebpf.Map `ebpf:"fp_metrics"`
@@ -430,6 +453,7 @@ func (m *lxcMaps) Close() error {
 		m.FpLbAffinity,
 		m.FpLbBackends,
 		m.FpLbFrontends,
+		m.FpLbNodeport,
 		m.FpLbRevnat,
 		m.FpLbSelect,
 		m.FpMetrics,

@@ -143,16 +143,24 @@ func (d *Datapath) detachSockets() {
 // they are pinned.
 func (d *Datapath) sharedMaps(spec *ebpf.CollectionSpec) map[string]*ebpf.Map {
 	out := map[string]*ebpf.Map{}
+	for name, m := range d.Maps() {
+		if _, declared := spec.Maps[name]; declared {
+			out[name] = m
+		}
+	}
+	return out
+}
+
+// Maps returns the endpoint datapath's maps by name, for other objects
+// that share them (the XDP load balancer: prefilter.Options.SharedMaps).
+// The layouts stay this package's.
+func (d *Datapath) Maps() map[string]*ebpf.Map {
+	out := map[string]*ebpf.Map{}
 	v := reflect.ValueOf(&d.objs.lxcMaps).Elem()
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {
-		name := t.Field(i).Tag.Get("ebpf")
-		m, ok := v.Field(i).Interface().(*ebpf.Map)
-		if !ok || m == nil {
-			continue
-		}
-		if _, declared := spec.Maps[name]; declared {
-			out[name] = m
+		if m, ok := v.Field(i).Interface().(*ebpf.Map); ok && m != nil {
+			out[t.Field(i).Tag.Get("ebpf")] = m
 		}
 	}
 	return out

@@ -28,6 +28,14 @@ type Options struct {
 	// Mode is the XDP attach mode; 0 lets the kernel choose (native where
 	// the driver supports it, veth does).
 	Mode link.XDPAttachFlags
+	// NodePort attaches fp_xdp_lb, the prefilter followed by the XDP
+	// NodePort load balancer, instead of the prefilter alone.
+	NodePort bool
+	// SharedMaps are the endpoint datapath's maps by name (lxc
+	// Datapath.Maps): the load balancer's, conntrack, endpoints, metrics.
+	// The XDP object uses them instead of maps of its own; needed when
+	// maps are not pinned, harmless when they are.
+	SharedMaps map[string]*ebpf.Map
 }
 
 // Filter is a loaded prefilter.
@@ -49,7 +57,12 @@ func Load(opts Options) (*Filter, error) {
 	if err != nil {
 		return nil, err
 	}
-	copts := &ebpf.CollectionOptions{}
+	copts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{}}
+	for name, m := range opts.SharedMaps {
+		if _, ok := spec.Maps[name]; ok {
+			copts.MapReplacements[name] = m
+		}
+	}
 	if opts.PinPath != "" {
 		if err := os.MkdirAll(opts.PinPath, 0o700); err != nil {
 			return nil, err
@@ -78,8 +91,14 @@ func Load(opts Options) (*Filter, error) {
 	return f, nil
 }
 
-// Program is the XDP program, for tests and benchmarks.
-func (f *Filter) Program() *ebpf.Program { return f.objs.FpXdpPrefilter }
+// Program is the XDP program Attach attaches (fp_xdp_lb with NodePort,
+// else fp_xdp_prefilter), for tests and benchmarks.
+func (f *Filter) Program() *ebpf.Program {
+	if f.opts.NodePort {
+		return f.objs.FpXdpLb
+	}
+	return f.objs.FpXdpPrefilter
+}
 
 // Attach attaches the program to the named device (idempotent).
 func (f *Filter) Attach(ifname string) error {
@@ -92,7 +111,7 @@ func (f *Filter) Attach(ifname string) error {
 	if err != nil {
 		return fmt.Errorf("prefilter on %s: %w", ifname, err)
 	}
-	l, err := link.AttachXDP(link.XDPOptions{Program: f.objs.FpXdpPrefilter, Interface: iface.Index, Flags: f.opts.Mode})
+	l, err := link.AttachXDP(link.XDPOptions{Program: f.Program(), Interface: iface.Index, Flags: f.opts.Mode})
 	if err != nil {
 		return fmt.Errorf("prefilter on %s: attach XDP: %w", ifname, err)
 	}

@@ -13,6 +13,103 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type xdpCtEntry struct {
+	_            structs.HostLayout
+	ExpiresNs    uint64
+	Packets      uint64
+	Bytes        uint64
+	Flags        uint32
+	PeerIdentity uint32
+	Backend      uint32
+	RevNat       uint32
+}
+
+type xdpCtKey struct {
+	_         structs.HostLayout
+	Saddr     uint32
+	Daddr     uint32
+	Sport     uint16
+	Dport     uint16
+	Proto     uint8
+	Direction uint8
+	Pad       uint16
+}
+
+type xdpEndpointInfo struct {
+	_        structs.HostLayout
+	EpId     uint32
+	Identity uint32
+	Ipv4     uint32
+	Flags    uint32
+}
+
+type xdpLbAffinity struct {
+	_       structs.HostLayout
+	LastNs  uint64
+	Backend uint32
+	Pad     uint32
+}
+
+type xdpLbAffinityKey struct {
+	_        structs.HostLayout
+	Client   uint32
+	Frontend uint32
+}
+
+type xdpLbBackend struct {
+	_    structs.HostLayout
+	Addr uint32
+	Port uint16
+	Pad  uint16
+}
+
+type xdpLbFrontend struct {
+	_         structs.HostLayout
+	Id        uint32
+	Flags     uint32
+	AffinityS uint32
+	Pad       uint32
+}
+
+type xdpLbFrontendKey struct {
+	_     structs.HostLayout
+	Vip   uint32
+	Port  uint16
+	Proto uint8
+	Pad   uint8
+}
+
+type xdpLbRevnat struct {
+	_    structs.HostLayout
+	Vip  uint32
+	Port uint16
+	Pad  uint16
+}
+
+type xdpMetricsValue struct {
+	_       structs.HostLayout
+	Packets uint64
+	Bytes   uint64
+}
+
+type xdpNodeportKey struct {
+	_       structs.HostLayout
+	Client  uint32
+	Backend uint32
+	Cport   uint16
+	Bport   uint16
+	Proto   uint8
+	Pad     [3]uint8
+}
+
+type xdpNodeportRev struct {
+	_         structs.HostLayout
+	Addr      uint32
+	Port      uint16
+	Pad       uint16
+	ExpiresNs uint64
+}
+
 type xdpPrefilterCount struct {
 	_       structs.HostLayout
 	Packets uint64
@@ -37,8 +134,19 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	xdpMapFpCt                = "fp_ct"
+	xdpMapFpEndpoints         = "fp_endpoints"
+	xdpMapFpEndpointsByIp     = "fp_endpoints_by_ip"
+	xdpMapFpLbAffinity        = "fp_lb_affinity"
+	xdpMapFpLbBackends        = "fp_lb_backends"
+	xdpMapFpLbFrontends       = "fp_lb_frontends"
+	xdpMapFpLbNodeport        = "fp_lb_nodeport"
+	xdpMapFpLbRevnat          = "fp_lb_revnat"
+	xdpMapFpLbSelect          = "fp_lb_select"
+	xdpMapFpMetrics           = "fp_metrics"
 	xdpMapFpPrefilter         = "fp_prefilter"
 	xdpMapFpPrefilterStats    = "fp_prefilter_stats"
+	xdpProgFpXdpLb            = "fp_xdp_lb"
 	xdpProgFpXdpPrefilter     = "fp_xdp_prefilter"
 	xdpVarPrefilterStatLayout = "prefilter_stat_layout"
 )
@@ -85,6 +193,7 @@ type xdpSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpProgramSpecs struct {
+	FpXdpLb        *ebpf.ProgramSpec `ebpf:"fp_xdp_lb"`
 	FpXdpPrefilter *ebpf.ProgramSpec `ebpf:"fp_xdp_prefilter"`
 }
 
@@ -92,6 +201,16 @@ type xdpProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpMapSpecs struct {
+	FpCt             *ebpf.MapSpec `ebpf:"fp_ct"`
+	FpEndpoints      *ebpf.MapSpec `ebpf:"fp_endpoints"`
+	FpEndpointsByIp  *ebpf.MapSpec `ebpf:"fp_endpoints_by_ip"`
+	FpLbAffinity     *ebpf.MapSpec `ebpf:"fp_lb_affinity"`
+	FpLbBackends     *ebpf.MapSpec `ebpf:"fp_lb_backends"`
+	FpLbFrontends    *ebpf.MapSpec `ebpf:"fp_lb_frontends"`
+	FpLbNodeport     *ebpf.MapSpec `ebpf:"fp_lb_nodeport"`
+	FpLbRevnat       *ebpf.MapSpec `ebpf:"fp_lb_revnat"`
+	FpLbSelect       *ebpf.MapSpec `ebpf:"fp_lb_select"`
+	FpMetrics        *ebpf.MapSpec `ebpf:"fp_metrics"`
 	FpPrefilter      *ebpf.MapSpec `ebpf:"fp_prefilter"`
 	FpPrefilterStats *ebpf.MapSpec `ebpf:"fp_prefilter_stats"`
 }
@@ -123,12 +242,32 @@ func (o *xdpObjects) Close() error {
 //
 // It can be passed to loadXdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpMaps struct {
+	FpCt             *ebpf.Map `ebpf:"fp_ct"`
+	FpEndpoints      *ebpf.Map `ebpf:"fp_endpoints"`
+	FpEndpointsByIp  *ebpf.Map `ebpf:"fp_endpoints_by_ip"`
+	FpLbAffinity     *ebpf.Map `ebpf:"fp_lb_affinity"`
+	FpLbBackends     *ebpf.Map `ebpf:"fp_lb_backends"`
+	FpLbFrontends    *ebpf.Map `ebpf:"fp_lb_frontends"`
+	FpLbNodeport     *ebpf.Map `ebpf:"fp_lb_nodeport"`
+	FpLbRevnat       *ebpf.Map `ebpf:"fp_lb_revnat"`
+	FpLbSelect       *ebpf.Map `ebpf:"fp_lb_select"`
+	FpMetrics        *ebpf.Map `ebpf:"fp_metrics"`
 	FpPrefilter      *ebpf.Map `ebpf:"fp_prefilter"`
 	FpPrefilterStats *ebpf.Map `ebpf:"fp_prefilter_stats"`
 }
 
 func (m *xdpMaps) Close() error {
 	return _XdpClose(
+		m.FpCt,
+		m.FpEndpoints,
+		m.FpEndpointsByIp,
+		m.FpLbAffinity,
+		m.FpLbBackends,
+		m.FpLbFrontends,
+		m.FpLbNodeport,
+		m.FpLbRevnat,
+		m.FpLbSelect,
+		m.FpMetrics,
 		m.FpPrefilter,
 		m.FpPrefilterStats,
 	)
@@ -145,11 +284,13 @@ type xdpVariables struct {
 //
 // It can be passed to loadXdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpPrograms struct {
+	FpXdpLb        *ebpf.Program `ebpf:"fp_xdp_lb"`
 	FpXdpPrefilter *ebpf.Program `ebpf:"fp_xdp_prefilter"`
 }
 
 func (p *xdpPrograms) Close() error {
 	return _XdpClose(
+		p.FpXdpLb,
 		p.FpXdpPrefilter,
 	)
 }

@@ -41,6 +41,7 @@ type Case struct {
 
 // Probe is one expected connection result.
 type Probe struct {
+	// From is the source pod ("namespace/name"), or External.
 	From string `json:"from"`
 	// To is the destination pod, or Service the destination Service
 	// ("namespace/name": the probe connects to its ClusterIP, and port is
@@ -58,6 +59,10 @@ type Probe struct {
 	Path      string `json:"path,omitempty"`
 	Connected bool   `json:"connected"`
 }
+
+// External names, as a probe's from, a host outside the cluster on the
+// nodes' network (north-south traffic to NodePorts).
+const External = "external"
 
 func (p Probe) String() string {
 	to := p.To
@@ -208,8 +213,11 @@ func LoadCase(root, dir string) (*Case, error) {
 	var errs []error
 	for i, p := range ef.Probes {
 		f := fmt.Sprintf("case %s: expect.yaml: probes[%d]", name, i)
-		if !pods[p.From] {
-			errs = append(errs, fmt.Errorf("%s.from: no pod %q in cluster.yaml", f, p.From))
+		switch {
+		case p.From == External && p.Node == "":
+			errs = append(errs, fmt.Errorf("%s.from: %s reaches only node addresses (NodePorts): give node", f, External))
+		case p.From != External && !pods[p.From]:
+			errs = append(errs, fmt.Errorf("%s.from: no pod %q in cluster.yaml (or %q, the host outside the cluster)", f, p.From, External))
 		}
 		targets := 0
 		for _, s := range []string{p.To, p.Service, p.Node} {

@@ -21,6 +21,7 @@ import (
 	"github.com/fastpath-bench/fastpath/harness/cluster"
 	"github.com/fastpath-bench/fastpath/harness/cluster/netns"
 	"github.com/fastpath-bench/fastpath/harness/probe"
+	"github.com/fastpath-bench/fastpath/harness/scenario"
 )
 
 // Datapaths the runner can check.
@@ -119,15 +120,19 @@ func Run(ctx context.Context, cases []*Case, opts Options) (*Result, error) {
 	start := time.Now()
 	res := &Result{Datapath: opts.Datapath}
 	var err error
-	switch opts.Datapath {
+	switch base, _, _ := strings.Cut(opts.Datapath, "+"); base {
 	case "model":
 		for _, c := range cases {
 			res.Cases = append(res.Cases, runModel(c, topologyOf(c, "")))
 		}
 	case "ebpf", "iptables", "none":
+		// Options after "+" as in suites: ebpf+xdp-nodeport.
+		if _, _, err := scenario.AgentArgs(opts.Datapath); err != nil {
+			return nil, fmt.Errorf("--datapath: %w", err)
+		}
 		err = runDatapath(ctx, cases, opts, res)
 	default:
-		return nil, fmt.Errorf("--datapath %q: unknown (want one of %v)", opts.Datapath, Datapaths)
+		return nil, fmt.Errorf("--datapath %q: unknown (want one of %v, ebpf with options such as ebpf+xdp-nodeport)", opts.Datapath, Datapaths)
 	}
 	for _, cr := range res.Cases {
 		for _, p := range cr.Probes {
@@ -285,7 +290,7 @@ func modelVerdicts(c *Case, t *topology) ([]ProbeResult, error) {
 			if p.Node != "" {
 				dst = t.nodeIP(p.Node)
 			}
-			out[i].Model, err = expectedService(objs, p, t.addrs[p.From], dst, uint16(port))
+			out[i].Model, err = expectedService(objs, p, t.source(p.From), dst, uint16(port))
 			if err != nil {
 				out[i].Error = err.Error()
 			}
@@ -332,6 +337,15 @@ func expectedService(objs *model.Objects, p Probe, from, vip netip.Addr, port ui
 		}
 	}
 	return true, nil
+}
+
+// source is the address a probe's from names: a pod's, or the external
+// host's.
+func (t *topology) source(from string) netip.Addr {
+	if from == External {
+		return netns.ExternalAddr()
+	}
+	return t.addrs[from]
 }
 
 // nodeIP is a node's address in the netns provider.
@@ -494,7 +508,11 @@ func runGroup(ctx context.Context, cases []*Case, runID string, opts Options) (o
 			return out, fmt.Errorf("case %s: services: %w", cases[0].Name, err)
 		}
 	}
-	if err := c.StartAgents(ctx, cluster.AgentOptions{Datapath: opts.Datapath}); err != nil {
+	base, flags, err := scenario.AgentArgs(opts.Datapath)
+	if err != nil {
+		return out, err
+	}
+	if err := c.StartAgents(ctx, cluster.AgentOptions{Datapath: base, ExtraArgs: flags}); err != nil {
 		for _, cs := range cases {
 			out = append(out, failAll(cs, err))
 		}
@@ -574,10 +592,14 @@ func runCase(ctx context.Context, c *netns.Cluster, t *topology, cs *Case, opts 
 			if p.Node != "" {
 				dst = t.nodeIP(p.Node)
 			}
+			ns := c.PodNetns(p.From)
+			if p.From == External {
+				ns = c.ExternalNetns()
+			}
 			if p.proto() == "HTTP" {
-				r = probe.HTTP(ctx, c.PodNetns(p.From), nextSourcePort(), dst, p.ResolvedPort, p.method(), p.path(), opts.Timeout)
+				r = probe.HTTP(ctx, ns, nextSourcePort(), dst, p.ResolvedPort, p.method(), p.path(), opts.Timeout)
 			} else {
-				r = probe.ConnectFrom(ctx, c.PodNetns(p.From), nextSourcePort(), dst, p.ResolvedPort, p.proto(), opts.Timeout)
+				r = probe.ConnectFrom(ctx, ns, nextSourcePort(), dst, p.ResolvedPort, p.proto(), opts.Timeout)
 			}
 			p.Got = r.Connected
 			p.Passed = p.Got == p.Connected

@@ -65,8 +65,9 @@ var KnownDatapaths = []string{"none", "ebpf", "iptables"}
 // the same name.
 var DatapathOptions = map[string][]string{
 	// socket-lb: services translated at connect()/sendmsg() (cgroup
-	// hooks); sockmap: same-node TCP payload moved socket to socket.
-	"ebpf": {"socket-lb", "sockmap"},
+	// hooks); sockmap: same-node TCP payload moved socket to socket;
+	// xdp-nodeport: NodePort traffic from outside translated in XDP.
+	"ebpf": {"socket-lb", "sockmap", "xdp-nodeport"},
 }
 
 // AgentArgs splits a spec.datapaths entry into the agent's --datapath and

@@ -44,6 +44,9 @@ const (
 // of it is routed outside the run's namespaces.
 var (
 	nodeNet = netip.MustParsePrefix("198.18.0.0/24")
+	// externalIP is the host outside the cluster on the nodes' network
+	// (north-south clients: NodePorts).
+	externalIP = netip.MustParseAddr("198.18.0.254")
 	// gatewayIP is the pods' next hop; the node side of each veth answers
 	// for it through a permanent neighbour entry.
 	gatewayIP = "169.254.1.1"
@@ -245,6 +248,8 @@ func (c *Cluster) build(ctx context.Context) error {
 			func() error { return fabric.addVeth(fab, "", h, "eth0", "") },
 			func() error { return fabric.setMaster(fab, "br0") },
 			func() error { return fabric.up(fab) },
+			// Frames the node sends back out with XDP_TX arrive here.
+			func() error { return enableGRO(c.fabric, fab) },
 			func() error { return h.addAddr("eth0", netip.PrefixFrom(n.ip, 24)) },
 			func() error { return h.up("eth0") },
 			func() error {
@@ -255,6 +260,11 @@ func (c *Cluster) build(ctx context.Context) error {
 				return fmt.Errorf("node %s: %w", name, err)
 			}
 		}
+	}
+	// A host outside the cluster, on the nodes' network: it reaches the
+	// nodes' addresses (NodePorts), not the pods.
+	if err := c.addExternal(fabric); err != nil {
+		return err
 	}
 	// Routes between nodes' pod CIDRs.
 	for _, n := range c.nodes {
@@ -300,6 +310,50 @@ func (c *Cluster) build(ctx context.Context) error {
 			}
 		}
 		c.pods = append(c.pods, cluster.Pod{PodSpec: ps, IP: addr})
+	}
+	return nil
+}
+
+// ExternalNS is the network namespace of the run's host outside the
+// cluster.
+func ExternalNS(runID string) string { return runID + "-external" }
+
+// ExternalNetns is the namespace of the host outside the cluster, on the
+// nodes' network (198.18.0.254): the client of north-south traffic.
+func (c *Cluster) ExternalNetns() string { return ExternalNS(c.spec.RunID) }
+
+// ExternalIP is the address of the host outside the cluster.
+func (c *Cluster) ExternalIP() netip.Addr { return externalIP }
+
+// ExternalAddr is the address every cluster gives its external host.
+func ExternalAddr() netip.Addr { return externalIP }
+
+func (c *Cluster) addExternal(fabric *nl) error {
+	ns := c.ExternalNetns()
+	if err := addNetns(ns); err != nil {
+		return fmt.Errorf("external host: %w", err)
+	}
+	h, err := openNL(ns)
+	if err != nil {
+		return fmt.Errorf("external host: %w", err)
+	}
+	defer h.close()
+	for _, step := range []func() error{
+		func() error { return h.up("lo") },
+		func() error { return fabric.addVeth("ext", "", h, "eth0", "") },
+		func() error { return fabric.setMaster("ext", "br0") },
+		func() error { return fabric.up("ext") },
+		func() error { return h.addAddr("eth0", netip.PrefixFrom(externalIP, 24)) },
+		func() error { return h.up("eth0") },
+		func() error {
+			// Replies of direct server return come from the node the
+			// client connected to, sent by the backend's node.
+			return sysctls(ns, "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0", "net.ipv4.conf.eth0.rp_filter=0")
+		},
+	} {
+		if err := step(); err != nil {
+			return fmt.Errorf("external host: %w", err)
+		}
 	}
 	return nil
 }

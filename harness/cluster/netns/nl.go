@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
@@ -256,5 +257,37 @@ func sysctls(ns string, kv ...string) error {
 			}
 		}
 		return errors.Join(errs...)
+	})
+}
+
+// ethtoolSGRO is ETHTOOL_SGRO, the legacy ethtool ioctl that sets GRO.
+const ethtoolSGRO = 0x2c
+
+// enableGRO turns GRO on for dev in namespace ns. On a veth (Linux 5.13+)
+// it also turns on NAPI for the device's receive queues, which frames
+// another veth sends with XDP_TX or XDP_REDIRECT need: without it (or an
+// XDP program on this side) they are dropped. A physical NIC needs no such
+// thing; the bridge-side veths of the nodes stand in for the wire.
+func enableGRO(ns, dev string) error {
+	return execx.RunInNetns(ns, func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		// Off, then on: NAPI follows a change of the feature, and veths
+		// may start with GRO on but NAPI off.
+		for _, on := range []uint32{0, 1} {
+			val := struct{ cmd, data uint32 }{ethtoolSGRO, on}
+			var ifr [40]byte
+			copy(ifr[:unix.IFNAMSIZ-1], dev)
+			*(*unsafe.Pointer)(unsafe.Pointer(&ifr[unix.IFNAMSIZ])) = unsafe.Pointer(&val)
+			_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr)))
+			runtime.KeepAlive(&val)
+			if errno != 0 {
+				return fmt.Errorf("set GRO on %s: %w", dev, errno)
+			}
+		}
+		return nil
 	})
 }
