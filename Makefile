@@ -28,7 +28,7 @@ build: ## build bin/fastpath and bin/fastpath-agent
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/fastpath-agent ./cmd/fastpath-agent
 
 generate: deps-bpf ## regenerate bpf2go output from bpf/ (commit the result)
-	$(GO) generate ./datapath/...
+	$(GO) generate ./datapath/... ./harness/cluster/netns
 
 check-generated: deps-bpf ## fail when committed bpf2go output is stale
 	@hack/check-generated.sh

@@ -8,12 +8,14 @@ package netns
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -83,7 +85,9 @@ type Cluster struct {
 
 	mu     sync.Mutex
 	agents map[string]*cluster.Process
-	procs  []*cluster.Process
+	// wireXDPOn: the bridge-side veths run a pass-through XDP program.
+	wireXDPOn bool
+	procs     []*cluster.Process
 }
 
 type nodeInfo struct {
@@ -248,8 +252,6 @@ func (c *Cluster) build(ctx context.Context) error {
 			func() error { return fabric.addVeth(fab, "", h, "eth0", "") },
 			func() error { return fabric.setMaster(fab, "br0") },
 			func() error { return fabric.up(fab) },
-			// Frames the node sends back out with XDP_TX arrive here.
-			func() error { return enableGRO(c.fabric, fab) },
 			func() error { return h.addAddr("eth0", netip.PrefixFrom(n.ip, 24)) },
 			func() error { return h.up("eth0") },
 			func() error {
@@ -345,6 +347,10 @@ func (c *Cluster) addExternal(fabric *nl) error {
 		func() error { return fabric.up("ext") },
 		func() error { return h.addAddr("eth0", netip.PrefixFrom(externalIP, 24)) },
 		func() error { return h.up("eth0") },
+		// A host on a wire sends complete checksums; a veth would pass
+		// on the partial ones of checksum offload, which a datapath that
+		// rewrites and retransmits frames in XDP (XDP_TX) cannot finish.
+		func() error { return ethtoolSet(ns, "eth0", ethtoolSTXCSUM, 0) },
 		func() error {
 			// Replies of direct server return come from the node the
 			// client connected to, sent by the backend's node.
@@ -355,6 +361,40 @@ func (c *Cluster) addExternal(fabric *nl) error {
 			return fmt.Errorf("external host: %w", err)
 		}
 	}
+	return nil
+}
+
+//go:embed xdp_pass.o
+var xdpPassObj []byte
+
+// wireXDP attaches (on) or removes a pass-through XDP program on the
+// bridge side of every node's veth: frames a node sends with XDP_TX
+// (--xdp-nodeport) are delivered only to a veth peer that runs XDP. A NIC
+// needs no such thing; the bridge-side veths stand in for the wire. The
+// program is attached only while such agents run: XDP on a veth moves it
+// to NAPI receive for every frame.
+func (c *Cluster) wireXDP(on bool) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if on == c.wireXDPOn {
+		return nil
+	}
+	obj := filepath.Join(c.runDir, "xdp_pass.o")
+	if on {
+		if err := os.WriteFile(obj, xdpPassObj, 0o644); err != nil {
+			return err
+		}
+	}
+	for i := range c.nodes {
+		args := []string{"-n", c.fabric, "link", "set", "dev", fmt.Sprintf("n%d", i+1), "xdp", "off"}
+		if on {
+			args = []string{"-n", c.fabric, "link", "set", "dev", fmt.Sprintf("n%d", i+1), "xdpdrv", "obj", obj, "sec", "xdp"}
+		}
+		if _, err := execx.Run(context.Background(), "ip", args...); err != nil {
+			return fmt.Errorf("XDP on the wire side of node %s: %w", c.nodes[i].name, err)
+		}
+	}
+	c.wireXDPOn = on
 	return nil
 }
 
@@ -594,6 +634,11 @@ func (c *Cluster) StartAgents(ctx context.Context, opts cluster.AgentOptions) er
 		return errors.New("agents already running")
 	}
 	c.mu.Unlock()
+	if slices.Contains(opts.ExtraArgs, "--xdp-nodeport") {
+		if err := c.wireXDP(true); err != nil {
+			return err
+		}
+	}
 	for _, n := range c.nodes {
 		args := []string{
 			"--node", n.name,
@@ -668,6 +713,9 @@ func (c *Cluster) StopAgents(ctx context.Context) error {
 		if err := stopProcess(p, 5*time.Second); err != nil {
 			errs = append(errs, fmt.Errorf("agent on %s: %w", node, err))
 		}
+	}
+	if err := c.wireXDP(false); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -260,33 +260,27 @@ func sysctls(ns string, kv ...string) error {
 	})
 }
 
-// ethtoolSGRO is ETHTOOL_SGRO, the legacy ethtool ioctl that sets GRO.
-const ethtoolSGRO = 0x2c
+// Legacy ethtool ioctl commands.
+const (
+	ethtoolSTXCSUM = 0x17 // transmit checksum offload
+)
 
-// enableGRO turns GRO on for dev in namespace ns. On a veth (Linux 5.13+)
-// it also turns on NAPI for the device's receive queues, which frames
-// another veth sends with XDP_TX or XDP_REDIRECT need: without it (or an
-// XDP program on this side) they are dropped. A physical NIC needs no such
-// thing; the bridge-side veths of the nodes stand in for the wire.
-func enableGRO(ns, dev string) error {
+// ethtoolSet sets a legacy ethtool value (cmd) on dev in namespace ns.
+func ethtoolSet(ns, dev string, cmd, value uint32) error {
 	return execx.RunInNetns(ns, func() error {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			return err
 		}
 		defer unix.Close(fd)
-		// Off, then on: NAPI follows a change of the feature, and veths
-		// may start with GRO on but NAPI off.
-		for _, on := range []uint32{0, 1} {
-			val := struct{ cmd, data uint32 }{ethtoolSGRO, on}
-			var ifr [40]byte
-			copy(ifr[:unix.IFNAMSIZ-1], dev)
-			*(*unsafe.Pointer)(unsafe.Pointer(&ifr[unix.IFNAMSIZ])) = unsafe.Pointer(&val)
-			_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr)))
-			runtime.KeepAlive(&val)
-			if errno != 0 {
-				return fmt.Errorf("set GRO on %s: %w", dev, errno)
-			}
+		val := struct{ cmd, data uint32 }{cmd, value}
+		var ifr [40]byte
+		copy(ifr[:unix.IFNAMSIZ-1], dev)
+		*(*unsafe.Pointer)(unsafe.Pointer(&ifr[unix.IFNAMSIZ])) = unsafe.Pointer(&val)
+		_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr)))
+		runtime.KeepAlive(&val)
+		if errno != 0 {
+			return fmt.Errorf("ethtool 0x%x on %s: %w", cmd, dev, errno)
 		}
 		return nil
 	})
