@@ -59,14 +59,15 @@ compare-release: build ## compare reports/runs/latest with the newest release re
 # e.g. KERNELS="5.10 6.1 6.12 host"; MATCH limits the conformance cases.
 KERNELS ?=
 MATCH ?=
-conformance: deps build ## run the conformance corpus (model, ebpf, iptables); with KERNELS="5.10 6.1 6.12 host": the kernel matrix
+conformance: deps build ## run the conformance corpus (model, ebpf, iptables; the Services cases with XDP NodePort too); with KERNELS="5.10 6.1 6.12 host": the kernel matrix
 	@if [ -n "$(KERNELS)" ]; then \
 	  $(MAKE) --no-print-directory deps-vm vm-payload && \
 	  ./bin/fastpath conformance matrix --kernels "$(KERNELS)" $(if $(MATCH),--match '$(MATCH)'); \
 	else \
 	  ./bin/fastpath conformance run --cases scenarios/conformance --datapath model $(if $(MATCH),--match '$(MATCH)') && \
 	  ./bin/fastpath conformance run --cases scenarios/conformance --datapath ebpf $(if $(MATCH),--match '$(MATCH)') && \
-	  ./bin/fastpath conformance run --cases scenarios/conformance --datapath iptables $(if $(MATCH),--match '$(MATCH)'); \
+	  ./bin/fastpath conformance run --cases scenarios/conformance --datapath iptables $(if $(MATCH),--match '$(MATCH)') && \
+	  ./bin/fastpath conformance run --cases scenarios/conformance --datapath ebpf+xdp-nodeport --match '$(or $(MATCH),services/)'; \
 	fi
 
 deps-vm: ## install what the kernel matrix needs (qemu, xz, zstd) when missing

@@ -16,6 +16,7 @@ case "${1:-run}" in
     want iptables iptables
     want ipset ipset
     want mount mount
+    want /usr/sbin/haproxy haproxy
     ;;
   vm)
     want qemu-system-x86_64 qemu-system-x86

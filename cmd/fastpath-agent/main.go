@@ -65,7 +65,7 @@ func newRoot() *cobra.Command {
 	f := root.Flags()
 	f.StringVar(&cfg.Node, "node", "", "this node's name (matched against pods' spec.nodeName)")
 	f.StringVar(&cfg.StateDir, "state-dir", "", "directory of desired state: Kubernetes YAML (Namespaces, Nodes, Pods, NetworkPolicies)")
-	f.StringVar(&cfg.Datapath, "datapath", "ebpf", "datapath to program: ebpf, iptables or none")
+	f.StringVar(&cfg.Datapath, "datapath", "ebpf", "datapath to program: ebpf, iptables, sidecar or none")
 	f.StringVar(&cfg.PinPath, "pin-path", "", "bpffs directory to pin maps in (empty: no pinning)")
 	f.StringVar(&cfg.Socket, "api-socket", "", "unix socket for the status API (empty: none)")
 	f.DurationVar(&cfg.Resync, "resync", time.Second, "re-read the state this often even without file events")
@@ -76,6 +76,7 @@ func newRoot() *cobra.Command {
 	f.BoolVar(&cfg.Sock.LB, "socket-lb", false, "translate service addresses at connect()/sendmsg() (cgroup sock_addr hooks) instead of per packet (ebpf)")
 	f.BoolVar(&cfg.Sock.Sockmap, "sockmap", false, "move same-node TCP payload socket to socket (sock_ops + sk_msg) for connections the policy admits (ebpf)")
 	f.BoolVar(&cfg.XDPNodePort, "xdp-nodeport", false, "translate NodePort traffic from outside in XDP on the uplinks, sending it on to other nodes' backends with XDP_TX (ebpf; default: at the uplink's TC hook)")
+	f.StringVar(&cfg.PodNetns, "pod-netns", "", "how pods' network namespaces (under /run/netns) are named, with {namespace} and {name}: the sidecar datapath runs a proxy in each")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringSliceVar(&cfg.Uplinks, "uplink", nil, "devices packets from other nodes arrive on, for the L7 proxy redirect (ebpf; default: the device holding this node's address)")
 

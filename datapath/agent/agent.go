@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fastpath-bench/fastpath/baselines/iptables"
+	"github.com/fastpath-bench/fastpath/baselines/sidecar"
 	"github.com/fastpath-bench/fastpath/datapath/agentapi"
 	"github.com/fastpath-bench/fastpath/datapath/attach"
 	"github.com/fastpath-bench/fastpath/datapath/features"
@@ -36,7 +37,7 @@ import (
 )
 
 // Datapaths the agent can program.
-var Datapaths = []string{"none", "ebpf", "iptables"}
+var Datapaths = []string{"none", "ebpf", "iptables", "sidecar"}
 
 // Config configures an agent. Zero values mean defaults where noted.
 type Config struct {
@@ -58,6 +59,9 @@ type Config struct {
 	// XDPNodePort translates NodePort traffic from outside in XDP on the
 	// uplinks (ebpf; otherwise the uplink's TC program does it).
 	XDPNodePort bool
+	// PodNetns names pods' network namespaces ("...{namespace}-{name}"):
+	// the sidecar datapath runs a proxy inside each.
+	PodNetns string
 	// Socket is the unix socket of the status API; empty: no API.
 	Socket string
 	// Resync is how often the state is re-read even without a file event
@@ -102,6 +106,16 @@ func (i iptablesDatapath) Apply(r *model.Resolved, node string) (lxc.ApplyStats,
 }
 func (i iptablesDatapath) Close() error { return i.d.Close() }
 
+// sidecarDatapath adapts the sidecar proxy baseline.
+type sidecarDatapath struct{ d *sidecar.Datapath }
+
+func (s sidecarDatapath) Apply(r *model.Resolved, node string) (lxc.ApplyStats, error) {
+	start := time.Now()
+	st, err := s.d.Apply(r, node)
+	return lxc.ApplyStats{Endpoints: st.Endpoints, Pending: st.Pending, Swapped: st.Reloaded, SwapDuration: time.Since(start)}, err
+}
+func (s sidecarDatapath) Close() error { return s.d.Close() }
+
 // Agent is a running node agent.
 type Agent struct {
 	cfg Config
@@ -128,6 +142,8 @@ type Agent struct {
 	proxy *l7proxy.Proxy
 	// uplinks are the devices the uplink program is attached to.
 	uplinks []string
+	// sidecar is the sidecar proxy baseline, when that is the datapath.
+	sidecar *sidecar.Datapath
 }
 
 // New validates cfg and loads the datapath.
@@ -153,6 +169,10 @@ func New(cfg Config) (*Agent, error) {
 		a.dp = noneDatapath{}
 	case "ebpf":
 	case "iptables":
+	case "sidecar":
+		if cfg.PodNetns == "" {
+			errs = append(errs, errors.New("--pod-netns: required with --datapath sidecar (how pods' network namespaces are named)"))
+		}
 	default:
 		errs = append(errs, fmt.Errorf("--datapath %q: unknown (want one of %v)", cfg.Datapath, Datapaths))
 	}
@@ -236,6 +256,17 @@ func New(cfg Config) (*Agent, error) {
 			return nil, err
 		}
 		a.dp = iptablesDatapath{d}
+	case "sidecar":
+		dir := filepath.Join(os.TempDir(), "fastpath-sidecar-"+cfg.Node)
+		if cfg.Socket != "" {
+			dir = filepath.Join(filepath.Dir(cfg.Socket), "sidecar-"+cfg.Node)
+		}
+		d, err := sidecar.New(sidecar.Options{PodNetns: cfg.PodNetns, Dir: dir, Logger: cfg.Logger})
+		if err != nil {
+			return nil, err
+		}
+		a.sidecar = d
+		a.dp = sidecarDatapath{d}
 	}
 	a.status = agentapi.Status{Node: cfg.Node, Datapath: cfg.Datapath, PID: os.Getpid(), StartedAt: time.Now(), Kernel: kernelRelease(), Features: a.features,
 		SocketLB: cfg.Sock.LB, Sockmap: cfg.Sock.Sockmap}
@@ -257,6 +288,10 @@ func (a *Agent) Status() agentapi.Status {
 		ps := a.proxy.Stats()
 		st.Proxy = &agentapi.ProxyStats{Listen: a.proxy.Addr().String(), Connections: ps.Connections, Requests: ps.Requests,
 			Allowed: ps.Allowed, Denied: ps.Denied, UpstreamErrors: ps.UpstreamErrors}
+	}
+	if a.sidecar != nil {
+		st.SidecarProxy = a.sidecar.Proxy()
+		st.SidecarPIDs = a.sidecar.PIDs()
 	}
 	return st
 }
@@ -586,6 +621,19 @@ func (a *Agent) serve() (*http.Server, error) {
 	mux.HandleFunc("GET /v1/policy/{namespace}/{name}", a.servePolicy)
 	mux.HandleFunc("GET /v1/lb", a.serveLB)
 	mux.HandleFunc("GET /v1/prefilter", a.servePrefilter)
+	mux.HandleFunc("GET /v1/sidecar", func(w http.ResponseWriter, r *http.Request) {
+		if a.sidecar == nil {
+			http.Error(w, "the "+a.cfg.Datapath+" datapath has no sidecars", http.StatusNotFound)
+			return
+		}
+		st, err := a.sidecar.PodStats(r.URL.Query().Get("pod"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(st)
+	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(l) }()
 	return srv, nil

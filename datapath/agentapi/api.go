@@ -74,6 +74,11 @@ type Status struct {
 	Sockmap       bool `json:"sockmap,omitempty"`
 	SockmapFlows  int  `json:"sockmapFlows,omitempty"`
 	SockmapDenied int  `json:"sockmapDenied,omitempty"`
+	// SidecarProxy names the sidecar proxy and its version, SidecarPIDs
+	// its processes (sidecar datapath), so that their CPU and memory are
+	// measured like every component's.
+	SidecarProxy string `json:"sidecarProxy,omitempty"`
+	SidecarPIDs  []int  `json:"sidecarPIDs,omitempty"`
 	// Proxy counts the node's L7 proxy's work (ebpf); nil without one.
 	Proxy *ProxyStats `json:"proxy,omitempty"`
 }

@@ -445,3 +445,33 @@ func containsIdentity(ids []Identity, id Identity) bool {
 	}
 	return false
 }
+
+// EgressAllowed decides only src's egress rules for a connection to
+// address to: what a proxy in the source pod (a sidecar's outbound
+// listener) can check.
+func (r *Resolved) EgressAllowed(src *Endpoint, to netip.Addr, proto Protocol, port uint16) Verdict {
+	dstID := r.IdentityOf(src.Node, to)
+	if ok, _, why := sideAllows(src.Egress, src.EgressEnforced, dstID, r.CIDRIdentityOf(to), proto, port, nil); !ok {
+		return Verdict{Reason: fmt.Sprintf("egress of %s: %s (identity %d, %s/%d)", src.Key(), why, dstID, proto, port)}
+	}
+	return Verdict{Allowed: true, Reason: "allowed"}
+}
+
+// IngressAllowed decides only dst's ingress rules (network, then for TCP
+// the mesh layer) for a connection from address from: what a proxy in the
+// destination pod (a sidecar's inbound listener) can check.
+func (r *Resolved) IngressAllowed(dst *Endpoint, from netip.Addr, proto Protocol, port uint16) Verdict {
+	srcID, srcCIDR := r.IdentityOf(dst.Node, from), r.CIDRIdentityOf(from)
+	ok, l7, why := sideAllows(dst.Ingress, dst.IngressEnforced, srcID, srcCIDR, proto, port, nil)
+	if !ok {
+		return Verdict{Reason: fmt.Sprintf("ingress of %s: %s (identity %d, %s/%d)", dst.Key(), why, srcID, proto, port)}
+	}
+	if proto == ProtoTCP {
+		okM, l7M, whyM := sideAllows(dst.Mesh, dst.MeshEnforced, srcID, srcCIDR, proto, port, nil)
+		if !okM {
+			return Verdict{Reason: fmt.Sprintf("mesh ingress of %s: %s (identity %d, %s/%d)", dst.Key(), whyM, srcID, proto, port)}
+		}
+		l7 = l7 || l7M
+	}
+	return Verdict{Allowed: true, Proxied: l7, Reason: "allowed"}
+}

@@ -302,7 +302,7 @@ func propagationHTML(ps []Propagation, colors map[string]string) ([]htmlPropagat
 // components, and keeps clear of the datapath colours.
 var (
 	datapathPalette  = []string{"#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948", "#9c755f", "#ff9da7", "#bab0ac"}
-	componentPalette = []string{"#263238", "#546e7a", "#90a4ae", "#cfd8dc"}
+	componentPalette = []string{"#263238", "#546e7a", "#90a4ae", "#b0bec5", "#cfd8dc"}
 )
 
 // datapathColors gives each datapath of r its colour: the environment's

@@ -24,7 +24,7 @@ func degenerate() *Report {
 		ActualQPS:      0.5,
 		LatencySeconds: workload.Latency{Min: 1e-4, Avg: 1e-4, P50: 1e-4, P75: 1e-4, P90: 1e-4, P99: 1e-4, P999: 1e-4, Max: 1e-4},
 		Histogram:      []workload.Bucket{{Start: 1e-4, End: 1e-4, Count: 5}},
-	}, CPUSeconds: map[string]float64{"client": 0, "server": 0, "agents": 0, "softirq": 0}}
+	}, CPUSeconds: map[string]float64{"client": 0, "server": 0, "agents": 0, "proxies": 0, "softirq": 0}}
 	fromZero := Repetition{Index: 1, Workload: workload.Result{
 		Count:     3,
 		Histogram: []workload.Bucket{{Start: 0, End: 0, Count: 1}, {Start: 0, End: 1e-3, Count: 2}},

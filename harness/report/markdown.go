@@ -173,7 +173,7 @@ func writeCPU(b io.Writer, results []Result) {
 }
 
 // rssComponents are the keys of Repetition.PeakRSSBytes, in display order.
-var rssComponents = []string{"client", "server", "agents"}
+var rssComponents = []string{"client", "server", "agents", "proxies"}
 
 // writeRSS writes the largest peak RSS per component over the repetitions.
 func writeRSS(b io.Writer, results []Result) {

@@ -146,8 +146,9 @@ type Repetition struct {
 	// CPUSeconds is the CPU time each component used during the measured
 	// load (not the warm-up), from per-process accounting: "client" (the
 	// fortio load process), "server" (the fortio server), "agents" (all
-	// node agents) and "softirq" (system-wide softirq time, where the
-	// kernel datapath work of the packets lands).
+	// node agents), "proxies" (the sidecar proxies of the sidecar
+	// datapath, absent for others) and "softirq" (system-wide softirq time,
+	// where the kernel datapath work of the packets lands).
 	CPUSeconds map[string]float64 `json:"cpuSeconds,omitempty"`
 	// PeakRSSBytes is, per component, the peak resident set size:
 	// "client" (the load process, over its life), "server" and "agents"
@@ -173,7 +174,7 @@ type ChurnCount struct {
 }
 
 // CPUComponents are the keys of Repetition.CPUSeconds, in display order.
-var CPUComponents = []string{"client", "server", "agents", "softirq"}
+var CPUComponents = []string{"client", "server", "agents", "proxies", "softirq"}
 
 // Summary condenses the repetitions of a Result.
 type Summary struct {

@@ -44,7 +44,7 @@ func rep(index int, base, qps float64, count, errors int64, errMsg string) Repet
 		Error:        errMsg,
 		PeakRSSBytes: map[string]int64{"client": 30 << 20, "server": 20<<20 + int64(index)<<20, "agents": 40 << 20},
 		CPUSeconds: map[string]float64{
-			"client": base * 2000, "server": base * 1500, "agents": 0.01, "softirq": base * 900,
+			"client": base * 2000, "server": base * 1500, "agents": 0.01, "proxies": base * 300, "softirq": base * 900,
 		},
 	}
 }

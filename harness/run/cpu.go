@@ -1,7 +1,9 @@
 package run
 
 import (
+	"context"
 	"fmt"
+	"github.com/fastpath-bench/fastpath/datapath/agentapi"
 	"os"
 	"strconv"
 	"strings"
@@ -97,12 +99,32 @@ func (r *runner) peakRSS(serverPID int) map[string]int64 {
 			}
 		}
 	}
+	for _, pid := range r.sidecarPIDs() {
+		if v, err := procPeakRSSBytes(pid); err == nil && v > out["proxies"] {
+			out["proxies"] = v
+		}
+	}
 	return out
 }
 
 // cpuSnapshot is the CPU time of the measured components at one moment.
 type cpuSnapshot struct {
-	server, agents, softirq float64
+	server, agents, proxies, softirq float64
+	// proxyPIDs are the sidecar proxies the sum is over: a proxy counts
+	// only when both snapshots saw it.
+	proxyCPU map[int]float64
+}
+
+// sidecarPIDs asks every agent for its sidecar proxies' processes.
+func (r *runner) sidecarPIDs() []int {
+	var out []int
+	for _, n := range r.c.Nodes() {
+		st, err := agentapi.NewClient(r.c.AgentSocket(n)).Status(context.Background())
+		if err == nil {
+			out = append(out, st.SidecarPIDs...)
+		}
+	}
+	return out
 }
 
 func (r *runner) snapshot(serverPID int) cpuSnapshot {
@@ -116,6 +138,23 @@ func (r *runner) snapshot(serverPID int) cpuSnapshot {
 			s.agents += v
 		}
 	}
+	s.proxyCPU = map[int]float64{}
+	for _, pid := range r.sidecarPIDs() {
+		if v, err := procCPUSeconds(pid); err == nil {
+			s.proxyCPU[pid] = v
+		}
+	}
 	s.softirq, _ = softirqSeconds()
 	return s
+}
+
+// proxiesDelta is the CPU the sidecar proxies used between two snapshots.
+func proxiesDelta(before, after cpuSnapshot) float64 {
+	var d float64
+	for pid, v := range after.proxyCPU {
+		if b, ok := before.proxyCPU[pid]; ok {
+			d += v - b
+		}
+	}
+	return d
 }

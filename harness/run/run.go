@@ -116,6 +116,8 @@ type runner struct {
 	servers map[string]*cluster.Process
 	// services is the set of Services installed now (services.go).
 	services serviceSet
+	// generated is the number of filler policies installed now.
+	generated int
 }
 
 func (r *runner) logf(format string, args ...any) {
@@ -213,7 +215,11 @@ func (r *runner) run(ctx context.Context, rep *report.Report) (err error) {
 				r.logf("%s", prog.begin(sc.Name, dp, rep))
 				res := results[sc.Name+"\x00"+dp]
 				var one report.Repetition
-				if err := r.installServices(ctx, sc); err != nil {
+				err := r.installPolicies(ctx, sc)
+				if err == nil {
+					err = r.installServices(ctx, sc)
+				}
+				if err != nil {
 					one = report.Repetition{Index: rep, StartedAt: time.Now().UTC(), Error: err.Error()}
 				} else {
 					one = r.measure(ctx, sc, rep)
@@ -322,10 +328,49 @@ func (r *runner) writePolicies() error {
 		if err != nil {
 			return err
 		}
-		if _, err := r.c.WriteState("20-generated.yaml", data); err != nil {
+		if _, err := r.c.WriteState(generatedStateFile, data); err != nil {
 			return err
 		}
 	}
+	r.generated = r.suite.Spec.Policies.Generated
+	return nil
+}
+
+const generatedStateFile = "20-generated.yaml"
+
+// installPolicies installs the scenario's number of filler policies
+// (scenario policies, else the suite's) when it differs from what is
+// installed, and waits until every agent has programmed them.
+func (r *runner) installPolicies(ctx context.Context, sc scenario.Scenario) error {
+	want := r.suite.Spec.Policies.Generated
+	if sc.Policies != nil {
+		want = *sc.Policies
+	}
+	if want == r.generated {
+		return nil
+	}
+	since := time.Now()
+	var hash string
+	var err error
+	if want == 0 {
+		hash, err = r.c.RemoveState(generatedStateFile)
+	} else {
+		var data []byte
+		data, err = netns.MarshalDocs(GenerateFillers(r.suite, want))
+		if err == nil {
+			hash, err = r.c.WriteState(generatedStateFile, data)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("policies for %s: %w", sc.Name, err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	if _, err := r.c.WaitProgrammed(wctx, hash, since); err != nil {
+		return fmt.Errorf("policies for %s: %w", sc.Name, err)
+	}
+	r.logf("%d generated policies installed in %s", want, time.Since(since).Round(time.Millisecond))
+	r.generated = want
 	return nil
 }
 
@@ -481,6 +526,9 @@ func (r *runner) measure(ctx context.Context, sc scenario.Scenario, index int) r
 		"server":  after.server - before.server,
 		"agents":  after.agents - before.agents,
 		"softirq": after.softirq - before.softirq,
+	}
+	if len(after.proxyCPU) > 0 {
+		rep.CPUSeconds["proxies"] = proxiesDelta(before, after)
 	}
 	if err != nil {
 		rep.Error = err.Error()

@@ -29,15 +29,16 @@ var benchServiceVIP = netip.MustParseAddr("10.96.0.10")
 
 // serviceSet identifies what is installed.
 type serviceSet struct {
-	n      int
-	target string
-	via    string
+	n        int
+	backends int
+	target   string
+	via      string
 }
 
 // installServices writes the scenario's Services (or removes them) and
 // waits until every agent has programmed them.
 func (r *runner) installServices(ctx context.Context, sc scenario.Scenario) error {
-	want := serviceSet{n: sc.Services, target: sc.To, via: sc.Via}
+	want := serviceSet{n: sc.Services, backends: sc.Backends, target: sc.To, via: sc.Via}
 	if want == r.services || (want.n == 0 && r.services.n == 0) {
 		return nil
 	}
@@ -101,11 +102,19 @@ func (r *runner) servicesYAML(sc scenario.Scenario) ([]byte, error) {
 		add("bench-target", benchServiceVIP, ports, []netip.Addr{target})
 		n--
 	}
+	fillerBackends := []netip.Addr{target, client}
+	if sc.Backends > 0 {
+		// Made-up addresses (nothing is sent to fillers): state, not traffic.
+		fillerBackends = nil
+		for j := 0; j < sc.Backends; j++ {
+			fillerBackends = append(fillerBackends, netip.AddrFrom4([4]byte{10, 98, byte(j >> 8), byte(j)}))
+		}
+	}
 	for i := 0; i < n; i++ {
 		vip := netip.AddrFrom4([4]byte{10, 97, byte(i >> 8), byte(i)})
 		add(fmt.Sprintf("filler-%05d", i), vip,
 			[]corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80, TargetPort: intstr.FromInt32(9999)}},
-			[]netip.Addr{target, client})
+			fillerBackends)
 	}
 	return netns.MarshalDocs(docs)
 }

@@ -59,7 +59,7 @@ var KnownProviders = []string{"netns"}
 // KnownDatapaths are the datapaths an entry of spec.datapaths names; an
 // entry may add options after "+" (DatapathOptions), e.g.
 // "ebpf+socket-lb+sockmap".
-var KnownDatapaths = []string{"none", "ebpf", "iptables"}
+var KnownDatapaths = []string{"none", "ebpf", "iptables", "sidecar"}
 
 // DatapathOptions are the options a datapath takes, each the agent flag of
 // the same name.
@@ -259,10 +259,22 @@ type Scenario struct {
 	// the scenario and stay until another scenario asks for another
 	// number.
 	Services int `json:"services,omitempty"`
+	// Backends is how many backends each generated Service has (made-up
+	// addresses: they add load balancer state, not traffic), 1 to
+	// MaxBackends; 0 means 2.
+	Backends int `json:"backends,omitempty"`
+	// Policies, when set, replaces spec.policies.generated for this
+	// scenario: that many filler NetworkPolicies are installed before it
+	// (0 to MaxGeneratedPolicies) and stay until another scenario asks for
+	// another number.
+	Policies *int `json:"policies,omitempty"`
 }
 
-// MaxServices bounds Scenario.Services.
-const MaxServices = 20000
+// MaxServices bounds Scenario.Services; MaxBackends Scenario.Backends.
+const (
+	MaxServices = 20000
+	MaxBackends = 1000
+)
 
 // Churn is control-plane activity during a measurement: policies and pods
 // created and deleted at steady rates. Each change is one state file

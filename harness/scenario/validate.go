@@ -274,6 +274,15 @@ func (s *Suite) validateScenarios(p *problems) {
 		if sc.Services < 0 || sc.Services > MaxServices {
 			p.add(field+".services", "must be between 0 and %d, have %d", MaxServices, sc.Services)
 		}
+		if sc.Backends < 0 || sc.Backends > MaxBackends {
+			p.add(field+".backends", "must be between 1 and %d (0: 2), have %d", MaxBackends, sc.Backends)
+		}
+		if sc.Backends*sc.Services > 200000 {
+			p.add(field+".backends", "%d Services × %d backends is more than 200000 backends", sc.Services, sc.Backends)
+		}
+		if sc.Policies != nil && (*sc.Policies < 0 || *sc.Policies > MaxGeneratedPolicies) {
+			p.add(field+".policies", "must be between 0 and %d, have %d", MaxGeneratedPolicies, *sc.Policies)
+		}
 		if c := sc.Churn; c != nil {
 			if c.PoliciesPerSecond < 0 || c.PoliciesPerSecond > 1000 {
 				p.add(field+".churn.policiesPerSecond", "must be between 0 and 1000, have %g", c.PoliciesPerSecond)

@@ -650,6 +650,7 @@ func (c *Cluster) StartAgents(ctx context.Context, opts cluster.AgentOptions) er
 		if cg := c.NodeCgroup(n.name); cg != "" {
 			args = append(args, "--cgroup", cg)
 		}
+		args = append(args, "--pod-netns", PodNS(c.spec.RunID, "{namespace}", "{name}"))
 		args = append(args, opts.ExtraArgs...)
 		cmd := exec.Command(bin, args...)
 		logf, err := os.OpenFile(filepath.Join(c.logDir, "agent-"+n.name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
