@@ -21,7 +21,7 @@ type FrontendStats struct {
 	Sessions int64 `json:"sessions"`
 	// Denied is the connections refused by the policy ACLs
 	// (dcon: denied by "tcp-request connection").
-	Denied int64 `json:"denied"`
+	Denied   int64 `json:"denied"`
 	BytesIn  int64 `json:"bytesIn"`
 	BytesOut int64 `json:"bytesOut"`
 }
