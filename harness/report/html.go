@@ -130,7 +130,7 @@ and to the first probe connection from which on every probe saw the new verdict 
 </div>
 {{- end}}
 <table>
-<tr><th>datapath</th><th>change</th><th>base policies</th><th>changes</th><th>ack p50</th><th>ack p99</th><th>ack max</th><th>enforced p50</th><th>enforced p99</th><th>enforced max</th><th>probe every</th><th>failed</th></tr>
+<tr><th>datapath</th><th>change</th><th>base policies</th><th>changes</th><th>ack p50</th><th>ack p99</th><th>ack max</th><th>enforced p50</th><th>enforced p99</th><th>enforced max</th><th>program p50</th><th>probe every</th><th>failed</th></tr>
 {{- range .PropagationRows}}
 <tr><td><span class="swatch" style="{{.Style}}"></span><code>{{.Datapath}}</code></td>{{range .Cells}}<td class="num">{{.}}</td>{{end}}</tr>
 {{- end}}

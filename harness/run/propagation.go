@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/fastpath-bench/fastpath/datapath/agentapi"
 	"sync"
 	"time"
 
@@ -110,6 +111,7 @@ func (r *runner) measurePropagation(ctx context.Context, dp string) []report.Pro
 		}
 		single.AckSeconds = append(single.AckSeconds, ack.Seconds())
 		single.EnforcedSeconds = append(single.EnforcedSeconds, enf.Seconds())
+		single.ProgramSeconds = append(single.ProgramSeconds, r.programSeconds(ctx))
 	}
 	single.Summary = report.SummarizePropagation(single)
 	out := []report.Propagation{single}
@@ -135,6 +137,7 @@ func (r *runner) measurePropagation(ctx context.Context, dp string) []report.Pro
 			} else {
 				bulk.AckSeconds = append(bulk.AckSeconds, ack.Seconds())
 				bulk.EnforcedSeconds = append(bulk.EnforcedSeconds, enf.Seconds())
+				bulk.ProgramSeconds = append(bulk.ProgramSeconds, r.programSeconds(ctx))
 			}
 			if err := r.settle(ctx, func() (string, error) { return r.c.RemoveState(bulkFile) }); err != nil {
 				bulk.Errors = append(bulk.Errors, fmt.Sprintf("repetition %d: removing: %v", k+1, err))
@@ -145,6 +148,18 @@ func (r *runner) measurePropagation(ctx context.Context, dp string) []report.Pro
 		out = append(out, bulk)
 	}
 	return out
+}
+
+// programSeconds is the slowest agent's programming time of its last
+// apply.
+func (r *runner) programSeconds(ctx context.Context) float64 {
+	var worst float64
+	for _, n := range r.c.Nodes() {
+		if st, err := agentapi.NewClient(r.c.AgentSocket(n)).Status(ctx); err == nil {
+			worst = max(worst, st.ProgramSeconds)
+		}
+	}
+	return worst
 }
 
 // settle applies a change and waits until every agent has programmed it.
