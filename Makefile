@@ -12,7 +12,7 @@ COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 export BPF_CLANG BPF_CFLAGS
 
-.PHONY: help deps deps-bpf deps-vm build generate check-generated vet test bench release-report compare-release conformance vm-images vm-payload clean
+.PHONY: help deps deps-bpf deps-vm build generate check-generated vet test bench bench-baselines release-report compare-release conformance vm-images vm-payload clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ test: deps deps-vm check-generated vet build ## run every test (privileged ones 
 
 bench: deps build ## run the benchmark suite (SUITE=...) on the netns provider
 	./bin/fastpath bench --suite $(SUITE)
+
+bench-baselines: deps build ## none vs ebpf vs iptables vs the sidecar proxy (scenarios/bench/baselines.yaml)
+	./bin/fastpath bench --suite scenarios/bench/baselines.yaml
 
 release-report: deps build ## run the benchmark suite and keep its report as reports/releases/$(VERSION)/
 	@test "$(origin VERSION)" = "command line" || { echo "usage: make release-report VERSION=x.y.z" >&2; exit 2; }

@@ -96,7 +96,35 @@ defaults
 	acls("out", outPorts, "dst", func(a netip.Addr, p uint16) bool {
 		return r.EgressAllowed(ep, a, model.ProtoTCP, p).Allowed
 	})
-	b.WriteString("    default_backend original_dst_out\n")
+	// Services: the proxy balances ClusterIP connections over the
+	// Service's backends itself, as an Istio sidecar does (every sidecar
+	// gets every Service). The lookup is one map by "vip:port".
+	var svcMap strings.Builder
+	var svcBackends strings.Builder
+	n := 0
+	for _, svc := range r.Services {
+		if !svc.ClusterIP.Is4() {
+			continue
+		}
+		for _, sp := range svc.Ports {
+			if sp.Protocol != model.ProtoTCP {
+				continue
+			}
+			name := fmt.Sprintf("svc_%d", n)
+			n++
+			fmt.Fprintf(&svcMap, "%s:%d %s\n", svc.ClusterIP, sp.Port, name)
+			fmt.Fprintf(&svcBackends, "\nbackend %s\n    balance random\n", name)
+			for i, be := range sp.Selectable() {
+				fmt.Fprintf(&svcBackends, "    server b%d %s\n", i, netip.AddrPortFrom(be.Addr, be.Port))
+			}
+		}
+	}
+	c.Maps["services.map"] = svcMap.String()
+	fmt.Fprintf(&b, `    tcp-request content set-var(txn.dport) dst_port
+    tcp-request content set-var(txn.svc) dst,concat(:,txn.dport)
+    use_backend %%[var(txn.svc),map(%s/services.map,original_dst_out)]
+    default_backend original_dst_out
+`, opts.Dir)
 
 	// Server 0.0.0.0:0: the destination the client connected to (the
 	// original destination of a REDIRECTed connection).
@@ -107,6 +135,7 @@ backend original_dst_in
 backend original_dst_out
     server original 0.0.0.0:0
 `)
+	b.WriteString(svcBackends.String())
 	c.HAProxy = b.String()
 	c.Rules = fmt.Sprintf(`*nat
 :FP-SIDECAR-IN - [0:0]

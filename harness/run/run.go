@@ -175,6 +175,9 @@ func (r *runner) run(ctx context.Context, rep *report.Report) (err error) {
 	results := map[string]*report.Result{}
 	for _, sc := range s.Spec.Scenarios {
 		for _, dp := range s.Spec.Datapaths {
+			if !applicable(sc, dp) {
+				continue
+			}
 			res := &report.Result{
 				Scenario: sc.Name,
 				Datapath: dp,
@@ -195,7 +198,7 @@ func (r *runner) run(ctx context.Context, rep *report.Report) (err error) {
 		}
 	}
 	reps := s.Spec.Repetitions
-	prog := newProgress(len(s.Spec.Scenarios), len(s.Spec.Datapaths), reps, time.Now)
+	prog := newProgress(len(results), 1, reps, time.Now)
 	var errs []error
 	env := &rep.Environment
 	for rep := 1; rep <= reps; rep++ {
@@ -212,6 +215,9 @@ func (r *runner) run(ctx context.Context, rep *report.Report) (err error) {
 				env.Agents = append(env.Agents, agentInfo(ctx, c, dp))
 			}
 			for _, sc := range s.Spec.Scenarios {
+				if !applicable(sc, dp) {
+					continue
+				}
 				r.logf("%s", prog.begin(sc.Name, dp, rep))
 				res := results[sc.Name+"\x00"+dp]
 				var one report.Repetition
@@ -634,6 +640,13 @@ func agentInfo(ctx context.Context, c *netns.Cluster, dp string) report.AgentInf
 		}
 	}
 	return info
+}
+
+// applicable says whether scenario sc can run on datapath dp: the none
+// datapath (nothing attached) has no load balancer for a ClusterIP.
+func applicable(sc scenario.Scenario, dp string) bool {
+	base, _, _ := strings.Cut(dp, "+")
+	return !(base == "none" && sc.Via == "service")
 }
 
 // startAgents starts the agents of datapath entry dp (a datapath and its

@@ -3,7 +3,9 @@ package netns
 import (
 	"context"
 	"encoding/json"
+	"net/netip"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -124,4 +126,36 @@ func TestSidecar(t *testing.T) {
 	}
 	connect("other", "server2", true)
 	connect("client", "server2", true)
+
+	// A ClusterIP: the client's proxy balances it over the backends.
+	svc := strings.ReplaceAll(`apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: t}
+spec:
+  clusterIP: 10.96.0.30
+  ports: [{name: tcp, protocol: TCP, port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web, namespace: t, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+endpoints:
+- addresses: ["{{server2}}"]
+  conditions: {ready: true}
+ports: [{name: tcp, protocol: TCP, port: 8080}]
+`, "{{server2}}", pods["server2"].IP.String())
+	since = time.Now()
+	if hash, err = c.WriteState("10-services.yaml", []byte(svc)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WaitProgrammed(wctx, hash, since); err != nil {
+		t.Fatal(err)
+	}
+	beforeIn = stats("n2", "t/server2")["inbound"].Sessions
+	if r := probe.Connect(ctx, c.PodNetns("t/client"), netip.MustParseAddr("10.96.0.30"), 80, "TCP", 2*time.Second); !r.Connected {
+		t.Errorf("client -> ClusterIP through the sidecars: %v", r.Err)
+	}
+	if got := stats("n2", "t/server2")["inbound"].Sessions - beforeIn; got < 1 {
+		t.Errorf("the ClusterIP connection did not reach server2's inbound proxy (%d)", got)
+	}
 }
