@@ -66,6 +66,11 @@ type Stats struct {
 type Datapath struct {
 	opts Options
 	sets map[string]bool
+	// nat and raw are the tables' rules last restored: a policy change
+	// leaves the service rules alone, as kube-proxy syncs only on Service
+	// and EndpointSlice changes (and the NetworkPolicy controller never
+	// touches them).
+	nat, raw string
 }
 
 // New checks the tools and returns the baseline.
@@ -442,11 +447,19 @@ func (d *Datapath) Apply(ctx context.Context, r *model.Resolved, node string) (S
 	if err := run(ctx, []byte(p.Mangle), d.opts.IptablesRestore, "--noflush", "-w"); err != nil {
 		return st, fmt.Errorf("program mangle rules: %w", err)
 	}
-	if err := run(ctx, []byte(p.Nat), d.opts.IptablesRestore, "--noflush", "-w"); err != nil {
-		return st, fmt.Errorf("program service (nat) rules: %w", err)
+	natChanged := p.Nat != d.nat
+	if natChanged {
+		if err := run(ctx, []byte(p.Nat), d.opts.IptablesRestore, "--noflush", "-w"); err != nil {
+			d.nat = ""
+			return st, fmt.Errorf("program service (nat) rules: %w", err)
+		}
 	}
-	if err := run(ctx, []byte(p.Raw), d.opts.IptablesRestore, "--noflush", "-w"); err != nil {
-		return st, fmt.Errorf("program prefilter (raw) rules: %w", err)
+	if p.Raw != d.raw {
+		if err := run(ctx, []byte(p.Raw), d.opts.IptablesRestore, "--noflush", "-w"); err != nil {
+			d.raw = ""
+			return st, fmt.Errorf("program prefilter (raw) rules: %w", err)
+		}
+		d.raw = p.Raw
 	}
 	st.RestoreDuration = time.Since(start)
 	for _, hook := range d.hooks() {
@@ -460,10 +473,13 @@ func (d *Datapath) Apply(ctx context.Context, r *model.Resolved, node string) (S
 	}
 	// Service chains of services that are gone: nothing jumps to them
 	// any more (FP-SERVICES was replaced above).
-	if listing, err := exec.CommandContext(ctx, d.opts.Iptables, "-w", "-t", "nat", "-S").Output(); err == nil {
-		if err := d.deleteChains(ctx, "nat", staleNatChains(string(listing), p.Nat)); err != nil {
-			return st, fmt.Errorf("remove stale service chains: %w", err)
+	if natChanged {
+		if listing, err := exec.CommandContext(ctx, d.opts.Iptables, "-w", "-t", "nat", "-S").Output(); err == nil {
+			if err := d.deleteChains(ctx, "nat", staleNatChains(string(listing), p.Nat)); err != nil {
+				return st, fmt.Errorf("remove stale service chains: %w", err)
+			}
 		}
+		d.nat = p.Nat
 	}
 	// Sets nothing refers to any more (rules were replaced above).
 	var stale bytes.Buffer

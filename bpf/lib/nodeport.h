@@ -67,18 +67,27 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fp_lb_nodeport SEC(".maps");
 
+/* nodeport_key_of is the key of flow f, client to backend (reply: f is
+ * backend to client). */
+static __always_inline struct nodeport_key nodeport_key_of(const struct flow4 *f, int reply)
+{
+	struct nodeport_key k = {
+		.client = reply ? f->daddr : f->saddr,
+		.backend = reply ? f->saddr : f->daddr,
+		.cport = reply ? f->dport : f->sport,
+		.bport = reply ? f->sport : f->dport,
+		.proto = f->proto,
+	};
+
+	return k;
+}
+
 /* nodeport_remember records that the flow f (client to backend, already
  * translated) came in as fe_addr:fe_port. */
 static __always_inline void nodeport_remember(const struct flow4 *f, __be32 fe_addr,
 					      __be16 fe_port)
 {
-	struct nodeport_key k = {
-		.client = f->saddr,
-		.backend = f->daddr,
-		.cport = f->sport,
-		.bport = f->dport,
-		.proto = f->proto,
-	};
+	struct nodeport_key k = nodeport_key_of(f, 0);
 	struct nodeport_rev v = {
 		.addr = fe_addr,
 		.port = fe_port,
@@ -92,13 +101,7 @@ static __always_inline void nodeport_remember(const struct flow4 *f, __be32 fe_a
  * ingress hook sees it) came through a NodePort. */
 static __always_inline int nodeport_known(const struct flow4 *f)
 {
-	struct nodeport_key k = {
-		.client = f->saddr,
-		.backend = f->daddr,
-		.cport = f->sport,
-		.bport = f->dport,
-		.proto = f->proto,
-	};
+	struct nodeport_key k = nodeport_key_of(f, 0);
 	struct nodeport_rev *v = bpf_map_lookup_elem(&fp_lb_nodeport, &k);
 
 	return v && v->expires_ns > bpf_ktime_get_ns();
@@ -111,13 +114,7 @@ static __always_inline int nodeport_known(const struct flow4 *f)
  */
 static __always_inline int nodeport_reverse(struct __sk_buff *skb, struct flow4 *f)
 {
-	struct nodeport_key k = {
-		.client = f->daddr,
-		.backend = f->saddr,
-		.cport = f->dport,
-		.bport = f->sport,
-		.proto = f->proto,
-	};
+	struct nodeport_key k = nodeport_key_of(f, 1);
 	struct nodeport_rev *v = bpf_map_lookup_elem(&fp_lb_nodeport, &k);
 	struct flow4 orig = *f;
 	int ret;

@@ -2,6 +2,7 @@ package lxc
 
 import (
 	"crypto/sha256"
+	"encoding/json"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -73,6 +74,10 @@ type lbState struct {
 	selectDigest map[uint32][sha256.Size]byte
 	nextFE       uint32
 	nextBE       uint32
+	// applied is the digest of the input last programmed completely, and
+	// lastStats what that programming did.
+	applied   [sha256.Size]byte
+	lastStats LBStats
 }
 
 // loadLBState reads ids back from (possibly pinned, pre-existing) maps.
@@ -120,8 +125,10 @@ type desiredFrontend struct {
 //
 // NodePorts get a frontend on every node address in nodes: a pod's
 // connection to any node's NodePort is translated at the pod's own hook,
-// like a ClusterIP (connections from outside the pods are not handled
-// here).
+// like a ClusterIP, and connections from outside at the uplink.
+//
+// The same input as the last successful call writes nothing: a policy
+// change on a node with thousands of Services must not rewrite them.
 func (d *Datapath) ApplyServices(svcs []*model.Service, nodes []netip.Addr, opts LBOptions) (LBStats, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -129,6 +136,30 @@ func (d *Datapath) ApplyServices(svcs []*model.Service, nodes []netip.Addr, opts
 }
 
 func (d *Datapath) applyServices(svcs []*model.Service, nodes []netip.Addr, opts LBOptions) (LBStats, error) {
+	in, err := json.Marshal(struct {
+		S []*model.Service
+		N []netip.Addr
+		O LBOptions
+	}{svcs, nodes, opts})
+	if err != nil {
+		return LBStats{}, err
+	}
+	digest := sha256.Sum256(in)
+	if d.lb != nil && d.lb.applied == digest {
+		st := d.lb.lastStats
+		st.Swapped = 0
+		return st, nil
+	}
+	st, err := d.applyServicesNow(svcs, nodes, opts)
+	if err == nil {
+		d.lb.applied, d.lb.lastStats = digest, st
+	} else if d.lb != nil {
+		d.lb.applied = [sha256.Size]byte{}
+	}
+	return st, err
+}
+
+func (d *Datapath) applyServicesNow(svcs []*model.Service, nodes []netip.Addr, opts LBOptions) (LBStats, error) {
 	if opts.Algorithm == "" {
 		opts.Algorithm = LBRandom
 	}

@@ -371,3 +371,40 @@ func TestL7Proxy(t *testing.T) {
 		t.Errorf("proxy denied %d requests, want %d", got, denied)
 	}
 }
+
+// testCluster builds a netns cluster of nodes and pods for a test (root
+// required) and destroys it when the test ends.
+func testCluster(t *testing.T, nodes []string, pods ...cluster.PodSpec) *Cluster {
+	t.Helper()
+	testutil.RequireRoot(t)
+	c, err := NewProvider(Options{AgentBinary: agentBin}).Create(context.Background(), cluster.Spec{
+		RunID: runID(t), Nodes: nodes, Pods: pods, LogDir: t.TempDir(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Destroy(context.Background()) })
+	return c
+}
+
+// serve starts an echo server on port for protocols in each named pod
+// ("namespace/name"), closed when the test ends.
+func serve(t *testing.T, c *Cluster, port int, protocols []string, pods ...string) {
+	t.Helper()
+	for _, p := range pods {
+		s, err := probe.Serve(c.PodNetns(p), port, protocols...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+	}
+}
+
+// podsByName indexes a cluster's pods by name.
+func podsByName(c *Cluster) map[string]cluster.Pod {
+	out := map[string]cluster.Pod{}
+	for _, p := range c.Pods() {
+		out[p.Name] = p
+	}
+	return out
+}

@@ -12,7 +12,6 @@ import (
 	"github.com/fastpath-bench/fastpath/harness/cluster"
 	"github.com/fastpath-bench/fastpath/harness/execx"
 	"github.com/fastpath-bench/fastpath/harness/probe"
-	"github.com/fastpath-bench/fastpath/internal/testutil"
 )
 
 // Two NodePort services: "here" on 30081 with its backend on n1 (server),
@@ -108,30 +107,12 @@ func TestNodePort(t *testing.T) {
 }
 
 func testNodePort(t *testing.T, datapath string, flags []string) {
-	testutil.RequireRoot(t)
 	ctx := context.Background()
-	c, err := NewProvider(Options{AgentBinary: agentBin}).Create(ctx, cluster.Spec{
-		RunID: runID(t),
-		Nodes: []string{"n1", "n2"},
-		Pods: []cluster.PodSpec{
-			{Namespace: "t", Name: "server", Node: "n1", Labels: map[string]string{"app": "server"}},
-			{Namespace: "t", Name: "server2", Node: "n2", Labels: map[string]string{"app": "server"}},
-		},
-		LogDir: t.TempDir(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Destroy(context.Background()) })
-	pods := map[string]cluster.Pod{}
-	for _, p := range c.Pods() {
-		pods[p.Name] = p
-		s, err := probe.Serve(c.PodNetns(p.Key()), 8080, "TCP", "UDP")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-	}
+	c := testCluster(t, []string{"n1", "n2"},
+		cluster.PodSpec{Namespace: "t", Name: "server", Node: "n1", Labels: map[string]string{"app": "server"}},
+		cluster.PodSpec{Namespace: "t", Name: "server2", Node: "n2", Labels: map[string]string{"app": "server"}})
+	pods := podsByName(c)
+	serve(t, c, 8080, []string{"TCP", "UDP"}, "t/server", "t/server2")
 	expand := func(doc string) []byte {
 		for name, p := range pods {
 			doc = strings.ReplaceAll(doc, "{{"+name+"}}", p.IP.String())

@@ -10,7 +10,6 @@ import (
 	"github.com/fastpath-bench/fastpath/datapath/agentapi"
 	"github.com/fastpath-bench/fastpath/harness/cluster"
 	"github.com/fastpath-bench/fastpath/harness/probe"
-	"github.com/fastpath-bench/fastpath/internal/testutil"
 )
 
 // TestPrefilter: a Prefilter object makes every agent drop packets from
@@ -25,33 +24,13 @@ func TestPrefilter(t *testing.T) {
 }
 
 func testPrefilter(t *testing.T, datapath string) {
-	testutil.RequireRoot(t)
 	ctx := context.Background()
-	c, err := NewProvider(Options{AgentBinary: agentBin}).Create(ctx, cluster.Spec{
-		RunID: runID(t),
-		Nodes: []string{"n1", "n2"},
-		Pods: []cluster.PodSpec{
-			{Namespace: "t", Name: "client", Node: "n1"},
-			{Namespace: "t", Name: "local", Node: "n1"},
-			{Namespace: "t", Name: "remote", Node: "n2"},
-		},
-		LogDir: t.TempDir(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Destroy(context.Background()) })
-	pods := map[string]cluster.Pod{}
-	for _, p := range c.Pods() {
-		pods[p.Name] = p
-		if p.Name != "client" {
-			s, err := probe.Serve(c.PodNetns(p.Key()), 8080, "TCP")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { s.Close() })
-		}
-	}
+	c := testCluster(t, []string{"n1", "n2"},
+		cluster.PodSpec{Namespace: "t", Name: "client", Node: "n1"},
+		cluster.PodSpec{Namespace: "t", Name: "local", Node: "n1"},
+		cluster.PodSpec{Namespace: "t", Name: "remote", Node: "n2"})
+	pods := podsByName(c)
+	serve(t, c, 8080, []string{"TCP"}, "t/local", "t/remote")
 	if err := c.StartAgents(ctx, cluster.AgentOptions{Datapath: datapath}); err != nil {
 		t.Fatal(err)
 	}

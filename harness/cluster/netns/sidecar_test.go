@@ -31,30 +31,13 @@ func TestSidecar(t *testing.T) {
 		testutil.SkipOrFail(t, false, "haproxy is not installed (make deps installs it)")
 	}
 	ctx := context.Background()
-	c, err := NewProvider(Options{AgentBinary: agentBin}).Create(ctx, cluster.Spec{
-		RunID: runID(t),
-		Nodes: []string{"n1", "n2"},
-		Pods: []cluster.PodSpec{
-			{Namespace: "t", Name: "client", Node: "n1", Labels: map[string]string{"app": "client"}},
-			{Namespace: "t", Name: "server", Node: "n1", Labels: map[string]string{"app": "server"}},
-			{Namespace: "t", Name: "other", Node: "n2", Labels: map[string]string{"app": "other"}},
-			{Namespace: "t", Name: "server2", Node: "n2", Labels: map[string]string{"app": "server"}},
-		},
-		LogDir: t.TempDir(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Destroy(context.Background()) })
-	pods := map[string]cluster.Pod{}
-	for _, p := range c.Pods() {
-		pods[p.Name] = p
-		s, err := probe.Serve(c.PodNetns(p.Key()), 8080, "TCP")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-	}
+	c := testCluster(t, []string{"n1", "n2"},
+		cluster.PodSpec{Namespace: "t", Name: "client", Node: "n1", Labels: map[string]string{"app": "client"}},
+		cluster.PodSpec{Namespace: "t", Name: "server", Node: "n1", Labels: map[string]string{"app": "server"}},
+		cluster.PodSpec{Namespace: "t", Name: "other", Node: "n2", Labels: map[string]string{"app": "other"}},
+		cluster.PodSpec{Namespace: "t", Name: "server2", Node: "n2", Labels: map[string]string{"app": "server"}})
+	pods := podsByName(c)
+	serve(t, c, 8080, []string{"TCP"}, "t/client", "t/server", "t/other", "t/server2")
 	if _, err := c.WriteState("50-policy.yaml", []byte(allowClient)); err != nil {
 		t.Fatal(err)
 	}
@@ -126,6 +109,32 @@ func TestSidecar(t *testing.T) {
 	}
 	connect("other", "server2", true)
 	connect("client", "server2", true)
+
+	// A policy on a port no rule named before: the proxy gets a map for
+	// it and is reloaded.
+	serve(t, c, 9000, []string{"TCP"}, "t/server2")
+	if r := probe.Connect(ctx, c.PodNetns("t/client"), pods["server2"].IP, 9000, "TCP", 500*time.Millisecond); r.Connected {
+		t.Error("client -> server2:9000 connected before a policy allowed it")
+	}
+	since = time.Now()
+	if hash, err = c.WriteState("60-port9000.yaml", []byte(`apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: allow-9000, namespace: t}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: client}}}]
+    ports: [{protocol: TCP, port: 9000}]
+`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WaitProgrammed(wctx, hash, since); err != nil {
+		t.Fatal(err)
+	}
+	if r := probe.Connect(ctx, c.PodNetns("t/client"), pods["server2"].IP, 9000, "TCP", 2*time.Second); !r.Connected {
+		t.Errorf("client -> server2:9000 after the policy allowed it: %v", r.Err)
+	}
 
 	// A ClusterIP: the client's proxy balances it over the backends.
 	svc := strings.ReplaceAll(`apiVersion: v1

@@ -20,8 +20,6 @@ import (
 	"github.com/fastpath-bench/fastpath/datapath/agentapi"
 	"github.com/fastpath-bench/fastpath/harness/cluster"
 	"github.com/fastpath-bench/fastpath/harness/execx"
-	"github.com/fastpath-bench/fastpath/harness/probe"
-	"github.com/fastpath-bench/fastpath/internal/testutil"
 )
 
 // sockCluster is a two-node cluster for the socket program tests: client
@@ -36,22 +34,10 @@ type sockCluster struct {
 
 func newSockCluster(t *testing.T, state map[string]string, agentFlags ...string) *sockCluster {
 	t.Helper()
-	testutil.RequireRoot(t)
-	ctx := context.Background()
-	c, err := NewProvider(Options{AgentBinary: agentBin}).Create(ctx, cluster.Spec{
-		RunID: runID(t),
-		Nodes: []string{"n1", "n2"},
-		Pods: []cluster.PodSpec{
-			{Namespace: "t", Name: "client", Node: "n1", Labels: map[string]string{"app": "client"}},
-			{Namespace: "t", Name: "server", Node: "n1", Labels: map[string]string{"app": "server"}},
-			{Namespace: "t", Name: "server2", Node: "n2", Labels: map[string]string{"app": "server"}},
-		},
-		LogDir: t.TempDir(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Destroy(context.Background()) })
+	c := testCluster(t, []string{"n1", "n2"},
+		cluster.PodSpec{Namespace: "t", Name: "client", Node: "n1", Labels: map[string]string{"app": "client"}},
+		cluster.PodSpec{Namespace: "t", Name: "server", Node: "n1", Labels: map[string]string{"app": "server"}},
+		cluster.PodSpec{Namespace: "t", Name: "server2", Node: "n2", Labels: map[string]string{"app": "server"}})
 	if c.NodeCgroup("n1") == "" {
 		t.Fatal("no cgroup v2 hierarchy: socket programs cannot be tested")
 	}
@@ -66,29 +52,15 @@ func newSockCluster(t *testing.T, state map[string]string, agentFlags ...string)
 			t.Errorf("leave cgroup: %v", err)
 		}
 	})
-	sc := &sockCluster{c: c, pods: map[string]cluster.Pod{}}
-	for _, p := range c.Pods() {
-		sc.pods[p.Name] = p
-		if p.Name == "client" {
-			continue
-		}
-		for _, srv := range []struct {
-			port   int
-			protos []string
-		}{{8080, []string{"TCP", "UDP"}}, {9090, []string{"TCP"}}} {
-			s, err := probe.Serve(c.PodNetns(p.Key()), srv.port, srv.protos...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { s.Close() })
-		}
-	}
+	sc := &sockCluster{c: c, pods: podsByName(c)}
+	serve(t, c, 8080, []string{"TCP", "UDP"}, "t/server", "t/server2")
+	serve(t, c, 9090, []string{"TCP"}, "t/server", "t/server2")
 	for name, doc := range state {
 		if _, err := c.WriteState(name, []byte(sc.expand(doc))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := c.StartAgents(ctx, cluster.AgentOptions{Datapath: "ebpf", ExtraArgs: agentFlags}); err != nil {
+	if err := c.StartAgents(context.Background(), cluster.AgentOptions{Datapath: "ebpf", ExtraArgs: agentFlags}); err != nil {
 		t.Fatal(err)
 	}
 	return sc
