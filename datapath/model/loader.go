@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -45,6 +46,11 @@ func (l *Loader) Load(dir string) (*Objects, error) {
 	var errs []error
 	for _, f := range files {
 		data, err := os.ReadFile(f)
+		if errors.Is(err, fs.ErrNotExist) {
+			// Removed since the directory was listed: not part of the
+			// state any more (the writer's change is a new event).
+			continue
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("read %s: %w", f, err))
 			continue

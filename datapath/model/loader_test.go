@@ -55,3 +55,25 @@ func TestLoaderMatchesLoadDirAndReusesFiles(t *testing.T) {
 		t.Fatalf("bad file: %v", err)
 	}
 }
+
+// TestLoaderFileRemovedWhileLoading: a file listed but gone when it is
+// read (a writer removed it meanwhile; a dangling link stands in for that
+// race) is not part of the state, and not an error that would refuse it.
+func TestLoaderFileRemovedWhileLoading(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "ns.yaml"), []byte("apiVersion: v1\nkind: Namespace\nmetadata: {name: t}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(dir, "nowhere"), filepath.Join(dir, "gone.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	var l Loader
+	objs, err := l.Load(dir)
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	h, err := HashDir(dir)
+	if err != nil || h != objs.Hash {
+		t.Fatalf("HashDir %q (%v), Load's digest %q", h, err, objs.Hash)
+	}
+}

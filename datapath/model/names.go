@@ -3,7 +3,9 @@ package model
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"hash"
+	"io/fs"
 	"os"
 	"path/filepath"
 )
@@ -28,6 +30,9 @@ func HashDir(dir string) (string, error) {
 	h := newDirHash()
 	for _, f := range files {
 		data, err := os.ReadFile(f)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // removed since the listing, as Loader.Load does
+		}
 		if err != nil {
 			return "", err
 		}
