@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,7 +30,6 @@ type Options struct {
 	Dir string
 	// HAProxy is the proxy binary; empty: haproxy on PATH.
 	HAProxy string
-	Logger  *slog.Logger
 }
 
 // Datapath runs one proxy per local pod.
@@ -65,9 +63,6 @@ var versionRE = regexp.MustCompile(`HAProxy version (\S+)`)
 func New(opts Options) (*Datapath, error) {
 	if opts.PodNetns == "" || !strings.Contains(opts.PodNetns, "{name}") {
 		return nil, errors.New("sidecar: --pod-netns must name pods' network namespaces with {namespace} and {name}")
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
 	}
 	if opts.HAProxy == "" {
 		p, err := exec.LookPath("haproxy")

@@ -116,13 +116,12 @@ static __always_inline int nodeport_reverse(struct __sk_buff *skb, struct flow4 
 {
 	struct nodeport_key k = nodeport_key_of(f, 1);
 	struct nodeport_rev *v = bpf_map_lookup_elem(&fp_lb_nodeport, &k);
-	struct flow4 orig = *f;
 	int ret;
 
 	if (!v)
 		return 0;
-	orig.sport = f->dport;
-	v->expires_ns = bpf_ktime_get_ns() + ct_lifetime(&orig, CT_F_SEEN_REPLY);
+	/* The lifetime depends on the protocol and the flags only. */
+	v->expires_ns = bpf_ktime_get_ns() + ct_lifetime(f, CT_F_SEEN_REPLY);
 	ret = lb_rewrite(skb, f->proto, 0, f->saddr, v->addr, f->sport, v->port);
 	if (ret < 0)
 		return ret;

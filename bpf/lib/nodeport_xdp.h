@@ -18,10 +18,6 @@
 #include "nodeport.h"
 #include "metrics.h"
 
-#ifndef AF_INET
-#define AF_INET 2
-#endif
-
 /* csum_replace4 updates a ones' complement checksum for a 4-byte field
  * changing from "from" to "to" (RFC 1624, eqn. 3), on raw network-order
  * words. */

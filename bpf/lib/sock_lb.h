@@ -83,6 +83,7 @@ static __always_inline int sock4_xlate(struct bpf_sock_addr *ctx)
 		.port = (__be16)ctx->user_port,
 		.proto = (__u8)ctx->protocol,
 	};
+	struct lb_sock_affinity_key ak = {};
 	struct lb_sock_revnat_key rk = {};
 	struct lb_sock_revnat rv = {};
 	struct lb_frontend *fe;
@@ -100,12 +101,11 @@ static __always_inline int sock4_xlate(struct bpf_sock_addr *ctx)
 
 	cookie = bpf_get_socket_cookie(ctx);
 	if (fe->flags & LB_F_AFFINITY) {
-		struct lb_sock_affinity_key ak = {
-			.netns = bpf_get_netns_cookie(ctx),
-			.frontend = fe->id,
-		};
-		struct lb_affinity *a = bpf_map_lookup_elem(&fp_lb_sock_affinity, &ak);
+		struct lb_affinity *a;
 
+		ak.netns = bpf_get_netns_cookie(ctx);
+		ak.frontend = fe->id;
+		a = bpf_map_lookup_elem(&fp_lb_sock_affinity, &ak);
 		if (a && now - a->last_ns < (__u64)fe->affinity_s * 1000000000ULL) {
 			be = bpf_map_lookup_elem(&fp_lb_backends, &a->backend);
 			if (be)
@@ -123,10 +123,6 @@ static __always_inline int sock4_xlate(struct bpf_sock_addr *ctx)
 		}
 	}
 	if (fe->flags & LB_F_AFFINITY) {
-		struct lb_sock_affinity_key ak = {
-			.netns = bpf_get_netns_cookie(ctx),
-			.frontend = fe->id,
-		};
 		struct lb_affinity a = { .last_ns = now, .backend = backend };
 
 		bpf_map_update_elem(&fp_lb_sock_affinity, &ak, &a, BPF_ANY);

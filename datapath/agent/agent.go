@@ -261,7 +261,7 @@ func New(cfg Config) (*Agent, error) {
 		if cfg.Socket != "" {
 			dir = filepath.Join(filepath.Dir(cfg.Socket), "sidecar-"+cfg.Node)
 		}
-		d, err := sidecar.New(sidecar.Options{PodNetns: cfg.PodNetns, Dir: dir, Logger: cfg.Logger})
+		d, err := sidecar.New(sidecar.Options{PodNetns: cfg.PodNetns, Dir: dir})
 		if err != nil {
 			return nil, err
 		}
