@@ -3,6 +3,7 @@
  * Flow events: one record per policy verdict on a new connection and per
  * dropped packet, through a ring buffer that the agent reads (monitor).
  * Established and reply packets are not reported: they are counted only.
+ * Events are written only while the agent has a reader (fp_events_on).
  */
 #pragma once
 
@@ -47,15 +48,29 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fp_events_lost SEC(".maps");
 
+/* fp_events_on[0] is set by the agent while someone reads the events (a
+ * monitor is connected): without a reader no event is written, so none is
+ * lost and no reader is woken for nothing. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fp_events_on SEC(".maps");
+
 static __always_inline void emit_event(__u8 type, __u8 dir, __u32 reason,
 				       const struct flow4 *f, __u32 ep_id,
 				       __u32 identity, __u32 peer, __u32 ifindex)
 {
 	struct flow_event *e;
+	__u32 zero = 0;
+	__u32 *on = bpf_map_lookup_elem(&fp_events_on, &zero);
 
+	if (!on || !*on)
+		return;
 	e = bpf_ringbuf_reserve(&fp_events, sizeof(*e), 0);
 	if (!e) {
-		__u32 zero = 0;
 		__u64 *lost = bpf_map_lookup_elem(&fp_events_lost, &zero);
 
 		if (lost)

@@ -13,10 +13,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -122,8 +125,11 @@ type Agent struct {
 	dp  Datapath
 	log *slog.Logger
 
-	mu       sync.Mutex
-	status   agentapi.Status
+	mu     sync.Mutex
+	status agentapi.Status
+	// changed is closed (and replaced) whenever reconcile has updated
+	// status: long-polling status requests wait on it.
+	changed  chan struct{}
 	resolved *model.Resolved
 	// features are the kernel features found at start (ebpf).
 	features []string
@@ -231,6 +237,7 @@ func New(cfg Config) (*Agent, error) {
 		a.dp = d
 		a.metrics = d.Metrics
 		a.lxc = d
+		a.events = newFanout(d.OpenEvents)
 		pf, err := prefilter.Load(prefilter.Options{PinPath: cfg.PinPath, NodePort: cfg.XDPNodePort, SharedMaps: d.Maps()})
 		if err != nil {
 			d.Close()
@@ -268,7 +275,7 @@ func New(cfg Config) (*Agent, error) {
 		a.sidecar = d
 		a.dp = sidecarDatapath{d}
 	}
-	a.status = agentapi.Status{Node: cfg.Node, Datapath: cfg.Datapath, PID: os.Getpid(), StartedAt: time.Now(), Kernel: kernelRelease(), Features: a.features,
+	a.status = agentapi.Status{Node: cfg.Node, Datapath: cfg.Datapath, PID: os.Getpid(), GoMaxProcs: runtime.GOMAXPROCS(0), StartedAt: time.Now(), Kernel: kernelRelease(), Features: a.features,
 		SocketLB: cfg.Sock.LB, Sockmap: cfg.Sock.Sockmap}
 	return a, nil
 }
@@ -444,14 +451,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := addWatches(w, a.cfg.StateDir); err != nil {
 		return err
 	}
-	a.events = newFanout()
 	if a.lxc != nil {
-		rd, err := a.lxc.OpenEvents()
-		if err != nil {
-			return err
-		}
-		defer rd.Close()
-		go a.events.pump(rd)
+		defer a.events.close()
 		go a.gcLoop(ctx)
 	}
 	a.reconcile()
@@ -471,8 +472,13 @@ func (a *Agent) Run(ctx context.Context) error {
 					_ = addWatches(w, ev.Name)
 				}
 			}
-			// Coalesce a burst of events (a writer's rename, many files).
-			drain(w.Events, 2*time.Millisecond)
+			if ignoredEvent(ev) {
+				continue
+			}
+			// Coalesce a burst of events (many files written at once).
+			// Coalesce the events already queued (many files written at
+			// once); none is waited for.
+			drain(w.Events)
 			a.reconcile()
 		case err := <-w.Errors:
 			a.log.Warn("state watcher", "error", err)
@@ -482,18 +488,32 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
-func drain(ch <-chan fsnotify.Event, quiet time.Duration) {
-	t := time.NewTimer(quiet)
-	defer t.Stop()
+// ignoredEvent is true for files that are not part of the state: dot-files
+// (an atomic writer's temporary) and editors' backups.
+func ignoredEvent(ev fsnotify.Event) bool {
+	base := filepath.Base(ev.Name)
+	return strings.HasPrefix(base, ".") || strings.HasSuffix(base, "~")
+}
+
+// drain takes the events that are already queued, without waiting: every
+// microsecond spent waiting for more would be part of the propagation time
+// (and Go timers shorter than a millisecond fire after about one). A writer
+// that is not done yet causes a further event, and with it another load;
+// an incomplete state in between is refused and the programmed one stays
+// in force, so writers should replace files atomically (write a dot-file,
+// rename it), as the harness does.
+func drain(ch <-chan fsnotify.Event) {
 	for {
 		select {
 		case <-ch:
-			if !t.Stop() {
-				<-t.C
+		default:
+			runtime.Gosched() // let the watcher hand over a queued event
+			select {
+			case <-ch:
+				continue
+			default:
+				return
 			}
-			t.Reset(quiet)
-		case <-t.C:
-			return
 		}
 	}
 }
@@ -531,6 +551,7 @@ func (a *Agent) reconcile() {
 	// The loader reads and digests every file (decoding only changed
 	// ones): its digest tells whether anything changed.
 	objs, err := a.loader.Load(a.cfg.StateDir)
+	loaded := time.Now()
 	if cur.Ready && len(cur.Pending) == 0 {
 		// Unchanged, or the same refused state again: nothing to do. (Back
 		// to the programmed state after a refusal: reprogram, which also
@@ -549,10 +570,12 @@ func (a *Agent) reconcile() {
 	if err == nil {
 		r, err = model.Resolve(objs)
 	}
+	resolved := time.Now()
 	var st lxc.ApplyStats
 	if err == nil {
 		st, err = a.dp.Apply(r, a.cfg.Node)
 	}
+	programmed := time.Now()
 	if err == nil && a.prefilter != nil {
 		if err = a.prefilter.Set(r.PrefilterDeny); err != nil {
 			err = fmt.Errorf("prefilter: %w", err)
@@ -560,6 +583,7 @@ func (a *Agent) reconcile() {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	defer a.notifyLocked()
 	if err != nil {
 		failed := ""
 		if objs != nil {
@@ -585,6 +609,9 @@ func (a *Agent) reconcile() {
 	a.status.AppliedAt = time.Now()
 	a.status.ApplySeconds = time.Since(start).Seconds()
 	a.status.ProgramSeconds = st.SwapDuration.Seconds()
+	a.status.LoadSeconds = loaded.Sub(start).Seconds()
+	a.status.ResolveSeconds = resolved.Sub(loaded).Seconds()
+	a.status.DatapathSeconds = programmed.Sub(resolved).Seconds()
 	a.status.LastError = ""
 	a.status.FailedHash = ""
 	a.status.Endpoints = st.Endpoints
@@ -598,8 +625,60 @@ func (a *Agent) reconcile() {
 	a.syncPrefilter(r)
 	if changed {
 		a.log.Info("programmed", "hash", objs.Hash, "endpoints", st.Endpoints, "pending", len(st.Pending),
-			"policyEntries", st.PolicyEntries, "seconds", a.status.ApplySeconds)
+			"policyEntries", st.PolicyEntries, "seconds", a.status.ApplySeconds,
+			"load", a.status.LoadSeconds, "resolve", a.status.ResolveSeconds, "datapath", a.status.DatapathSeconds)
 	}
+}
+
+// notifyLocked wakes the status requests waiting for a change; a.mu is
+// held.
+func (a *Agent) notifyLocked() {
+	if a.changed != nil {
+		close(a.changed)
+	}
+	a.changed = make(chan struct{})
+}
+
+// maxStatusWait bounds a long-polling status request.
+const maxStatusWait = 30 * time.Second
+
+// serveStatus writes the status. With ?programmed=HASH&wait=DURATION it
+// first waits, up to wait, until state HASH is programmed with no endpoint
+// pending or refused: a client measuring propagation learns of it at once
+// without polling the agent (which would compete with the agent for CPU).
+func (a *Agent) serveStatus(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if hash := q.Get("programmed"); hash != "" {
+		wait, err := time.ParseDuration(q.Get("wait"))
+		if err != nil || wait < 0 {
+			http.Error(w, fmt.Sprintf("wait=%q: want a duration such as 10s", q.Get("wait")), http.StatusBadRequest)
+			return
+		}
+		t := time.NewTimer(min(wait, maxStatusWait))
+		defer t.Stop()
+	waiting:
+		for {
+			a.mu.Lock()
+			done := agentapi.Programmed(&a.status, hash)
+			if a.changed == nil {
+				a.changed = make(chan struct{})
+			}
+			ch := a.changed
+			a.mu.Unlock()
+			if done {
+				break
+			}
+			select {
+			case <-ch:
+			case <-t.C:
+				break waiting // answer with the status as it is
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(a.Status())
 }
 
 func (a *Agent) serve() (*http.Server, error) {
@@ -612,15 +691,16 @@ func (a *Agent) serve() (*http.Server, error) {
 		return nil, fmt.Errorf("listen on %s: %w", a.cfg.Socket, err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(a.Status())
-	})
+	mux.HandleFunc("GET /v1/status", a.serveStatus)
 	mux.HandleFunc("GET /metrics", a.serveMetrics)
 	mux.HandleFunc("GET /v1/monitor", a.serveMonitor)
 	mux.HandleFunc("GET /v1/policy/{namespace}/{name}", a.servePolicy)
 	mux.HandleFunc("GET /v1/lb", a.serveLB)
 	mux.HandleFunc("GET /v1/prefilter", a.servePrefilter)
+	// Go profiles of the agent (the socket is root's only).
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /v1/sidecar", func(w http.ResponseWriter, r *http.Request) {
 		if a.sidecar == nil {
 			http.Error(w, "the "+a.cfg.Datapath+" datapath has no sidecars", http.StatusNotFound)

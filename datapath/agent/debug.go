@@ -14,26 +14,58 @@ import (
 )
 
 // fanout copies events to every subscriber; a slow subscriber loses events
-// (counted) rather than stalling the reader.
+// (counted) rather than stalling the reader. The ring buffer is read, and
+// the datapath writes events, only while someone subscribes: flow events
+// cost nothing when nobody watches them.
 type fanout struct {
+	open func() (*lxc.EventReader, error)
+
 	mu   sync.Mutex
 	subs map[chan lxc.Event]struct{}
+	rd   *lxc.EventReader
 }
 
-func newFanout() *fanout { return &fanout{subs: map[chan lxc.Event]struct{}{}} }
+func newFanout(open func() (*lxc.EventReader, error)) *fanout {
+	return &fanout{open: open, subs: map[chan lxc.Event]struct{}{}}
+}
 
-func (f *fanout) subscribe() chan lxc.Event {
+func (f *fanout) subscribe() (chan lxc.Event, error) {
 	ch := make(chan lxc.Event, 1024)
 	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.rd == nil {
+		rd, err := f.open()
+		if err != nil {
+			return nil, err
+		}
+		f.rd = rd
+		go f.pump(rd)
+	}
 	f.subs[ch] = struct{}{}
-	f.mu.Unlock()
-	return ch
+	return ch, nil
 }
 
 func (f *fanout) unsubscribe(ch chan lxc.Event) {
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	delete(f.subs, ch)
-	f.mu.Unlock()
+	if len(f.subs) == 0 {
+		f.closeLocked()
+	}
+}
+
+// close stops reading (the agent is stopping).
+func (f *fanout) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closeLocked()
+}
+
+func (f *fanout) closeLocked() {
+	if f.rd != nil {
+		_ = f.rd.Close()
+		f.rd = nil
+	}
 }
 
 func (f *fanout) pump(rd *lxc.EventReader) {
@@ -102,7 +134,11 @@ func (a *Agent) serveMonitor(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "type: want drop or verdict", http.StatusBadRequest)
 		return
 	}
-	ch := a.events.subscribe()
+	ch, err := a.events.subscribe()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
 	defer a.events.unsubscribe(ch)
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"time"
 )
 
@@ -24,10 +25,13 @@ type Status struct {
 	AttachMode string `json:"attachMode,omitempty"`
 	// Kernel is the release the agent runs on; Features the kernel
 	// features the ebpf datapath probed and found (datapath/features).
-	Kernel    string    `json:"kernel,omitempty"`
-	Features  []string  `json:"features,omitempty"`
-	PID       int       `json:"pid"`
-	StartedAt time.Time `json:"startedAt"`
+	Kernel   string   `json:"kernel,omitempty"`
+	Features []string `json:"features,omitempty"`
+	PID      int      `json:"pid"`
+	// GoMaxProcs is the agent's GOMAXPROCS: how many CPUs its Go code
+	// runs on at once.
+	GoMaxProcs int       `json:"goMaxProcs,omitempty"`
+	StartedAt  time.Time `json:"startedAt"`
 
 	// Ready is true once a desired state has been programmed.
 	Ready bool `json:"ready"`
@@ -42,6 +46,12 @@ type Status struct {
 	// ProgramSeconds is the part of it spent programming the datapath:
 	// building and swapping eBPF maps, or ipset and iptables-restore.
 	ProgramSeconds float64 `json:"programSeconds"`
+	// LoadSeconds and ResolveSeconds are the parts spent reading the
+	// state directory and resolving it (identities, rules); DatapathSeconds
+	// is the whole datapath call, of which ProgramSeconds is the swap.
+	LoadSeconds     float64 `json:"loadSeconds"`
+	ResolveSeconds  float64 `json:"resolveSeconds"`
+	DatapathSeconds float64 `json:"datapathSeconds"`
 	// LastError is the error of the newest attempt, empty when it
 	// succeeded; FailedHash is the digest of the state it refused. The
 	// previous state stays programmed.
@@ -127,11 +137,21 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 
 // Get fetches path and returns the body.
 func (c *Client) Get(ctx context.Context, path string) ([]byte, error) {
+	return c.get(ctx, path, 0)
+}
+
+func (c *Client) get(ctx context.Context, path string, timeout time.Duration) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent"+path, nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.http.Do(req)
+	hc := c.http
+	if timeout > 0 {
+		cp := *c.http
+		cp.Timeout = timeout
+		hc = &cp
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("agent at %s: %w", c.Socket, err)
 	}
@@ -147,7 +167,13 @@ func (c *Client) Get(ctx context.Context, path string) ([]byte, error) {
 }
 
 func (c *Client) getJSON(ctx context.Context, path string, into any) error {
-	body, err := c.Get(ctx, path)
+	return c.getJSONTimeout(ctx, path, into, 0)
+}
+
+// getJSONTimeout is getJSON with a request timeout other than the client's
+// (long polls); 0 keeps the client's.
+func (c *Client) getJSONTimeout(ctx context.Context, path string, into any, timeout time.Duration) error {
+	body, err := c.get(ctx, path, timeout)
 	if err != nil {
 		return err
 	}
@@ -155,6 +181,54 @@ func (c *Client) getJSON(ctx context.Context, path string, into any) error {
 		return fmt.Errorf("agent at %s: decode %s: %w", c.Socket, path, err)
 	}
 	return nil
+}
+
+// Programmed is true when st shows state hash programmed with no endpoint
+// pending, or refused (then st.LastError says why).
+func Programmed(st *Status, hash string) bool {
+	return st.StateHash == hash && len(st.Pending) == 0 || st.FailedHash == hash
+}
+
+// WaitProgrammed waits until the agent has programmed state hash with no
+// endpoint pending, or refused it, or ctx ends. The agent answers as soon
+// as it is done (a long poll), so waiting costs it nothing.
+func (c *Client) WaitProgrammed(ctx context.Context, hash string) (*Status, error) {
+	var last *Status
+	var lastErr error
+	for {
+		wait := 10 * time.Second
+		if dl, ok := ctx.Deadline(); ok {
+			wait = min(wait, max(time.Until(dl), time.Millisecond))
+		}
+		var st Status
+		err := c.getJSONTimeout(ctx, "/v1/status?programmed="+url.QueryEscape(hash)+"&wait="+wait.String(), &st, wait+5*time.Second)
+		if err == nil {
+			last = &st
+			if Programmed(&st, hash) {
+				return &st, nil
+			}
+		} else {
+			lastErr = err
+		}
+		select {
+		case <-ctx.Done():
+			if last != nil && last.LastError != "" {
+				return last, fmt.Errorf("agent %s: %w; its last error: %s", last.Node, ctx.Err(), last.LastError)
+			}
+			if last == nil && lastErr != nil {
+				return nil, fmt.Errorf("%w (last: %v)", ctx.Err(), lastErr)
+			}
+			return last, ctx.Err()
+		default:
+		}
+		if err != nil {
+			// Not up yet, or restarting: try again shortly.
+			select {
+			case <-ctx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
 }
 
 // WaitFor polls the agent until cond holds for its status or ctx ends. It

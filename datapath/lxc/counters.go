@@ -2,7 +2,7 @@ package lxc
 
 import (
 	"crypto/sha256"
-	"encoding/hex"
+	"encoding/binary"
 	"fmt"
 	"sort"
 
@@ -17,15 +17,40 @@ type RuleCounter struct {
 	Connections uint64 `json:"connections"`
 }
 
-func rulesDigest(ep *model.Endpoint) string {
+// rulesDigest identifies an endpoint's rule lists: what its policy
+// entries are made of, and what its rule numbers mean.
+func rulesDigest(ep *model.Endpoint) [sha256.Size]byte {
 	h := sha256.New()
+	var b []byte
 	for _, rules := range [][]model.Rule{ep.Ingress, ep.Egress, ep.Mesh} {
-		fmt.Fprintf(h, "%d|", len(rules))
+		b = binary.LittleEndian.AppendUint32(b[:0], uint32(len(rules)))
+		h.Write(b)
 		for _, r := range rules {
-			fmt.Fprintf(h, "%s %v %v %v %v;", r.Policy, r.Deny, r.AnyPeer, r.Peers, r.Ports)
+			b = append(b[:0], r.Policy...)
+			b = append(b, 0, flag(r.Deny), flag(r.AnyPeer), flag(r.IsL7()))
+			b = binary.LittleEndian.AppendUint32(b, uint32(len(r.Peers)))
+			for _, p := range r.Peers {
+				b = binary.LittleEndian.AppendUint32(b, uint32(p))
+			}
+			b = binary.LittleEndian.AppendUint32(b, uint32(len(r.Ports)))
+			for _, p := range r.Ports {
+				b = append(b, byte(p.Protocol))
+				b = binary.LittleEndian.AppendUint16(b, p.Port)
+				b = binary.LittleEndian.AppendUint16(b, p.EndPort)
+			}
+			h.Write(b)
 		}
 	}
-	return hex.EncodeToString(h.Sum(nil))[:16]
+	var out [sha256.Size]byte
+	h.Sum(out[:0])
+	return out
+}
+
+func flag(b bool) byte {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // resetRuleCounters deletes the per-rule counters of the endpoints.

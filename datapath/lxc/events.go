@@ -33,15 +33,21 @@ type Event struct {
 }
 
 // EventReader reads flow events. Only one reader should be open at a time:
-// readers of one ring buffer share its records.
+// readers of one ring buffer share its records. The datapath writes events
+// only while a reader is open (fp_events_on).
 type EventReader struct {
+	d  *Datapath
 	rd *ringbuf.Reader
+	// since is the monotonic time the reader was opened: records older
+	// than it (left from an earlier reader) are skipped.
+	since uint64
 	// boot is the wall-clock time of monotonic zero, to convert the BPF
 	// timestamps.
 	boot time.Time
 }
 
-// OpenEvents opens the event ring buffer.
+// OpenEvents opens the event ring buffer and turns events on; Close turns
+// them off again.
 func (d *Datapath) OpenEvents() (*EventReader, error) {
 	rd, err := ringbuf.NewReader(d.objs.FpEvents)
 	if err != nil {
@@ -50,19 +56,40 @@ func (d *Datapath) OpenEvents() (*EventReader, error) {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	boot := time.Now().Add(-time.Duration(ts.Nano()))
-	return &EventReader{rd: rd, boot: boot}, nil
+	if err := d.setEvents(true); err != nil {
+		rd.Close()
+		return nil, err
+	}
+	return &EventReader{d: d, rd: rd, boot: boot, since: uint64(ts.Nano())}, nil
+}
+
+// setEvents turns the writing of flow events on or off.
+func (d *Datapath) setEvents(on bool) error {
+	var v uint32
+	if on {
+		v = 1
+	}
+	if err := d.objs.FpEventsOn.Put(uint32(0), v); err != nil {
+		return fmt.Errorf("turn flow events on=%v: %w", on, err)
+	}
+	return nil
 }
 
 // Read blocks for the next event; it returns an error wrapping
 // ringbuf.ErrClosed after Close, or os.ErrDeadlineExceeded after a deadline.
 func (r *EventReader) Read() (Event, error) {
-	rec, err := r.rd.Read()
-	if err != nil {
-		return Event{}, err
-	}
 	var raw lxcFlowEvent
-	if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &raw); err != nil {
-		return Event{}, fmt.Errorf("decode event: %w", err)
+	for {
+		rec, err := r.rd.Read()
+		if err != nil {
+			return Event{}, err
+		}
+		if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &raw); err != nil {
+			return Event{}, fmt.Errorf("decode event: %w", err)
+		}
+		if raw.TsNs >= r.since {
+			break
+		}
 	}
 	ev := Event{
 		Time:         r.boot.Add(time.Duration(raw.TsNs)),
@@ -88,8 +115,11 @@ func (r *EventReader) Read() (Event, error) {
 // SetDeadline makes Read return when t passes.
 func (r *EventReader) SetDeadline(t time.Time) { r.rd.SetDeadline(t) }
 
-// Close stops the reader.
-func (r *EventReader) Close() error { return r.rd.Close() }
+// Close stops the reader and turns events off.
+func (r *EventReader) Close() error {
+	err := r.d.setEvents(false)
+	return errors.Join(r.rd.Close(), err)
+}
 
 // IsClosed reports whether err means the reader was closed.
 func IsClosed(err error) bool { return errors.Is(err, ringbuf.ErrClosed) }

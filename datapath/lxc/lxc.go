@@ -9,10 +9,13 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/fastpath-bench/fastpath/datapath/attach"
 	"github.com/fastpath-bench/fastpath/datapath/model"
@@ -51,6 +54,9 @@ type Datapath struct {
 	ipcache   map[netip.Prefix]lxcIpcacheValue
 	// lb mirrors the load balancer's ids (lb.go); nil until first used.
 	lb *lbState
+	// nl asks for links by name on every apply; one socket, opened in the
+	// network namespace the datapath was loaded in, on first use.
+	nl *netlink.Handle
 	// sock holds the socket programs while attached (sock.go).
 	sock *sockState
 }
@@ -62,14 +68,19 @@ type endpointState struct {
 	attached []attach.Attachment
 	entries  int
 	ip       netip.Addr
-	// entriesDigest identifies the policy entries in the endpoint's tries.
-	entriesDigest [sha256.Size]byte
-	// meshOn is set while the endpoint has a mesh-layer trie.
-	meshOn bool
+	// net and mesh mirror the contents of the endpoint's tries (network
+	// and mesh layer); nil when there is none.
+	net, mesh trie
 	// rules is a digest of the endpoint's rule lists: per-rule counters
-	// are reset when it changes, since rule numbers then mean other rules.
-	rules string
+	// are reset when it changes, since rule numbers then mean other rules;
+	// while it stays the same the entries are not expanded again.
+	rules [sha256.Size]byte
+	// programmed: the tries hold the entries of rules.
+	programmed bool
 }
+
+// meshOn says whether the endpoint has a mesh-layer trie.
+func meshOn(ep *model.Endpoint) bool { return ep.MeshEnforced || len(ep.Mesh) > 0 }
 
 // ApplyStats tells what an Apply did.
 type ApplyStats struct {
@@ -83,9 +94,11 @@ type ApplyStats struct {
 	AttachMode attach.Mode
 	// SwapDuration is the time spent building and swapping policy maps.
 	SwapDuration time.Duration
-	// Swapped counts endpoints whose policy tries were replaced (the
-	// others' entries did not change).
+	// Swapped counts endpoints whose policy changed (the others' entries
+	// did not), and InPlace those of them whose tries were updated in
+	// place instead of replaced (see programTrie).
 	Swapped int
+	InPlace int
 	// Overflows counts endpoints programmed closed because their policy
 	// does not fit.
 	Overflows int
@@ -157,7 +170,8 @@ func (d *Datapath) resetTables() error {
 			_ = m.Delete(key)
 		}
 	}
-	return nil
+	// No reader yet (a crashed agent may have left events on).
+	return d.setEvents(false)
 }
 
 // Programs returns the two endpoint programs (from and to the container),
@@ -189,6 +203,10 @@ func (d *Datapath) Apply(r *model.Resolved, node string) (ApplyStats, error) {
 		ep      *model.Endpoint
 		ifname  string
 		ifindex int
+		rules   [sha256.Size]byte
+		// same: the endpoint's rules are those programmed already, so its
+		// entries are not expanded again (entries and mesh stay nil).
+		same    bool
 		entries []PolicyEntry
 		mesh    []PolicyEntry
 	}
@@ -196,23 +214,28 @@ func (d *Datapath) Apply(r *model.Resolved, node string) (ApplyStats, error) {
 	var errs []error
 	var closed []*model.Endpoint
 	for _, ep := range r.NodeEndpoints(node) {
-		entries := PolicyEntries(ep)
-		mesh := MeshEntries(ep)
-		if len(entries) > innerMax || len(mesh) > innerMax {
-			errs = append(errs, fmt.Errorf("Pod %s: policy needs %d (mesh %d) map entries, more than the %d an endpoint's policy map holds: %w",
-				ep.Key(), len(entries), len(mesh), innerMax, ErrOverflow))
-			if _, programmed := d.endpoints[ep.Key()]; !programmed {
-				closed = append(closed, ep)
-			}
-			continue
-		}
 		name := d.ifname(ep)
-		iface, err := net.InterfaceByName(name)
-		if err != nil {
+		ifindex, ifErr := d.ifindexByName(name)
+		p := planned{ep: ep, ifname: name, ifindex: ifindex, rules: rulesDigest(ep)}
+		if es, ok := d.endpoints[ep.Key()]; ok && ifErr == nil && es.ifindex == ifindex && es.programmed &&
+			es.rules == p.rules && (es.mesh != nil) == meshOn(ep) {
+			p.same = true
+		} else {
+			p.entries, p.mesh = PolicyEntries(ep), MeshEntries(ep)
+			if len(p.entries) > innerMax || len(p.mesh) > innerMax {
+				errs = append(errs, fmt.Errorf("Pod %s: policy needs %d (mesh %d) map entries, more than the %d an endpoint's policy map holds: %w",
+					ep.Key(), len(p.entries), len(p.mesh), innerMax, ErrOverflow))
+				if _, programmed := d.endpoints[ep.Key()]; !programmed {
+					closed = append(closed, ep)
+				}
+				continue
+			}
+		}
+		if ifErr != nil {
 			st.Pending = append(st.Pending, ep.Key())
 			continue
 		}
-		plan = append(plan, planned{ep: ep, ifname: name, ifindex: iface.Index, entries: entries, mesh: mesh})
+		plan = append(plan, p)
 	}
 	desiredIPs := desiredIPCache(r, node)
 	if max := int(d.objs.FpIpcache.MaxEntries()); len(desiredIPs) > max {
@@ -276,31 +299,39 @@ func (d *Datapath) Apply(r *model.Resolved, node string) (ApplyStats, error) {
 		}
 		// An endpoint whose entries did not change keeps its tries: most
 		// changes touch few endpoints.
-		meshOn := p.ep.MeshEnforced || len(p.ep.Mesh) > 0
-		if digest := entriesDigest(p.entries, p.mesh, meshOn); digest != es.entriesDigest {
-			if err := d.swapPolicy(es.id, p.entries); err != nil {
+		if !p.same {
+			net, changed, inPlace, err := d.programTrie(es.id, es.net, p.entries)
+			if err != nil {
 				return st, fmt.Errorf("Pod %s: %w", key, err)
 			}
-			// (Every update or delete of fp_policy waits for an RCU grace
-			// period, milliseconds: touch the mesh layer only when needed.)
-			if meshOn {
-				if err := d.swapPolicy(es.id|meshBit, p.mesh); err != nil {
+			es.net = net
+			if meshOn(p.ep) {
+				mesh, mc, mi, err := d.programTrie(es.id|meshBit, es.mesh, p.mesh)
+				if err != nil {
 					return st, fmt.Errorf("Pod %s: mesh layer: %w", key, err)
 				}
-			} else if es.meshOn || !ok {
+				es.mesh = mesh
+				changed, inPlace = changed || mc, inPlace || mi
+			} else if es.mesh != nil || !ok {
 				_ = d.objs.FpPolicy.Delete(es.id | meshBit)
+				changed = changed || es.mesh != nil
+				es.mesh = nil
 			}
-			es.meshOn = meshOn
-			es.entriesDigest = digest
-			st.Swapped++
+			if changed {
+				st.Swapped++
+				if inPlace {
+					st.InPlace++
+				}
+			}
+			es.entries = len(p.entries) + len(p.mesh)
+			es.programmed = true
 		}
-		if digest := rulesDigest(p.ep); digest != es.rules {
-			if es.rules != "" {
+		if p.rules != es.rules {
+			if es.rules != ([sha256.Size]byte{}) {
 				resetCounters = append(resetCounters, es.id)
 			}
-			es.rules = digest
+			es.rules = p.rules
 		}
-		es.entries = len(p.entries) + len(p.mesh)
 		st.PolicyEntries += es.entries
 		flags := endpointFlags(p.ep)
 		info := lxcEndpointInfo{EpId: es.id, Identity: uint32(p.ep.Identity), Ipv4: be32(p.ep.IP), Flags: flags}
@@ -403,17 +434,17 @@ func endpointFlags(ep *model.Endpoint) uint32 {
 // (DROP_NO_POLICY_MAP) until a policy that fits is programmed.
 func (d *Datapath) programClosed(ep *model.Endpoint) error {
 	name := d.ifname(ep)
-	iface, err := net.InterfaceByName(name)
+	ifindex, err := d.ifindexByName(name)
 	if err != nil {
 		return nil // no interface yet: nothing can pass anyway
 	}
-	es := &endpointState{id: d.allocID(), ifname: name, ifindex: iface.Index}
+	es := &endpointState{id: d.allocID(), ifname: name, ifindex: ifindex}
 	d.endpoints[ep.Key()] = es
 	_ = d.objs.FpPolicy.Delete(es.id)
 	_ = d.objs.FpPolicy.Delete(es.id | meshBit)
 	flags := uint32(lxcEndpointFlagsEP_F_INGRESS_ENFORCED | lxcEndpointFlagsEP_F_EGRESS_ENFORCED)
 	info := lxcEndpointInfo{EpId: es.id, Identity: uint32(ep.Identity), Ipv4: be32(ep.IP), Flags: flags}
-	if err := d.objs.FpEndpoints.Put(uint32(iface.Index), info); err != nil {
+	if err := d.objs.FpEndpoints.Put(uint32(ifindex), info); err != nil {
 		return fmt.Errorf("Pod %s: program closed: %w", ep.Key(), err)
 	}
 	_ = d.objs.FpEndpointsByIp.Delete(be32(ep.IP))
@@ -421,21 +452,6 @@ func (d *Datapath) programClosed(ep *model.Endpoint) error {
 		return fmt.Errorf("Pod %s: program closed: %w", ep.Key(), err)
 	}
 	return nil
-}
-
-// entriesDigest identifies an endpoint's trie contents.
-func entriesDigest(entries, mesh []PolicyEntry, meshOn bool) [sha256.Size]byte {
-	h := sha256.New()
-	for i, list := range [][]PolicyEntry{entries, mesh} {
-		fmt.Fprintf(h, "%d %v %d;", i, meshOn, len(list))
-		for _, e := range list {
-			k := e.key()
-			fmt.Fprintf(h, "%d %d %d %d %d %d %d;", k.Prefixlen, k.Identity, k.Direction, k.Protocol, k.Dport, e.action(), e.RuleID)
-		}
-	}
-	var out [sha256.Size]byte
-	copy(out[:], h.Sum(nil))
-	return out
 }
 
 // meshBit marks the key of an endpoint's mesh-layer trie in fp_policy
@@ -455,6 +471,87 @@ func (d *Datapath) allocID() uint32 {
 	return id
 }
 
+// trie mirrors the contents of one policy trie in the kernel.
+type trie map[lxcPolicyKey]lxcPolicyValue
+
+func trieOf(entries []PolicyEntry) trie {
+	t := make(trie, len(entries))
+	for _, e := range entries {
+		t[e.key()] = lxcPolicyValue{Action: e.action(), RuleId: e.RuleID}
+	}
+	return t
+}
+
+// programTrie makes trie id of fp_policy hold entries; cur is what it holds
+// now (nil: none). A change of the verdict bits of at most one key (an
+// entry added, removed, or given other actions; any number of entries may
+// change only the rule they are counted for) is made in place: a packet
+// looks up each identity once, so it sees the old verdict or the new one
+// either way, and updating an LPM trie does not wait for the RCU grace
+// period that replacing an inner map does (milliseconds, the bulk of a
+// single-policy change). Any larger change builds a new trie and swaps it
+// in with one update of the outer map, so that a packet never sees a mix.
+func (d *Datapath) programTrie(id uint32, cur trie, entries []PolicyEntry) (next trie, changed, inPlace bool, err error) {
+	want := trieOf(entries)
+	if cur != nil {
+		verdict, counting := trieDiff(cur, want)
+		switch {
+		case len(verdict) == 0 && len(counting) == 0:
+			return cur, false, false, nil
+		case len(verdict) <= 1:
+			if err := d.updateTrie(id, want, counting, verdict); err == nil {
+				return want, true, true, nil
+			}
+			// Whatever went wrong, a complete new trie repairs it.
+		}
+	}
+	if err := d.swapPolicy(id, entries); err != nil {
+		return cur, false, false, err
+	}
+	return want, true, false, nil
+}
+
+// trieDiff returns the keys whose verdict bits differ between cur and want
+// (present in one only, or other actions) and those whose rule id alone
+// differs.
+func trieDiff(cur, want trie) (verdict, counting []lxcPolicyKey) {
+	for k, w := range want {
+		c, ok := cur[k]
+		switch {
+		case !ok || c.Action != w.Action:
+			verdict = append(verdict, k)
+		case c.RuleId != w.RuleId:
+			counting = append(counting, k)
+		}
+	}
+	for k := range cur {
+		if _, ok := want[k]; !ok {
+			verdict = append(verdict, k)
+		}
+	}
+	return verdict, counting
+}
+
+// updateTrie changes trie id in place: the counting-only keys first (no
+// verdict moves), then the one verdict change, to want.
+func (d *Datapath) updateTrie(id uint32, want trie, counting, verdict []lxcPolicyKey) error {
+	var inner *ebpf.Map
+	if err := d.objs.FpPolicy.Lookup(id, &inner); err != nil {
+		return fmt.Errorf("open policy map of %d: %w", id, err)
+	}
+	defer inner.Close()
+	for _, k := range append(counting, verdict...) {
+		if v, ok := want[k]; ok {
+			if err := inner.Put(k, v); err != nil {
+				return err
+			}
+		} else if err := inner.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
 // swapPolicy builds a complete trie for an endpoint and installs it with a
 // single update of the outer map.
 func (d *Datapath) swapPolicy(epID uint32, entries []PolicyEntry) error {
@@ -463,17 +560,47 @@ func (d *Datapath) swapPolicy(epID uint32, entries []PolicyEntry) error {
 		return fmt.Errorf("create policy map: %w", err)
 	}
 	defer inner.Close() // the outer map holds its own reference
-	for _, e := range entries {
-		v := lxcPolicyValue{Action: e.action(), RuleId: e.RuleID}
-		if err := inner.Put(e.key(), v); err != nil {
-			return fmt.Errorf("fill policy map: %w", err)
-		}
+	if err := fillPolicy(inner, entries); err != nil {
+		return fmt.Errorf("fill policy map: %w", err)
 	}
 	if err := d.objs.FpPolicy.Put(epID, inner); err != nil {
 		return fmt.Errorf("swap policy map: %w", err)
 	}
 	return nil
 }
+
+// fillPolicy writes entries into a new policy trie: in one batch where the
+// kernel can (LPM tries take batch updates since 5.x), else one by one.
+func fillPolicy(m *ebpf.Map, entries []PolicyEntry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	keys := make([]lxcPolicyKey, len(entries))
+	vals := make([]lxcPolicyValue, len(entries))
+	for i, e := range entries {
+		keys[i] = e.key()
+		vals[i] = lxcPolicyValue{Action: e.action(), RuleId: e.RuleID}
+	}
+	if !noBatch.Load() {
+		n, err := m.BatchUpdate(keys, vals, nil)
+		if err == nil && n == len(keys) {
+			return nil
+		}
+		if !errors.Is(err, ebpf.ErrNotSupported) {
+			return fmt.Errorf("batch update: %d of %d written: %w", n, len(keys), err)
+		}
+		noBatch.Store(true)
+	}
+	for i := range keys {
+		if err := m.Put(keys[i], vals[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// noBatch is set once the kernel refused a batch update of a policy trie.
+var noBatch atomic.Bool
 
 func (d *Datapath) attach(es *endpointState) error {
 	for _, h := range []struct {
@@ -523,7 +650,29 @@ func (d *Datapath) Close() error {
 		_ = a.Detach()
 	}
 	d.uplinks = nil
+	if d.nl != nil {
+		d.nl.Close()
+		d.nl = nil
+	}
 	return d.objs.Close()
+}
+
+// ifindexByName asks the kernel for one link by name (net.InterfaceByName
+// dumps every link of the namespace: on a node with many pods that
+// dominated an apply).
+func (d *Datapath) ifindexByName(name string) (int, error) {
+	if d.nl == nil {
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+		if err != nil {
+			return 0, fmt.Errorf("netlink: %w", err)
+		}
+		d.nl = h
+	}
+	l, err := d.nl.LinkByName(name)
+	if err != nil {
+		return 0, err
+	}
+	return l.Attrs().Index, nil
 }
 
 // AttachUplink attaches the uplink program (tc ingress) to the node's

@@ -308,6 +308,7 @@ const (
 	lxcMapFpEndpointsByIp  = "fp_endpoints_by_ip"
 	lxcMapFpEvents         = "fp_events"
 	lxcMapFpEventsLost     = "fp_events_lost"
+	lxcMapFpEventsOn       = "fp_events_on"
 	lxcMapFpIpcache        = "fp_ipcache"
 	lxcMapFpLbAffinity     = "fp_lb_affinity"
 	lxcMapFpLbBackends     = "fp_lb_backends"
@@ -382,6 +383,7 @@ type lxcMapSpecs struct {
 	FpEndpointsByIp *ebpf.MapSpec `ebpf:"fp_endpoints_by_ip"`
 	FpEvents        *ebpf.MapSpec `ebpf:"fp_events"`
 	FpEventsLost    *ebpf.MapSpec `ebpf:"fp_events_lost"`
+	FpEventsOn      *ebpf.MapSpec `ebpf:"fp_events_on"`
 	FpIpcache       *ebpf.MapSpec `ebpf:"fp_ipcache"`
 	FpLbAffinity    *ebpf.MapSpec `ebpf:"fp_lb_affinity"`
 	FpLbBackends    *ebpf.MapSpec `ebpf:"fp_lb_backends"`
@@ -428,6 +430,7 @@ type lxcMaps struct {
 	FpEndpointsByIp *ebpf.Map `ebpf:"fp_endpoints_by_ip"`
 	FpEvents        *ebpf.Map `ebpf:"fp_events"`
 	FpEventsLost    *ebpf.Map `ebpf:"fp_events_lost"`
+	FpEventsOn      *ebpf.Map `ebpf:"fp_events_on"`
 	FpIpcache       *ebpf.Map `ebpf:"fp_ipcache"`
 	FpLbAffinity    *ebpf.Map `ebpf:"fp_lb_affinity"`
 	FpLbBackends    *ebpf.Map `ebpf:"fp_lb_backends"`
@@ -449,6 +452,7 @@ func (m *lxcMaps) Close() error {
 		m.FpEndpointsByIp,
 		m.FpEvents,
 		m.FpEventsLost,
+		m.FpEventsOn,
 		m.FpIpcache,
 		m.FpLbAffinity,
 		m.FpLbBackends,

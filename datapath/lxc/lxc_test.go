@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
 	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -453,6 +454,51 @@ func TestEventsForVerdictsAndDrops(t *testing.T) {
 	rd.SetDeadline(time.Now().Add(50 * time.Millisecond))
 	if ev, err := rd.Read(); err == nil {
 		t.Errorf("unexpected third event %+v (established packets must not be reported)", ev)
+	}
+}
+
+// TestEventsOnlyWhileRead: without an open reader the datapath writes no
+// event (and counts none lost); a reader sees events from its opening on,
+// not older ones; closing it turns events off again.
+func TestEventsOnlyWhileRead(t *testing.T) {
+	d := loadServerOnLo(t, testObjects())
+	_, to := d.Programs()
+	// Nobody reads: nothing is written to the ring.
+	for i := 0; i < 3; i++ {
+		run(t, to, tcpPacket(otherIP, uint16(42000+i), serverIP, 8080, flagSYN))
+	}
+	rd, err := ringbuf.NewReader(d.objs.FpEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := rd.AvailableBytes(); n != 0 {
+		t.Errorf("%d bytes of events written with no reader", n)
+	}
+	rd.Close()
+	ev, err := d.OpenEvents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, to, tcpPacket(otherIP, 42100, serverIP, 8080, flagSYN))
+	ev.SetDeadline(time.Now().Add(2 * time.Second))
+	got, err := ev.Read()
+	if err != nil || got.SrcPort != 42100 {
+		t.Fatalf("event %+v, %v; want the drop of port 42100", got, err)
+	}
+	if err := ev.Close(); err != nil {
+		t.Fatal(err)
+	}
+	run(t, to, tcpPacket(otherIP, 42200, serverIP, 8080, flagSYN))
+	rd, err = ringbuf.NewReader(d.objs.FpEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	if n := rd.AvailableBytes(); n != 0 {
+		t.Errorf("%d bytes of events written after the reader closed", n)
+	}
+	if lost, err := d.EventsLost(); err != nil || lost != 0 {
+		t.Errorf("events lost %d (%v)", lost, err)
 	}
 }
 

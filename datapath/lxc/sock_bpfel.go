@@ -217,6 +217,7 @@ const (
 	sockMapFpEndpointsByIp     = "fp_endpoints_by_ip"
 	sockMapFpEvents            = "fp_events"
 	sockMapFpEventsLost        = "fp_events_lost"
+	sockMapFpEventsOn          = "fp_events_on"
 	sockMapFpIpcache           = "fp_ipcache"
 	sockMapFpLbAffinity        = "fp_lb_affinity"
 	sockMapFpLbBackends        = "fp_lb_backends"
@@ -299,6 +300,7 @@ type sockMapSpecs struct {
 	FpEndpointsByIp  *ebpf.MapSpec `ebpf:"fp_endpoints_by_ip"`
 	FpEvents         *ebpf.MapSpec `ebpf:"fp_events"`
 	FpEventsLost     *ebpf.MapSpec `ebpf:"fp_events_lost"`
+	FpEventsOn       *ebpf.MapSpec `ebpf:"fp_events_on"`
 	FpIpcache        *ebpf.MapSpec `ebpf:"fp_ipcache"`
 	FpLbAffinity     *ebpf.MapSpec `ebpf:"fp_lb_affinity"`
 	FpLbBackends     *ebpf.MapSpec `ebpf:"fp_lb_backends"`
@@ -347,6 +349,7 @@ type sockMaps struct {
 	FpEndpointsByIp  *ebpf.Map `ebpf:"fp_endpoints_by_ip"`
 	FpEvents         *ebpf.Map `ebpf:"fp_events"`
 	FpEventsLost     *ebpf.Map `ebpf:"fp_events_lost"`
+	FpEventsOn       *ebpf.Map `ebpf:"fp_events_on"`
 	FpIpcache        *ebpf.Map `ebpf:"fp_ipcache"`
 	FpLbAffinity     *ebpf.Map `ebpf:"fp_lb_affinity"`
 	FpLbBackends     *ebpf.Map `ebpf:"fp_lb_backends"`
@@ -370,6 +373,7 @@ func (m *sockMaps) Close() error {
 		m.FpEndpointsByIp,
 		m.FpEvents,
 		m.FpEventsLost,
+		m.FpEventsOn,
 		m.FpIpcache,
 		m.FpLbAffinity,
 		m.FpLbBackends,

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestLoaderMatchesLoadDirAndReusesFiles: after a change of one file the
@@ -76,4 +77,53 @@ func TestLoaderFileRemovedWhileLoading(t *testing.T) {
 	if err != nil || h != objs.Hash {
 		t.Fatalf("HashDir %q (%v), Load's digest %q", h, err, objs.Hash)
 	}
+}
+
+// TestLoaderStatCache: a file whose times are well before the read is not
+// read again while its stamp holds, and any rewrite is still seen: one of
+// the same size just after a read (racy times), and one long after.
+func TestLoaderStatCache(t *testing.T) {
+	pod := func(ip string) string {
+		return "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: t}\nstatus: {podIP: " + ip + "}\n"
+	}
+	dir := writeState(t, map[string]string{"a.yaml": pod("10.0.0.1")})
+	path := filepath.Join(dir, "a.yaml")
+	var l Loader
+	load := func(want string) {
+		t.Helper()
+		objs, err := l.Load(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := objs.Pods[0].Status.PodIP; got != want {
+			t.Fatalf("podIP %s, want %s", got, want)
+		}
+		if h, err := HashDir(dir); err != nil || h != objs.Hash {
+			t.Fatalf("HashDir %q (%v), Load's digest %q", h, err, objs.Hash)
+		}
+	}
+	load("10.0.0.1")
+	if l.files["a.yaml"].trusted {
+		t.Fatal("a file written just before the read is trusted by its stamp")
+	}
+	// Same size, at once: the racy entry is read again.
+	if err := os.WriteFile(path, []byte(pod("10.0.0.2")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	load("10.0.0.2")
+	// Settled: trusted by its stamp from now on.
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(path, old, old); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * racyWindow) // the change time of Chtimes itself settles
+	load("10.0.0.2")
+	if !l.files["a.yaml"].trusted {
+		t.Fatal("a settled file is not trusted")
+	}
+	// A rewrite of the same size long after the read is seen.
+	if err := os.WriteFile(path, []byte(pod("10.0.0.3")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	load("10.0.0.3")
 }

@@ -37,7 +37,7 @@ func HashDir(dir string) (string, error) {
 			return "", err
 		}
 		rel, _ := filepath.Rel(dir, f)
-		h.add(rel, data)
+		h.add(rel, sha256.Sum256(data))
 	}
 	return h.sum(), nil
 }
@@ -46,11 +46,11 @@ type dirHash struct{ h hash.Hash }
 
 func newDirHash() *dirHash { return &dirHash{h: sha256.New()} }
 
-func (d *dirHash) add(name string, data []byte) {
+// add adds a file by its name and the SHA-256 of its contents.
+func (d *dirHash) add(name string, sum [sha256.Size]byte) {
 	d.h.Write([]byte(name))
 	d.h.Write([]byte{0})
-	d.h.Write(data)
-	d.h.Write([]byte{0})
+	d.h.Write(sum[:])
 }
 
 func (d *dirHash) sum() string { return hex.EncodeToString(d.h.Sum(nil))[:16] }

@@ -200,6 +200,10 @@ type Endpoint struct {
 	// allow. MeshEnforced is set when an ALLOW policy selects the pod.
 	MeshEnforced bool
 	Mesh         []Rule
+
+	// own is podOwnLabels(Labels), computed once: selectors are matched
+	// against it for every rule of every policy.
+	own labels.Set
 }
 
 // Key is "namespace/name".
@@ -234,6 +238,10 @@ type Resolved struct {
 	// frontends indexes Services' ports by frontend (see
 	// ServiceByFrontend).
 	frontends map[frontendKey]servicePortRef
+	// selectors caches converted selectors by their address in the
+	// objects being resolved (valid for one Resolve call; the content
+	// cache below serves every call).
+	selectors map[*metav1.LabelSelector]labels.Selector
 }
 
 // Endpoint returns the endpoint "namespace/name".
@@ -384,6 +392,7 @@ func Resolve(objs *Objects) (*Resolved, error) {
 		byKey:      map[string]*Endpoint{},
 		byIP:       map[netip.Addr]*Endpoint{},
 		CIDRs:      map[netip.Prefix]Identity{},
+		selectors:  make(map[*metav1.LabelSelector]labels.Selector, 4*len(objs.NetworkPolicies)),
 		Policies:   len(objs.NetworkPolicies) + len(objs.CiliumNetworkPolicies) + len(objs.AuthorizationPolicies),
 	}
 	var errs []error
@@ -423,6 +432,7 @@ func Resolve(objs *Objects) (*Resolved, error) {
 			Labels:     podLabels[i],
 			Identity:   ids[labelString(podLabels[i])],
 			NamedPorts: namedPorts(pod),
+			own:        podOwnLabels(podLabels[i]),
 		}
 		if other, dup := r.byIP[ip]; dup {
 			errs = append(errs, fmt.Errorf("%s: status.podIP: address %s is already used by Pod %s", objs.where("Pod", pod.Namespace, pod.Name), ip, other.Key()))
@@ -438,7 +448,12 @@ func Resolve(objs *Objects) (*Resolved, error) {
 	}
 
 	// Policies in a stable order so that rule lists are deterministic.
-	nps := append([]networkingv1.NetworkPolicy(nil), objs.NetworkPolicies...)
+	// (Pointers into objs, which is not modified: sorting copies of the
+	// objects cost more than resolving them.)
+	nps := make([]*networkingv1.NetworkPolicy, len(objs.NetworkPolicies))
+	for i := range objs.NetworkPolicies {
+		nps[i] = &objs.NetworkPolicies[i]
+	}
 	sort.Slice(nps, func(i, j int) bool {
 		if nps[i].Namespace != nps[j].Namespace {
 			return nps[i].Namespace < nps[j].Namespace
@@ -453,8 +468,9 @@ func Resolve(objs *Objects) (*Resolved, error) {
 		return cnps[i].Name < cnps[j].Name
 	})
 	r.collectCIDRs(nps, cnps, objs.AuthorizationPolicies)
-	for i := range nps {
-		if err := r.applyNetworkPolicy(objs, &nps[i], nsLabels); err != nil {
+	r.sizeIngress(nps)
+	for _, np := range nps {
+		if err := r.applyNetworkPolicy(objs, np, nsLabels); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -515,6 +531,17 @@ func policyTypes(np *networkingv1.NetworkPolicy) (ingress, egress bool) {
 // dominated the cost of resolving. Generated and real policy sets repeat
 // the same selectors many times.
 func (r *Resolved) selector(sel *metav1.LabelSelector) labels.Selector {
+	if s, ok := r.selectors[sel]; ok && sel != nil {
+		return s
+	}
+	s := contentSelector(sel)
+	if r.selectors != nil && sel != nil {
+		r.selectors[sel] = s
+	}
+	return s
+}
+
+func contentSelector(sel *metav1.LabelSelector) labels.Selector {
 	key := selectorKey(sel)
 	if s, ok := selectorCache.Load(key); ok {
 		return s.(labels.Selector)
@@ -578,7 +605,7 @@ func mustSelector(sel *metav1.LabelSelector) labels.Selector {
 // peerMatches reports whether the pod behind identity labels l (with its
 // namespace's own labels nsl) matches a NetworkPolicy peer of a policy in
 // namespace ns.
-func (r *Resolved) peerMatches(peer networkingv1.NetworkPolicyPeer, ns string, podL, nsl map[string]string, podNS string) bool {
+func (r *Resolved) peerMatches(peer networkingv1.NetworkPolicyPeer, ns string, podL labels.Set, nsl map[string]string, podNS string) bool {
 	if peer.IPBlock != nil {
 		return false
 	}
@@ -589,10 +616,31 @@ func (r *Resolved) peerMatches(peer networkingv1.NetworkPolicyPeer, ns string, p
 	} else if !r.selector(peer.NamespaceSelector).Matches(labels.Set(nsl)) {
 		return false
 	}
-	if peer.PodSelector != nil && !r.selector(peer.PodSelector).Matches(labels.Set(podL)) {
+	if peer.PodSelector != nil && !r.selector(peer.PodSelector).Matches(podL) {
 		return false
 	}
 	return true
+}
+
+// sizeIngress gives every endpoint's ingress rule list the room the
+// NetworkPolicies selecting it need (growing it policy by policy was most
+// of what resolving allocated).
+func (r *Resolved) sizeIngress(nps []*networkingv1.NetworkPolicy) {
+	n := make(map[*Endpoint]int, len(r.Endpoints))
+	for _, np := range nps {
+		if ingress, _ := policyTypes(np); !ingress || len(np.Spec.Ingress) == 0 {
+			continue
+		}
+		sel := r.selector(&np.Spec.PodSelector)
+		for _, ep := range r.Endpoints {
+			if ep.Namespace == np.Namespace && sel.Matches(ep.ownLabels()) {
+				n[ep] += len(np.Spec.Ingress)
+			}
+		}
+	}
+	for ep, k := range n {
+		ep.Ingress = append(make([]Rule, 0, len(ep.Ingress)+k), ep.Ingress...)
+	}
 }
 
 func (r *Resolved) applyNetworkPolicy(objs *Objects, np *networkingv1.NetworkPolicy, nsLabels map[string]map[string]string) error {
@@ -600,7 +648,7 @@ func (r *Resolved) applyNetworkPolicy(objs *Objects, np *networkingv1.NetworkPol
 	ingress, egress := policyTypes(np)
 	name := np.Namespace + "/" + np.Name
 	for _, ep := range r.Endpoints {
-		if ep.Namespace != np.Namespace || !sel.Matches(labels.Set(podOwnLabels(ep.Labels))) {
+		if ep.Namespace != np.Namespace || !sel.Matches(ep.ownLabels()) {
 			continue
 		}
 		if ingress {
@@ -713,7 +761,7 @@ func prefixWithin(inner, outer netip.Prefix) bool {
 
 // collectCIDRs gives every prefix named by an ipBlock (cidr and except) a
 // CIDR identity, derived from a hash of the prefix like pod identities.
-func (r *Resolved) collectCIDRs(nps []networkingv1.NetworkPolicy, cnps []CiliumNetworkPolicy, aps []AuthorizationPolicy) {
+func (r *Resolved) collectCIDRs(nps []*networkingv1.NetworkPolicy, cnps []CiliumNetworkPolicy, aps []AuthorizationPolicy) {
 	prefixes := authzPrefixes(aps)
 	add := func(s string) {
 		if p, err := netip.ParsePrefix(s); err == nil && p.Addr().Is4() {
@@ -768,6 +816,14 @@ func (r *Resolved) collectCIDRs(nps []networkingv1.NetworkPolicy, cnps []CiliumN
 	}
 }
 
+// ownLabels is the pod's own labels (podOwnLabels of Labels).
+func (e *Endpoint) ownLabels() labels.Set {
+	if e.own == nil {
+		e.own = podOwnLabels(e.Labels)
+	}
+	return e.own
+}
+
 // podOwnLabels strips the labels the model added, leaving the pod's own.
 func podOwnLabels(l map[string]string) map[string]string {
 	out := make(map[string]string, len(l))
@@ -806,7 +862,7 @@ func (r *Resolved) rule(policy string, peers []networkingv1.NetworkPolicyPeer, p
 					matched = append(matched, ep)
 					break
 				}
-				if p.IPBlock == nil && r.peerMatches(p, ns, podOwnLabels(ep.Labels), nsLabels[ep.Namespace], ep.Namespace) {
+				if p.IPBlock == nil && r.peerMatches(p, ns, ep.ownLabels(), nsLabels[ep.Namespace], ep.Namespace) {
 					matched = append(matched, ep)
 					addID(ep.Identity)
 					break

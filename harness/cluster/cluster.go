@@ -63,6 +63,10 @@ type AgentOptions struct {
 	ReadyTimeout time.Duration
 	// ExtraArgs are passed to every agent.
 	ExtraArgs []string
+	// GoMaxProcs is the agents' GOMAXPROCS; zero means the provider's
+	// default (netns: 1, since its nodes share the machine's CPUs, as a
+	// node agent limited to one CPU would run).
+	GoMaxProcs int
 }
 
 // Process is a component the harness started (agent, server, client).

@@ -86,6 +86,9 @@ func (a AgentInfo) Summary() string {
 	if len(a.Features) > 0 {
 		parts = append(parts, "kernel features: "+strings.Join(a.Features, ", "))
 	}
+	if a.GoMaxProcs > 0 {
+		parts = append(parts, fmt.Sprintf("GOMAXPROCS %d", a.GoMaxProcs))
+	}
 	return strings.Join(parts, "; ")
 }
 
@@ -94,6 +97,8 @@ type AgentInfo struct {
 	Datapath   string   `json:"datapath"`
 	AttachMode string   `json:"attachMode,omitempty"`
 	Features   []string `json:"features,omitempty"`
+	// GoMaxProcs is the agents' GOMAXPROCS (0: not reported).
+	GoMaxProcs int `json:"goMaxProcs,omitempty"`
 }
 
 // Result is the measurements of one scenario on one datapath.

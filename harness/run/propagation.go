@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/fastpath-bench/fastpath/datapath/agentapi"
+	"runtime"
 	"sync"
 	"time"
 
@@ -93,6 +94,13 @@ func (r *runner) propagationSetup() (stop func(), err error) {
 // measurePropagation measures single and bulk policy changes with the
 // agents of datapath dp running and the base state programmed.
 func (r *runner) measurePropagation(ctx context.Context, dp string) []report.Propagation {
+	// The prober opens a connection every millisecond or so while the
+	// agents work: it must take as little from them as it can. Its
+	// goroutines wait on the network, one CPU runs them all, and threads
+	// woken across CPUs (each wake-up a cross-CPU interrupt, costly in a
+	// VM) no longer stretch the agents' work. (Load generators are
+	// processes of their own; none runs meanwhile.)
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	pr := r.suite.Spec.Propagation
 	base := len(r.suite.Spec.Policies.Files) + r.suite.Spec.Policies.Generated
 	toggle, _ := netns.MarshalDocs([]any{togglePolicy(r.suite)})

@@ -635,7 +635,7 @@ func agentInfo(ctx context.Context, c *netns.Cluster, dp string) report.AgentInf
 	for _, n := range c.Nodes() {
 		st, err := agentapi.NewClient(c.AgentSocket(n)).Status(ctx)
 		if err == nil {
-			info.AttachMode, info.Features = st.AttachMode, st.Features
+			info.AttachMode, info.Features, info.GoMaxProcs = st.AttachMode, st.Features, st.GoMaxProcs
 			return info
 		}
 	}

@@ -70,7 +70,7 @@ func TestLoadValid(t *testing.T) {
 				if s.Metadata.Name != "quick" || !reflect.DeepEqual(s.Spec.Datapaths, []string{"none", "ebpf", "iptables"}) {
 					t.Errorf("name %q datapaths %v", s.Metadata.Name, s.Spec.Datapaths)
 				}
-				if pr := s.Spec.Propagation; pr == nil || pr.Changes != 20 || !reflect.DeepEqual(pr.Bulk, []int{100, 1000}) || pr.ProbeInterval.Duration != time.Millisecond || pr.BulkRepetitions != 3 {
+				if pr := s.Spec.Propagation; pr == nil || pr.Changes != 100 || !reflect.DeepEqual(pr.Bulk, []int{100, 1000}) || pr.ProbeInterval.Duration != time.Millisecond || pr.BulkRepetitions != 3 {
 					t.Errorf("propagation %+v", pr)
 				}
 				if len(s.Spec.Cluster.Pods) != 4 || s.Spec.Policies.Generated != 99 {

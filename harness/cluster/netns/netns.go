@@ -653,6 +653,16 @@ func (c *Cluster) StartAgents(ctx context.Context, opts cluster.AgentOptions) er
 		args = append(args, "--pod-netns", PodNS(c.spec.RunID, "{namespace}", "{name}"))
 		args = append(args, opts.ExtraArgs...)
 		cmd := exec.Command(bin, args...)
+		// The nodes share the machine's CPUs: each agent's Go code runs on
+		// one at a time, as it would with a one-CPU limit on a node of its
+		// own. (With every agent and the harness free to spread over all
+		// CPUs, their threads wake each other across CPUs and policy
+		// changes took twice as long on a 2-CPU machine.)
+		procs := opts.GoMaxProcs
+		if procs == 0 {
+			procs = 1
+		}
+		cmd.Env = append(os.Environ(), fmt.Sprintf("GOMAXPROCS=%d", procs))
 		logf, err := os.OpenFile(filepath.Join(c.logDir, "agent-"+n.name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
 			return err
@@ -688,9 +698,7 @@ func (c *Cluster) WaitProgrammed(ctx context.Context, hash string, since time.Ti
 	out := map[string]time.Duration{}
 	for _, n := range c.nodes {
 		cl := agentapi.NewClient(c.AgentSocket(n.name))
-		st, err := cl.WaitFor(ctx, time.Millisecond, func(st *agentapi.Status) bool {
-			return st.StateHash == hash && len(st.Pending) == 0 || st.FailedHash == hash
-		})
+		st, err := cl.WaitProgrammed(ctx, hash)
 		if err != nil {
 			return out, fmt.Errorf("agent on %s did not program state %s (see %s): %w", n.name, hash,
 				filepath.Join(c.logDir, "agent-"+n.name+".log"), err)
