@@ -127,3 +127,53 @@ func TestLoaderStatCache(t *testing.T) {
 	}
 	load("10.0.0.3")
 }
+
+// TestHasherMatchesHashDir: a Hasher reused across changes (a rewrite of
+// the same size at once, a new file, a removal, a settled file rewritten)
+// always returns what HashDir and the Loader compute.
+func TestHasherMatchesHashDir(t *testing.T) {
+	ns := func(name string) string { return "apiVersion: v1\nkind: Namespace\nmetadata: {name: " + name + "}\n" }
+	dir := writeState(t, map[string]string{"a.yaml": ns("aa")})
+	var h Hasher
+	check := func(what string) {
+		t.Helper()
+		got, err := h.HashDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := HashDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs, err := LoadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != want || got != objs.Hash {
+			t.Fatalf("%s: Hasher %s, HashDir %s, LoadDir %s", what, got, want, objs.Hash)
+		}
+	}
+	write := func(name, data string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("first")
+	write("a.yaml", ns("ab"))
+	check("same size at once")
+	write("b.yaml", ns("b"))
+	check("file added")
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(filepath.Join(dir, "a.yaml"), old, old); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * racyWindow)
+	check("settled")
+	write("a.yaml", ns("ac"))
+	check("settled file rewritten")
+	if err := os.Remove(filepath.Join(dir, "b.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	check("file removed")
+}

@@ -8,6 +8,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
+	"time"
 )
 
 // InterfaceName is the name of the node-side veth of a pod: "lxc" and 12 hex
@@ -23,21 +25,62 @@ func InterfaceName(namespace, name string) string {
 // and the agent compare it to tell which version of the desired state the
 // datapath has programmed.
 func HashDir(dir string) (string, error) {
+	return new(Hasher).HashDir(dir)
+}
+
+// Hasher is HashDir for a writer that hashes the same directory again and
+// again (the harness, after every change): it reads a file again only when
+// its stamp changed, as Loader does. Safe for concurrent use.
+type Hasher struct {
+	mu    sync.Mutex
+	files map[string]hashedFile
+}
+
+type hashedFile struct {
+	stamp fileStamp
+	sum   [sha256.Size]byte
+}
+
+// HashDir is the package's HashDir.
+func (c *Hasher) HashDir(dir string) (string, error) {
 	files, err := stateFiles(dir)
 	if err != nil {
 		return "", err
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.files == nil {
+		c.files = map[string]hashedFile{}
+	}
 	h := newDirHash()
 	for _, f := range files {
+		if stamp, err := statFile(f); err == nil {
+			if hf, ok := c.files[f]; ok && hf.stamp == stamp {
+				rel, _ := filepath.Rel(dir, f)
+				h.add(rel, hf.sum)
+				continue
+			}
+		}
+		readAt := time.Now()
+		stamp, serr := statFile(f)
 		data, err := os.ReadFile(f)
-		if errors.Is(err, fs.ErrNotExist) {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(serr, fs.ErrNotExist) {
 			continue // removed since the listing, as Loader.Load does
+		}
+		if err == nil {
+			err = serr
 		}
 		if err != nil {
 			return "", err
 		}
 		rel, _ := filepath.Rel(dir, f)
-		h.add(rel, sha256.Sum256(data))
+		sum := sha256.Sum256(data)
+		h.add(rel, sum)
+		if stamp.settledBefore(readAt) {
+			c.files[f] = hashedFile{stamp: stamp, sum: sum}
+		} else {
+			delete(c.files, f)
+		}
 	}
 	return h.sum(), nil
 }

@@ -73,11 +73,14 @@ type Cluster struct {
 	opts     Options
 	runDir   string
 	stateDir string
-	logDir   string
-	pinRoot  string
-	fabric   string
-	nodes    []nodeInfo
-	pods     []cluster.Pod
+	// hasher digests the state directory after every write, reading only
+	// the files that changed.
+	hasher  model.Hasher
+	logDir  string
+	pinRoot string
+	fabric  string
+	nodes   []nodeInfo
+	pods    []cluster.Pod
 	// cgroupRoot is the cgroup2 mount ("" when none could be had: then
 	// pods' processes stay in the harness's cgroup and agents get no
 	// --cgroup).
@@ -588,7 +591,7 @@ func (c *Cluster) WriteState(name string, data []byte) (string, error) {
 	if err := os.Rename(tmp, filepath.Join(c.stateDir, name)); err != nil {
 		return "", err
 	}
-	return model.HashDir(c.stateDir)
+	return c.hasher.HashDir(c.stateDir)
 }
 
 // RemoveState deletes a state file and returns the new digest.
@@ -596,7 +599,7 @@ func (c *Cluster) RemoveState(name string) (string, error) {
 	if err := os.Remove(filepath.Join(c.stateDir, name)); err != nil && !os.IsNotExist(err) {
 		return "", err
 	}
-	return model.HashDir(c.stateDir)
+	return c.hasher.HashDir(c.stateDir)
 }
 
 func (c *Cluster) agentBinary() (string, error) {
@@ -678,7 +681,7 @@ func (c *Cluster) StartAgents(ctx context.Context, opts cluster.AgentOptions) er
 		c.agents[n.name] = proc
 		c.mu.Unlock()
 	}
-	hash, err := model.HashDir(c.stateDir)
+	hash, err := c.hasher.HashDir(c.stateDir)
 	if err != nil {
 		return err
 	}
