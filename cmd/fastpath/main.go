@@ -27,6 +27,9 @@ var (
 )
 
 func main() {
+	if calledAsWrapper() {
+		runAsWrapper()
+	}
 	if err := newRoot().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "fastpath:", err)
 		os.Exit(1)
@@ -41,7 +44,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newBench(), newClean(), newCompare(), newConformance(), newVMImages(), workload.NewCommand())
+	root.AddCommand(newBench(), newClean(), newCompare(), newConformance(), newVMImages(), newHostSetup(), workload.NewCommand())
 	return root
 }
 
