@@ -44,7 +44,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newBench(), newClean(), newCompare(), newConformance(), newVMImages(), newHostSetup(), workload.NewCommand())
+	root.AddCommand(newBench(), newClean(), newCompare(), newConformance(), newVMImages(), newHostSetup(), newKindNodeImage(), workload.NewCommand())
 	return root
 }
 
