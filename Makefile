@@ -12,7 +12,7 @@ COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 export BPF_CLANG BPF_CFLAGS
 
-.PHONY: help deps deps-bpf deps-vm build generate check-generated vet test bench bench-baselines release-report compare-release conformance vm-images vm-payload clean
+.PHONY: help deps deps-bpf deps-vm build generate check-generated vet test bench bench-baselines release-report compare-release conformance vm-images vm-payload kind-node-image clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -75,6 +75,9 @@ conformance: deps build ## run the conformance corpus (model, ebpf, iptables; th
 
 deps-vm: ## install what the kernel matrix needs (qemu, xz, zstd) when missing
 	@hack/deps.sh vm
+
+kind-node-image: build ## build the kind node image offline (needs: bin/fastpath host-setup docker)
+	./bin/fastpath kind-node-image
 
 vm-images: deps-vm build ## download the kernels of vm-images/kernels.yaml (KERNELS=... for some) into the cache
 	./bin/fastpath vm-images $(if $(KERNELS),--kernels "$(KERNELS)")

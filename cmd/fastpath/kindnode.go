@@ -15,21 +15,29 @@ func newKindNodeImage() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "kind-node-image",
 		Short: "Build the kind node image offline (Kubernetes, etcd and pause from their Go modules)",
-		Long: `Builds the Kubernetes commands, etcd and pause from their Go modules at pinned
-versions (static, cached under ~/.cache/fastpath/kind-node), for a kind node
-image that needs no registry. (Work in progress, issue #9: --binaries-only
-builds the binaries; the image assembly follows.)`,
+		Long: `Builds a kind node image that needs no registry: the Kubernetes commands, etcd
+and pause from their Go modules at pinned versions (static, cached under
+~/.cache/fastpath/kind-node), the control-plane images FROM scratch under the
+names kubeadm asks for, and a Debian rootfs (debootstrap) with systemd and
+containerd carrying kind's base-image files from the sigs.k8s.io/kind module.
+The tag carries a hash of every input; an image built for the same inputs is
+not built again. Needs Docker's engine (fastpath host-setup docker).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts.Logf = func(format string, args ...any) { fmt.Fprintf(os.Stderr, "fastpath: "+format+"\n", args...) }
-			if !binariesOnly {
-				return fmt.Errorf("only --binaries-only is implemented yet (issue #9)")
+			if binariesOnly {
+				b, err := kindnode.BuildBinaries(cmd.Context(), opts)
+				if err != nil {
+					return err
+				}
+				fmt.Println(b.Dir)
+				return nil
 			}
-			b, err := kindnode.BuildBinaries(cmd.Context(), opts)
+			img, err := kindnode.BuildImage(cmd.Context(), opts)
 			if err != nil {
 				return err
 			}
-			fmt.Println(b.Dir)
+			fmt.Println(img.Tag)
 			return nil
 		},
 	}
