@@ -82,4 +82,3 @@ func findRunc() (string, error) {
 }
 
 func calledAsWrapper() bool { return filepath.Base(os.Args[0]) == hostsetup.WrapperName }
-

@@ -90,4 +90,3 @@ func BuildBinaries(ctx context.Context, opts Options) (*Binaries, error) {
 }
 
 func (b *Binaries) path(name string) string { return filepath.Join(b.Dir, name) }
-
