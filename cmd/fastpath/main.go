@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fastpath-bench/fastpath/harness/cluster/kind"
 	"github.com/fastpath-bench/fastpath/harness/cluster/netns"
 	"github.com/fastpath-bench/fastpath/harness/conformance"
 	"github.com/fastpath-bench/fastpath/harness/run"
@@ -93,9 +94,16 @@ func newBench() *cobra.Command {
 func newClean() *cobra.Command {
 	return &cobra.Command{
 		Use:   "clean",
-		Short: "Remove everything fastpath runs left behind (fp-* namespaces, processes in them, pinned maps, run state)",
+		Short: "Remove everything fastpath runs left behind (fp-* namespaces, processes in them, pinned maps, run state, kind clusters)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			clusters, err := kind.Clean(cmd.Context())
+			if len(clusters) > 0 {
+				fmt.Printf("deleted kind clusters: %v\n", clusters)
+			}
+			if err != nil {
+				return err
+			}
 			before, _ := netns.Leftovers(netns.Prefix)
 			if err := netns.Clean(cmd.Context()); err != nil {
 				return err
