@@ -32,7 +32,9 @@ default runtime in /etc/docker/daemon.json (other settings are kept) and
 restarts dockerd. Without it kind cannot start its nodes.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rep, err := hostsetup.SetupDocker(cmd.Context(), hostsetup.DockerOptions{
+			ctx, cancel := interruptible()
+			defer cancel()
+			rep, err := hostsetup.SetupDocker(ctx, hostsetup.DockerOptions{
 				Logf: func(format string, args ...any) { fmt.Fprintf(os.Stderr, "fastpath: "+format+"\n", args...) },
 			})
 			if err != nil {

@@ -24,16 +24,18 @@ The tag carries a hash of every input; an image built for the same inputs is
 not built again. Needs Docker's engine (fastpath host-setup docker).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := interruptible() // Ctrl-C stops the go and docker builds too
+			defer cancel()
 			opts.Logf = func(format string, args ...any) { fmt.Fprintf(os.Stderr, "fastpath: "+format+"\n", args...) }
 			if binariesOnly {
-				b, err := kindnode.BuildBinaries(cmd.Context(), opts)
+				b, err := kindnode.BuildBinaries(ctx, opts)
 				if err != nil {
 					return err
 				}
 				fmt.Println(b.Dir)
 				return nil
 			}
-			img, err := kindnode.BuildImage(cmd.Context(), opts)
+			img, err := kindnode.BuildImage(ctx, opts)
 			if err != nil {
 				return err
 			}
