@@ -1,0 +1,76 @@
+package kind
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fastpath-bench/fastpath/harness/kindnode"
+	"github.com/fastpath-bench/fastpath/internal/testutil"
+)
+
+// cgroupV1 says whether this host mounts cgroup v1 at /sys/fs/cgroup.
+func cgroupV1() bool {
+	_, err := os.Stat("/sys/fs/cgroup/cgroup.controllers")
+	return err != nil
+}
+
+// TestCreateCluster creates a real kind cluster (a control plane and one
+// worker) from the offline node image, checks that the API server answers
+// and lists both nodes, deletes it, and checks that no node container is
+// left.
+func TestCreateCluster(t *testing.T) {
+	testutil.RequireRoot(t)
+	ctx := context.Background()
+	if _, err := exec.LookPath("docker"); err != nil || !engineAnswers(ctx) {
+		t.Skip("Docker's engine is not running here (fastpath host-setup docker)")
+	}
+	image, err := kindnode.Tag(ctx, kindnode.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dockerOut(ctx, "image", "inspect", image); err != nil {
+		t.Skipf("node image %s is not built (make kind-node-image: about 20 minutes cold)", image)
+	}
+	name := strings.Replace(testutil.RunID("k"), "fp-t", NamePrefix+"t", 1)
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	start := time.Now()
+	c, err := Create(ctx, Config{Name: name, Workers: 1, PodSubnet: "10.244.0.0/16", ServiceSubnet: "10.96.0.0/16",
+		Datapath: "ebpf", CgroupV1: cgroupV1(), Image: image}, CreateOptions{Kubeconfig: kubeconfig, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("created %s in %s", name, time.Since(start).Round(time.Second))
+	deleted := false
+	t.Cleanup(func() {
+		if !deleted {
+			_ = c.Delete()
+		}
+	})
+	nodes, err := c.Nodes()
+	if err != nil || len(nodes) != 2 {
+		t.Fatalf("nodes %v (%v)", nodes, err)
+	}
+	out, err := dockerOut(ctx, "exec", name+"-control-plane", "kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf", "get", "nodes", "-o", "name")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Fields(out); len(got) != 2 {
+		t.Fatalf("API server lists nodes %v", got)
+	}
+	if _, err := os.Stat(kubeconfig); err != nil {
+		t.Errorf("kubeconfig: %v", err)
+	}
+	if err := c.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	deleted = true
+	left, err := dockerOut(ctx, "ps", "-a", "-q", "--filter", "label=io.x-k8s.kind.cluster="+name)
+	if err != nil || strings.TrimSpace(left) != "" {
+		t.Fatalf("containers left: %q (%v)", left, err)
+	}
+}
