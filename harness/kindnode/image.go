@@ -154,7 +154,26 @@ func BuildImage(ctx context.Context, opts Options) (*Image, error) {
 		return nil, err
 	}
 	img.Built = true
+	_ = os.RemoveAll(ctxDir)
+	removeStale(ctx, tag, opts.Logf)
 	return img, nil
+}
+
+// removeStale removes node images of other inputs (1.5 GB each); one that
+// a container still uses stays.
+func removeStale(ctx context.Context, keep string, logf func(string, ...any)) {
+	out, err := dockerCmd(ctx, nil, "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", ImageRepo)
+	if err != nil {
+		return
+	}
+	for _, ref := range strings.Fields(out) {
+		if ref == keep || strings.HasSuffix(ref, ":<none>") {
+			continue
+		}
+		if _, err := dockerCmd(ctx, nil, "rmi", ref); err == nil {
+			logf("removed the stale node image %s", ref)
+		}
+	}
 }
 
 // controlPlaneImage is one image kubeadm expects, as `kubeadm config
@@ -212,7 +231,7 @@ func buildControlPlaneImages(ctx context.Context, opts Options, bins *Binaries, 
 		if err := copyFile(bins.path(im.Binary), filepath.Join(dir, im.Binary), 0o755); err != nil {
 			return err
 		}
-		df := fmt.Sprintf("FROM %s\nCOPY %s %s\n", rootfs, im.Binary, im.Path)
+		df := fmt.Sprintf("FROM %s\nCOPY %s %s\nENTRYPOINT [%q]\n", rootfs, im.Binary, im.Path, im.Path)
 		if !im.Debian {
 			for _, f := range []string{"passwd", "group"} {
 				if err := copyAsset(f, filepath.Join(dir, f)); err != nil {
