@@ -23,6 +23,12 @@ import (
 //go:embed assets
 var assets embed.FS
 
+// recipe is this package's build code: part of the inputs hash, so that a
+// change of how the image is made makes a new image.
+//
+//go:embed binaries.go image.go kindnode.go
+var recipe embed.FS
+
 // ImageRepo is the repository node images are tagged in.
 const ImageRepo = "fastpath/kind-node"
 
@@ -53,6 +59,9 @@ func inputsHash(opts Options, kindFiles string) (string, error) {
 		})
 	}
 	if err := add(assets, "assets"); err != nil {
+		return "", err
+	}
+	if err := add(recipe, "."); err != nil {
 		return "", err
 	}
 	if err := add(os.DirFS(kindFiles), "."); err != nil {
