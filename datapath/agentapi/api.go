@@ -212,13 +212,7 @@ func (c *Client) WaitProgrammed(ctx context.Context, hash string) (*Status, erro
 		}
 		select {
 		case <-ctx.Done():
-			if last != nil && last.LastError != "" {
-				return last, fmt.Errorf("agent %s: %w; its last error: %s", last.Node, ctx.Err(), last.LastError)
-			}
-			if last == nil && lastErr != nil {
-				return nil, fmt.Errorf("%w (last: %v)", ctx.Err(), lastErr)
-			}
-			return last, ctx.Err()
+			return last, waitErr(ctx, last, lastErr)
 		default:
 		}
 		if err != nil {
@@ -229,6 +223,18 @@ func (c *Client) WaitProgrammed(ctx context.Context, hash string) (*Status, erro
 			}
 		}
 	}
+}
+
+// waitErr says why a wait ended without its condition: the context's
+// error, with the agent's last error or the last request's.
+func waitErr(ctx context.Context, last *Status, lastErr error) error {
+	if last != nil && last.LastError != "" {
+		return fmt.Errorf("agent %s: %w; its last error: %s", last.Node, ctx.Err(), last.LastError)
+	}
+	if last == nil && lastErr != nil {
+		return fmt.Errorf("%w (last: %v)", ctx.Err(), lastErr)
+	}
+	return ctx.Err()
 }
 
 // WaitFor polls the agent until cond holds for its status or ctx ends. It
@@ -248,13 +254,7 @@ func (c *Client) WaitFor(ctx context.Context, interval time.Duration, cond func(
 		}
 		select {
 		case <-ctx.Done():
-			if last != nil && last.LastError != "" {
-				return last, fmt.Errorf("agent %s: %w; its last error: %s", last.Node, ctx.Err(), last.LastError)
-			}
-			if last == nil && lastErr != nil {
-				return nil, fmt.Errorf("%w (last: %v)", ctx.Err(), lastErr)
-			}
-			return last, ctx.Err()
+			return last, waitErr(ctx, last, lastErr)
 		case <-time.After(interval):
 		}
 	}

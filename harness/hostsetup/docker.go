@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/fastpath-bench/fastpath/harness/execx"
 )
 
 // DockerOptions configure SetupDocker. Zero values mean the defaults.
@@ -76,29 +78,12 @@ type DockerReport struct {
 	DefaultRuntime string
 }
 
-// CommandError is a failed command with its output.
-type CommandError struct {
-	Cmd    string
-	Output string
-	Err    error
-}
-
-func (e *CommandError) Error() string {
-	out := strings.TrimSpace(e.Output)
-	if len(out) > 2000 {
-		out = "…" + out[len(out)-2000:]
-	}
-	return fmt.Sprintf("%s: %v: %s", e.Cmd, e.Err, out)
-}
-
-func (e *CommandError) Unwrap() error { return e.Err }
-
 func runCmd(ctx context.Context, name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return string(out), &CommandError{Cmd: strings.Join(append([]string{name}, args...), " "), Output: string(out), Err: err}
+		return string(out), &execx.RunError{Command: append([]string{name}, args...), Output: out, Inner: err}
 	}
 	return string(out), nil
 }

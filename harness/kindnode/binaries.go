@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/fastpath-bench/fastpath/harness/execx"
 )
 
 // Kubernetes binaries are built from the k8s.io/kubernetes Go module at one
@@ -214,24 +216,7 @@ func goCmd(ctx context.Context, dir string, args ...string) (string, error) {
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return stdout.String(), &CommandError{Cmd: "go " + strings.Join(args, " ") + " (in " + dir + ")", Output: stderr.String(), Err: err}
+		return stdout.String(), &execx.RunError{Command: append([]string{"go"}, args...), Output: []byte(stderr.String() + " (in " + dir + ")"), Inner: err}
 	}
 	return stdout.String(), nil
 }
-
-// CommandError is a failed command with its output.
-type CommandError struct {
-	Cmd    string
-	Output string
-	Err    error
-}
-
-func (e *CommandError) Error() string {
-	out := strings.TrimSpace(e.Output)
-	if len(out) > 3000 {
-		out = "…" + out[len(out)-3000:]
-	}
-	return fmt.Sprintf("%s: %v: %s", e.Cmd, e.Err, out)
-}
-
-func (e *CommandError) Unwrap() error { return e.Err }

@@ -18,6 +18,8 @@ import (
 	"sort"
 	"strings"
 	"text/template"
+
+	"github.com/fastpath-bench/fastpath/harness/execx"
 )
 
 //go:embed assets
@@ -426,7 +428,7 @@ func run(ctx context.Context, stdin io.Reader, name string, args ...string) (str
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return stdout.String(), &CommandError{Cmd: name + " " + strings.Join(args, " "), Output: stderr.String() + stdout.String(), Err: err}
+		return stdout.String(), &execx.RunError{Command: append([]string{name}, args...), Output: []byte(stderr.String() + stdout.String()), Inner: err}
 	}
 	return stdout.String(), nil
 }

@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/kind/pkg/cluster"
 	kindlog "sigs.k8s.io/kind/pkg/log"
 
+	"github.com/fastpath-bench/fastpath/harness/execx"
 	"github.com/fastpath-bench/fastpath/harness/hostsetup"
 )
 
@@ -173,7 +174,7 @@ func engineAnswers(ctx context.Context) bool {
 func dockerOut(ctx context.Context, args ...string) (string, error) {
 	out, err := exec.CommandContext(ctx, "docker", args...).CombinedOutput()
 	if err != nil {
-		return string(out), &hostsetup.CommandError{Cmd: "docker " + strings.Join(args, " "), Output: string(out), Err: err}
+		return string(out), &execx.RunError{Command: append([]string{"docker"}, args...), Output: out, Inner: err}
 	}
 	return string(out), nil
 }
