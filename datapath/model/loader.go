@@ -59,40 +59,38 @@ func (l *Loader) Load(dir string) (*Objects, error) {
 	for _, f := range files {
 		rel, _ := filepath.Rel(dir, f)
 		lf, ok := l.files[rel]
-		if stamp, err := statFile(f); err == nil && ok && lf.trusted && lf.stamp == stamp {
+		var prev *fileStamp
+		if ok && lf.trusted {
+			prev = &lf.stamp
+		}
+		r, unchanged, err := readStamped(f, prev)
+		if errors.Is(err, fs.ErrNotExist) {
+			// Removed since the directory was listed: not part of the
+			// state any more (the writer's change is a new event).
+			continue
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("read %s: %w", f, err))
+			continue
+		}
+		seen[rel] = true
+		if unchanged {
 			// Unchanged since it was read: neither read nor hashed again.
-			seen[rel] = true
 			h.add(rel, lf.sum)
 		} else {
-			readAt := time.Now()
-			stamp, serr := statFile(f)
-			data, err := os.ReadFile(f)
-			if errors.Is(err, fs.ErrNotExist) || errors.Is(serr, fs.ErrNotExist) {
-				// Removed since the directory was listed: not part of the
-				// state any more (the writer's change is a new event).
-				continue
-			}
-			if err == nil {
-				err = serr
-			}
-			if err != nil {
-				errs = append(errs, fmt.Errorf("read %s: %w", f, err))
-				continue
-			}
-			seen[rel] = true
-			sum := sha256.Sum256(data)
+			sum := sha256.Sum256(r.data)
 			h.add(rel, sum)
 			if !ok || lf.sum != sum {
 				one := &Objects{Source: map[string]string{}}
 				lf = loadedFile{sum: sum, objs: one}
-				if err := one.Decode(rel, data); err != nil {
+				if err := one.Decode(rel, r.data); err != nil {
 					lf.err = err
 				} else {
 					// Checks across objects run below, on the whole state.
 					lf.err = errors.Join(one.validateObjects()...)
 				}
 			}
-			lf.stamp, lf.trusted = stamp, stamp.settledBefore(readAt)
+			lf.stamp, lf.trusted = r.stamp, r.settled
 			l.files[rel] = lf
 		}
 		if lf.err != nil {
@@ -212,6 +210,37 @@ func statFile(path string) (fileStamp, error) {
 // the times and size as they were. A file written within the window is
 // read again on the next load (as Git treats "racily clean" entries).
 const racyWindow = 100 * time.Millisecond
+
+// stampedRead is a file's contents with its stamp, and whether the stamp
+// was settled when it was read (see racyWindow).
+type stampedRead struct {
+	data    []byte
+	stamp   fileStamp
+	settled bool
+}
+
+// readStamped reads file f, unless prev, a stamp settled at an earlier
+// read, still holds: then unchanged is true and nothing is read. An error
+// wrapping fs.ErrNotExist means f was removed meanwhile.
+func readStamped(f string, prev *fileStamp) (r stampedRead, unchanged bool, err error) {
+	if prev != nil {
+		if stamp, err := statFile(f); err == nil && stamp == *prev {
+			return r, true, nil
+		}
+	}
+	readAt := time.Now()
+	stamp, serr := statFile(f)
+	data, err := os.ReadFile(f)
+	if err == nil {
+		err = serr
+	} else if errors.Is(serr, fs.ErrNotExist) {
+		err = serr
+	}
+	if err != nil {
+		return r, false, err
+	}
+	return stampedRead{data: data, stamp: stamp, settled: stamp.settledBefore(readAt)}, false, nil
+}
 
 func (s fileStamp) settledBefore(readAt time.Time) bool {
 	limit := readAt.Add(-racyWindow).UnixNano()

@@ -6,10 +6,8 @@ import (
 	"errors"
 	"hash"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"sync"
-	"time"
 )
 
 // InterfaceName is the name of the node-side veth of a pod: "lxc" and 12 hex
@@ -54,30 +52,27 @@ func (c *Hasher) HashDir(dir string) (string, error) {
 	}
 	h := newDirHash()
 	for _, f := range files {
-		if stamp, err := statFile(f); err == nil {
-			if hf, ok := c.files[f]; ok && hf.stamp == stamp {
-				rel, _ := filepath.Rel(dir, f)
-				h.add(rel, hf.sum)
-				continue
-			}
+		hf, ok := c.files[f]
+		var prev *fileStamp
+		if ok {
+			prev = &hf.stamp
 		}
-		readAt := time.Now()
-		stamp, serr := statFile(f)
-		data, err := os.ReadFile(f)
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(serr, fs.ErrNotExist) {
+		r, unchanged, err := readStamped(f, prev)
+		if errors.Is(err, fs.ErrNotExist) {
 			continue // removed since the listing, as Loader.Load does
-		}
-		if err == nil {
-			err = serr
 		}
 		if err != nil {
 			return "", err
 		}
 		rel, _ := filepath.Rel(dir, f)
-		sum := sha256.Sum256(data)
+		if unchanged {
+			h.add(rel, hf.sum)
+			continue
+		}
+		sum := sha256.Sum256(r.data)
 		h.add(rel, sum)
-		if stamp.settledBefore(readAt) {
-			c.files[f] = hashedFile{stamp: stamp, sum: sum}
+		if r.settled {
+			c.files[f] = hashedFile{stamp: r.stamp, sum: sum}
 		} else {
 			delete(c.files, f)
 		}
