@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"sort"
@@ -73,10 +72,9 @@ type endpointState struct {
 	net, mesh trie
 	// rules is a digest of the endpoint's rule lists: per-rule counters
 	// are reset when it changes, since rule numbers then mean other rules;
-	// while it stays the same the entries are not expanded again.
+	// while it stays the same (and net is programmed) the entries are not
+	// expanded again.
 	rules [sha256.Size]byte
-	// programmed: the tries hold the entries of rules.
-	programmed bool
 }
 
 // meshOn says whether the endpoint has a mesh-layer trie.
@@ -217,7 +215,7 @@ func (d *Datapath) Apply(r *model.Resolved, node string) (ApplyStats, error) {
 		name := d.ifname(ep)
 		ifindex, ifErr := d.ifindexByName(name)
 		p := planned{ep: ep, ifname: name, ifindex: ifindex, rules: rulesDigest(ep)}
-		if es, ok := d.endpoints[ep.Key()]; ok && ifErr == nil && es.ifindex == ifindex && es.programmed &&
+		if es, ok := d.endpoints[ep.Key()]; ok && ifErr == nil && es.ifindex == ifindex && es.net != nil &&
 			es.rules == p.rules && (es.mesh != nil) == meshOn(ep) {
 			p.same = true
 		} else {
@@ -324,7 +322,6 @@ func (d *Datapath) Apply(r *model.Resolved, node string) (ApplyStats, error) {
 				}
 			}
 			es.entries = len(p.entries) + len(p.mesh)
-			es.programmed = true
 		}
 		if p.rules != es.rules {
 			if es.rules != ([sha256.Size]byte{}) {
@@ -505,7 +502,7 @@ func (d *Datapath) programTrie(id uint32, cur trie, entries []PolicyEntry) (next
 			// Whatever went wrong, a complete new trie repairs it.
 		}
 	}
-	if err := d.swapPolicy(id, entries); err != nil {
+	if err := d.swapPolicy(id, want); err != nil {
 		return cur, false, false, err
 	}
 	return want, true, false, nil
@@ -554,13 +551,13 @@ func (d *Datapath) updateTrie(id uint32, want trie, counting, verdict []lxcPolic
 
 // swapPolicy builds a complete trie for an endpoint and installs it with a
 // single update of the outer map.
-func (d *Datapath) swapPolicy(epID uint32, entries []PolicyEntry) error {
+func (d *Datapath) swapPolicy(epID uint32, t trie) error {
 	inner, err := ebpf.NewMap(d.innerSpec)
 	if err != nil {
 		return fmt.Errorf("create policy map: %w", err)
 	}
 	defer inner.Close() // the outer map holds its own reference
-	if err := fillPolicy(inner, entries); err != nil {
+	if err := fillPolicy(inner, t); err != nil {
 		return fmt.Errorf("fill policy map: %w", err)
 	}
 	if err := d.objs.FpPolicy.Put(epID, inner); err != nil {
@@ -569,17 +566,17 @@ func (d *Datapath) swapPolicy(epID uint32, entries []PolicyEntry) error {
 	return nil
 }
 
-// fillPolicy writes entries into a new policy trie: in one batch where the
+// fillPolicy writes t into a new policy trie: in one batch where the
 // kernel can (LPM tries take batch updates since 5.x), else one by one.
-func fillPolicy(m *ebpf.Map, entries []PolicyEntry) error {
-	if len(entries) == 0 {
+func fillPolicy(m *ebpf.Map, t trie) error {
+	if len(t) == 0 {
 		return nil
 	}
-	keys := make([]lxcPolicyKey, len(entries))
-	vals := make([]lxcPolicyValue, len(entries))
-	for i, e := range entries {
-		keys[i] = e.key()
-		vals[i] = lxcPolicyValue{Action: e.action(), RuleId: e.RuleID}
+	keys := make([]lxcPolicyKey, 0, len(t))
+	vals := make([]lxcPolicyValue, 0, len(t))
+	for k, v := range t {
+		keys = append(keys, k)
+		vals = append(vals, v)
 	}
 	if !noBatch.Load() {
 		n, err := m.BatchUpdate(keys, vals, nil)
@@ -681,11 +678,11 @@ func (d *Datapath) ifindexByName(name string) (int, error) {
 func (d *Datapath) AttachUplink(ifname string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	iface, err := net.InterfaceByName(ifname)
+	ifindex, err := d.ifindexByName(ifname)
 	if err != nil {
 		return fmt.Errorf("uplink %s: %w", ifname, err)
 	}
-	a, err := attach.TC(attach.TCOptions{Ifindex: iface.Index, Program: d.objs.FpFromNetdev, Direction: attach.Ingress, Mode: d.opts.AttachMode, Name: "fastpath-netdev"})
+	a, err := attach.TC(attach.TCOptions{Ifindex: ifindex, Program: d.objs.FpFromNetdev, Direction: attach.Ingress, Mode: d.opts.AttachMode, Name: "fastpath-netdev"})
 	if err != nil {
 		return fmt.Errorf("attach to uplink %s: %w", ifname, err)
 	}
