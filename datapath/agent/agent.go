@@ -169,7 +169,7 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	a := &Agent{cfg: cfg, log: cfg.Logger}
+	a := &Agent{cfg: cfg, log: cfg.Logger, changed: make(chan struct{})}
 	switch cfg.Datapath {
 	case "none":
 		a.dp = noneDatapath{}
@@ -475,7 +475,6 @@ func (a *Agent) Run(ctx context.Context) error {
 			if ignoredEvent(ev) {
 				continue
 			}
-			// Coalesce a burst of events (many files written at once).
 			// Coalesce the events already queued (many files written at
 			// once); none is waited for.
 			drain(w.Events)
@@ -633,9 +632,7 @@ func (a *Agent) reconcile() {
 // notifyLocked wakes the status requests waiting for a change; a.mu is
 // held.
 func (a *Agent) notifyLocked() {
-	if a.changed != nil {
-		close(a.changed)
-	}
+	close(a.changed)
 	a.changed = make(chan struct{})
 }
 
@@ -660,9 +657,6 @@ func (a *Agent) serveStatus(w http.ResponseWriter, r *http.Request) {
 		for {
 			a.mu.Lock()
 			done := agentapi.Programmed(&a.status, hash)
-			if a.changed == nil {
-				a.changed = make(chan struct{})
-			}
 			ch := a.changed
 			a.mu.Unlock()
 			if done {
