@@ -342,7 +342,7 @@ func (r *Resolved) applyAuthz(a *AuthorizationPolicy) {
 		}
 	}
 	for _, ep := range r.Endpoints {
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ep.Namespace, Labels: podOwnLabels(ep.Labels)}}
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ep.Namespace, Labels: ep.ownLabels()}}
 		if !a.selects(pod) {
 			continue
 		}

@@ -201,8 +201,8 @@ type Endpoint struct {
 	MeshEnforced bool
 	Mesh         []Rule
 
-	// own is podOwnLabels(Labels), computed once: selectors are matched
-	// against it for every rule of every policy.
+	// own is podOwnLabels(Labels), computed once (ownLabels): selectors
+	// are matched against it for every rule of every policy.
 	own labels.Set
 }
 
@@ -432,7 +432,6 @@ func Resolve(objs *Objects) (*Resolved, error) {
 			Labels:     podLabels[i],
 			Identity:   ids[labelString(podLabels[i])],
 			NamedPorts: namedPorts(pod),
-			own:        podOwnLabels(podLabels[i]),
 		}
 		if other, dup := r.byIP[ip]; dup {
 			errs = append(errs, fmt.Errorf("%s: status.podIP: address %s is already used by Pod %s", objs.where("Pod", pod.Namespace, pod.Name), ip, other.Key()))
