@@ -140,7 +140,7 @@ func SetupDocker(ctx context.Context, opts DockerOptions) (*DockerReport, error)
 			opts.Logf("%s: runtime %q removed", opts.DaemonJSON, RuntimeName)
 		}
 	}
-	running := engineAnswers(ctx)
+	running := EngineAnswers(ctx)
 	if running && configChanged {
 		opts.Logf("restarting dockerd for its new configuration")
 		if err := stopDockerd(ctx); err != nil {
@@ -251,7 +251,9 @@ func mergeDaemonConfig(cfg map[string]any, wrapper bool, wrapperPath string) map
 	return out
 }
 
-func engineAnswers(ctx context.Context) bool {
+// EngineAnswers says whether Docker's engine answers `docker info`
+// (within 10 s).
+func EngineAnswers(ctx context.Context) bool {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	_, err := runCmd(ctx, "docker", "info", "--format", "{{.ServerVersion}}")
@@ -284,7 +286,7 @@ func startDockerd(ctx context.Context, logPath string, timeout time.Duration) er
 		_ = cmd.Process.Release()
 	}
 	deadline := time.Now().Add(timeout)
-	for !engineAnswers(ctx) {
+	for !EngineAnswers(ctx) {
 		if time.Now().After(deadline) {
 			tail, _ := tailFile(logPath, 2000)
 			return fmt.Errorf("dockerd did not answer within %s; its log (%s) ends:\n%s", timeout, logPath, tail)

@@ -117,7 +117,7 @@ func BuildImage(ctx context.Context, opts Options) (*Image, error) {
 		return nil, err
 	}
 	img := &Image{Tag: tag, KubernetesVersion: opts.KubernetesVersion}
-	if imageExists(ctx, tag) {
+	if ImageExists(ctx, tag) {
 		opts.Logf("node image %s is built already", tag)
 		return img, nil
 	}
@@ -281,7 +281,7 @@ func buildRootfs(ctx context.Context, opts Options) (string, error) {
 	}
 	sum := sha256.Sum256([]byte(suite + " " + strings.Join(pkgs, ",")))
 	tag := "fastpath/kind-rootfs:" + hex.EncodeToString(sum[:])[:12]
-	if imageExists(ctx, tag) {
+	if ImageExists(ctx, tag) {
 		return tag, nil
 	}
 	if _, err := exec.LookPath("debootstrap"); err != nil {
@@ -412,7 +412,8 @@ func parseAptSources(text string) (mirror, suite string) {
 	return "", ""
 }
 
-func imageExists(ctx context.Context, ref string) bool {
+// ImageExists says whether Docker's image store has ref.
+func ImageExists(ctx context.Context, ref string) bool {
 	_, err := dockerCmd(ctx, nil, "image", "inspect", "--format", "{{.Id}}", ref)
 	return err == nil
 }

@@ -7,13 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"time"
 
 	"sigs.k8s.io/kind/pkg/cluster"
 	kindlog "sigs.k8s.io/kind/pkg/log"
 
 	"github.com/fastpath-bench/fastpath/harness/execx"
 	"github.com/fastpath-bench/fastpath/harness/hostsetup"
+	"github.com/fastpath-bench/fastpath/harness/kindnode"
 )
 
 // Cluster is a kind cluster the harness created.
@@ -109,7 +109,7 @@ func (c *Cluster) Nodes() ([]string, error) {
 // runs of the harness created) and returns their names. Without Docker's
 // engine there is nothing to clean.
 func Clean(ctx context.Context) ([]string, error) {
-	if _, err := exec.LookPath("docker"); err != nil || !engineAnswers(ctx) {
+	if _, err := exec.LookPath("docker"); err != nil || !hostsetup.EngineAnswers(ctx) {
 		return nil, nil
 	}
 	p := newProvider(nil)
@@ -138,7 +138,7 @@ func Preflight(ctx context.Context, image string) error {
 	if _, err := exec.LookPath("docker"); err != nil {
 		return errors.New("no docker command: run `fastpath host-setup docker` (installs and starts Docker's engine)")
 	}
-	if !engineAnswers(ctx) {
+	if !hostsetup.EngineAnswers(ctx) {
 		return errors.New("Docker's engine does not answer: run `fastpath host-setup docker` (starts it)")
 	}
 	bnd, err := hostsetup.BoundingSet()
@@ -158,25 +158,16 @@ func Preflight(ctx context.Context, image string) error {
 	if image == "" {
 		return errors.New("no node image: run `make kind-node-image`")
 	}
-	if _, err := dockerOut(ctx, "image", "inspect", "--format", "{{.Id}}", image); err != nil {
+	if !kindnode.ImageExists(ctx, image) {
 		return fmt.Errorf("node image %s is not in Docker's image store: run `make kind-node-image` (builds it offline)", image)
 	}
 	return nil
 }
 
-func engineAnswers(ctx context.Context) bool {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	_, err := dockerOut(ctx, "info", "--format", "{{.ServerVersion}}")
-	return err == nil
-}
-
+// dockerOut runs docker and returns its combined output.
 func dockerOut(ctx context.Context, args ...string) (string, error) {
-	out, err := exec.CommandContext(ctx, "docker", args...).CombinedOutput()
-	if err != nil {
-		return string(out), &execx.RunError{Command: append([]string{"docker"}, args...), Output: out, Inner: err}
-	}
-	return string(out), nil
+	out, err := execx.Run(ctx, "docker", args...)
+	return string(out), err
 }
 
 // logger adapts kind's logger to a printf function.

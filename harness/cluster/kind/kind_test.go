@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fastpath-bench/fastpath/harness/hostsetup"
 	"github.com/fastpath-bench/fastpath/harness/kindnode"
 	"github.com/fastpath-bench/fastpath/internal/testutil"
 )
@@ -26,14 +27,14 @@ func cgroupV1() bool {
 func TestCreateCluster(t *testing.T) {
 	testutil.RequireRoot(t)
 	ctx := context.Background()
-	if _, err := exec.LookPath("docker"); err != nil || !engineAnswers(ctx) {
+	if _, err := exec.LookPath("docker"); err != nil || !hostsetup.EngineAnswers(ctx) {
 		t.Skip("Docker's engine is not running here (fastpath host-setup docker)")
 	}
 	image, err := kindnode.Tag(ctx, kindnode.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := dockerOut(ctx, "image", "inspect", image); err != nil {
+	if !kindnode.ImageExists(ctx, image) {
 		t.Skipf("node image %s is not built (make kind-node-image: about 20 minutes cold)", image)
 	}
 	name := strings.Replace(testutil.RunID("k"), "fp-t", NamePrefix+"t", 1)
