@@ -33,10 +33,9 @@ const WrapperName = "fastpath-runc"
 // subcommand is the first argument that is neither a flag nor a value).
 var runcGlobalValueFlags = []string{"--root", "--log", "--log-format", "--criu", "--rootless"}
 
-// wrapperCall is what the wrapper understood of runc's arguments.
+// wrapperCall is what the wrapper understood of runc's arguments (which
+// it passes on unchanged).
 type wrapperCall struct {
-	// Args are the arguments to pass to runc.
-	Args []string
 	// Sub is runc's subcommand.
 	Sub string
 	// Spec is the JSON file to edit: the bundle's config.json (create,
@@ -48,11 +47,11 @@ type wrapperCall struct {
 
 // parseWrapperArgs reads runc's command line as dockerd passes it. cwd is
 // the bundle when --bundle is not given.
-func parseWrapperArgs(args []string, cwd string) (wrapperCall, error) {
-	c := wrapperCall{Args: args}
+func parseWrapperArgs(args []string, cwd string) wrapperCall {
+	var c wrapperCall
 	sub := -1
-	for i := 0; i < len(c.Args); i++ {
-		a := c.Args[i]
+	for i := 0; i < len(args); i++ {
+		a := args[i]
 		if slices.Contains(runcGlobalValueFlags, a) {
 			i++
 			continue
@@ -64,10 +63,10 @@ func parseWrapperArgs(args []string, cwd string) (wrapperCall, error) {
 		break
 	}
 	if sub < 0 {
-		return c, nil // runc --version and the like
+		return c // runc --version and the like
 	}
-	c.Sub = c.Args[sub]
-	rest := c.Args[sub+1:]
+	c.Sub = args[sub]
+	rest := args[sub+1:]
 	value := func(long, short string) string {
 		for i := 0; i < len(rest); i++ {
 			a := rest[i]
@@ -96,7 +95,7 @@ func parseWrapperArgs(args []string, cwd string) (wrapperCall, error) {
 			c.Spec, c.Process = p, true
 		}
 	}
-	return c, nil
+	return c
 }
 
 // dropCaps removes the capabilities drop from every set of an OCI spec
@@ -149,10 +148,7 @@ func RunWrapper(args []string) (runcArgs []string, err error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := parseWrapperArgs(args, cwd)
-	if err != nil {
-		return nil, err
-	}
+	c := parseWrapperArgs(args, cwd)
 	var drop []string
 	if c.Spec != "" {
 		bnd, err := BoundingSet()
@@ -180,7 +176,7 @@ func RunWrapper(args []string) (runcArgs []string, err error) {
 			}
 		}
 	}
-	return c.Args, nil
+	return args, nil
 }
 
 // capNames are the capabilities by number (linux/capability.h).
