@@ -12,7 +12,7 @@ COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 export BPF_CLANG BPF_CFLAGS
 
-.PHONY: help deps deps-bpf deps-vm build generate check-generated vet test bench bench-baselines release-report compare-release conformance vm-images vm-payload kind-node-image clean
+.PHONY: help deps deps-bpf deps-vm build image generate check-generated vet test bench bench-baselines release-report compare-release conformance vm-images vm-payload kind-node-image clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -41,8 +41,18 @@ test: deps deps-vm check-generated vet build ## run every test (privileged ones 
 	FASTPATH_REQUIRE_PRIVILEGED=1 $(GO) test -count=1 -timeout 40m ./...
 	@hack/check-leftovers.sh
 
-bench: deps build ## run the benchmark suite (SUITE=...) on the netns provider
-	./bin/fastpath bench --suite $(SUITE)
+# PROVIDER=kind runs the suite on a kind cluster (needs: bin/fastpath
+# host-setup docker, make kind-node-image); the default is the suite's
+# (netns).
+PROVIDER ?=
+bench: deps build $(if $(filter kind,$(PROVIDER)),image) ## run the benchmark suite (SUITE=...) on the netns provider, or PROVIDER=kind
+	./bin/fastpath bench --suite $(SUITE) $(if $(PROVIDER),--provider $(PROVIDER))
+
+image: build ## build the agent image FROM scratch: static fastpath-agent, fastpath-cni and fastpath in bin/image
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/image/fastpath-agent ./cmd/fastpath-agent
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/image/fastpath-cni ./cmd/fastpath-cni
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/image/fastpath ./cmd/fastpath
+	./bin/fastpath image --bin-dir bin/image
 
 bench-baselines: deps build ## none vs ebpf vs iptables vs the sidecar proxy (scenarios/bench/baselines.yaml)
 	./bin/fastpath bench --suite scenarios/bench/baselines.yaml

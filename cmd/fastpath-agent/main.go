@@ -64,7 +64,11 @@ func newRoot() *cobra.Command {
 	}
 	f := root.Flags()
 	f.StringVar(&cfg.Node, "node", "", "this node's name (matched against pods' spec.nodeName)")
+	f.StringVar(&cfg.Source, "source", agent.SourceDir, "where the desired state comes from: dir (--state-dir) or kubernetes (the API server, through informers; the agent is then also the node's IPAM for its CNI plugin)")
 	f.StringVar(&cfg.StateDir, "state-dir", "", "directory of desired state: Kubernetes YAML (Namespaces, Nodes, Pods, NetworkPolicies)")
+	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig for --source kubernetes (empty: in-cluster configuration)")
+	f.StringVar(&cfg.IPAMState, "ipam-state", agent.DefaultIPAMState, "file keeping pod address allocations (--source kubernetes)")
+	f.StringVar(&cfg.Listen, "listen", "", "ip:port for the read-only HTTP API: /v1/status, /metrics, /healthz, /readyz (empty: none)")
 	f.StringVar(&cfg.Datapath, "datapath", "ebpf", "datapath to program: ebpf, iptables, sidecar or none")
 	f.StringVar(&cfg.PinPath, "pin-path", "", "bpffs directory to pin maps in (empty: no pinning)")
 	f.StringVar(&cfg.Socket, "api-socket", "", "unix socket for the status API (empty: none)")
@@ -145,6 +149,7 @@ func newRoot() *cobra.Command {
 		},
 	}
 	policy.AddCommand(policyGet)
+	root.AddCommand(newInstallCNI())
 	policy.PersistentFlags().StringVar(&socket, "api-socket", "", "the agent's status socket")
 	_ = policy.MarkPersistentFlagRequired("api-socket")
 	root.AddCommand(policy)

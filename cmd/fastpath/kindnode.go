@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fastpath-bench/fastpath/harness/images"
 	"github.com/fastpath-bench/fastpath/harness/kindnode"
 )
 
@@ -47,5 +48,30 @@ not built again. Needs Docker's engine (fastpath host-setup docker).`,
 	cmd.Flags().StringVar(&opts.EtcdVersion, "etcd-version", kindnode.DefaultEtcdVersion, "etcd version (go.etcd.io/etcd/server/v3 module)")
 	cmd.Flags().StringVar(&opts.CacheDir, "cache-dir", "", "build cache (default ~/.cache/fastpath/kind-node)")
 	cmd.Flags().BoolVar(&binariesOnly, "binaries-only", false, "build the binaries only")
+	return cmd
+}
+
+func newImage() *cobra.Command {
+	var binDir string
+	cmd := &cobra.Command{
+		Use:   "image",
+		Short: "Build the agent image FROM scratch from static binaries (make image builds them)",
+		Long: `Builds fastpath/agent:<digest>: fastpath-agent, fastpath-cni and fastpath,
+static, FROM scratch. The tag is a digest of the binaries: an unchanged image
+is not built again. The kind provider loads it into the nodes (the agent
+DaemonSet and the pods' containers run it). Needs Docker's engine.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := interruptible()
+			defer cancel()
+			ref, err := images.Build(ctx, binDir, func(format string, args ...any) { fmt.Fprintf(os.Stderr, "fastpath: "+format+"\n", args...) })
+			if err != nil {
+				return err
+			}
+			fmt.Println(ref)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&binDir, "bin-dir", "bin/image", "directory of the static binaries")
 	return cmd
 }

@@ -45,7 +45,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newBench(), newClean(), newCompare(), newConformance(), newVMImages(), newHostSetup(), newKindNodeImage(), workload.NewCommand())
+	root.AddCommand(newBench(), newClean(), newCompare(), newConformance(), newVMImages(), newHostSetup(), newKindNodeImage(), newImage(), workload.NewCommand())
 	return root
 }
 
@@ -88,6 +88,11 @@ func newBench() *cobra.Command {
 	f.StringVar(&opts.OutRoot, "out", "reports/runs", "directory for run directories (<out>/<timestamp>, <out>/latest)")
 	f.StringVar(&opts.OutDir, "run-dir", "", "write the run into exactly this directory instead (no timestamp, no latest link)")
 	f.StringVar(&opts.AgentBinary, "agent-binary", "", "fastpath-agent executable (default: next to this one, then PATH)")
+	f.StringVar(&opts.Provider, "provider", "", "cluster provider, overriding the suite's: netns (network namespaces here) or kind (a kind cluster, the agent as its CNI DaemonSet)")
+	f.StringVar(&opts.Kind.NodeImage, "node-image", "", "kind node image (default: the offline build's, make kind-node-image; or e.g. kindest/node:v1.35.0 where a registry is reachable)")
+	f.StringVar(&opts.Kind.AgentImage, "agent-image", "", "agent image for kind (default: built from --image-bin-dir)")
+	f.StringVar(&opts.Kind.ImageBinDir, "image-bin-dir", "bin/image", "static binaries the agent image is built from (make image)")
+	f.BoolVar(&opts.Kind.Retain, "retain", false, "keep the kind cluster at the end, for debugging (fastpath clean deletes it)")
 	return cmd
 }
 

@@ -19,11 +19,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
-	"strings"
 	"sync"
 	"time"
-
-	"github.com/fsnotify/fsnotify"
 
 	"golang.org/x/sys/unix"
 
@@ -46,8 +43,21 @@ var Datapaths = []string{"none", "ebpf", "iptables", "sidecar"}
 type Config struct {
 	// Node is this node's name, matched against spec.nodeName of pods.
 	Node string
-	// StateDir is the directory of desired state (YAML/JSON).
+	// Source is where the desired state comes from: SourceDir (default)
+	// or SourceKubernetes.
+	Source string
+	// StateDir is the directory of desired state (YAML/JSON), for
+	// SourceDir.
 	StateDir string
+	// Kubeconfig is the kubeconfig file for SourceKubernetes; empty: the
+	// in-cluster configuration (a DaemonSet's service account).
+	Kubeconfig string
+	// IPAMState is the file where the kubernetes source's IPAM keeps its
+	// allocations across restarts; empty: DefaultIPAMState.
+	IPAMState string
+	// Listen is a TCP address ("ip:port") for the read-only API: status,
+	// metrics, /healthz and /readyz; empty: none.
+	Listen string
 	// Datapath is "ebpf" or "none".
 	Datapath string
 	// PinPath is a bpffs directory for pinned maps (ebpf only); empty: none.
@@ -133,8 +143,11 @@ type Agent struct {
 	resolved *model.Resolved
 	// features are the kernel features found at start (ebpf).
 	features []string
-	// loader decodes only the state files that changed.
-	loader model.Loader
+	// src is where the desired state comes from.
+	src source
+	// kube is the kubernetes source's node side: IPAM and routes (nil
+	// for the directory source).
+	kube *kubeNode
 
 	// events fans the datapath's flow events out to monitor clients.
 	events *fanout
@@ -158,10 +171,28 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Node == "" {
 		errs = append(errs, errors.New("--node: required"))
 	}
-	if cfg.StateDir == "" {
-		errs = append(errs, errors.New("--state-dir: required"))
-	} else if fi, err := os.Stat(cfg.StateDir); err != nil || !fi.IsDir() {
-		errs = append(errs, fmt.Errorf("--state-dir %s: not a directory", cfg.StateDir))
+	switch cfg.Source {
+	case "", SourceDir:
+		cfg.Source = SourceDir
+		if cfg.StateDir == "" {
+			errs = append(errs, errors.New("--state-dir: required"))
+		} else if fi, err := os.Stat(cfg.StateDir); err != nil || !fi.IsDir() {
+			errs = append(errs, fmt.Errorf("--state-dir %s: not a directory", cfg.StateDir))
+		}
+	case SourceKubernetes:
+		if cfg.StateDir != "" {
+			errs = append(errs, errors.New("--state-dir: not used with --source kubernetes"))
+		}
+		if cfg.IPAMState == "" {
+			cfg.IPAMState = DefaultIPAMState
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--source %q: want %s or %s", cfg.Source, SourceDir, SourceKubernetes))
+	}
+	if cfg.Listen != "" {
+		if _, err := netip.ParseAddrPort(cfg.Listen); err != nil {
+			errs = append(errs, fmt.Errorf("--listen %q: want ip:port", cfg.Listen))
+		}
 	}
 	if cfg.Resync == 0 {
 		cfg.Resync = time.Second
@@ -275,7 +306,7 @@ func New(cfg Config) (*Agent, error) {
 		a.sidecar = d
 		a.dp = sidecarDatapath{d}
 	}
-	a.status = agentapi.Status{Node: cfg.Node, Datapath: cfg.Datapath, PID: os.Getpid(), GoMaxProcs: runtime.GOMAXPROCS(0), StartedAt: time.Now(), Kernel: kernelRelease(), Features: a.features,
+	a.status = agentapi.Status{Node: cfg.Node, Datapath: cfg.Datapath, Source: cfg.Source, PID: os.Getpid(), GoMaxProcs: runtime.GOMAXPROCS(0), StartedAt: time.Now(), Kernel: kernelRelease(), Features: a.features,
 		SocketLB: cfg.Sock.LB, Sockmap: cfg.Sock.Sockmap}
 	return a, nil
 }
@@ -425,7 +456,7 @@ func deviceWithAddr(ip netip.Addr) (string, error) {
 	return "", fmt.Errorf("no interface has address %s", ip)
 }
 
-// Run watches the state directory and programs every change until ctx
+// Run watches the desired state and programs every change until ctx
 // ends, then detaches everything.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.dp.Close()
@@ -433,28 +464,32 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer a.prefilter.Close()
 	}
 	defer a.stopProxy()
-	if a.cfg.Socket != "" {
-		srv, err := a.serve()
+	switch a.cfg.Source {
+	case SourceKubernetes:
+		k, err := a.startKube(ctx)
 		if err != nil {
 			return err
 		}
-		defer func() {
-			srv.Close()
-			os.Remove(a.cfg.Socket)
-		}()
+		a.kube = k
+		defer k.stop()
+		a.src = kubeSource{k.src}
+	default:
+		a.src = &dirSource{dir: a.cfg.StateDir}
 	}
-	w, err := fsnotify.NewWatcher()
+	stop, err := a.serve()
 	if err != nil {
-		return fmt.Errorf("watch state: %w", err)
-	}
-	defer w.Close()
-	if err := addWatches(w, a.cfg.StateDir); err != nil {
 		return err
 	}
+	defer stop()
 	if a.lxc != nil {
 		defer a.events.close()
 		go a.gcLoop(ctx)
 	}
+	changed := make(chan struct{}, 1)
+	watchErr := make(chan error, 1)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { watchErr <- a.src.watch(wctx, changed) }()
 	a.reconcile()
 	tick := time.NewTicker(a.cfg.Resync)
 	defer tick.Stop()
@@ -463,72 +498,17 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			a.log.Info("stopping: detaching datapath")
 			return nil
-		case ev, ok := <-w.Events:
-			if !ok {
-				return errors.New("state watcher closed")
+		case err := <-watchErr:
+			if err == nil {
+				err = errors.New("state watch ended")
 			}
-			if ev.Has(fsnotify.Create) {
-				if fi, err := os.Stat(ev.Name); err == nil && fi.IsDir() {
-					_ = addWatches(w, ev.Name)
-				}
-			}
-			if ignoredEvent(ev) {
-				continue
-			}
-			// Coalesce the events already queued (many files written at
-			// once); none is waited for.
-			drain(w.Events)
+			return err
+		case <-changed:
 			a.reconcile()
-		case err := <-w.Errors:
-			a.log.Warn("state watcher", "error", err)
 		case <-tick.C:
 			a.reconcile()
 		}
 	}
-}
-
-// ignoredEvent is true for files that are not part of the state: dot-files
-// (an atomic writer's temporary) and editors' backups.
-func ignoredEvent(ev fsnotify.Event) bool {
-	base := filepath.Base(ev.Name)
-	return strings.HasPrefix(base, ".") || strings.HasSuffix(base, "~")
-}
-
-// drain takes the events that are already queued, without waiting: every
-// microsecond spent waiting for more would be part of the propagation time
-// (and Go timers shorter than a millisecond fire after about one). A writer
-// that is not done yet causes a further event, and with it another load;
-// an incomplete state in between is refused and the programmed one stays
-// in force, so writers should replace files atomically (write a dot-file,
-// rename it), as the harness does.
-func drain(ch <-chan fsnotify.Event) {
-	for {
-		select {
-		case <-ch:
-		default:
-			runtime.Gosched() // let the watcher hand over a queued event
-			select {
-			case <-ch:
-				continue
-			default:
-				return
-			}
-		}
-	}
-}
-
-func addWatches(w *fsnotify.Watcher, root string) error {
-	return filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			if err := w.Add(path); err != nil {
-				return fmt.Errorf("watch %s: %w", path, err)
-			}
-		}
-		return nil
-	})
 }
 
 // reconcile loads the state and programs it when it changed (or when
@@ -547,20 +527,14 @@ func (a *Agent) reconcile() {
 	cur := a.status
 	a.mu.Unlock()
 	start := time.Now()
-	// The loader reads and digests every file (decoding only changed
-	// ones): its digest tells whether anything changed.
-	objs, err := a.loader.Load(a.cfg.StateDir)
+	// The source digests the state (the directory loader decoding only
+	// changed files): its digest tells whether anything changed.
+	objs, h, revs, err := a.src.load()
 	loaded := time.Now()
 	if cur.Ready && len(cur.Pending) == 0 {
 		// Unchanged, or the same refused state again: nothing to do. (Back
 		// to the programmed state after a refusal: reprogram, which also
 		// clears the error.)
-		h := ""
-		if err == nil {
-			h = objs.Hash
-		} else if hh, herr := model.HashDir(a.cfg.StateDir); herr == nil {
-			h = hh
-		}
 		if h != "" && ((h == cur.StateHash && cur.LastError == "") || h == cur.FailedHash) {
 			return
 		}
@@ -584,17 +558,12 @@ func (a *Agent) reconcile() {
 	defer a.mu.Unlock()
 	defer a.notifyLocked()
 	if err != nil {
-		failed := ""
-		if objs != nil {
-			failed = objs.Hash
-		} else if h, herr := model.HashDir(a.cfg.StateDir); herr == nil {
-			failed = h
-		}
 		if a.status.LastError != err.Error() {
 			a.log.Error("desired state refused; previous state stays in force", "error", err)
 		}
 		a.status.LastError = err.Error()
-		a.status.FailedHash = failed
+		a.status.FailedHash = h
+		a.status.FailedRevisions = revs
 		a.status.PolicyOverflows += int64(st.Overflows)
 		if errors.Is(err, lxc.ErrOverflow) {
 			a.status.RefusedOverflow++
@@ -613,6 +582,8 @@ func (a *Agent) reconcile() {
 	a.status.DatapathSeconds = programmed.Sub(resolved).Seconds()
 	a.status.LastError = ""
 	a.status.FailedHash = ""
+	a.status.FailedRevisions = nil
+	a.status.Revisions = revs
 	a.status.Endpoints = st.Endpoints
 	a.status.Pending = st.Pending
 	a.status.PolicyEntries = st.PolicyEntries
@@ -622,6 +593,9 @@ func (a *Agent) reconcile() {
 	a.status.Policies = r.Policies
 	a.attachUplinks(r)
 	a.syncPrefilter(r)
+	if a.kube != nil {
+		a.kube.apply(r)
+	}
 	if changed {
 		a.log.Info("programmed", "hash", objs.Hash, "endpoints", st.Endpoints, "pending", len(st.Pending),
 			"policyEntries", st.PolicyEntries, "seconds", a.status.ApplySeconds,
@@ -675,42 +649,109 @@ func (a *Agent) serveStatus(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(a.Status())
 }
 
-func (a *Agent) serve() (*http.Server, error) {
-	if err := os.MkdirAll(filepath.Dir(a.cfg.Socket), 0o755); err != nil {
-		return nil, err
-	}
-	os.Remove(a.cfg.Socket)
-	l, err := net.Listen("unix", a.cfg.Socket)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", a.cfg.Socket, err)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/status", a.serveStatus)
-	mux.HandleFunc("GET /metrics", a.serveMetrics)
-	mux.HandleFunc("GET /v1/monitor", a.serveMonitor)
-	mux.HandleFunc("GET /v1/policy/{namespace}/{name}", a.servePolicy)
-	mux.HandleFunc("GET /v1/lb", a.serveLB)
-	mux.HandleFunc("GET /v1/prefilter", a.servePrefilter)
-	// Go profiles of the agent (the socket is root's only).
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-	mux.HandleFunc("GET /v1/sidecar", func(w http.ResponseWriter, r *http.Request) {
-		if a.sidecar == nil {
-			http.Error(w, "the "+a.cfg.Datapath+" datapath has no sidecars", http.StatusNotFound)
-			return
+// serve starts the API: every endpoint on the unix socket (root's only),
+// the read-only ones on the TCP address. It returns a function that stops
+// both.
+func (a *Agent) serve() (stop func(), err error) {
+	var servers []*http.Server
+	stop = func() {
+		for _, srv := range servers {
+			srv.Close()
 		}
-		st, err := a.sidecar.PodStats(r.URL.Query().Get("pod"))
+		if a.cfg.Socket != "" {
+			os.Remove(a.cfg.Socket)
+		}
+	}
+	ro := http.NewServeMux()
+	ro.HandleFunc("GET /v1/status", a.serveStatus)
+	ro.HandleFunc("GET /metrics", a.serveMetrics)
+	ro.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	ro.HandleFunc("GET /readyz", a.serveReady)
+	if a.cfg.Socket != "" {
+		if err := os.MkdirAll(filepath.Dir(a.cfg.Socket), 0o755); err != nil {
+			return stop, err
+		}
+		os.Remove(a.cfg.Socket)
+		l, err := net.Listen("unix", a.cfg.Socket)
 		if err != nil {
-			http.Error(w, err.Error(), http.StatusNotFound)
-			return
+			return stop, fmt.Errorf("listen on %s: %w", a.cfg.Socket, err)
 		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(st)
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(l) }()
-	return srv, nil
+		mux := http.NewServeMux()
+		mux.Handle("/", ro)
+		mux.HandleFunc("GET /v1/monitor", a.serveMonitor)
+		mux.HandleFunc("GET /v1/policy/{namespace}/{name}", a.servePolicy)
+		mux.HandleFunc("GET /v1/lb", a.serveLB)
+		mux.HandleFunc("GET /v1/prefilter", a.servePrefilter)
+		// Go profiles of the agent (the socket is root's only).
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("GET /v1/sidecar", a.serveSidecar)
+		// The CNI plugin asks for pod addresses here.
+		mux.HandleFunc("POST /v1/ipam/", a.serveIPAM)
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		servers = append(servers, srv)
+		go func() { _ = srv.Serve(l) }()
+	}
+	if a.cfg.Listen != "" {
+		l, err := net.Listen("tcp", a.cfg.Listen)
+		if err != nil {
+			stop()
+			return func() {}, fmt.Errorf("--listen %s: %w", a.cfg.Listen, err)
+		}
+		srv := &http.Server{Handler: ro, ReadHeaderTimeout: 5 * time.Second}
+		servers = append(servers, srv)
+		go func() { _ = srv.Serve(l) }()
+	}
+	return stop, nil
+}
+
+// serveReady answers 200 once a desired state is programmed (and, with
+// the kubernetes source, the node's IPAM runs), else 503 saying why.
+func (a *Agent) serveReady(w http.ResponseWriter, _ *http.Request) {
+	st := a.Status()
+	switch {
+	case !st.Ready:
+		msg := "no desired state programmed yet"
+		if st.LastError != "" {
+			msg += ": " + st.LastError
+		}
+		http.Error(w, msg, http.StatusServiceUnavailable)
+	case a.kube != nil && !a.kube.ipamReady():
+		http.Error(w, "IPAM not ready: "+a.kube.ipamWhy(), http.StatusServiceUnavailable)
+	default:
+		fmt.Fprintln(w, "ok")
+	}
+}
+
+// serveSidecar reports a pod's sidecar proxy (sidecar datapath).
+func (a *Agent) serveSidecar(w http.ResponseWriter, r *http.Request) {
+	if a.sidecar == nil {
+		http.Error(w, "the "+a.cfg.Datapath+" datapath has no sidecars", http.StatusNotFound)
+		return
+	}
+	st, err := a.sidecar.PodStats(r.URL.Query().Get("pod"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(st)
+}
+
+// serveIPAM hands CNI requests to the node's allocator (kubernetes
+// source only).
+func (a *Agent) serveIPAM(w http.ResponseWriter, r *http.Request) {
+	if a.kube == nil {
+		http.Error(w, "IPAM is served with --source kubernetes only", http.StatusNotFound)
+		return
+	}
+	h := a.kube.ipamHandler()
+	if h == nil {
+		http.Error(w, "IPAM not ready: "+a.kube.ipamWhy(), http.StatusServiceUnavailable)
+		return
+	}
+	h.ServeHTTP(w, r)
 }
 
 // serveMetrics writes Prometheus text format.

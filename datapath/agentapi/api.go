@@ -13,6 +13,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sort"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -57,6 +60,14 @@ type Status struct {
 	// previous state stays programmed.
 	LastError  string `json:"lastError,omitempty"`
 	FailedHash string `json:"failedHash,omitempty"`
+	// Source is where the desired state comes from: "dir" (a watched
+	// directory) or "kubernetes" (the API server).
+	Source string `json:"source,omitempty"`
+	// Revisions are, from the kubernetes source, the newest
+	// resourceVersion per resource in the state programmed now;
+	// FailedRevisions those of the state refused (with LastError).
+	Revisions       map[string]int64 `json:"revisions,omitempty"`
+	FailedRevisions map[string]int64 `json:"failedRevisions,omitempty"`
 
 	// RefusedOverflow counts states refused because a policy map would
 	// overflow; PolicyOverflows counts new endpoints that were programmed
@@ -104,7 +115,8 @@ type ProxyStats struct {
 	UpstreamErrors int64  `json:"upstreamErrors"`
 }
 
-// Client talks to one agent over its unix socket.
+// Client talks to one agent over its unix socket (every endpoint) or
+// over TCP (NewTCPClient: the read-only ones).
 type Client struct {
 	Socket string
 	http   *http.Client
@@ -120,6 +132,23 @@ func NewClient(socket string) *Client {
 				DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 					var d net.Dialer
 					return d.DialContext(ctx, "unix", socket)
+				},
+			},
+		},
+	}
+}
+
+// NewTCPClient returns a client for the read-only API an agent serves on
+// addr ("ip:port", its --listen): status, metrics, health.
+func NewTCPClient(addr string) *Client {
+	return &Client{
+		Socket: addr,
+		http: &http.Client{
+			Timeout: 5 * time.Second,
+			Transport: &http.Transport{
+				DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+					var d net.Dialer
+					return d.DialContext(ctx, "tcp", addr)
 				},
 			},
 		},
@@ -184,9 +213,85 @@ func (c *Client) getJSONTimeout(ctx context.Context, path string, into any, time
 }
 
 // Programmed is true when st shows state hash programmed with no endpoint
-// pending, or refused (then st.LastError says why).
+// pending, or refused (then st.LastError says why). A revision token
+// (RevisionToken) is programmed once the agent's state holds at least
+// those revisions of every resource it names.
 func Programmed(st *Status, hash string) bool {
+	if want, ok := ParseRevisionToken(hash); ok {
+		if covers(st.Revisions, want) {
+			return len(st.Pending) == 0 || Refused(st, hash)
+		}
+		return Refused(st, hash)
+	}
 	return st.StateHash == hash && len(st.Pending) == 0 || st.FailedHash == hash
+}
+
+// Refused is true when st shows the state hash (or a newer state covering
+// revision token hash) refused.
+func Refused(st *Status, hash string) bool {
+	if st.LastError == "" {
+		return false
+	}
+	if want, ok := ParseRevisionToken(hash); ok {
+		return covers(st.FailedRevisions, want)
+	}
+	return st.FailedHash == hash
+}
+
+// covers is true when have holds at least the revisions of want.
+func covers(have, want map[string]int64) bool {
+	for k, v := range want {
+		if have[k] < v {
+			return false
+		}
+	}
+	return true
+}
+
+// revisionPrefix starts a revision token.
+const revisionPrefix = "rv:"
+
+// RevisionToken names a state of the kubernetes source by the newest
+// resourceVersion seen per resource: "rv:networkpolicies=123,pods=5",
+// sorted by resource. A writer that got revision 123 back from the API
+// server waits for RevisionToken({"networkpolicies": 123}).
+func RevisionToken(revs map[string]int64) string {
+	keys := make([]string, 0, len(revs))
+	for k := range revs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	b.WriteString(revisionPrefix)
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "%s=%d", k, revs[k])
+	}
+	return b.String()
+}
+
+// ParseRevisionToken reads a RevisionToken; ok is false for anything else
+// (a directory digest).
+func ParseRevisionToken(s string) (map[string]int64, bool) {
+	rest, ok := strings.CutPrefix(s, revisionPrefix)
+	if !ok {
+		return nil, false
+	}
+	out := map[string]int64{}
+	if rest == "" {
+		return out, true
+	}
+	for _, kv := range strings.Split(rest, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		n, err := strconv.ParseInt(v, 10, 64)
+		if !ok || k == "" || err != nil {
+			return nil, false
+		}
+		out[k] = n
+	}
+	return out, true
 }
 
 // WaitProgrammed waits until the agent has programmed state hash with no

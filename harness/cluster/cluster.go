@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"os/exec"
 	"time"
+
+	"github.com/fastpath-bench/fastpath/datapath/agentapi"
 )
 
 // Spec is the topology to build.
@@ -77,12 +79,28 @@ type Process struct {
 
 // Cluster is a built topology.
 type Cluster interface {
+	// Nodes lists the nodes by the names the spec gave them.
+	Nodes() []string
 	// Pods lists the pods with their addresses.
 	Pods() []Pod
-	// WriteState replaces a named file of desired state (Kubernetes YAML)
-	// atomically and returns the state digest agents will report once they
-	// have programmed it.
+	// WriteState replaces a named set of desired state (Kubernetes YAML)
+	// and returns the token agents will report once they have programmed
+	// it: the netns provider writes a file of the agents' state
+	// directory (the token is the directory's digest), the kind provider
+	// applies the objects to the API server (the token names the
+	// resourceVersions it got back).
 	WriteState(name string, data []byte) (string, error)
+	// RemoveState removes a named set written by WriteState.
+	RemoveState(name string) (string, error)
+	// StateDir is a directory holding the whole desired state as YAML
+	// (pods with their addresses, and what WriteState wrote), for the
+	// model to evaluate.
+	StateDir() string
+	// PodNetns is the name (under /run/netns) of a pod's network
+	// namespace.
+	PodNetns(pod string) string
+	// AgentClient talks to the agent of a node.
+	AgentClient(node string) *agentapi.Client
 	// StartAgents starts one agent per node with the datapath and waits
 	// until each has programmed the current state.
 	StartAgents(ctx context.Context, opts AgentOptions) error

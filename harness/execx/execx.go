@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -34,7 +35,15 @@ func (e *RunError) Unwrap() error { return e.Inner }
 // Run runs a command and returns its combined output; a failure is a
 // *RunError.
 func Run(ctx context.Context, name string, args ...string) ([]byte, error) {
+	return RunEnv(ctx, nil, name, args...)
+}
+
+// RunEnv is Run with variables ("K=V") added to the environment.
+func RunEnv(ctx context.Context, env []string, name string, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out

@@ -244,6 +244,16 @@ func (r *Report) htmlView() htmlView {
 	} {
 		v.Env = append(v.Env, htmlEnvRow{row.Label, dash(row.Value)})
 	}
+	for _, row := range []struct{ Label, Value string }{
+		{"Kubernetes", env.Kubernetes}, {"node image", env.NodeImage}, {"agent image", env.AgentImage},
+	} {
+		if row.Value != "" {
+			v.Env = append(v.Env, htmlEnvRow{row.Label, row.Value})
+		}
+	}
+	for _, s := range env.SkippedDatapaths {
+		v.Env = append(v.Env, htmlEnvRow{"skipped", s})
+	}
 	for _, a := range env.Agents {
 		if s := a.Summary(); s != "" {
 			v.Env = append(v.Env, htmlEnvRow{"agent " + a.Datapath, s})

@@ -67,6 +67,12 @@ func (r *Report) writeMarkdown(b *bufio.Writer) {
 	if env.Provider != "" {
 		fmt.Fprintf(b, "- Provider: %s\n", env.Provider)
 	}
+	if env.Kubernetes != "" {
+		fmt.Fprintf(b, "- Kubernetes: %s (node image `%s`, agent image `%s`)\n", env.Kubernetes, env.NodeImage, env.AgentImage)
+	}
+	for _, s := range env.SkippedDatapaths {
+		fmt.Fprintf(b, "- Skipped: %s\n", s)
+	}
 	if len(env.Datapaths) > 0 {
 		fmt.Fprintf(b, "- Datapaths: %s\n", "`"+strings.Join(env.Datapaths, "`, `")+"`")
 	}

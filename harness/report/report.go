@@ -75,6 +75,14 @@ type Environment struct {
 	// Agents is what each datapath's agent chose on this kernel (from its
 	// status): attach mechanism and the kernel features it found.
 	Agents []AgentInfo `json:"agents,omitempty"`
+	// Kubernetes is the cluster's version (kind provider), NodeImage its
+	// node image and AgentImage the agent DaemonSet's image.
+	Kubernetes string `json:"kubernetes,omitempty"`
+	NodeImage  string `json:"nodeImage,omitempty"`
+	AgentImage string `json:"agentImage,omitempty"`
+	// SkippedDatapaths are datapaths of the suite this provider cannot
+	// run, each with the reason.
+	SkippedDatapaths []string `json:"skippedDatapaths,omitempty"`
 }
 
 // Summary is "attach tc; kernel features: a, b".

@@ -12,7 +12,6 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/fastpath-bench/fastpath/datapath/agentapi"
 	"github.com/fastpath-bench/fastpath/harness/cluster/netns"
 	"github.com/fastpath-bench/fastpath/harness/report"
 	"github.com/fastpath-bench/fastpath/harness/scenario"
@@ -186,7 +185,7 @@ func (ch *churner) finish(ctx context.Context) (*report.ChurnCount, error) {
 func (r *runner) agentGenerations(ctx context.Context) map[string]int64 {
 	out := map[string]int64{}
 	for _, n := range r.suite.Spec.Cluster.Nodes {
-		st, err := agentapi.NewClient(r.c.AgentSocket(n)).Status(ctx)
+		st, err := r.c.AgentClient(n).Status(ctx)
 		if err == nil {
 			out[n] = st.Generation
 		}

@@ -3,7 +3,6 @@ package run
 import (
 	"context"
 	"fmt"
-	"github.com/fastpath-bench/fastpath/datapath/agentapi"
 	"os"
 	"strconv"
 	"strings"
@@ -119,7 +118,7 @@ type cpuSnapshot struct {
 func (r *runner) sidecarPIDs() []int {
 	var out []int
 	for _, n := range r.c.Nodes() {
-		st, err := agentapi.NewClient(r.c.AgentSocket(n)).Status(context.Background())
+		st, err := r.c.AgentClient(n).Status(context.Background())
 		if err == nil {
 			out = append(out, st.SidecarPIDs...)
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/fastpath-bench/fastpath/datapath/agentapi"
 	"runtime"
 	"sync"
 	"time"
@@ -163,7 +162,7 @@ func (r *runner) measurePropagation(ctx context.Context, dp string) []report.Pro
 func (r *runner) programSeconds(ctx context.Context) float64 {
 	var worst float64
 	for _, n := range r.c.Nodes() {
-		if st, err := agentapi.NewClient(r.c.AgentSocket(n)).Status(ctx); err == nil {
+		if st, err := r.c.AgentClient(n).Status(ctx); err == nil {
 			worst = max(worst, st.ProgramSeconds)
 		}
 	}

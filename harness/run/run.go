@@ -12,11 +12,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/fastpath-bench/fastpath/datapath/agentapi"
 	"github.com/fastpath-bench/fastpath/datapath/model"
 	"github.com/fastpath-bench/fastpath/harness/cluster"
 	"github.com/fastpath-bench/fastpath/harness/cluster/netns"
@@ -49,6 +49,10 @@ type Options struct {
 	Version, Commit string
 	// RunID overrides the generated run id (tests).
 	RunID string
+	// Provider overrides the suite's spec.provider: "netns" or "kind".
+	Provider string
+	// Kind is the kind provider's configuration.
+	Kind KindOptions
 }
 
 // Bench runs the suite and writes report.json, report.md and report.html.
@@ -75,8 +79,18 @@ func Bench(ctx context.Context, opts Options) (*report.Report, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	if p := suite.Spec.Provider; p != "" && p != "netns" {
-		return nil, "", fmt.Errorf("%s: spec.provider: %q is not available in this build (only netns)", opts.SuitePath, p)
+	if opts.Provider != "" {
+		if !slices.Contains(scenario.KnownProviders, opts.Provider) {
+			return nil, "", fmt.Errorf("--provider %q: want one of %s", opts.Provider, strings.Join(scenario.KnownProviders, ", "))
+		}
+		suite.Spec.Provider = opts.Provider
+	}
+	var skipped []string
+	if suite.Spec.Provider == "kind" {
+		// Everything kind needs is checked before anything is created.
+		if skipped, err = prepareKind(ctx, &opts, suite); err != nil {
+			return nil, "", err
+		}
 	}
 	started := time.Now()
 	outDir := opts.OutDir
@@ -94,6 +108,7 @@ func Bench(ctx context.Context, opts Options) (*report.Report, string, error) {
 		StartedAt:     started.UTC(),
 		Environment:   environment(opts, suite),
 	}
+	rep.Environment.SkippedDatapaths = skipped
 	runErr := r.run(ctx, rep)
 	rep.FinishedAt = time.Now().UTC()
 	if werr := report.WriteDir(outDir, rep); werr != nil {
@@ -111,7 +126,7 @@ type runner struct {
 	opts  Options
 	suite *scenario.Suite
 	out   string
-	c     *netns.Cluster
+	c     cluster.Cluster
 	// servers are the fortio server processes by "pod:port".
 	servers map[string]*cluster.Process
 	// services is the set of Services installed now (services.go).
@@ -142,8 +157,14 @@ func (r *runner) run(ctx context.Context, rep *report.Report) (err error) {
 		ref := p.Ref()
 		spec.Pods = append(spec.Pods, cluster.PodSpec{Namespace: p.Namespace, Name: p.Name, Node: p.Node, Labels: p.Labels, Ports: dedupPorts(ports[ref])})
 	}
-	r.logf("building netns cluster %s: %d nodes, %d pods", id, len(spec.Nodes), len(spec.Pods))
-	c, err := netns.NewProvider(netns.Options{AgentBinary: r.opts.AgentBinary}).Create(ctx, spec)
+	r.logf("building %s cluster %s: %d nodes, %d pods", s.Spec.Provider, id, len(spec.Nodes), len(spec.Pods))
+	var c cluster.Cluster
+	switch s.Spec.Provider {
+	case "kind":
+		c, err = r.buildKind(ctx, spec, rep)
+	default:
+		c, err = netns.NewProvider(netns.Options{AgentBinary: r.opts.AgentBinary}).Create(ctx, spec)
+	}
 	if err != nil {
 		return fmt.Errorf("build cluster: %w", err)
 	}
@@ -609,7 +630,7 @@ func environment(opts Options, s *scenario.Suite) report.Environment {
 		GoVersion:       runtime.Version(),
 		FastpathVersion: opts.Version,
 		FastpathCommit:  opts.Commit,
-		Provider:        "netns",
+		Provider:        s.Spec.Provider,
 		Datapaths:       s.Spec.Datapaths,
 	}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
@@ -630,10 +651,10 @@ func environment(opts Options, s *scenario.Suite) report.Environment {
 }
 
 // agentInfo asks one of the datapath's agents what it chose on this kernel.
-func agentInfo(ctx context.Context, c *netns.Cluster, dp string) report.AgentInfo {
+func agentInfo(ctx context.Context, c cluster.Cluster, dp string) report.AgentInfo {
 	info := report.AgentInfo{Datapath: dp}
 	for _, n := range c.Nodes() {
-		st, err := agentapi.NewClient(c.AgentSocket(n)).Status(ctx)
+		st, err := c.AgentClient(n).Status(ctx)
 		if err == nil {
 			info.AttachMode, info.Features, info.GoMaxProcs = st.AttachMode, st.Features, st.GoMaxProcs
 			return info

@@ -140,7 +140,7 @@ func TestLoadInvalid(t *testing.T) {
 				`invalid-many.yaml: apiVersion: must be "fastpath.dev/v1alpha1", have "fastpath.dev/v1alpha2"`,
 				`invalid-many.yaml: kind: must be "Suite", have "Suit"`,
 				`invalid-many.yaml: metadata.name: "Many_Problems" is not a valid name`,
-				`invalid-many.yaml: spec.provider: unknown provider "kind"`,
+				`invalid-many.yaml: spec.provider: unknown provider "openstack"`,
 				`invalid-many.yaml: spec.datapaths[1]: unknown datapath "cilium" (known: none, ebpf, iptables, sidecar)`,
 				`invalid-many.yaml: spec.datapaths[2]: duplicate datapath "none"`,
 				`invalid-many.yaml: spec.repetitions: must be between 1 and 100`,

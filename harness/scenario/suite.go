@@ -54,7 +54,7 @@ const (
 )
 
 // KnownProviders are the valid values of spec.provider.
-var KnownProviders = []string{"netns"}
+var KnownProviders = []string{"netns", "kind"}
 
 // KnownDatapaths are the datapaths an entry of spec.datapaths names; an
 // entry may add options after "+" (DatapathOptions), e.g.
@@ -120,7 +120,9 @@ type Metadata struct {
 // SuiteSpec describes the cluster, the datapaths to compare and the
 // scenarios to measure.
 type SuiteSpec struct {
-	// Provider builds the cluster; "" means "netns", the only one so far.
+	// Provider builds the cluster: "netns" (the default: network
+	// namespaces on this machine) or "kind" (a kind cluster with the
+	// agent as its CNI DaemonSet).
 	Provider string `json:"provider,omitempty"`
 	// Datapaths are compared against each other, each one of
 	// KnownDatapaths, without duplicates, at least one.

@@ -29,8 +29,25 @@ func NewCommand() *cobra.Command {
 		Hidden: true,
 		Args:   cobra.NoArgs,
 	}
-	cmd.AddCommand(newServeCommand(), newLoadCommand())
+	cmd.AddCommand(newServeCommand(), newLoadCommand(), newPauseCommand())
 	return cmd
+}
+
+// newPauseCommand is a pod's container on kind: it holds the pod (and its
+// network namespace, which the CNI wired) until SIGTERM, while the
+// harness runs servers and load clients in that namespace.
+func newPauseCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "pause",
+		Short: "Wait for SIGINT or SIGTERM (a pod's container)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signalContext(cmd)
+			defer stop()
+			<-ctx.Done()
+			return nil
+		},
+	}
 }
 
 func newServeCommand() *cobra.Command {

@@ -624,6 +624,11 @@ func (c *Cluster) AgentSocket(node string) string {
 	return filepath.Join(c.runDir, "agent-"+node+".sock")
 }
 
+// AgentClient talks to the agent of node over its socket.
+func (c *Cluster) AgentClient(node string) *agentapi.Client {
+	return agentapi.NewClient(c.AgentSocket(node))
+}
+
 // StartAgents starts an agent in every node namespace and waits until every
 // one has programmed the current state.
 func (c *Cluster) StartAgents(ctx context.Context, opts cluster.AgentOptions) error {
@@ -706,7 +711,7 @@ func (c *Cluster) WaitProgrammed(ctx context.Context, hash string, since time.Ti
 			return out, fmt.Errorf("agent on %s did not program state %s (see %s): %w", n.name, hash,
 				filepath.Join(c.logDir, "agent-"+n.name+".log"), err)
 		}
-		if st.FailedHash == hash {
+		if agentapi.Refused(st, hash) {
 			return out, fmt.Errorf("agent on %s refused state %s: %s", n.name, hash, st.LastError)
 		}
 		out[n.name] = st.AppliedAt.Sub(since)

@@ -1,0 +1,595 @@
+package kind
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/kind/pkg/cluster/nodeutils"
+
+	"github.com/fastpath-bench/fastpath/datapath/agentapi"
+	"github.com/fastpath-bench/fastpath/deploy"
+	"github.com/fastpath-bench/fastpath/harness/cluster"
+	"github.com/fastpath-bench/fastpath/harness/execx"
+)
+
+// Defaults of a topology's CIDRs (kind's own).
+const (
+	DefaultPodSubnet     = "10.244.0.0/16"
+	DefaultServiceSubnet = "10.96.0.0/16"
+)
+
+// TopologyOptions configure Build; zero values mean defaults.
+type TopologyOptions struct {
+	// NodeImage is the kind node image (required).
+	NodeImage string
+	// AgentImage is the project's image (harness/images), loaded into the
+	// nodes: the agent DaemonSet and the pods' container run it.
+	AgentImage string
+	// PodSubnet and ServiceSubnet: DefaultPodSubnet, DefaultServiceSubnet.
+	PodSubnet, ServiceSubnet string
+	// Retain keeps the cluster after Destroy (debugging).
+	Retain bool
+	// Dir holds the kubeconfig and the copy of the desired state; empty:
+	// a directory under os.TempDir().
+	Dir string
+	// Logf reports progress.
+	Logf func(string, ...any)
+}
+
+// Topology is a kind cluster built from a cluster.Spec, with the agent
+// DaemonSet as its CNI and datapath. It implements cluster.Cluster: the
+// spec's nodes are the workers, pods are real pods (their container is
+// `fastpath workload pause` from the project's image), and workload
+// processes run in the pods' network namespaces, which the CNI plugin
+// wired.
+type Topology struct {
+	spec    cluster.Spec
+	opts    TopologyOptions
+	kind    *Cluster
+	client  *Client
+	dir     string
+	workers map[string]string // spec node → kind node
+	nodeIPs map[string]netip.Addr
+	apiHost string
+
+	mu    sync.Mutex
+	pods  []cluster.Pod
+	procs []*cluster.Process
+	// applied are the objects each WriteState name applied.
+	applied map[string][]*unstructured.Unstructured
+	// revs are the resourceVersions the harness's own writes got back,
+	// the newest per resource.
+	revs     map[string]int64
+	datapath string
+	netnses  []string
+}
+
+var _ cluster.Cluster = (*Topology)(nil)
+
+func (o *TopologyOptions) defaults() {
+	if o.PodSubnet == "" {
+		o.PodSubnet = DefaultPodSubnet
+	}
+	if o.ServiceSubnet == "" {
+		o.ServiceSubnet = DefaultServiceSubnet
+	}
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
+	}
+}
+
+// Build creates the cluster of spec: kind nodes (a control plane and a
+// worker per spec node), the CRDs, the agent DaemonSet (datapath none: it
+// is the CNI) and the spec's namespaces and pods. On error everything
+// created is removed.
+func Build(ctx context.Context, spec cluster.Spec, opts TopologyOptions) (t *Topology, err error) {
+	opts.defaults()
+	if opts.AgentImage == "" {
+		return nil, errors.New("kind topology: no agent image (make image)")
+	}
+	dir := opts.Dir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "fastpath-"+spec.RunID+"-"); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "state"), 0o755); err != nil {
+		return nil, err
+	}
+	t = &Topology{spec: spec, opts: opts, dir: dir, workers: map[string]string{}, nodeIPs: map[string]netip.Addr{},
+		applied: map[string][]*unstructured.Unstructured{}, revs: map[string]int64{}}
+	opts.Logf("creating kind cluster %s: %d workers, node image %s", spec.RunID, len(spec.Nodes), opts.NodeImage)
+	kc, err := Create(ctx, Config{Name: spec.RunID, Workers: len(spec.Nodes), PodSubnet: opts.PodSubnet, ServiceSubnet: opts.ServiceSubnet,
+		Datapath: "ebpf", CgroupV1: CgroupV1(), Image: opts.NodeImage}, CreateOptions{Kubeconfig: filepath.Join(dir, "kubeconfig"), Logf: opts.Logf})
+	if err != nil {
+		return nil, err
+	}
+	t.kind = kc
+	defer func() {
+		if err != nil {
+			_ = t.Destroy(context.Background())
+			t = nil
+		}
+	}()
+	if t.client, err = NewClient(kc.Kubeconfig); err != nil {
+		return t, err
+	}
+	if err := t.mapNodes(ctx); err != nil {
+		return t, err
+	}
+	if err := t.loadImage(ctx); err != nil {
+		return t, err
+	}
+	crds, err := deploy.CRDs()
+	if err != nil {
+		return t, err
+	}
+	if err := t.applyAll(ctx, crds); err != nil {
+		return t, fmt.Errorf("CRDs: %w", err)
+	}
+	if err := t.StartAgents(ctx, cluster.AgentOptions{Datapath: "none"}); err != nil {
+		return t, err
+	}
+	if err := t.createPods(ctx); err != nil {
+		return t, err
+	}
+	return t, t.writeClusterState()
+}
+
+// CgroupV1 says whether this host mounts cgroup v1 at /sys/fs/cgroup
+// (kubelet 1.35 then needs failCgroupV1: false).
+func CgroupV1() bool {
+	_, err := os.Stat("/sys/fs/cgroup/cgroup.controllers")
+	return err != nil
+}
+
+// mapNodes maps the spec's nodes onto the workers in order, and finds
+// the API server's address on the nodes' network.
+func (t *Topology) mapNodes(ctx context.Context) error {
+	nodes, err := t.client.Kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	var workers []corev1.Node
+	for _, n := range nodes.Items {
+		ip := internalIP(&n)
+		if _, cp := n.Labels["node-role.kubernetes.io/control-plane"]; cp {
+			t.apiHost = ip.String()
+			continue
+		}
+		workers = append(workers, n)
+	}
+	sort.Slice(workers, func(i, j int) bool { return workerIndex(workers[i].Name) < workerIndex(workers[j].Name) })
+	if len(workers) != len(t.spec.Nodes) || t.apiHost == "" {
+		return fmt.Errorf("kind cluster %s has %d workers and control plane %q; want %d workers", t.spec.RunID, len(workers), t.apiHost, len(t.spec.Nodes))
+	}
+	for i, n := range t.spec.Nodes {
+		t.workers[n] = workers[i].Name
+		t.nodeIPs[n] = internalIP(&workers[i])
+	}
+	return nil
+}
+
+// workerIndex orders kind's worker names: "x-worker", "x-worker2", ...
+func workerIndex(name string) int {
+	i := strings.LastIndex(name, "worker")
+	n, err := strconv.Atoi(name[i+len("worker"):])
+	if err != nil {
+		return 1
+	}
+	return n
+}
+
+func internalIP(n *corev1.Node) netip.Addr {
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			if ip, err := netip.ParseAddr(a.Address); err == nil {
+				return ip
+			}
+		}
+	}
+	return netip.Addr{}
+}
+
+// loadImage copies the agent image into every node's containerd.
+func (t *Topology) loadImage(ctx context.Context) error {
+	tar := filepath.Join(t.dir, "agent-image.tar")
+	if _, err := execx.Run(ctx, "docker", "save", "-o", tar, t.opts.AgentImage); err != nil {
+		return err
+	}
+	defer os.Remove(tar)
+	nodes, err := t.kind.provider.ListNodes(t.kind.Name)
+	if err != nil {
+		return err
+	}
+	for _, n := range nodes {
+		f, err := os.Open(tar)
+		if err != nil {
+			return err
+		}
+		err = nodeutils.LoadImageArchive(n, f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("load %s into node %s: %w", t.opts.AgentImage, n.String(), err)
+		}
+	}
+	return nil
+}
+
+// applyAll applies every object of data.
+func (t *Topology) applyAll(ctx context.Context, data []byte) error {
+	objs, err := Decode(data)
+	if err != nil {
+		return err
+	}
+	for _, u := range objs {
+		if _, _, err := t.client.Apply(ctx, u); err != nil {
+			return err
+		}
+		if u.GetKind() == "CustomResourceDefinition" {
+			if err := t.waitEstablished(ctx, u.GetName()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (t *Topology) waitEstablished(ctx context.Context, name string) error {
+	gvr := crdGVR
+	return poll(ctx, time.Minute, "CRD "+name+" established", func() (bool, error) {
+		u, err := t.client.Dynamic.Resource(gvr).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+		for _, c := range conds {
+			m, _ := c.(map[string]any)
+			if m["type"] == "Established" && m["status"] == "True" {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+}
+
+// poll calls f until it is done, fails, or timeout passes.
+func poll(ctx context.Context, timeout time.Duration, what string, f func() (bool, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last error
+	for {
+		done, err := f()
+		if err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if last != nil {
+				return fmt.Errorf("waiting for %s: %w (%v)", what, ctx.Err(), last)
+			}
+			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// Nodes lists the spec's nodes.
+func (t *Topology) Nodes() []string { return append([]string(nil), t.spec.Nodes...) }
+
+// KindNode is the kind node a spec node is.
+func (t *Topology) KindNode(node string) string { return t.workers[node] }
+
+// Kubeconfig is the cluster's kubeconfig file.
+func (t *Topology) Kubeconfig() string { return t.kind.Kubeconfig }
+
+// Client is the cluster's API client.
+func (t *Topology) Client() *Client { return t.client }
+
+// Pods lists the pods with their addresses.
+func (t *Topology) Pods() []cluster.Pod {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]cluster.Pod(nil), t.pods...)
+}
+
+// AgentClient talks to a node's agent on its read-only port.
+func (t *Topology) AgentClient(node string) *agentapi.Client {
+	return agentapi.NewTCPClient(netip.AddrPortFrom(t.nodeIPs[node], deploy.DefaultPort).String())
+}
+
+// StartAgents rolls the agent DaemonSet out with the datapath and waits
+// until every agent runs it and has programmed the current state.
+func (t *Topology) StartAgents(ctx context.Context, opts cluster.AgentOptions) error {
+	timeout := max(opts.ReadyTimeout, 3*time.Minute)
+	start := time.Now()
+	data, err := deploy.Render(deploy.Options{Image: t.opts.AgentImage, Datapath: opts.Datapath, APIServer: t.apiHost + ":6443",
+		GoMaxProcs: opts.GoMaxProcs, ExtraArgs: opts.ExtraArgs})
+	if err != nil {
+		return err
+	}
+	if err := t.applyAll(ctx, data); err != nil {
+		return fmt.Errorf("agent DaemonSet: %w", err)
+	}
+	if err := t.waitRollout(ctx, timeout); err != nil {
+		return err
+	}
+	for _, n := range t.spec.Nodes {
+		cl := t.AgentClient(n)
+		wctx, cancel := context.WithTimeout(ctx, timeout)
+		_, err := cl.WaitFor(wctx, 200*time.Millisecond, func(st *agentapi.Status) bool {
+			return st.Datapath == opts.Datapath && st.StartedAt.After(start.Add(-time.Second)) && st.Ready
+		})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("agent on %s (%s) with datapath %s: %w%s", n, t.workers[n], opts.Datapath, err, t.agentDiagnosis(ctx, n))
+		}
+	}
+	t.mu.Lock()
+	t.datapath = opts.Datapath
+	tok := agentapi.RevisionToken(t.revs)
+	t.mu.Unlock()
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	_, err = t.WaitProgrammed(wctx, tok, start)
+	return err
+}
+
+// waitRollout waits until the DaemonSet's pods all run the newest
+// template and are ready.
+func (t *Topology) waitRollout(ctx context.Context, timeout time.Duration) error {
+	var last *appsv1.DaemonSet
+	err := poll(ctx, timeout, "agent DaemonSet rollout", func() (bool, error) {
+		ds, err := t.client.Kube.AppsV1().DaemonSets(deploy.DefaultNamespace).Get(ctx, deploy.AgentName, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		last = ds
+		s := ds.Status
+		return s.ObservedGeneration >= ds.Generation && s.DesiredNumberScheduled > 0 &&
+			s.UpdatedNumberScheduled == s.DesiredNumberScheduled && s.NumberReady == s.DesiredNumberScheduled && s.NumberUnavailable == 0, nil
+	})
+	if err != nil && last != nil {
+		s := last.Status
+		err = fmt.Errorf("%w: desired %d, updated %d, ready %d%s", err, s.DesiredNumberScheduled, s.UpdatedNumberScheduled, s.NumberReady, t.agentDiagnosis(ctx, ""))
+	}
+	return err
+}
+
+// agentDiagnosis tells why agents are not ready: their pods' states and
+// the last lines of their logs.
+func (t *Topology) agentDiagnosis(ctx context.Context, node string) string {
+	pods, err := t.client.Kube.CoreV1().Pods(deploy.DefaultNamespace).List(ctx, metav1.ListOptions{LabelSelector: deploy.AgentLabel + "=" + deploy.AgentName})
+	if err != nil {
+		return ""
+	}
+	var b strings.Builder
+	for _, p := range pods.Items {
+		if node != "" && p.Spec.NodeName != t.workers[node] {
+			continue
+		}
+		fmt.Fprintf(&b, "\n  pod %s on %s: %s", p.Name, p.Spec.NodeName, p.Status.Phase)
+		for _, cs := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
+			fmt.Fprintf(&b, "; %s ready=%v restarts=%d", cs.Name, cs.Ready, cs.RestartCount)
+			if w := cs.State.Waiting; w != nil {
+				fmt.Fprintf(&b, " waiting %s: %s", w.Reason, w.Message)
+			}
+		}
+		tail := int64(5)
+		logs, err := t.client.Kube.CoreV1().Pods(p.Namespace).GetLogs(p.Name, &corev1.PodLogOptions{Container: "agent", TailLines: &tail}).Do(ctx).Raw()
+		if err == nil && len(logs) > 0 {
+			fmt.Fprintf(&b, "\n    %s", strings.ReplaceAll(strings.TrimSpace(string(logs)), "\n", "\n    "))
+		}
+	}
+	return b.String()
+}
+
+// WaitProgrammed waits until every node's agent has programmed the state
+// named by token, and returns per node how long after since it did.
+func (t *Topology) WaitProgrammed(ctx context.Context, token string, since time.Time) (map[string]time.Duration, error) {
+	out := map[string]time.Duration{}
+	for _, n := range t.spec.Nodes {
+		st, err := t.AgentClient(n).WaitProgrammed(ctx, token)
+		if err != nil {
+			return out, fmt.Errorf("agent on %s did not program state %s: %w", n, token, err)
+		}
+		if agentapi.Refused(st, token) {
+			return out, fmt.Errorf("agent on %s refused state %s: %s", n, token, st.LastError)
+		}
+		out[n] = st.AppliedAt.Sub(since)
+	}
+	return out, nil
+}
+
+// StopAgents rolls the agents back to the none datapath: they are also
+// the cluster's CNI and IPAM, so they keep running.
+func (t *Topology) StopAgents(ctx context.Context) error {
+	t.mu.Lock()
+	dp := t.datapath
+	t.mu.Unlock()
+	if dp == "none" || dp == "" {
+		return nil
+	}
+	return t.StartAgents(ctx, cluster.AgentOptions{Datapath: "none"})
+}
+
+// Agents returns the agents' processes (host PIDs) by node.
+func (t *Topology) Agents() map[string]*cluster.Process {
+	out := map[string]*cluster.Process{}
+	for _, n := range t.spec.Nodes {
+		st, err := t.AgentClient(n).Status(context.Background())
+		if err != nil {
+			continue
+		}
+		pid, err := hostPID(t.spec.RunID, t.workers[n], st.PID)
+		if err != nil {
+			continue
+		}
+		p, err := os.FindProcess(pid)
+		if err != nil {
+			continue
+		}
+		out[n] = &cluster.Process{Name: "agent-" + n, Cmd: &exec.Cmd{Process: p}}
+	}
+	return out
+}
+
+// WriteState applies the objects of data to the API server, deletes
+// those an earlier WriteState of name applied and data no longer has,
+// keeps a copy for StateDir, and returns the revision token of the
+// writes.
+func (t *Topology) WriteState(name string, data []byte) (string, error) {
+	objs, err := Decode(data)
+	if err != nil {
+		return "", fmt.Errorf("state %s: %w", name, err)
+	}
+	selectors := map[string]bool{}
+	for _, u := range objs {
+		if u.GetKind() == "Service" {
+			sel, _, _ := unstructured.NestedMap(u.Object, "spec", "selector")
+			selectors[namespaceOf(u)+"/"+u.GetName()] = len(sel) > 0
+		}
+	}
+	var apply []*unstructured.Unstructured
+	for _, u := range objs {
+		switch u.GetKind() {
+		case "Pod", "Node":
+			return "", fmt.Errorf("state %s: %s %s: the kind provider creates pods and nodes from the spec only", name, u.GetKind(), objectName(u))
+		case "EndpointSlice":
+			// The controller manager makes the slices of Services with a
+			// selector.
+			if selectors[namespaceOf(u)+"/"+u.GetLabels()["kubernetes.io/service-name"]] {
+				continue
+			}
+		}
+		apply = append(apply, u)
+	}
+	ctx := context.Background()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	want := map[string]bool{}
+	for _, u := range apply {
+		want[key(u)] = true
+	}
+	for _, old := range t.applied[name] {
+		if want[key(old)] {
+			continue
+		}
+		if err := t.deleteLocked(ctx, old); err != nil {
+			return "", err
+		}
+	}
+	t.applied[name] = nil
+	for _, u := range apply {
+		res, rv, err := t.client.Apply(ctx, u.DeepCopy())
+		if err != nil {
+			return "", fmt.Errorf("state %s: %w", name, err)
+		}
+		t.applied[name] = append(t.applied[name], u)
+		t.revs[res] = max(t.revs[res], rv)
+	}
+	if err := writeFileAtomic(filepath.Join(t.dir, "state", name), data); err != nil {
+		return "", err
+	}
+	return agentapi.RevisionToken(t.revs), nil
+}
+
+// deleteLocked deletes an object and records the revision the agents
+// must reach to have seen it go: the deletion's own, or one past the
+// newest revision of its resource the harness knows of.
+func (t *Topology) deleteLocked(ctx context.Context, u *unstructured.Unstructured) error {
+	res, rv, err := t.client.Delete(ctx, u)
+	if err != nil {
+		return err
+	}
+	if rv == 0 {
+		rv = t.revs[res] + 1
+	}
+	t.revs[res] = max(t.revs[res], rv)
+	return nil
+}
+
+// RemoveState deletes what WriteState(name) applied.
+func (t *Topology) RemoveState(name string) (string, error) {
+	ctx := context.Background()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	objs, ok := t.applied[name]
+	if !ok {
+		return agentapi.RevisionToken(t.revs), os.ErrNotExist
+	}
+	for _, u := range objs {
+		if err := t.deleteLocked(ctx, u); err != nil {
+			return "", err
+		}
+	}
+	delete(t.applied, name)
+	_ = os.Remove(filepath.Join(t.dir, "state", name))
+	return agentapi.RevisionToken(t.revs), nil
+}
+
+// StateDir holds the spec's pods and what WriteState wrote, as YAML.
+func (t *Topology) StateDir() string { return filepath.Join(t.dir, "state") }
+
+func key(u *unstructured.Unstructured) string {
+	return u.GetAPIVersion() + "/" + u.GetKind() + "/" + namespaceOf(u) + "/" + u.GetName()
+}
+
+func namespaceOf(u *unstructured.Unstructured) string {
+	if u.GetNamespace() == "" {
+		return "default"
+	}
+	return u.GetNamespace()
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// Destroy stops the workload processes, removes the pods' namespace
+// names, and deletes the cluster (unless Retain).
+func (t *Topology) Destroy(ctx context.Context) error {
+	var errs []error
+	t.mu.Lock()
+	procs, netnses := t.procs, t.netnses
+	t.procs, t.netnses = nil, nil
+	t.mu.Unlock()
+	for _, p := range procs {
+		stopProcess(p)
+	}
+	for _, n := range netnses {
+		if err := unmountNetns(n); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if t.kind != nil && !t.opts.Retain {
+		if err := t.kind.Delete(); err != nil {
+			errs = append(errs, fmt.Errorf("delete kind cluster %s: %w", t.kind.Name, err))
+		}
+	}
+	if t.opts.Dir == "" && !t.opts.Retain {
+		_ = os.RemoveAll(t.dir)
+	}
+	return errors.Join(errs...)
+}
