@@ -14,12 +14,6 @@ import (
 	"github.com/fastpath-bench/fastpath/internal/testutil"
 )
 
-// cgroupV1 says whether this host mounts cgroup v1 at /sys/fs/cgroup.
-func cgroupV1() bool {
-	_, err := os.Stat("/sys/fs/cgroup/cgroup.controllers")
-	return err != nil
-}
-
 // TestCreateCluster creates a real kind cluster (a control plane and one
 // worker) from the offline node image, checks that the API server answers
 // and lists both nodes, deletes it, and checks that no node container is
@@ -41,7 +35,7 @@ func TestCreateCluster(t *testing.T) {
 	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
 	start := time.Now()
 	c, err := Create(ctx, Config{Name: name, Workers: 1, PodSubnet: "10.244.0.0/16", ServiceSubnet: "10.96.0.0/16",
-		Datapath: "ebpf", CgroupV1: cgroupV1(), Image: image}, CreateOptions{Kubeconfig: kubeconfig, Logf: t.Logf})
+		Datapath: "ebpf", CgroupV1: CgroupV1(), Image: image}, CreateOptions{Kubeconfig: kubeconfig, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
 	}

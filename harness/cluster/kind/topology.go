@@ -1,6 +1,7 @@
 package kind
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -75,7 +76,13 @@ type Topology struct {
 	// the newest per resource.
 	revs     map[string]int64
 	datapath string
+	// manifest is the agent manifest applied last: applying the same
+	// again rolls nothing out.
+	manifest []byte
 	netnses  []string
+	// ownNetwork is set when kind's Docker network did not exist before
+	// this cluster: Destroy removes it once empty.
+	ownNetwork bool
 }
 
 var _ cluster.Cluster = (*Topology)(nil)
@@ -112,6 +119,7 @@ func Build(ctx context.Context, spec cluster.Spec, opts TopologyOptions) (t *Top
 	}
 	t = &Topology{spec: spec, opts: opts, dir: dir, workers: map[string]string{}, nodeIPs: map[string]netip.Addr{},
 		applied: map[string][]*unstructured.Unstructured{}, revs: map[string]int64{}}
+	t.ownNetwork = !networkExists(ctx)
 	opts.Logf("creating kind cluster %s: %d workers, node image %s", spec.RunID, len(spec.Nodes), opts.NodeImage)
 	kc, err := Create(ctx, Config{Name: spec.RunID, Workers: len(spec.Nodes), PodSubnet: opts.PodSubnet, ServiceSubnet: opts.ServiceSubnet,
 		Datapath: "ebpf", CgroupV1: CgroupV1(), Image: opts.NodeImage}, CreateOptions{Kubeconfig: filepath.Join(dir, "kubeconfig"), Logf: opts.Logf})
@@ -325,11 +333,22 @@ func (t *Topology) StartAgents(ctx context.Context, opts cluster.AgentOptions) e
 	if err != nil {
 		return err
 	}
-	if err := t.applyAll(ctx, data); err != nil {
-		return fmt.Errorf("agent DaemonSet: %w", err)
-	}
-	if err := t.waitRollout(ctx, timeout); err != nil {
-		return err
+	t.mu.Lock()
+	same := bytes.Equal(t.manifest, data)
+	t.mu.Unlock()
+	if same {
+		// Running already as asked: nothing rolls out.
+		start = time.Time{}
+	} else {
+		if err := t.applyAll(ctx, data); err != nil {
+			return fmt.Errorf("agent DaemonSet: %w", err)
+		}
+		t.mu.Lock()
+		t.manifest = data
+		t.mu.Unlock()
+		if err := t.waitRollout(ctx, timeout); err != nil {
+			return err
+		}
 	}
 	for _, n := range t.spec.Nodes {
 		cl := t.AgentClient(n)
@@ -348,7 +367,7 @@ func (t *Topology) StartAgents(ctx context.Context, opts cluster.AgentOptions) e
 	t.mu.Unlock()
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	_, err = t.WaitProgrammed(wctx, tok, start)
+	_, err = t.WaitProgrammed(wctx, tok, time.Now())
 	return err
 }
 
@@ -586,6 +605,10 @@ func (t *Topology) Destroy(ctx context.Context) error {
 	if t.kind != nil && !t.opts.Retain {
 		if err := t.kind.Delete(); err != nil {
 			errs = append(errs, fmt.Errorf("delete kind cluster %s: %w", t.kind.Name, err))
+		} else if t.ownNetwork {
+			if err := removeNetworkIfEmpty(ctx); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	if t.opts.Dir == "" && !t.opts.Retain {
