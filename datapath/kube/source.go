@@ -205,6 +205,16 @@ func (s *Source) Start(ctx context.Context) error {
 		return fmt.Errorf("kubernetes source: initial list of %s not complete: %w", strings.Join(missing, ", "), context.Cause(ctx))
 	}
 	s.mu.Lock()
+	// A resource's revision is at least that of its initial list: an
+	// agent started after an object was deleted has seen no event of it,
+	// yet its state is newer than the deletion. (The list's revision is
+	// the API server's at the time of the list, so every write a client
+	// got an answer for before is in it.)
+	for _, w := range all {
+		if n, err := strconv.ParseInt(w.inf.LastSyncResourceVersion(), 10, 64); err == nil && n > s.revs[w.name] {
+			s.revs[w.name] = n
+		}
+	}
 	s.synced = true
 	s.mu.Unlock()
 	return nil

@@ -78,6 +78,9 @@ func TestTopologyOnKind(t *testing.T) {
 				Ports: []cluster.Port{{Name: "echo", Port: 8080, Protocol: "TCP"}}},
 		}}
 	start := time.Now()
+	// FASTPATH_KIND_RETAIN=1 keeps the cluster of a failed run (fastpath
+	// clean removes it).
+	retain := os.Getenv("FASTPATH_KIND_RETAIN") == "1"
 	topo, err := Build(ctx, spec, TopologyOptions{NodeImage: nodeImage, AgentImage: img, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
@@ -85,7 +88,7 @@ func TestTopologyOnKind(t *testing.T) {
 	t.Logf("cluster with agents and pods in %s", time.Since(start).Round(time.Second))
 	destroyed := false
 	t.Cleanup(func() {
-		if !destroyed {
+		if !destroyed && !(retain && t.Failed()) {
 			_ = topo.Destroy(context.Background())
 		}
 	})

@@ -9,8 +9,8 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"strings"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -154,7 +154,7 @@ func (c *Client) Delete(ctx context.Context, u *unstructured.Unstructured) (stri
 	path += "/" + gvr.Resource + "/" + u.GetName()
 	raw, err := c.Kube.Discovery().RESTClient().Delete().AbsPath(path).Do(ctx).Raw()
 	if err != nil {
-		if strings.Contains(err.Error(), "not found") {
+		if apierrors.IsNotFound(err) {
 			return gvr.Resource, 0, nil
 		}
 		return gvr.Resource, 0, fmt.Errorf("delete %s %s: %w", u.GetKind(), objectName(u), err)

@@ -427,6 +427,10 @@ func (t *Topology) WaitProgrammed(ctx context.Context, token string, since time.
 	for _, n := range t.spec.Nodes {
 		st, err := t.AgentClient(n).WaitProgrammed(ctx, token)
 		if err != nil {
+			if st != nil {
+				return out, fmt.Errorf("agent on %s did not program state %s: %w (it has %s, %d endpoints pending)",
+					n, token, err, agentapi.RevisionToken(st.Revisions), len(st.Pending))
+			}
 			return out, fmt.Errorf("agent on %s did not program state %s: %w", n, token, err)
 		}
 		if agentapi.Refused(st, token) {
