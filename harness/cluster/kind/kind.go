@@ -205,7 +205,7 @@ func (l logger) Errorf(format string, args ...any)        { l.printf("kind: "+fo
 func (l logger) V(level kindlog.Level) kindlog.InfoLogger { return infoLogger{l, level <= 0} }
 func (l logger) printf(format string, args ...any) {
 	if l.logf != nil {
-		l.logf(format, args...)
+		l.logf("%s", strings.TrimRight(fmt.Sprintf(format, args...), "\n"))
 	}
 }
 

@@ -83,11 +83,11 @@ func (t *Topology) createPods(ctx context.Context) error {
 	for ns, labels := range nss {
 		_, err := core.Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels}}, metav1.CreateOptions{})
 		if apierrors.IsAlreadyExists(err) {
+			// Exactly the spec's labels (and the name label the API
+			// server keeps), as a fresh namespace would have.
 			var cur *corev1.Namespace
 			if cur, err = core.Namespaces().Get(ctx, ns, metav1.GetOptions{}); err == nil {
-				if cur.Labels == nil {
-					cur.Labels = map[string]string{}
-				}
+				cur.Labels = map[string]string{corev1.LabelMetadataName: ns}
 				for k, v := range labels {
 					cur.Labels[k] = v
 				}
@@ -149,6 +149,83 @@ func (t *Topology) createPods(ctx context.Context) error {
 		t.mu.Unlock()
 	}
 	return nil
+}
+
+// removeDNS deletes CoreDNS and its Service: the offline node image has
+// no CoreDNS image (its pods would only retry pulling), and the Service's
+// address (the tenth of the service CIDR) stays free for the cases and
+// suites that name it.
+func (t *Topology) removeDNS(ctx context.Context) error {
+	err := t.client.Kube.AppsV1().Deployments("kube-system").Delete(ctx, "coredns", metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete coredns: %w", err)
+	}
+	err = t.client.Kube.CoreV1().Services("kube-system").Delete(ctx, "kube-dns", metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete the kube-dns Service: %w", err)
+	}
+	return nil
+}
+
+// Reset replaces the topology's pods with those of spec (its nodes map
+// onto the workers in order; spec.RunID is ignored): it deletes the
+// state every WriteState wrote and the pods, waits until they are gone,
+// gives the namespaces exactly spec's labels, and creates spec's pods. The
+// agents keep running: a conformance run uses one cluster for every case.
+func (t *Topology) Reset(ctx context.Context, spec cluster.Spec) error {
+	t.mu.Lock()
+	names := make([]string, 0, len(t.applied))
+	for n := range t.applied {
+		names = append(names, n)
+	}
+	t.mu.Unlock()
+	for _, n := range names {
+		if _, err := t.RemoveState(n); err != nil {
+			return err
+		}
+	}
+	core := t.client.Kube.CoreV1()
+	old := t.Pods()
+	for _, p := range old {
+		err := core.Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](1)})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete pod %s: %w", p.Key(), err)
+		}
+	}
+	for _, p := range old {
+		err := poll(ctx, time.Minute, "pod "+p.Key()+" gone", func() (bool, error) {
+			_, err := core.Pods(p.Namespace).Get(ctx, p.Name, metav1.GetOptions{})
+			return apierrors.IsNotFound(err), nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	t.mu.Lock()
+	netnses := t.netnses
+	t.netnses, t.pods = nil, nil
+	t.mu.Unlock()
+	for _, n := range netnses {
+		if err := unmountNetns(n); err != nil {
+			return err
+		}
+	}
+	runID := t.spec.RunID
+	t.spec = spec
+	t.spec.RunID = runID
+	if err := t.assignNodes(spec.Nodes); err != nil {
+		return err
+	}
+	if err := t.createPods(ctx); err != nil {
+		return err
+	}
+	entries, _ := os.ReadDir(t.StateDir())
+	for _, e := range entries {
+		if e.Name() != "cluster.yaml" {
+			_ = os.Remove(filepath.Join(t.StateDir(), e.Name()))
+		}
+	}
+	return t.writeClusterState()
 }
 
 // podEvents lists a pod's events (why it does not run).
@@ -287,16 +364,24 @@ func unmountNetns(name string) error {
 func (t *Topology) writeClusterState() error {
 	var docs []any
 	nss := map[string]bool{}
+	// As the API server has them: with the name label it adds.
+	nsLabels := func(ns string, labels map[string]string) map[string]string {
+		out := map[string]string{corev1.LabelMetadataName: ns}
+		for k, v := range labels {
+			out[k] = v
+		}
+		return out
+	}
 	for ns, labels := range t.spec.Namespaces {
 		nss[ns] = true
 		docs = append(docs, &corev1.Namespace{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
-			ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels}})
+			ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: nsLabels(ns, labels)}})
 	}
 	for _, p := range t.Pods() {
 		if !nss[p.Namespace] {
 			nss[p.Namespace] = true
 			docs = append(docs, &corev1.Namespace{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
-				ObjectMeta: metav1.ObjectMeta{Name: p.Namespace}})
+				ObjectMeta: metav1.ObjectMeta{Name: p.Namespace, Labels: nsLabels(p.Namespace, nil)}})
 		}
 	}
 	for _, n := range t.spec.Nodes {

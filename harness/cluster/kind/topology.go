@@ -65,6 +65,9 @@ type Topology struct {
 	dir     string
 	workers map[string]string // spec node → kind node
 	nodeIPs map[string]netip.Addr
+	// kindWorkers are the workers in order, kindIPs their addresses.
+	kindWorkers []string
+	kindIPs     []netip.Addr
 	apiHost string
 
 	mu    sync.Mutex
@@ -152,6 +155,9 @@ func Build(ctx context.Context, spec cluster.Spec, opts TopologyOptions) (t *Top
 	if err := t.StartAgents(ctx, cluster.AgentOptions{Datapath: "none"}); err != nil {
 		return t, err
 	}
+	if err := t.removeDNS(ctx); err != nil {
+		return t, err
+	}
 	if err := t.createPods(ctx); err != nil {
 		return t, err
 	}
@@ -182,15 +188,31 @@ func (t *Topology) mapNodes(ctx context.Context) error {
 		workers = append(workers, n)
 	}
 	sort.Slice(workers, func(i, j int) bool { return workerIndex(workers[i].Name) < workerIndex(workers[j].Name) })
-	if len(workers) != len(t.spec.Nodes) || t.apiHost == "" {
+	if len(workers) < len(t.spec.Nodes) || t.apiHost == "" {
 		return fmt.Errorf("kind cluster %s has %d workers and control plane %q; want %d workers", t.spec.RunID, len(workers), t.apiHost, len(t.spec.Nodes))
 	}
-	for i, n := range t.spec.Nodes {
-		t.workers[n] = workers[i].Name
-		t.nodeIPs[n] = internalIP(&workers[i])
+	for _, w := range workers {
+		t.kindWorkers = append(t.kindWorkers, w.Name)
+		t.kindIPs = append(t.kindIPs, internalIP(&w))
+	}
+	return t.assignNodes(t.spec.Nodes)
+}
+
+// assignNodes maps spec nodes onto the workers in order.
+func (t *Topology) assignNodes(nodes []string) error {
+	if len(nodes) > len(t.kindWorkers) {
+		return fmt.Errorf("kind cluster %s has %d workers; the spec asks for %d nodes", t.spec.RunID, len(t.kindWorkers), len(nodes))
+	}
+	t.workers, t.nodeIPs = map[string]string{}, map[string]netip.Addr{}
+	for i, n := range nodes {
+		t.workers[n] = t.kindWorkers[i]
+		t.nodeIPs[n] = t.kindIPs[i]
 	}
 	return nil
 }
+
+// NodeIP is a spec node's address (its worker's).
+func (t *Topology) NodeIP(node string) netip.Addr { return t.nodeIPs[node] }
 
 // workerIndex orders kind's worker names: "x-worker", "x-worker2", ...
 func workerIndex(name string) int {
