@@ -187,6 +187,11 @@ func newConformance() *cobra.Command {
 	f.BoolVar(&progress, "progress", false, "print a line to standard error as cases finish")
 	f.StringVar(&match, "match", "", "run only the cases whose name matches this regular expression")
 	f.IntVar(&opts.Clusters, "clusters", 0, "clusters to run at once (default 4)")
+	f.StringVar(&opts.Provider, "provider", "netns", "cluster provider: netns (a cluster per case) or kind (one kind cluster for every case, the agent as its CNI DaemonSet)")
+	f.StringVar(&opts.Kind.NodeImage, "node-image", "", "kind node image (default: the offline build's, make kind-node-image)")
+	f.StringVar(&opts.Kind.AgentImage, "agent-image", "", "agent image for kind (default: built from --image-bin-dir)")
+	f.StringVar(&opts.Kind.ImageBinDir, "image-bin-dir", "bin/image", "static binaries the agent image is built from (make image)")
+	f.BoolVar(&opts.Kind.Retain, "retain", false, "keep the kind cluster at the end, for debugging (fastpath clean deletes it)")
 	f.StringVar(&opts.AgentBinary, "agent-binary", "", "fastpath-agent executable (default: next to this one, then PATH)")
 	root.AddCommand(run, newMatrix())
 	return root

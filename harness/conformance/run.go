@@ -50,6 +50,11 @@ type Options struct {
 	RunID string
 	// LogDir for agent logs; empty: the run's state directory.
 	LogDir string
+	// Provider builds the clusters: "netns" (default) or "kind" (one kind
+	// cluster for every case, the agent as its CNI DaemonSet).
+	Provider string
+	// Kind configures the kind provider.
+	Kind KindOptions
 }
 
 // ProbeResult is the outcome of one probe.
@@ -117,6 +122,11 @@ func Run(ctx context.Context, cases []*Case, opts Options) (*Result, error) {
 	if opts.Out == nil {
 		opts.Out = io.Discard
 	}
+	switch opts.Provider {
+	case "", "netns", "kind":
+	default:
+		return nil, fmt.Errorf("--provider %q: want netns or kind", opts.Provider)
+	}
 	start := time.Now()
 	res := &Result{Datapath: opts.Datapath}
 	var err error
@@ -130,7 +140,11 @@ func Run(ctx context.Context, cases []*Case, opts Options) (*Result, error) {
 		if _, _, err := scenario.AgentArgs(opts.Datapath); err != nil {
 			return nil, fmt.Errorf("--datapath: %w", err)
 		}
-		err = runDatapath(ctx, cases, opts, res)
+		if opts.Provider == "kind" {
+			err = runKind(ctx, cases, opts, res)
+		} else {
+			err = runDatapath(ctx, cases, opts, res)
+		}
 	default:
 		return nil, fmt.Errorf("--datapath %q: unknown (want one of %v, ebpf with options such as ebpf+xdp-nodeport)", opts.Datapath, Datapaths)
 	}
@@ -164,6 +178,9 @@ type topology struct {
 	spec  cluster.Spec
 	addrs map[string]netip.Addr
 	pods  map[string]*corev1.Pod
+	// nodeIPs are the nodes' addresses where the provider chose them
+	// (kind); nil: the netns provider's (netns.NodeIP).
+	nodeIPs map[string]netip.Addr
 }
 
 // topologyOf derives nodes, pods and addresses from cluster.yaml: nodes are
@@ -223,10 +240,10 @@ func (t *topology) objects(c *Case) (*model.Objects, error) {
 		p.Status.PodIP = t.addrs[p.Namespace+"/"+p.Name].String()
 		objs.Pods = append(objs.Pods, p)
 	}
-	for i, n := range t.spec.Nodes {
+	for _, n := range t.spec.Nodes {
 		objs.Nodes = append(objs.Nodes, corev1.Node{
 			ObjectMeta: metav1.ObjectMeta{Name: n},
-			Status:     corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: netns.NodeIP(i).String()}}},
+			Status:     corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: t.nodeIP(n).String()}}},
 		})
 	}
 	objs.Services = append(objs.Services, c.Cluster.Services...)
@@ -348,8 +365,11 @@ func (t *topology) source(from string) netip.Addr {
 	return t.addrs[from]
 }
 
-// nodeIP is a node's address in the netns provider.
+// nodeIP is a node's address.
 func (t *topology) nodeIP(name string) netip.Addr {
+	if t.nodeIPs != nil {
+		return t.nodeIPs[name]
+	}
 	for i, n := range t.spec.Nodes {
 		if n == name {
 			return netns.NodeIP(i)
@@ -464,6 +484,41 @@ func runGroup(ctx context.Context, cases []*Case, runID string, opts Options) (o
 			err = errors.Join(err, derr)
 		}
 	}()
+	stop, err := setupCluster(c, t, cases[0])
+	if err != nil {
+		for _, cs := range cases {
+			out = append(out, failAll(cs, err))
+		}
+		return out, err
+	}
+	defer stop()
+	base, flags, err := scenario.AgentArgs(opts.Datapath)
+	if err != nil {
+		return out, err
+	}
+	if err := c.StartAgents(ctx, cluster.AgentOptions{Datapath: base, ExtraArgs: flags}); err != nil {
+		for _, cs := range cases {
+			out = append(out, failAll(cs, err))
+		}
+		return out, err
+	}
+	for _, cs := range cases {
+		out = append(out, runCase(ctx, c, t, cs, opts))
+	}
+	return out, nil
+}
+
+// setupCluster takes the pods' addresses from the built cluster, starts
+// echo servers on every container port of every pod, and writes the
+// case's Services (and EndpointSlices listing the pods' addresses). stop
+// closes the servers.
+func setupCluster(c cluster.Cluster, t *topology, first *Case) (stop func(), err error) {
+	var servers []*probe.Server
+	stop = func() {
+		for _, s := range servers {
+			s.Close()
+		}
+	}
 	for _, p := range c.Pods() {
 		t.addrs[p.Key()] = p.IP
 	}
@@ -483,18 +538,16 @@ func runGroup(ctx context.Context, cases []*Case, runID string, opts Options) (o
 		for port, protos := range byPort {
 			s, err := probe.Serve(c.PodNetns(p.Key()), port, dedup(protos)...)
 			if err != nil {
-				for _, cs := range cases {
-					out = append(out, failAll(cs, err))
-				}
-				return out, err
+				stop()
+				return func() {}, err
 			}
-			defer s.Close()
+			servers = append(servers, s)
 		}
 	}
 	// Services and their EndpointSlices (generated ones list the pods'
 	// addresses in this cluster) are one more state file.
-	if len(cases[0].Cluster.Services) > 0 {
-		objs, err := t.objects(&Case{Cluster: cases[0].Cluster})
+	if len(first.Cluster.Services) > 0 {
+		objs, err := t.objects(&Case{Cluster: first.Cluster})
 		if err == nil {
 			var state []byte
 			if state, err = servicesState(objs); err == nil {
@@ -502,26 +555,11 @@ func runGroup(ctx context.Context, cases []*Case, runID string, opts Options) (o
 			}
 		}
 		if err != nil {
-			for _, cs := range cases {
-				out = append(out, failAll(cs, err))
-			}
-			return out, fmt.Errorf("case %s: services: %w", cases[0].Name, err)
+			stop()
+			return func() {}, fmt.Errorf("case %s: services: %w", first.Name, err)
 		}
 	}
-	base, flags, err := scenario.AgentArgs(opts.Datapath)
-	if err != nil {
-		return out, err
-	}
-	if err := c.StartAgents(ctx, cluster.AgentOptions{Datapath: base, ExtraArgs: flags}); err != nil {
-		for _, cs := range cases {
-			out = append(out, failAll(cs, err))
-		}
-		return out, err
-	}
-	for _, cs := range cases {
-		out = append(out, runCase(ctx, c, t, cs, opts))
-	}
-	return out, nil
+	return stop, nil
 }
 
 // sourcePorts hands out source ports for probes in turn, from a range
@@ -546,7 +584,10 @@ func dedup(in []string) []string {
 	return out
 }
 
-func runCase(ctx context.Context, c *netns.Cluster, t *topology, cs *Case, opts Options) CaseResult {
+// externalHost is a cluster with a host outside it (netns).
+type externalHost interface{ ExternalNetns() string }
+
+func runCase(ctx context.Context, c cluster.Cluster, t *topology, cs *Case, opts Options) CaseResult {
 	cr := CaseResult{Name: cs.Name}
 	probes, err := modelVerdicts(cs, t)
 	if err != nil {
@@ -579,6 +620,10 @@ func runCase(ctx context.Context, c *netns.Cluster, t *topology, cs *Case, opts 
 			p.Skipped = "SCTP probes need SCTP sockets, which this kernel lacks"
 			continue
 		}
+		if _, ok := c.(externalHost); p.From == External && !ok {
+			p.Skipped = "this provider has no host outside the cluster to probe from"
+			continue
+		}
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
@@ -594,7 +639,7 @@ func runCase(ctx context.Context, c *netns.Cluster, t *topology, cs *Case, opts 
 			}
 			ns := c.PodNetns(p.From)
 			if p.From == External {
-				ns = c.ExternalNetns()
+				ns = c.(externalHost).ExternalNetns()
 			}
 			if p.proto() == "HTTP" {
 				r = probe.HTTP(ctx, ns, nextSourcePort(), dst, p.ResolvedPort, p.method(), p.path(), opts.Timeout)

@@ -3,67 +3,27 @@ package run
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 
 	"github.com/fastpath-bench/fastpath/deploy"
 	"github.com/fastpath-bench/fastpath/harness/cluster"
 	"github.com/fastpath-bench/fastpath/harness/cluster/kind"
-	"github.com/fastpath-bench/fastpath/harness/images"
-	"github.com/fastpath-bench/fastpath/harness/kindnode"
 	"github.com/fastpath-bench/fastpath/harness/report"
 	"github.com/fastpath-bench/fastpath/harness/scenario"
 )
 
-// KindOptions configure the kind provider; zero values mean defaults.
-type KindOptions struct {
-	// NodeImage is the node image; empty: the offline build's tag
-	// (make kind-node-image).
-	NodeImage string
-	// AgentImage is the agent image; empty: built from ImageBinDir.
-	AgentImage string
-	// ImageBinDir holds the static binaries of the agent image (make
-	// image); empty: bin/image.
-	ImageBinDir string
-	// Retain keeps the cluster at the end (debugging; fastpath clean
-	// deletes it).
-	Retain bool
-}
+// KindOptions configure the kind provider.
+type KindOptions = kind.RunOptions
 
 // prepareKind checks, before anything is created, what a kind run needs
 // (engine, capability wrapper, node image), builds the agent image when
 // missing, and drops the datapaths the DaemonSet cannot run, saying why.
 func prepareKind(ctx context.Context, opts *Options, suite *scenario.Suite) (skipped []string, err error) {
-	k := &opts.Kind
-	if k.NodeImage == "" {
-		if k.NodeImage, err = kindnode.Tag(ctx, kindnode.Options{}); err != nil {
-			return nil, err
-		}
+	if err := opts.Kind.Prepare(ctx, func(f string, a ...any) { fmt.Fprintf(opts.Progress, "fastpath: "+f+"\n", a...) }); err != nil {
+		return nil, err
 	}
-	if err := kind.Preflight(ctx, k.NodeImage); err != nil {
-		return nil, fmt.Errorf("kind provider: %w", err)
-	}
-	if k.AgentImage == "" {
-		dir := k.ImageBinDir
-		if dir == "" {
-			dir = filepath.Join("bin", "image")
-		}
-		if k.AgentImage, err = images.Build(ctx, dir, func(f string, a ...any) { fmt.Fprintf(opts.Progress, "fastpath: "+f+"\n", a...) }); err != nil {
-			return nil, fmt.Errorf("kind provider: agent image: %w", err)
-		}
-	} else if !images.Exists(ctx, k.AgentImage) {
-		return nil, fmt.Errorf("kind provider: agent image %s is not in Docker's image store (make image)", k.AgentImage)
-	}
-	var keep []string
-	for _, dp := range suite.Spec.Datapaths {
-		base, _, _ := strings.Cut(dp, "+")
-		if slices.Contains(deploy.Datapaths, base) {
-			keep = append(keep, dp)
-			continue
-		}
-		skipped = append(skipped, fmt.Sprintf("%s: not on kind yet (the agent image is FROM scratch, without the binaries this baseline needs)", dp))
-	}
+	keep, skipped := kindDatapaths(suite.Spec.Datapaths)
 	if len(keep) == 0 {
 		return skipped, fmt.Errorf("kind provider: none of the suite's datapaths %v runs on kind (it runs %v)", suite.Spec.Datapaths, deploy.Datapaths)
 	}
@@ -72,6 +32,20 @@ func prepareKind(ctx context.Context, opts *Options, suite *scenario.Suite) (ski
 		suite.Spec.Propagation = nil
 	}
 	return skipped, nil
+}
+
+// kindDatapaths splits a suite's datapaths into those the agent
+// DaemonSet runs and the others, each with the reason.
+func kindDatapaths(dps []string) (keep, skipped []string) {
+	for _, dp := range dps {
+		base, _, _ := strings.Cut(dp, "+")
+		if slices.Contains(deploy.Datapaths, base) {
+			keep = append(keep, dp)
+			continue
+		}
+		skipped = append(skipped, fmt.Sprintf("%s: not on kind yet (the agent image is FROM scratch, without the binaries this baseline needs)", dp))
+	}
+	return keep, skipped
 }
 
 // buildKind creates the kind cluster and records its versions in the

@@ -124,7 +124,7 @@ func (r *runner) measurePropagation(ctx context.Context, dp string) []report.Pro
 	out := []report.Propagation{single}
 	// Back to the base state.
 	if err := r.settle(ctx, func() (string, error) { return r.c.RemoveState(toggleFile) }); err != nil {
-		single.Errors = append(single.Errors, err.Error())
+		out[0].Errors = append(out[0].Errors, "back to the base state: "+err.Error())
 		return out
 	}
 	for _, n := range pr.Bulk {

@@ -132,3 +132,13 @@ func TestBenchRefusesSuiteThatDeniesItsTraffic(t *testing.T) {
 		t.Fatalf("left behind: %v", left)
 	}
 }
+
+func TestKindDatapaths(t *testing.T) {
+	keep, skipped := kindDatapaths([]string{"none", "ebpf", "iptables", "ebpf+socket-lb", "sidecar"})
+	if strings.Join(keep, ",") != "none,ebpf,ebpf+socket-lb" {
+		t.Errorf("kept %v", keep)
+	}
+	if len(skipped) != 2 || !strings.HasPrefix(skipped[0], "iptables: ") || !strings.HasPrefix(skipped[1], "sidecar: ") {
+		t.Errorf("skipped %v", skipped)
+	}
+}

@@ -2,6 +2,7 @@ package kind
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -122,6 +123,18 @@ func TestTopologyOnKind(t *testing.T) {
 	}
 	if st.Source != "kubernetes" || st.Datapath != "ebpf" || st.Endpoints != 1 {
 		t.Fatalf("node2's agent: source %q datapath %q endpoints %d", st.Source, st.Datapath, st.Endpoints)
+	}
+	// CPU and memory are measured on the agents' host processes.
+	agents := topo.Agents()
+	for _, n := range []string{"node1", "node2"} {
+		p := agents[n]
+		if p == nil {
+			t.Fatalf("no agent process for %s (%v)", n, agents)
+		}
+		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p.Cmd.Process.Pid))
+		if err != nil || strings.TrimSpace(string(comm)) != "fastpath-agent" {
+			t.Fatalf("agent of %s is pid %d, %q (%v)", n, p.Cmd.Process.Pid, comm, err)
+		}
 	}
 	if body, err := topo.AgentClient("node2").Get(ctx, "/metrics"); err != nil || !strings.Contains(string(body), "fastpath_datapath_packets_total") {
 		t.Fatalf("metrics: %v\n%s", err, body)

@@ -299,7 +299,12 @@ func hostPID(cluster, node string, pid int) (int, error) {
 				nspid = strings.Fields(rest)
 			}
 		}
-		if len(nspid) < 2 || nspid[len(nspid)-1] != strconv.Itoa(pid) {
+		// Three levels at least: the host's, the node container's and the
+		// agent container's (the node's own init is pid 1 at two).
+		if len(nspid) < 3 || nspid[len(nspid)-1] != strconv.Itoa(pid) {
+			continue
+		}
+		if comm, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm")); err != nil || strings.TrimSpace(string(comm)) != "fastpath-agent" {
 			continue
 		}
 		if ns, err := os.Readlink(filepath.Join("/proc", e.Name(), "ns/net")); err == nil && ns == want {

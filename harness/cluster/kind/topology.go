@@ -513,14 +513,28 @@ func (t *Topology) WriteState(name string, data []byte) (string, error) {
 		}
 	}
 	var apply []*unstructured.Unstructured
+	// wantAddrs are, per Service with a selector, the endpoint addresses
+	// its generated slices list: the controller manager makes the real
+	// ones, and the token must cover them.
+	wantAddrs := map[string]map[string]bool{}
 	for _, u := range objs {
 		switch u.GetKind() {
 		case "Pod", "Node":
 			return "", fmt.Errorf("state %s: %s %s: the kind provider creates pods and nodes from the spec only", name, u.GetKind(), objectName(u))
 		case "EndpointSlice":
-			// The controller manager makes the slices of Services with a
-			// selector.
-			if selectors[namespaceOf(u)+"/"+u.GetLabels()["kubernetes.io/service-name"]] {
+			svc := namespaceOf(u) + "/" + u.GetLabels()["kubernetes.io/service-name"]
+			if selectors[svc] {
+				if wantAddrs[svc] == nil {
+					wantAddrs[svc] = map[string]bool{}
+				}
+				eps, _, _ := unstructured.NestedSlice(u.Object, "endpoints")
+				for _, ep := range eps {
+					m, _ := ep.(map[string]any)
+					addrs, _, _ := unstructured.NestedStringSlice(m, "addresses")
+					for _, a := range addrs {
+						wantAddrs[svc][a] = true
+					}
+				}
 				continue
 			}
 		}
@@ -550,10 +564,59 @@ func (t *Topology) WriteState(name string, data []byte) (string, error) {
 		t.applied[name] = append(t.applied[name], u)
 		t.revs[res] = max(t.revs[res], rv)
 	}
+	for svc, addrs := range wantAddrs {
+		rv, err := t.waitSlices(ctx, svc, addrs)
+		if err != nil {
+			return "", fmt.Errorf("state %s: %w", name, err)
+		}
+		t.revs["endpointslices"] = max(t.revs["endpointslices"], rv)
+	}
 	if err := writeFileAtomic(filepath.Join(t.dir, "state", name), data); err != nil {
 		return "", err
 	}
 	return agentapi.RevisionToken(t.revs), nil
+}
+
+// waitSlices waits until the controller manager's EndpointSlices of
+// Service svc ("namespace/name") list exactly addrs, and returns their
+// newest resourceVersion.
+func (t *Topology) waitSlices(ctx context.Context, svc string, addrs map[string]bool) (int64, error) {
+	ns, name, _ := strings.Cut(svc, "/")
+	var rv int64
+	var got []string
+	err := poll(ctx, 30*time.Second, "EndpointSlices of Service "+svc, func() (bool, error) {
+		list, err := t.client.Kube.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=" + name})
+		if err != nil {
+			return false, nil
+		}
+		seen := map[string]bool{}
+		rv, got = 0, nil
+		for _, es := range list.Items {
+			n, _ := strconv.ParseInt(es.ResourceVersion, 10, 64)
+			rv = max(rv, n)
+			for _, ep := range es.Endpoints {
+				for _, a := range ep.Addresses {
+					if !seen[a] {
+						seen[a] = true
+						got = append(got, a)
+					}
+				}
+			}
+		}
+		if len(seen) != len(addrs) {
+			return false, nil
+		}
+		for a := range addrs {
+			if !seen[a] {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("%w (listed: %v)", err, got)
+	}
+	return rv, nil
 }
 
 // deleteLocked deletes an object and records the revision the agents
@@ -571,14 +634,17 @@ func (t *Topology) deleteLocked(ctx context.Context, u *unstructured.Unstructure
 	return nil
 }
 
-// RemoveState deletes what WriteState(name) applied.
+// RemoveState deletes what WriteState(name) applied; a name never
+// written is no error.
 func (t *Topology) RemoveState(name string) (string, error) {
 	ctx := context.Background()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	objs, ok := t.applied[name]
 	if !ok {
-		return agentapi.RevisionToken(t.revs), os.ErrNotExist
+		// Nothing written under name: nothing to remove (as for a missing
+		// file on netns).
+		return agentapi.RevisionToken(t.revs), nil
 	}
 	for _, u := range objs {
 		if err := t.deleteLocked(ctx, u); err != nil {
