@@ -12,7 +12,7 @@ COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 export BPF_CLANG BPF_CFLAGS
 
-.PHONY: help deps deps-bpf deps-vm build image generate check-generated vet test bench bench-baselines release-report compare-release conformance vm-images vm-payload kind-node-image clean
+.PHONY: help deps deps-bpf deps-vm build image e2e-upstream-netpol generate check-generated vet test bench bench-baselines release-report compare-release conformance vm-images vm-payload kind-node-image clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ test: deps deps-vm check-generated vet build ## run every test (privileged ones 
 PROVIDER ?=
 bench: deps build $(if $(filter kind,$(PROVIDER)),image) ## run the benchmark suite (SUITE=...) on the netns provider, or PROVIDER=kind
 	./bin/fastpath bench --suite $(SUITE) $(if $(PROVIDER),--provider $(PROVIDER))
+
+e2e-upstream-netpol: image ## run the upstream Kubernetes Netpol e2e suite against the agent on kind (SCTP skipped: no SCTP sockets here)
+	./bin/fastpath e2e-upstream --report-dir reports/e2e-upstream-netpol
 
 image: build ## build the agent image FROM scratch: static fastpath-agent, fastpath-cni and fastpath in bin/image
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/image/fastpath-agent ./cmd/fastpath-agent

@@ -91,3 +91,36 @@ func Build(ctx context.Context, dir string, logf func(string, ...any)) (string, 
 	}
 	return ref, nil
 }
+
+// BuildFiles builds an image ref FROM scratch holding files (name in the
+// image's root → path here) with entrypoint, unless ref exists: images
+// the harness builds from binaries, such as upstream test images.
+func BuildFiles(ctx context.Context, ref string, files map[string]string, entrypoint string) error {
+	if Exists(ctx, ref) {
+		return nil
+	}
+	tmp, err := os.MkdirTemp("", "fastpath-image-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	df := "FROM scratch\n"
+	for name, path := range files {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(tmp, name), data, 0o755); err != nil {
+			return err
+		}
+		df += fmt.Sprintf("COPY %s /%s\n", name, name)
+	}
+	df += fmt.Sprintf("ENTRYPOINT [%q]\n", entrypoint)
+	if err := os.WriteFile(filepath.Join(tmp, "Dockerfile"), []byte(df), 0o644); err != nil {
+		return err
+	}
+	if _, err := execx.RunEnv(ctx, []string{"DOCKER_BUILDKIT=0"}, "docker", "build", "--quiet", "--tag", ref, tmp); err != nil {
+		return fmt.Errorf("build image %s: %w", ref, err)
+	}
+	return nil
+}

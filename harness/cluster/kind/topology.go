@@ -68,7 +68,7 @@ type Topology struct {
 	// kindWorkers are the workers in order, kindIPs their addresses.
 	kindWorkers []string
 	kindIPs     []netip.Addr
-	apiHost string
+	apiHost     string
 
 	mu    sync.Mutex
 	pods  []cluster.Pod
@@ -142,7 +142,7 @@ func Build(ctx context.Context, spec cluster.Spec, opts TopologyOptions) (t *Top
 	if err := t.mapNodes(ctx); err != nil {
 		return t, err
 	}
-	if err := t.loadImage(ctx); err != nil {
+	if err := t.LoadImage(ctx, opts.AgentImage); err != nil {
 		return t, err
 	}
 	crds, err := deploy.CRDs()
@@ -235,10 +235,11 @@ func internalIP(n *corev1.Node) netip.Addr {
 	return netip.Addr{}
 }
 
-// loadImage copies the agent image into every node's containerd.
-func (t *Topology) loadImage(ctx context.Context) error {
-	tar := filepath.Join(t.dir, "agent-image.tar")
-	if _, err := execx.Run(ctx, "docker", "save", "-o", tar, t.opts.AgentImage); err != nil {
+// LoadImage copies an image from Docker's store into every node's
+// containerd (there is no registry to pull from).
+func (t *Topology) LoadImage(ctx context.Context, ref string) error {
+	tar := filepath.Join(t.dir, "image.tar")
+	if _, err := execx.Run(ctx, "docker", "save", "-o", tar, ref); err != nil {
 		return err
 	}
 	defer os.Remove(tar)
@@ -254,7 +255,7 @@ func (t *Topology) loadImage(ctx context.Context) error {
 		err = nodeutils.LoadImageArchive(n, f)
 		f.Close()
 		if err != nil {
-			return fmt.Errorf("load %s into node %s: %w", t.opts.AgentImage, n.String(), err)
+			return fmt.Errorf("load %s into node %s: %w", ref, n.String(), err)
 		}
 	}
 	return nil
