@@ -253,6 +253,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 		PodIfName:  ifName,
 		IP:         ip,
 		Gateway:    gw,
+		Owner:      args.ContainerID,
 	})
 	if err != nil {
 		p.release(conf, args.ContainerID)
@@ -311,7 +312,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	if ifName == "" {
 		ifName = podnet.DefaultPodIfName
 	}
-	opts := podnet.Options{NodeNetns: p.NodeNetns, PodNetns: args.Netns, PodIfName: ifName}
+	opts := podnet.Options{NodeNetns: p.NodeNetns, PodNetns: args.Netns, PodIfName: ifName, Owner: args.ContainerID}
 	if k8s.K8S_POD_NAMESPACE != "" && k8s.K8S_POD_NAME != "" {
 		opts.HostIfName = model.InterfaceName(string(k8s.K8S_POD_NAMESPACE), string(k8s.K8S_POD_NAME))
 	}
@@ -378,6 +379,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 		PodIfName:  ifName,
 		IP:         ip,
 		Gateway:    gw,
+		Owner:      args.ContainerID,
 	})
 	if err != nil {
 		return types.NewError(types.ErrInternal, "fastpath-cni: CHECK of container "+args.ContainerID, err.Error())

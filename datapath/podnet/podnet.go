@@ -59,6 +59,12 @@ type Options struct {
 	// MTU of the veth; 0 is the MTU of the node's default route device,
 	// or 1500 when the node has no default route.
 	MTU int
+	// Owner (the CNI container id) is recorded as the host side's alias
+	// by Setup; Teardown with an Owner leaves a host interface recorded
+	// for another owner alone: a late DEL of a pod's old sandbox must not
+	// remove the veth its new sandbox (same pod name, same interface
+	// name) has. Empty: no record, no check.
+	Owner string
 }
 
 // Result describes a wired pod.
@@ -457,6 +463,12 @@ func configure(node, pod *ns, o Options, host, peer netlink.Link) (*Result, erro
 			_ = sysctls(node, false, "net/ipv4/conf/"+o.HostIfName+"/rp_filter=0", "net/ipv4/conf/"+o.HostIfName+"/forwarding=1")
 			return nil
 		}},
+		{node, "record the owner of " + o.HostIfName, func() error {
+			if o.Owner == "" {
+				return nil
+			}
+			return node.h.LinkSetAlias(host, ownerAlias(o.Owner))
+		}},
 		{node, "set " + o.HostIfName + " up", func() error { return node.h.LinkSetUp(host) }},
 		{node, fmt.Sprintf("route %s/32 dev %s scope link", o.IP, o.HostIfName), func() error {
 			return node.h.RouteReplace(&netlink.Route{LinkIndex: hostIdx, Dst: hostPrefix(o.IP), Scope: netlink.SCOPE_LINK})
@@ -481,6 +493,17 @@ func configure(node, pod *ns, o Options, host, peer netlink.Link) (*Result, erro
 	}, nil
 }
 
+// aliasPrefix starts the alias that records a host interface's owner.
+const aliasPrefix = "fastpath-cni:"
+
+func ownerAlias(owner string) string {
+	a := aliasPrefix + owner
+	if len(a) > 127 {
+		a = a[:127]
+	}
+	return a
+}
+
 // Teardown removes the pod's veth (the pod side goes with the node side)
 // and the node's route to the pod. When HostIfName is not known (empty)
 // the pod side PodIfName in PodNetns is deleted instead. An interface or
@@ -501,6 +524,10 @@ func Teardown(opts Options) error {
 	host, err := node.link(o.HostIfName)
 	if err != nil || host == nil {
 		return err
+	}
+	if a := host.Attrs().Alias; o.Owner != "" && strings.HasPrefix(a, aliasPrefix) && a != ownerAlias(o.Owner) {
+		// Another sandbox of the pod owns the interface now.
+		return nil
 	}
 	if o.IP.Is4() {
 		// Goes with the link too; deleted first so that nothing routes

@@ -408,3 +408,34 @@ func sortStrings(s []string) []string {
 	}
 	return s
 }
+
+// TestTeardownLeavesAnotherOwnersVeth: a late DEL of a pod's old sandbox
+// (same pod name, so the same host interface name) must not remove the
+// veth of its new sandbox.
+func TestTeardownLeavesAnotherOwnersVeth(t *testing.T) {
+	o := testOptions(t)
+	o.Owner = "new-sandbox"
+	if _, err := Setup(o); err != nil {
+		t.Fatal(err)
+	}
+	node := handle(t, o.NodeNetns)
+	host, err := node.LinkByName(o.HostIfName)
+	if err != nil || host.Attrs().Alias != "fastpath-cni:new-sandbox" {
+		t.Fatalf("host side %v alias %q", err, host.Attrs().Alias)
+	}
+	old := o
+	old.Owner = "old-sandbox"
+	old.PodNetns = ""
+	if err := Teardown(old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := node.LinkByName(o.HostIfName); err != nil {
+		t.Fatalf("the old sandbox's DEL removed the new sandbox's veth: %v", err)
+	}
+	if err := Teardown(o); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := node.LinkByName(o.HostIfName); err == nil {
+		t.Fatal("the owner's DEL left the veth")
+	}
+}
