@@ -68,15 +68,6 @@ func stagingModules(gomod string) ([]string, error) {
 // buildModule writes a Go module in dir that requires mod at version and
 // replaces its staging modules, so that `go build` of its commands works.
 func kubeModule(ctx context.Context, dir, version string) error {
-	var pkgs []string
-	for _, c := range kubeCommands {
-		pkgs = append(pkgs, "k8s.io/kubernetes/cmd/"+c)
-	}
-	return kubeModuleFor(ctx, dir, version, pkgs)
-}
-
-// kubeModuleFor is kubeModule for the packages pkgs of k8s.io/kubernetes.
-func kubeModuleFor(ctx context.Context, dir, version string, pkgs []string) error {
 	sv, err := stagingVersion(version)
 	if err != nil {
 		return err
@@ -108,8 +99,8 @@ func kubeModuleFor(ctx context.Context, dir, version string, pkgs []string) erro
 	// A file that imports the commands keeps `go mod tidy` honest.
 	var imp strings.Builder
 	imp.WriteString("//go:build tools\n\npackage tools\n\nimport (\n")
-	for _, p := range pkgs {
-		fmt.Fprintf(&imp, "\t_ %q\n", p)
+	for _, c := range kubeCommands {
+		fmt.Fprintf(&imp, "\t_ \"k8s.io/kubernetes/cmd/%s\"\n", c)
 	}
 	imp.WriteString(")\n")
 	if err := os.WriteFile(filepath.Join(dir, "tools.go"), []byte(imp.String()), 0o644); err != nil {
