@@ -71,4 +71,3 @@ func BuildE2E(ctx context.Context, opts Options) (*E2EBinaries, error) {
 	opts.Logf("e2e binaries ready in %s (%s)", out, time.Since(start).Round(time.Second))
 	return b, nil
 }
-
