@@ -5,15 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,10 +18,11 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
 	"github.com/fastpath-bench/fastpath/datapath/ipam"
 	"github.com/fastpath-bench/fastpath/datapath/model"
+
+	"github.com/fastpath-bench/fastpath/internal/testutil"
 )
 
 // pluginConf is what the runtime gives the plugin for the conflist: the
@@ -151,7 +149,7 @@ func TestAgentUnreachable(t *testing.T) {
 	// DEL still succeeds (nothing to tear down here) and says why the
 	// address was not released.
 	if os.Geteuid() == 0 {
-		p.NodeNetns = newNetns(t, "cni-unreach")
+		p.NodeNetns = testutil.NamedNetns(t, "cni-unreach")
 		if err := p.Del(args); err != nil {
 			t.Fatalf("DEL without agent: %v", err)
 		}
@@ -174,8 +172,6 @@ func TestAgentUnreachable(t *testing.T) {
 	}
 }
 
-var nsSeq atomic.Int32
-
 // serve runs h on the unix socket sock until the test ends.
 func serve(t *testing.T, sock string, h http.Handler) {
 	t.Helper()
@@ -186,43 +182,6 @@ func serve(t *testing.T, sock string, h http.Handler) {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
-}
-
-// newNetns makes a named network namespace and returns its path; it is
-// deleted when the test ends.
-func newNetns(t *testing.T, prefix string) string {
-	t.Helper()
-	name := fmt.Sprintf("fp-%s-%d-%d", prefix, os.Getpid(), nsSeq.Add(1))
-	errc := make(chan error, 1)
-	go func() {
-		// The thread stays in the new namespace and is discarded.
-		runtime.LockOSThread()
-		h, err := netns.NewNamed(name)
-		if err == nil {
-			h.Close()
-		}
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
-		t.Skipf("cannot create a network namespace: %v", err)
-	}
-	t.Cleanup(func() { netns.DeleteNamed(name) })
-	return "/var/run/netns/" + name
-}
-
-func nlHandle(t *testing.T, path string) *netlink.Handle {
-	t.Helper()
-	nsh, err := netns.GetFromPath(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nsh.Close()
-	h, err := netlink.NewHandleAt(nsh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.Close)
-	return h
 }
 
 // TestEndToEnd runs ADD, CHECK and DEL against an agent (ipam.Handler on
@@ -256,8 +215,8 @@ func testEndToEnd(t *testing.T, cniVersion string) {
 		return netip.Addr{}, nil
 	}))
 
-	nodeNs := newNetns(t, "cni-node")
-	podNs := newNetns(t, "cni-pod")
+	nodeNs := testutil.NamedNetns(t, "cni-node")
+	podNs := testutil.NamedNetns(t, "cni-pod")
 	list, err := ConfList(sock)
 	if err != nil {
 		t.Fatal(err)
@@ -308,7 +267,7 @@ func testEndToEnd(t *testing.T, cniVersion string) {
 		t.Fatalf("result routes %s", stdout)
 	}
 
-	node, pod := nlHandle(t, nodeNs), nlHandle(t, podNs)
+	node, pod := testutil.NetlinkAt(t, nodeNs), testutil.NetlinkAt(t, podNs)
 	host, err := node.LinkByName(hostIf)
 	if err != nil {
 		t.Fatalf("host veth %s: %v", hostIf, err)
@@ -408,7 +367,7 @@ func TestWiringFailureReleases(t *testing.T) {
 	a, _ := ipam.New(ipam.Options{CIDR: netip.MustParsePrefix("10.244.4.0/24")})
 	serve(t, sock, ipam.Handler(a, nil))
 	list, _ := ConfList(sock)
-	p := &Plugin{Stdout: buf(), Stderr: buf(), NodeNetns: newNetns(t, "cni-fail")}
+	p := &Plugin{Stdout: buf(), Stderr: buf(), NodeNetns: testutil.NamedNetns(t, "cni-fail")}
 	err = p.Add(&skel.CmdArgs{ContainerID: "c1", Netns: filepath.Join(dir, "no-such-netns"), IfName: "eth0",
 		Args: "K8S_POD_NAMESPACE=default;K8S_POD_NAME=p1", StdinData: pluginConf(t, list, "")})
 	if err == nil || !strings.Contains(err.Error(), "no-such-netns") {

@@ -7,59 +7,15 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/fastpath-bench/fastpath/internal/testutil"
 )
-
-var nsSeq atomic.Int32
-
-// newNetns makes a named network namespace for the test and returns its
-// path; it is deleted when the test ends.
-func newNetns(t *testing.T, prefix string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespaces, veths)")
-	}
-	name := fmt.Sprintf("fp-%s-%d-%d", prefix, os.Getpid(), nsSeq.Add(1))
-	errc := make(chan error, 1)
-	go func() {
-		// The thread ends up in the new namespace and is never unlocked:
-		// the runtime discards it when the goroutine returns.
-		runtime.LockOSThread()
-		h, err := netns.NewNamed(name)
-		if err == nil {
-			h.Close()
-		}
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
-		t.Skipf("cannot create a network namespace: %v", err)
-	}
-	t.Cleanup(func() { netns.DeleteNamed(name) })
-	return "/run/netns/" + name
-}
-
-// handle returns a netlink handle in the namespace at path.
-func handle(t *testing.T, path string) *netlink.Handle {
-	t.Helper()
-	nsh, err := netns.GetFromPath(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nsh.Close()
-	h, err := netlink.NewHandleAt(nsh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.Close)
-	return h
-}
 
 // runIn runs f on a thread inside the namespace at path.
 func runIn(t *testing.T, path string, f func() error) error {
@@ -74,8 +30,8 @@ func runIn(t *testing.T, path string, f func() error) error {
 
 func testOptions(t *testing.T) Options {
 	return Options{
-		NodeNetns:  newNetns(t, "node"),
-		PodNetns:   newNetns(t, "pod"),
+		NodeNetns:  testutil.NamedNetns(t, "node"),
+		PodNetns:   testutil.NamedNetns(t, "pod"),
 		HostIfName: "lxctest0",
 		IP:         netip.MustParseAddr("10.244.0.7"),
 	}
@@ -95,7 +51,7 @@ func TestSetupWiresPod(t *testing.T) {
 	if hostMAC[0] != 0x02 || podMAC[0] != 0x02 || hostMAC.String() == podMAC.String() {
 		t.Fatalf("derived MACs %s %s: want distinct locally administered unicast", hostMAC, podMAC)
 	}
-	node, pod := handle(t, o.NodeNetns), handle(t, o.PodNetns)
+	node, pod := testutil.NetlinkAt(t, o.NodeNetns), testutil.NetlinkAt(t, o.PodNetns)
 
 	host, err := node.LinkByName("lxctest0")
 	if err != nil {
@@ -260,7 +216,7 @@ func TestSetupIdempotent(t *testing.T) {
 	if r1.HostIfIndex != r2.HostIfIndex || r1.PodIfIndex != r2.PodIfIndex {
 		t.Fatalf("second setup made a new veth: %+v then %+v", r1, r2)
 	}
-	node, pod := handle(t, o.NodeNetns), handle(t, o.PodNetns)
+	node, pod := testutil.NetlinkAt(t, o.NodeNetns), testutil.NetlinkAt(t, o.PodNetns)
 	if l, err := pod.LinkByName("net1"); err != nil || l.Attrs().MTU != 1400 {
 		t.Fatalf("pod net1: %v %v", l, err)
 	}
@@ -312,7 +268,7 @@ func TestSetupIdempotent(t *testing.T) {
 
 func TestSetupFailureLeavesNothing(t *testing.T) {
 	o := testOptions(t)
-	node, pod := handle(t, o.NodeNetns), handle(t, o.PodNetns)
+	node, pod := testutil.NetlinkAt(t, o.NodeNetns), testutil.NetlinkAt(t, o.PodNetns)
 	gone := func(when string) {
 		t.Helper()
 		if _, err := node.LinkByName(o.HostIfName); err == nil {
@@ -418,7 +374,7 @@ func TestTeardownLeavesAnotherOwnersVeth(t *testing.T) {
 	if _, err := Setup(o); err != nil {
 		t.Fatal(err)
 	}
-	node := handle(t, o.NodeNetns)
+	node := testutil.NetlinkAt(t, o.NodeNetns)
 	host, err := node.LinkByName(o.HostIfName)
 	if err != nil || host.Attrs().Alias != "fastpath-cni:new-sandbox" {
 		t.Fatalf("host side %v alias %q", err, host.Attrs().Alias)

@@ -5,10 +5,13 @@ package testutil
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"runtime"
+	"sync/atomic"
 	"testing"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
 
@@ -73,4 +76,47 @@ func RunID(name string) string {
 	var b [3]byte
 	_, _ = rand.Read(b[:])
 	return "fp-t" + name + hex.EncodeToString(b[:])
+}
+
+var netnsSeq atomic.Int32
+
+// NamedNetns makes a named network namespace (under /run/netns) and
+// returns its path; it is deleted when the test ends. It needs root.
+func NamedNetns(tb testing.TB, prefix string) string {
+	tb.Helper()
+	RequireRoot(tb)
+	name := fmt.Sprintf("fp-%s-%d-%d", prefix, os.Getpid(), netnsSeq.Add(1))
+	errc := make(chan error, 1)
+	go func() {
+		// The thread ends up in the new namespace and is never unlocked:
+		// the runtime discards it when the goroutine returns.
+		runtime.LockOSThread()
+		h, err := netns.NewNamed(name)
+		if err == nil {
+			h.Close()
+		}
+		errc <- err
+	}()
+	if err := <-errc; err != nil {
+		tb.Fatalf("create network namespace %s: %v", name, err)
+	}
+	tb.Cleanup(func() { _ = netns.DeleteNamed(name) })
+	return "/run/netns/" + name
+}
+
+// NetlinkAt returns a netlink handle in the namespace at path, closed when
+// the test ends.
+func NetlinkAt(tb testing.TB, path string) *netlink.Handle {
+	tb.Helper()
+	nsh, err := netns.GetFromPath(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer nsh.Close()
+	h, err := netlink.NewHandleAt(nsh)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(h.Close)
+	return h
 }
