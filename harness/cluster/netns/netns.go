@@ -28,6 +28,7 @@ import (
 
 	"github.com/fastpath-bench/fastpath/datapath/agentapi"
 	"github.com/fastpath-bench/fastpath/datapath/model"
+	"github.com/fastpath-bench/fastpath/datapath/podnet"
 	"github.com/fastpath-bench/fastpath/harness/cluster"
 	"github.com/fastpath-bench/fastpath/harness/execx"
 )
@@ -202,16 +203,6 @@ func ensureBPFFS(ctx context.Context) error {
 	return nil
 }
 
-// mac derives a locally administered MAC address from a name.
-func mac(kind byte, name string) string {
-	h := uint32(2166136261)
-	for i := 0; i < len(name); i++ {
-		h ^= uint32(name[i])
-		h *= 16777619
-	}
-	return fmt.Sprintf("02:%02x:%02x:%02x:%02x:%02x", kind, byte(h>>24), byte(h>>16), byte(h>>8), byte(h))
-}
-
 func (c *Cluster) build(ctx context.Context) error {
 	run := c.spec.RunID
 	if err := addNetns(c.fabric); err != nil {
@@ -295,7 +286,7 @@ func (c *Cluster) build(ctx context.Context) error {
 			}
 		}
 		addr := addrs[i]
-		if err := c.addPod(nodes[node.name], ps, addr); err != nil {
+		if err := c.addPod(node, ps, addr); err != nil {
 			return fmt.Errorf("pod %s/%s: %w", ps.Namespace, ps.Name, err)
 		}
 		if cg := c.PodCgroup(ps.Node, ps.Namespace, ps.Name); cg != "" {
@@ -448,42 +439,22 @@ func AssignAddresses(spec cluster.Spec) []netip.Addr {
 	return out
 }
 
-func (c *Cluster) addPod(node *nl, ps cluster.PodSpec, addr netip.Addr) error {
+// addPod makes the pod's namespace and wires it to its node as the CNI
+// plugin does on Kubernetes (datapath/podnet): a veth whose node side is
+// model.InterfaceName, the address as a /32, the link-local gateway.
+func (c *Cluster) addPod(node nodeInfo, ps cluster.PodSpec, addr netip.Addr) error {
 	ns := PodNS(c.spec.RunID, ps.Namespace, ps.Name)
-	lxc := model.InterfaceName(ps.Namespace, ps.Name)
-	lxcMAC := mac(0xfe, lxc)
-	podMAC := mac(0x0a, ns)
 	if err := addNetns(ns); err != nil {
 		return err
 	}
-	// The datapaths here are IPv4-only: keep the pod from sending IPv6
-	// (router solicitations, DAD) that would only show up as drops.
-	if err := sysctls(ns, "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"); err != nil {
-		return err
-	}
-	pod, err := openNL(ns)
-	if err != nil {
-		return err
-	}
-	defer pod.close()
-	gw := netip.MustParseAddr(gatewayIP)
-	for _, step := range []func() error{
-		func() error { return pod.up("lo") },
-		func() error { return node.addVeth(lxc, lxcMAC, pod, "eth0", podMAC) },
-		func() error { return pod.addAddr("eth0", netip.PrefixFrom(addr, 32)) },
-		func() error { return pod.up("eth0") },
-		func() error { return pod.addRoute(netip.PrefixFrom(gw, 32), "eth0", netip.Addr{}) },
-		func() error { return pod.addRoute(netip.Prefix{}, "eth0", gw) },
-		func() error { return pod.setNeigh("eth0", gw, lxcMAC) },
-		func() error { return node.up(lxc) },
-		func() error { return node.addRoute(netip.PrefixFrom(addr, 32), lxc, netip.Addr{}) },
-		func() error { return node.setNeigh(lxc, addr, podMAC) },
-	} {
-		if err := step(); err != nil {
-			return err
-		}
-	}
-	return nil
+	_, err := podnet.Setup(podnet.Options{
+		NodeNetns:  filepath.Join(netnsRunDir, node.ns),
+		PodNetns:   filepath.Join(netnsRunDir, ns),
+		HostIfName: model.InterfaceName(ps.Namespace, ps.Name),
+		IP:         addr,
+		Gateway:    netip.MustParseAddr(gatewayIP),
+	})
+	return err
 }
 
 // writeClusterState writes Namespaces, Nodes and Pods as Kubernetes YAML.

@@ -226,21 +226,6 @@ func (n *nl) addRoute(dst netip.Prefix, dev string, gw netip.Addr) error {
 	return n.wrap(fmt.Sprintf("add route %s dev %s via %s", dst, dev, gw), n.handle.RouteAdd(r))
 }
 
-// setNeigh adds or replaces a permanent neighbour entry.
-func (n *nl) setNeigh(dev string, ip netip.Addr, mac string) error {
-	l, err := n.link(dev)
-	if err != nil {
-		return err
-	}
-	hw, err := net.ParseMAC(mac)
-	if err != nil {
-		return err
-	}
-	return n.wrap(fmt.Sprintf("neighbour %s on %s", ip, dev), n.handle.NeighSet(&netlink.Neigh{
-		LinkIndex: l.Attrs().Index, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT, IP: ip.AsSlice(), HardwareAddr: hw,
-	}))
-}
-
 // sysctls writes net.* settings inside the namespace (/proc/sys/net is
 // per network namespace, as seen by the writing thread).
 func sysctls(ns string, kv ...string) error {
