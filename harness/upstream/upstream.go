@@ -98,12 +98,16 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	if err != nil {
 		return nil, err
 	}
-	agnhost, err := agnhostImage(ctx, bins.E2ETest)
+	agnhost, err := agnhostImages(ctx, bins.E2ETest)
 	if err != nil {
 		return nil, err
 	}
-	if err := images.BuildFiles(ctx, agnhost, map[string]string{"agnhost": bins.Agnhost}, "/agnhost"); err != nil {
-		return nil, err
+	// One binary under every name the tests use (they pin a few
+	// versions; this build serves them all).
+	for _, ref := range agnhost {
+		if err := images.BuildFiles(ctx, ref, map[string]string{"agnhost": bins.Agnhost}, "/agnhost"); err != nil {
+			return nil, err
+		}
 	}
 	spec := cluster.Spec{RunID: netns.NewRunID()}
 	for i := 0; i < opts.Workers; i++ {
@@ -119,8 +123,10 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 			err = errors.Join(err, derr)
 		}
 	}()
-	if err := topo.LoadImage(ctx, agnhost); err != nil {
-		return nil, err
+	for _, ref := range agnhost {
+		if err := topo.LoadImage(ctx, ref); err != nil {
+			return nil, err
+		}
 	}
 	if err := topo.StartAgents(ctx, cluster.AgentOptions{Datapath: opts.Datapath}); err != nil {
 		return nil, err
@@ -136,19 +142,23 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	return res, nil
 }
 
-// agnhostImage asks e2e.test which agnhost image its pods run.
-func agnhostImage(ctx context.Context, e2eTest string) (string, error) {
+// agnhostImages asks e2e.test which agnhost images its pods run.
+func agnhostImages(ctx context.Context, e2eTest string) ([]string, error) {
 	out, err := exec.CommandContext(ctx, e2eTest, "--list-images").Output()
 	if err != nil {
-		return "", fmt.Errorf("%s --list-images: %w", e2eTest, err)
+		return nil, fmt.Errorf("%s --list-images: %w", e2eTest, err)
 	}
+	var refs []string
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
 		if l := strings.TrimSpace(sc.Text()); strings.Contains(l, "/agnhost:") {
-			return l, nil
+			refs = append(refs, l)
 		}
 	}
-	return "", fmt.Errorf("%s --list-images names no agnhost image", e2eTest)
+	if len(refs) == 0 {
+		return nil, fmt.Errorf("%s --list-images names no agnhost image", e2eTest)
+	}
+	return refs, nil
 }
 
 // runE2E runs e2e.test, its output into the report directory.
