@@ -251,6 +251,18 @@ func mergeDaemonConfig(cfg map[string]any, wrapper bool, wrapperPath string) map
 	return out
 }
 
+// CheckEngine checks that Docker's engine is installed and answers; the
+// error names the fix.
+func CheckEngine(ctx context.Context) error {
+	if _, err := exec.LookPath("docker"); err != nil {
+		return errors.New("no docker command: run `fastpath host-setup docker` (installs and starts Docker's engine)")
+	}
+	if !EngineAnswers(ctx) {
+		return errors.New("Docker's engine does not answer: run `fastpath host-setup docker` (starts it)")
+	}
+	return nil
+}
+
 // EngineAnswers says whether Docker's engine answers `docker info`
 // (within 10 s).
 func EngineAnswers(ctx context.Context) bool {

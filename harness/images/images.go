@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 
 	"github.com/fastpath-bench/fastpath/harness/execx"
+	"github.com/fastpath-bench/fastpath/harness/hostsetup"
 )
 
 // Repository is the agent image's name.
@@ -61,6 +62,9 @@ func Build(ctx context.Context, dir string, logf func(string, ...any)) (string, 
 	if err != nil {
 		return "", err
 	}
+	if err := hostsetup.CheckEngine(ctx); err != nil {
+		return "", err
+	}
 	if Exists(ctx, ref) {
 		return ref, nil
 	}
@@ -96,6 +100,9 @@ func Build(ctx context.Context, dir string, logf func(string, ...any)) (string, 
 // image's root → path here) with entrypoint, unless ref exists: images
 // the harness builds from binaries, such as upstream test images.
 func BuildFiles(ctx context.Context, ref string, files map[string]string, entrypoint string) error {
+	if err := hostsetup.CheckEngine(ctx); err != nil {
+		return err
+	}
 	if Exists(ctx, ref) {
 		return nil
 	}

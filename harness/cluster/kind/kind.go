@@ -160,11 +160,8 @@ func removeNetworkIfEmpty(ctx context.Context) error {
 // Preflight checks, before anything is created, what a kind cluster
 // needs, and names the fix of whatever is missing.
 func Preflight(ctx context.Context, image string) error {
-	if _, err := exec.LookPath("docker"); err != nil {
-		return errors.New("no docker command: run `fastpath host-setup docker` (installs and starts Docker's engine)")
-	}
-	if !hostsetup.EngineAnswers(ctx) {
-		return errors.New("Docker's engine does not answer: run `fastpath host-setup docker` (starts it)")
+	if err := hostsetup.CheckEngine(ctx); err != nil {
+		return err
 	}
 	bnd, err := hostsetup.BoundingSet()
 	if err != nil {
