@@ -46,6 +46,7 @@ and prints "N passed, M failed, K skipped". Exits non-zero when a test failed.`,
 	f.StringVar(&opts.Focus, "focus", upstream.NetpolFocus, "ginkgo focus")
 	f.StringVar(&opts.Skip, "skip", upstream.SCTPSkip, "ginkgo skip (default: the SCTP tests, which need SCTP sockets this kernel lacks)")
 	f.IntVar(&opts.Workers, "workers", 2, "kind worker nodes")
+	f.IntVar(&opts.Procs, "procs", 3, "ginkgo processes running specs at once (1: e2e.test alone)")
 	f.StringVar(&opts.ReportDir, "report-dir", "reports/e2e-upstream", "directory for the JUnit report and e2e.test's log")
 	f.DurationVar(&opts.Timeout, "timeout", 0, "bound on the suite (default 3h)")
 	f.StringVar(&opts.Kind.NodeImage, "node-image", "", "kind node image (default: the offline build's)")

@@ -42,6 +42,9 @@ type Options struct {
 	Focus, Skip string
 	// Workers is the number of kind workers (default 2).
 	Workers int
+	// Procs is how many ginkgo processes run specs at once (default 3:
+	// the Netpol specs mostly wait for probes); 1 runs e2e.test alone.
+	Procs int
 	// ReportDir receives the JUnit report and e2e.test's log (required).
 	ReportDir string
 	// Timeout bounds the suite (default 3h).
@@ -77,6 +80,9 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	}
 	if opts.Workers == 0 {
 		opts.Workers = 2
+	}
+	if opts.Procs == 0 {
+		opts.Procs = 3
 	}
 	if opts.Timeout == 0 {
 		opts.Timeout = 3 * time.Hour
@@ -134,7 +140,7 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	logf("running e2e.test --ginkgo.focus=%q --ginkgo.skip=%q (log: %s)", opts.Focus, opts.Skip, filepath.Join(opts.ReportDir, "e2e.log"))
 	rctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
-	runErr := runE2E(rctx, bins.E2ETest, topo.Kubeconfig(), opts)
+	runErr := runE2E(rctx, bins, topo.Kubeconfig(), opts)
 	res, perr := ParseJUnit(filepath.Join(opts.ReportDir, "junit_01.xml"), opts.Focus)
 	if perr != nil {
 		return nil, errors.Join(runErr, perr)
@@ -161,32 +167,45 @@ func agnhostImages(ctx context.Context, e2eTest string) ([]string, error) {
 	return refs, nil
 }
 
-// runE2E runs e2e.test, its output into the report directory.
-func runE2E(ctx context.Context, e2eTest, kubeconfig string, opts Options) error {
+// runE2E runs e2e.test (through ginkgo with Procs > 1), its output into
+// the report directory.
+func runE2E(ctx context.Context, bins *kindnode.E2EBinaries, kubeconfig string, opts Options) error {
 	log, err := os.Create(filepath.Join(opts.ReportDir, "e2e.log"))
 	if err != nil {
 		return err
 	}
 	defer log.Close()
+	ginkgo := []string{
+		"--focus=" + opts.Focus,
+		"--no-color",
+		"--timeout=" + opts.Timeout.String(),
+	}
+	if opts.Skip != "" {
+		ginkgo = append(ginkgo, "--skip="+opts.Skip)
+	}
 	args := []string{
 		"--kubeconfig=" + kubeconfig,
 		"--provider=local",
 		"--report-dir=" + opts.ReportDir,
-		"--ginkgo.focus=" + opts.Focus,
-		"--ginkgo.no-color",
-		"--ginkgo.timeout=" + opts.Timeout.String(),
 		// CoreDNS does not run (no image offline): the netpol tests do not
 		// resolve names.
 		"--minStartupPods=0",
 	}
-	if opts.Skip != "" {
-		args = append(args, "--ginkgo.skip="+opts.Skip)
+	var cmd *exec.Cmd
+	if opts.Procs > 1 {
+		all := append([]string{"run", "--procs=" + fmt.Sprint(opts.Procs)}, ginkgo...)
+		all = append(all, bins.E2ETest, "--")
+		cmd = exec.CommandContext(ctx, bins.Ginkgo, append(all, args...)...)
+	} else {
+		for _, g := range ginkgo {
+			args = append(args, "--ginkgo."+strings.TrimPrefix(g, "--"))
+		}
+		cmd = exec.CommandContext(ctx, bins.E2ETest, args...)
 	}
-	cmd := exec.CommandContext(ctx, e2eTest, args...)
 	cmd.Stdout, cmd.Stderr = io.MultiWriter(log, progressWriter{opts.Out}), log
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("e2e.test: %w (log: %s)", err, log.Name())
+		return fmt.Errorf("%s: %w (log: %s)", filepath.Base(cmd.Path), err, log.Name())
 	}
 	return nil
 }
