@@ -193,7 +193,9 @@ func runE2E(ctx context.Context, bins *kindnode.E2EBinaries, kubeconfig string, 
 	}
 	var cmd *exec.Cmd
 	if opts.Procs > 1 {
-		all := append([]string{"run", "--procs=" + fmt.Sprint(opts.Procs)}, ginkgo...)
+		// ginkgo writes the JUnit report of all processes together (the
+		// framework's own is per process).
+		all := append([]string{"run", "--procs=" + fmt.Sprint(opts.Procs), "--output-dir=" + opts.ReportDir, "--junit-report=junit_01.xml"}, ginkgo...)
 		all = append(all, bins.E2ETest, "--")
 		cmd = exec.CommandContext(ctx, bins.Ginkgo, append(all, args...)...)
 	} else {
