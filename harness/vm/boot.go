@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fastpath-bench/fastpath/harness/vm/plan"
@@ -42,14 +43,40 @@ type BootResult struct {
 	Outputs []plan.Output
 }
 
-// KVMAvailable reports whether /dev/kvm can be opened.
+var (
+	kvmOnce sync.Once
+	kvmOK   bool
+)
+
+// KVMAvailable reports whether qemu can run a VM with KVM here: /dev/kvm
+// opens, and a VM with the host's CPU model gets past its vCPUs' reset
+// (under nested virtualization /dev/kvm can be there and qemu still abort
+// with "failed to set MSR"). The answer is found once per process; where
+// KVM does not work, VMs run in software emulation.
 func KVMAvailable() bool {
+	kvmOnce.Do(func() { kvmOK = probeKVM() })
+	return kvmOK
+}
+
+func probeKVM() bool {
 	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
 	if err != nil {
 		return false
 	}
 	f.Close()
-	return true
+	qemu, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		return false
+	}
+	// Stopped at the start (-S): the vCPUs are reset and nothing runs. A
+	// qemu that is still up after the wait got through; one that exited
+	// could not use KVM.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, qemu, "-accel", "kvm", "-cpu", "host", "-machine", "q35", "-m", "64",
+		"-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none", "-S")
+	_ = cmd.Run()
+	return ctx.Err() == context.DeadlineExceeded
 }
 
 // Boot runs qemu-system-x86_64 with the kernel and initramfs and reads the
