@@ -145,14 +145,16 @@ type kubeSource struct{ src *kube.Source }
 
 func (k kubeSource) name() string { return SourceKubernetes }
 
+// load names the state by the source's own digest (objs.Hash: the
+// revisions, and deletions found only on a relist); writers wait for
+// revision tokens, which the agent checks against the revisions it
+// reports beside it.
 func (k kubeSource) load() (*model.Objects, string, map[string]int64, error) {
 	objs, revs, err := k.src.Snapshot()
-	h := agentapi.RevisionToken(revs)
 	if err != nil {
-		return nil, h, revs, err
+		return nil, agentapi.RevisionToken(revs), revs, err
 	}
-	objs.Hash = h
-	return objs, h, revs, nil
+	return objs, objs.Hash, revs, nil
 }
 
 func (k kubeSource) watch(ctx context.Context, changed chan<- struct{}) error {
