@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"sort"
 	"sync"
 
 	"github.com/vishvananda/netlink"
@@ -272,14 +271,4 @@ func (k *kubeNode) stop() {
 		k.log.Error("remove routes", "error", err)
 	}
 	k.cancel()
-}
-
-// sortedPrefixes lists a route set in order (logs, tests).
-func sortedPrefixes(m map[netip.Prefix]netip.Addr) []string {
-	out := make([]string, 0, len(m))
-	for p, gw := range m {
-		out = append(out, p.String()+" via "+gw.String())
-	}
-	sort.Strings(out)
-	return out
 }

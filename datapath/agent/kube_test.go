@@ -3,6 +3,7 @@ package agent
 import (
 	"net/netip"
 	"reflect"
+	"sort"
 	"strings"
 	"testing"
 
@@ -42,4 +43,14 @@ func TestNewSourceValidation(t *testing.T) {
 	if _, err := New(Config{Node: "n", Source: SourceKubernetes, Datapath: "none"}); err != nil {
 		t.Fatalf("kubernetes source: %v", err)
 	}
+}
+
+// sortedPrefixes lists a route set in order .
+func sortedPrefixes(m map[netip.Prefix]netip.Addr) []string {
+	out := make([]string, 0, len(m))
+	for p, gw := range m {
+		out = append(out, p.String()+" via "+gw.String())
+	}
+	sort.Strings(out)
+	return out
 }
