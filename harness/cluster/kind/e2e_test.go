@@ -13,9 +13,7 @@ import (
 
 	"github.com/fastpath-bench/fastpath/datapath/agentapi"
 	"github.com/fastpath-bench/fastpath/harness/cluster"
-	"github.com/fastpath-bench/fastpath/harness/hostsetup"
 	"github.com/fastpath-bench/fastpath/harness/images"
-	"github.com/fastpath-bench/fastpath/harness/kindnode"
 	"github.com/fastpath-bench/fastpath/harness/probe"
 	"github.com/fastpath-bench/fastpath/internal/testutil"
 )
@@ -51,19 +49,9 @@ func agentImage(t *testing.T, ctx context.Context) string {
 // and enforced by the eBPF datapath on the server's node (acknowledged by
 // revision), and removed again. Nothing is left afterwards.
 func TestTopologyOnKind(t *testing.T) {
-	testutil.RequireRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	if _, err := exec.LookPath("docker"); err != nil || !hostsetup.EngineAnswers(ctx) {
-		t.Skip("Docker's engine is not running here (fastpath host-setup docker)")
-	}
-	nodeImage, err := kindnode.Tag(ctx, kindnode.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !kindnode.ImageExists(ctx, nodeImage) {
-		t.Skipf("node image %s is not built (make kind-node-image)", nodeImage)
-	}
+	nodeImage := requireKind(t, ctx)
 	if err := Preflight(ctx, nodeImage); err != nil {
 		t.Fatal(err)
 	}

@@ -14,13 +14,11 @@ import (
 	"github.com/fastpath-bench/fastpath/internal/testutil"
 )
 
-// TestCreateCluster creates a real kind cluster (a control plane and one
-// worker) from the offline node image, checks that the API server answers
-// and lists both nodes, deletes it, and checks that no node container is
-// left.
-func TestCreateCluster(t *testing.T) {
+// requireKind skips a test without Docker's engine or the offline node
+// image (root is required), and returns the node image.
+func requireKind(t *testing.T, ctx context.Context) string {
+	t.Helper()
 	testutil.RequireRoot(t)
-	ctx := context.Background()
 	if _, err := exec.LookPath("docker"); err != nil || !hostsetup.EngineAnswers(ctx) {
 		t.Skip("Docker's engine is not running here (fastpath host-setup docker)")
 	}
@@ -29,8 +27,18 @@ func TestCreateCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !kindnode.ImageExists(ctx, image) {
-		t.Skipf("node image %s is not built (make kind-node-image: about 20 minutes cold)", image)
+		t.Skipf("node image %s is not built (make kind-node-image: about 15 minutes cold)", image)
 	}
+	return image
+}
+
+// TestCreateCluster creates a real kind cluster (a control plane and one
+// worker) from the offline node image, checks that the API server answers
+// and lists both nodes, deletes it, and checks that no node container is
+// left.
+func TestCreateCluster(t *testing.T) {
+	ctx := context.Background()
+	image := requireKind(t, ctx)
 	name := strings.Replace(testutil.RunID("k"), "fp-t", NamePrefix+"t", 1)
 	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
 	start := time.Now()
