@@ -40,7 +40,8 @@ type Status struct {
 	Ready bool `json:"ready"`
 	// Generation counts successful applies.
 	Generation int64 `json:"generation"`
-	// StateHash is the digest (model.HashDir) of the state programmed now.
+	// StateHash is the digest of the state programmed now (model.HashDir
+	// for a directory; the kubernetes source digests its revisions).
 	StateHash string `json:"stateHash,omitempty"`
 	// AppliedAt is when StateHash was programmed, and ApplySeconds how
 	// long loading, resolving and programming it took.
