@@ -29,6 +29,7 @@ struct btf_layouts {
 	struct rule_metrics_key rule_metrics_key;
 	enum proxy_mark proxy_mark;
 	enum proxy_route proxy_route;
+	enum lb_hairpin lb_hairpin;
 	struct proxy_config proxy_config;
 };
 const volatile struct btf_layouts btf_layouts;

@@ -46,6 +46,12 @@ type Options struct {
 	// routing that delivers them locally is the caller's (the agent sets
 	// up the same as for the eBPF datapath).
 	ProxyMark, ProxyMask uint32
+	// SkipServices leaves Services to someone else (kube-proxy, on
+	// kind): no nat rules, no REJECT of frontends without backends, no
+	// nat hooks; only the NetworkPolicy (filter), L7 (mangle) and
+	// prefilter (raw) parts, as an iptables NetworkPolicy controller
+	// (Calico, kube-router) next to kube-proxy does.
+	SkipServices bool
 }
 
 // Stats tells what an Apply did.
@@ -130,8 +136,11 @@ func (d *Datapath) Build(r *model.Resolved, node string) (*Plan, error) {
 	var chains []string
 	var body []string
 	var fwd []string
-	nat, reject, svcRules := serviceRules(r)
-	p.Nat = nat
+	var reject []string
+	svcRules := 0
+	if !d.opts.SkipServices {
+		p.Nat, reject, svcRules = serviceRules(r)
+	}
 	// The prefilter's equivalent: a raw-table DROP by source set, before
 	// conntrack, for packets that do not come from the node's own pods
 	// (the XDP program sits on the uplink only).
@@ -152,7 +161,7 @@ func (d *Datapath) Build(r *model.Resolved, node string) (*Plan, error) {
 	ifname := model.InterfaceName
 	eps := r.NodeEndpoints(node)
 	sort.Slice(eps, func(i, j int) bool { return eps[i].Key() < eps[j].Key() })
-	var toPod []string
+	var egress, toPod []string
 	for _, ep := range eps {
 		name := ifname(ep.Namespace, ep.Name)
 		if d.opts.InterfaceName != nil {
@@ -162,7 +171,7 @@ func (d *Datapath) Build(r *model.Resolved, node string) (*Plan, error) {
 		eg, in, mesh := "FP-EG-"+h, "FP-IN-"+h, "FP-MESH-"+h
 		chains = append(chains, eg, in, mesh)
 		fwd = append(fwd, fmt.Sprintf("-A %s -i %s ! -s %s/32 -m comment --comment \"%s: spoofed source\" -j DROP", forwardChain, name, ep.IP, ep.Key()))
-		fwd = append(fwd, fmt.Sprintf("-A %s -i %s -j %s", forwardChain, name, eg))
+		egress = append(egress, fmt.Sprintf("-A %s -i %s -j %s", forwardChain, name, eg))
 		toPod = append(toPod, fmt.Sprintf("-A %s -o %s -j %s", forwardChain, name, in))
 		toPod = append(toPod, fmt.Sprintf("-A %s -o %s -p tcp -j %s", forwardChain, name, mesh))
 		body = d.chain(p, r, node, body, eg, ep, ep.Egress, ep.EgressEnforced, "dst", "")
@@ -170,6 +179,10 @@ func (d *Datapath) Build(r *model.Resolved, node string) (*Plan, error) {
 		body = d.chain(p, r, node, body, mesh, ep, ep.Mesh, ep.MeshEnforced, "src", "tcp")
 		p.Endpoints++
 	}
+	// After every spoofing check: a pod's connection to itself through a
+	// Service (marked in its FP-SEP chain) passes whatever its policy.
+	fwd = append(fwd, fmt.Sprintf("-A %s -m mark --mark %#x/%#x -m comment --comment \"hairpin: a pod reaches itself\" -j ACCEPT", forwardChain, hairpinMark, hairpinMark))
+	fwd = append(fwd, egress...)
 	fwd = append(fwd, toPod...)
 	proxy, err := d.proxyRules(p, r, node, eps)
 	if err != nil {
@@ -448,7 +461,7 @@ func (d *Datapath) Apply(ctx context.Context, r *model.Resolved, node string) (S
 		return st, fmt.Errorf("program mangle rules: %w", err)
 	}
 	natChanged := p.Nat != d.nat
-	if natChanged {
+	if natChanged && p.Nat != "" {
 		if err := run(ctx, []byte(p.Nat), d.opts.IptablesRestore, "--noflush", "-w"); err != nil {
 			d.nat = ""
 			return st, fmt.Errorf("program service (nat) rules: %w", err)
@@ -463,17 +476,13 @@ func (d *Datapath) Apply(ctx context.Context, r *model.Resolved, node string) (S
 	}
 	st.RestoreDuration = time.Since(start)
 	for _, hook := range d.hooks() {
-		check := append([]string{"-w"}, hookArgs("-C", hook)...)
-		if err := run(ctx, nil, d.opts.Iptables, check...); err != nil {
-			ins := append([]string{"-w"}, hookArgs("-I", hook)...)
-			if err := run(ctx, nil, d.opts.Iptables, ins...); err != nil {
-				return st, fmt.Errorf("hook %s: %w", strings.Join(hook, " "), err)
-			}
+		if err := d.ensureFirst(ctx, hook); err != nil {
+			return st, err
 		}
 	}
 	// Service chains of services that are gone: nothing jumps to them
 	// any more (FP-SERVICES was replaced above).
-	if natChanged {
+	if natChanged && p.Nat != "" {
 		if listing, err := exec.CommandContext(ctx, d.opts.Iptables, "-w", "-t", "nat", "-S").Output(); err == nil {
 			if err := d.deleteChains(ctx, "nat", staleNatChains(string(listing), p.Nat)); err != nil {
 				return st, fmt.Errorf("remove stale service chains: %w", err)
@@ -499,21 +508,82 @@ func (d *Datapath) Apply(ctx context.Context, r *model.Resolved, node string) (S
 }
 
 // hooks are the jumps from the built-in chains into fastpath's, each as
-// iptables arguments after -A/-C/-D: FORWARD into the policy chains;
-// INPUT for connections delivered to the L7 proxy (their source pod's
-// egress policy still applies); mangle PREROUTING into the TPROXY chain.
+// iptables arguments after -A/-C/-D: FORWARD into the policy chains; nat
+// PREROUTING and POSTROUTING into the service chains (unless
+// SkipServices); INPUT for connections delivered to the L7 proxy (their
+// source pod's egress policy still applies); mangle PREROUTING into the
+// TPROXY chain.
 func (d *Datapath) hooks() [][]string {
+	hooks := [][]string{{"FORWARD", "-j", forwardChain}}
+	if !d.opts.SkipServices {
+		hooks = append(hooks, []string{"-t", "nat", "PREROUTING", "-j", servicesChain}, []string{"-t", "nat", "POSTROUTING", "-j", postroutingChain})
+	}
+	hooks = append(hooks, []string{"-t", "raw", "PREROUTING", "-j", prefilterChain})
 	if d.opts.ProxyPort == 0 {
-		return [][]string{{"FORWARD", "-j", forwardChain}, {"-t", "nat", "PREROUTING", "-j", servicesChain}, {"-t", "nat", "POSTROUTING", "-j", postroutingChain}, {"-t", "raw", "PREROUTING", "-j", prefilterChain}}
+		return hooks
 	}
-	return [][]string{
-		{"FORWARD", "-j", forwardChain},
-		{"-t", "nat", "PREROUTING", "-j", servicesChain},
-		{"-t", "nat", "POSTROUTING", "-j", postroutingChain},
-		{"-t", "raw", "PREROUTING", "-j", prefilterChain},
-		{"INPUT", "-m", "mark", "--mark", fmt.Sprintf("%#x/%#x", d.opts.ProxyMark, d.opts.ProxyMask), "-j", forwardChain},
-		{"-t", "mangle", "PREROUTING", "-j", proxyChain},
+	return append(hooks,
+		[]string{"INPUT", "-m", "mark", "--mark", fmt.Sprintf("%#x/%#x", d.opts.ProxyMark, d.opts.ProxyMask), "-j", forwardChain},
+		[]string{"-t", "mangle", "PREROUTING", "-j", proxyChain})
+}
+
+// ensureFirst makes hook the first rule of its built-in chain. Another
+// writer of the chain (kube-proxy, which prepends its own jumps when they
+// are missing) may have put rules before it: in FORWARD, kube-proxy's
+// KUBE-FORWARD accepts the packets it marked for masquerading, which
+// would then pass without the policy. As Calico does, the hook is moved
+// back to the top; the check costs one listing per hook.
+func (d *Datapath) ensureFirst(ctx context.Context, hook []string) error {
+	table, chain, target := "filter", hook[0], hook[len(hook)-1]
+	if hook[0] == "-t" {
+		table, chain = hook[1], hook[2]
 	}
+	out, err := exec.CommandContext(ctx, d.opts.Iptables, "-w", "-t", table, "-S", chain).Output()
+	if err != nil {
+		return fmt.Errorf("hook %s: list %s %s: %w", strings.Join(hook, " "), table, chain, err)
+	}
+	first, ours := firstRule(string(out), chain)
+	if first == target && ours == 1 {
+		return nil
+	}
+	// Missing, not first, or there twice: remove every copy, insert one.
+	for range ours {
+		if err := run(ctx, nil, d.opts.Iptables, append([]string{"-w"}, hookArgs("-D", hook)...)...); err != nil {
+			break
+		}
+	}
+	if err := run(ctx, nil, d.opts.Iptables, append([]string{"-w"}, hookArgs("-I", hook)...)...); err != nil {
+		return fmt.Errorf("hook %s: %w", strings.Join(hook, " "), err)
+	}
+	return nil
+}
+
+// firstRule reads `iptables -S chain`: the target of the chain's first
+// rule ("" when it has none), and how many rules jump to an FP-* chain.
+func firstRule(listing, chain string) (first string, ours int) {
+	prefix := "-A " + chain + " "
+	for _, line := range strings.Split(listing, "\n") {
+		if !strings.HasPrefix(line, prefix) {
+			continue
+		}
+		f := strings.Fields(line)
+		target := ""
+		for i := range len(f) - 1 {
+			if f[i] == "-j" || f[i] == "-g" {
+				target = f[i+1]
+			}
+		}
+		if first == "" {
+			first = target
+			if first == "" {
+				first = "-"
+			}
+		}
+		if strings.HasPrefix(target, "FP-") {
+			ours++
+		}
+	}
+	return first, ours
 }
 
 // hookArgs turns hook arguments into the rule operation op ("-I" inserts

@@ -122,3 +122,67 @@ func TestHookArgs(t *testing.T) {
 		}
 	}
 }
+
+// TestSkipServices: next to kube-proxy, the baseline programs no Service
+// rules and hooks nothing into nat.
+func TestSkipServices(t *testing.T) {
+	objs := objects()
+	objs.Services = []corev1.Service{{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "t"},
+		Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.10", Selector: map[string]string{"app": "web"},
+			Ports: []corev1.ServicePort{{Port: 80, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt32(8080)}}},
+	}}
+	r, err := model.Resolve(objs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Services) != 1 {
+		t.Fatalf("%d services resolved", len(r.Services))
+	}
+	with, err := (&Datapath{}).Build(r, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(with.Nat, "10.96.0.10") && !strings.Contains(with.Filter, "10.96.0.10") {
+		t.Fatalf("the Service has no rule without SkipServices:\nnat:\n%s\nfilter:\n%s", with.Nat, with.Filter)
+	}
+	d := &Datapath{opts: Options{SkipServices: true}}
+	p, err := d.Build(r, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Nat != "" || strings.Contains(p.Filter, "10.96.0.10") || strings.Contains(p.Filter, "REJECT") {
+		t.Errorf("Service rules with SkipServices:\nnat:\n%s\nfilter:\n%s", p.Nat, p.Filter)
+	}
+	if !strings.Contains(p.Filter, "-A FP-FORWARD -o "+model.InterfaceName("t", "web")+" -j FP-IN-") {
+		t.Errorf("policy rules missing with SkipServices:\n%s", p.Filter)
+	}
+	for _, h := range d.hooks() {
+		if h[0] == "-t" && h[1] == "nat" {
+			t.Errorf("nat hook %v with SkipServices", h)
+		}
+	}
+	if got := len((&Datapath{}).hooks()) - len(d.hooks()); got != 2 {
+		t.Errorf("SkipServices drops %d hooks, want the 2 nat ones", got)
+	}
+}
+
+func TestFirstRule(t *testing.T) {
+	for _, tc := range []struct {
+		listing string
+		first   string
+		ours    int
+	}{
+		{"-P FORWARD ACCEPT\n", "", 0},
+		{"-P FORWARD ACCEPT\n-A FORWARD -j FP-FORWARD\n-A FORWARD -m comment --comment \"kubernetes forwarding rules\" -j KUBE-FORWARD\n", "FP-FORWARD", 1},
+		{"-P FORWARD ACCEPT\n-A FORWARD -m comment --comment \"kubernetes forwarding rules\" -j KUBE-FORWARD\n-A FORWARD -j FP-FORWARD\n", "KUBE-FORWARD", 1},
+		{"-P FORWARD ACCEPT\n-A FORWARD -j FP-FORWARD\n-A FORWARD -j FP-FORWARD\n", "FP-FORWARD", 2},
+		{"-P INPUT ACCEPT\n-A INPUT -m mark --mark 0x200/0xf00 -j FP-FORWARD\n", "FP-FORWARD", 1},
+	} {
+		chain := strings.Fields(tc.listing)[1]
+		first, ours := firstRule(tc.listing, chain)
+		if first != tc.first || ours != tc.ours {
+			t.Errorf("firstRule(%q) = %q, %d; want %q, %d", tc.listing, first, ours, tc.first, tc.ours)
+		}
+	}
+}

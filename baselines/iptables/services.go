@@ -34,7 +34,19 @@ const (
 	// masqMark marks NodePort connections for masquerading (kube-proxy's
 	// bit; the L7 proxy's marks use 0xf00).
 	masqMark = 0x4000
+	// hairpinMark marks a pod's connection through a Service to itself:
+	// FP-FORWARD accepts it whatever the pod's policy (a pod always
+	// reaches itself), and FP-POSTROUTING sources it from HairpinAddr, so
+	// that the pod accepts the packet (its own address as source would be
+	// a martian) and its reply leaves the pod to be un-NATed. kube-proxy
+	// masquerades these to the node's address instead; the eBPF datapath
+	// uses HairpinAddr too.
+	hairpinMark = 0x2000
 )
+
+// HairpinAddr is the source of a pod's connections to itself through a
+// Service (the eBPF datapath's LB_HAIRPIN_ADDR, bpf/lib/lb.h).
+const HairpinAddr = "169.254.42.1"
 
 func protoName(p model.Protocol) string {
 	if p == model.ProtoUDP {
@@ -91,12 +103,14 @@ func serviceRules(r *model.Resolved) (nat string, reject []string, rules int) {
 				if affinity > 0 {
 					set = fmt.Sprintf("-m recent --name %s --mask 255.255.255.255 --rsource --set ", seps[i])
 				}
+				body = append(body, fmt.Sprintf("-A %s -s %s/32 -j MARK --set-xmark %#x/%#x", seps[i], b.Addr, hairpinMark, hairpinMark))
 				body = append(body, fmt.Sprintf("-A %s -p %s %s-j DNAT --to-destination %s:%d", seps[i], proto, set, b.Addr, b.Port))
 			}
 		}
 	}
 	body = append(body, fmt.Sprintf("-A %s -m addrtype --dst-type LOCAL -j %s", servicesChain, nodePortsChain))
 	body = append(body, nodePorts...)
+	body = append(body, fmt.Sprintf("-A %s -m mark --mark %#x/%#x -j SNAT --to-source %s", postroutingChain, hairpinMark, hairpinMark, HairpinAddr))
 	body = append(body, fmt.Sprintf("-A %s -m mark --mark %#x/%#x ! -o lxc+ -j MASQUERADE", postroutingChain, masqMark, masqMark))
 	var sb strings.Builder
 	sb.WriteString("*nat\n")

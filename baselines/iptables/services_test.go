@@ -38,6 +38,8 @@ func TestServiceRules(t *testing.T) {
 		"-A FP-NODEPORTS -p tcp --dport 30080 -m comment --comment \"a/web 10.96.0.10:80/tcp\" -j MARK --set-xmark 0x4000/0x4000",
 		"-A FP-NODEPORTS -p tcp --dport 30080 -m comment --comment \"a/web 10.96.0.10:80/tcp\" -j FP-SVC-",
 		"-A FP-POSTROUTING -m mark --mark 0x4000/0x4000 ! -o lxc+ -j MASQUERADE",
+		"-s 10.0.0.3/32 -j MARK --set-xmark 0x2000/0x2000",
+		"-A FP-POSTROUTING -m mark --mark 0x2000/0x2000 -j SNAT --to-source 169.254.42.1",
 	} {
 		if !strings.Contains(nat, want) {
 			t.Errorf("nat rules lack %q:\n%s", want, nat)
@@ -49,9 +51,10 @@ func TestServiceRules(t *testing.T) {
 	if len(reject) != 1 || !strings.Contains(reject[0], "-d 10.96.0.12/32 -p tcp --dport 80") || !strings.HasSuffix(reject[0], "-j REJECT") {
 		t.Errorf("reject rules: %q", reject)
 	}
-	// 2 FP-SERVICES jumps, 3+3 web, 1+1+1 sticky, 1 reject, the
-	// node-port jump, 2 node-port rules, the masquerade.
-	if n != 16 {
+	// 2 FP-SERVICES jumps, 3+3 web, 1+1+1 sticky, 4 hairpin marks, 1
+	// reject, the node-port jump, 2 node-port rules, the hairpin SNAT, the
+	// masquerade.
+	if n != 21 {
 		t.Errorf("rules: %d", n)
 	}
 	listing := "-P PREROUTING ACCEPT\n-N FP-SERVICES\n-N FP-SVC-OLD\n-N FP-SEP-OLD\n-N KUBE-SVC-X\n"

@@ -320,6 +320,79 @@ static __always_inline int lb_translate(struct __sk_buff *skb, struct flow4 *f)
 }
 
 /*
+ * Hairpin: a pod whose connection through a service lands on the pod
+ * itself. Translated alone, the packet would come back to the pod with the
+ * pod's own address as source (its kernel drops such a martian) and the
+ * reply would stay inside the pod, never translated back. So, as
+ * kube-proxy and Cilium do, the source is rewritten too:
+ *   1. egress, pod:sport -> pod:port (translated): the flow is recorded as
+ *      the pod's egress entry of that tuple, holding the frontend, and the
+ *      source becomes LB_HAIRPIN_ADDR, a link-local address no pod has;
+ *   2. ingress, LB_HAIRPIN_ADDR:sport -> pod:port: delivered as part of
+ *      that flow;
+ *   3. egress, the reply pod:port -> LB_HAIRPIN_ADDR:sport: the
+ *      destination becomes the pod again;
+ *   4. ingress, the reply pod:port -> pod:sport: an ordinary reply of the
+ *      entry of step 1, which gives the frontend back as source.
+ * A pod may always reach itself: no policy is consulted (kube-proxy's
+ * masquerade to the node has the same effect for NetworkPolicy).
+ */
+enum lb_hairpin {
+	LB_HAIRPIN_ADDR = 0xa9fe2a01, /* 169.254.42.1, host byte order */
+};
+
+static __always_inline int lb_is_hairpin(__be32 addr)
+{
+	return addr == bpf_htonl(LB_HAIRPIN_ADDR);
+}
+
+/* lb_hairpin_flow returns the live entry of step 1 for the flow of a
+ * packet between pod and LB_HAIRPIN_ADDR (request: reply == 0, the pod's
+ * port is the destination; reply: the pod's port is the source), without
+ * counting the packet in it: each packet is counted once, at steps 1 and 4.
+ */
+static __always_inline struct ct_entry *lb_hairpin_flow(const struct flow4 *f, __be32 pod, int reply)
+{
+	struct ct_key key = {
+		.saddr = pod,
+		.daddr = pod,
+		.sport = reply ? f->dport : f->sport,
+		.dport = reply ? f->sport : f->dport,
+		.proto = f->proto,
+		.direction = DIR_EGRESS,
+	};
+	struct ct_entry *e = bpf_map_lookup_elem(&fp_ct, &key);
+
+	if (!e || e->expires_ns <= bpf_ktime_get_ns())
+		return NULL;
+	return e;
+}
+
+/* lb_hairpin_snat is step 1's rewrite: the source becomes
+ * LB_HAIRPIN_ADDR, the port stays. */
+static __always_inline int lb_hairpin_snat(struct __sk_buff *skb, struct flow4 *f)
+{
+	__be32 addr = bpf_htonl(LB_HAIRPIN_ADDR);
+	int ret = lb_rewrite(skb, f->proto, 0, f->saddr, addr, f->sport, f->sport);
+
+	if (ret < 0)
+		return ret;
+	f->saddr = addr;
+	return 0;
+}
+
+/* lb_hairpin_reply is step 3's rewrite: the destination becomes the pod. */
+static __always_inline int lb_hairpin_reply(struct __sk_buff *skb, struct flow4 *f, __be32 pod)
+{
+	int ret = lb_rewrite(skb, f->proto, 1, f->daddr, pod, f->dport, f->dport);
+
+	if (ret < 0)
+		return ret;
+	f->daddr = pod;
+	return 0;
+}
+
+/*
  * lb_reverse runs at a pod's ingress hook for a reply of a tracked
  * connection the pod opened through a service: the source is set back to
  * the frontend the pod connected to.

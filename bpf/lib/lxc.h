@@ -87,6 +87,27 @@ static __always_inline int endpoint_verdict(struct __sk_buff *skb,
 }
 
 /*
+ * endpoint_hairpin passes a packet of ep's connection through a service to
+ * ep itself (lb.h, hairpin step 1): the flow is tracked under the
+ * translated tuple with its frontend, no policy is consulted (a pod may
+ * always reach itself), and the source becomes the hairpin address.
+ */
+static __always_inline int endpoint_hairpin(struct __sk_buff *skb,
+					    const struct endpoint_info *ep,
+					    struct flow4 *f, __u32 len, __u32 rev_nat)
+{
+	__u32 reply_nat = 0;
+	int reason = REASON_CT_ESTABLISHED, ret;
+
+	if (ct_lookup(f, DIR_EGRESS, len, &reply_nat) != CT_ESTABLISHED) {
+		ct_create(f, DIR_EGRESS, len, ep->identity, rev_nat);
+		reason = REASON_FORWARDED;
+	}
+	ret = lb_hairpin_snat(skb, f);
+	return verdict(ret < 0 ? -ret : reason, DIR_EGRESS, len);
+}
+
+/*
  * handle_endpoint runs for a packet leaving the pod (dir == DIR_EGRESS, at
  * tc ingress of the node-side veth) or entering it (DIR_INGRESS, at tc
  * egress of the node-side veth). A packet the pod sends that passes is then
@@ -119,6 +140,12 @@ static __always_inline int handle_endpoint(struct __sk_buff *skb, __u8 dir)
 	}
 
 	if (dir == DIR_EGRESS) {
+		/* A reply to the pod's own connection through a service
+		 * (lb.h, hairpin step 3). */
+		if (lb_is_hairpin(f.daddr) && lb_hairpin_flow(&f, ep->ipv4, 1)) {
+			ret = lb_hairpin_reply(skb, &f, ep->ipv4);
+			return verdict(ret < 0 ? -ret : REASON_CT_REPLY, dir, len);
+		}
 		/* Service translation first: policy applies to the backend. */
 		ret = lb_translate(skb, &f);
 		if (ret < 0) {
@@ -126,6 +153,13 @@ static __always_inline int handle_endpoint(struct __sk_buff *skb, __u8 dir)
 			return verdict(-ret, dir, len);
 		}
 		rev_nat = ret;
+		if (rev_nat && f.daddr == ep->ipv4)
+			return endpoint_hairpin(skb, ep, &f, len, rev_nat);
+	} else if (lb_is_hairpin(f.saddr) && f.daddr == ep->ipv4 &&
+		   lb_hairpin_flow(&f, ep->ipv4, 0)) {
+		/* The pod's own connection through a service, back at the
+		 * pod (hairpin step 2). */
+		return verdict(REASON_CT_ESTABLISHED, dir, len);
 	}
 	ret = endpoint_verdict(skb, ep, &f, dir, len, &rev_nat);
 	if (dir == DIR_INGRESS && ret == REASON_CT_REPLY && rev_nat && rev_nat != REV_NAT_NODEPORT) {

@@ -27,6 +27,14 @@ const (
 	lbFlagAffinity = 0x2
 )
 
+// HairpinAddr is the source a pod sees on its own connections through a
+// service whose chosen backend is the pod itself (bpf/lib/lb.h, hairpin).
+var HairpinAddr = func() netip.Addr {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], uint32(lxcLbHairpinLB_HAIRPIN_ADDR))
+	return netip.AddrFrom4(b)
+}()
+
 // bpfFInnerMap is BPF_F_INNER_MAP: inner arrays of fp_lb_select may differ
 // in size.
 const bpfFInnerMap = 1 << 12

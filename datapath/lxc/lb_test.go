@@ -13,6 +13,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/fastpath-bench/fastpath/baselines/iptables"
 	"github.com/fastpath-bench/fastpath/datapath/model"
 	"github.com/fastpath-bench/fastpath/internal/testutil"
 )
@@ -406,5 +407,84 @@ func TestMaglevSameAfterRestart(t *testing.T) {
 		if first[i] != second[i] {
 			t.Fatalf("slot %d: %s before the restart, %s after", i, first[i], second[i])
 		}
+	}
+}
+
+// TestServiceHairpin: a pod whose connection through a service lands on
+// itself. The request leaves with the hairpin address as source, so the
+// pod accepts it; the pod's reply to that address is sent back to the pod,
+// and arrives from the frontend. No policy is consulted (the client pod
+// here has an ingress policy that admits nothing), and a packet from the
+// hairpin address that belongs to no such flow meets the policy as any
+// other.
+func TestServiceHairpin(t *testing.T) {
+	objs := testObjects()
+	objs.NetworkPolicies = append(objs.NetworkPolicies, networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "deny-all", Namespace: "t"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "client"}},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
+		},
+	})
+	d := loadClientOnLo(t, objs)
+	from, to := d.Programs()
+	svc := service(vip, 80, model.ProtoTCP, backend(clientIP, 8080, model.BackendActive))
+	udp := service(vip, 53, model.ProtoUDP, backend(clientIP, 5353, model.BackendActive))
+	if _, err := d.ApplyServices([]*model.Service{svc, udp}, nil, LBOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if HairpinAddr.String() != iptables.HairpinAddr {
+		t.Fatalf("HairpinAddr %s, the iptables baseline's %s", HairpinAddr, iptables.HairpinAddr)
+	}
+	for _, c := range []struct {
+		name       string
+		pkt        func(src netip.Addr, sport uint16, dst netip.Addr, dport uint16, flags uint8) []byte
+		port, back uint16
+	}{
+		{"tcp", tcpPacket, 80, 8080},
+		{"udp", func(s netip.Addr, sp uint16, d netip.Addr, dp uint16, _ uint8) []byte { return udpPacket(s, sp, d, dp) }, 53, 5353},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			const sport = 40000
+			// 1. The request leaves translated, from the hairpin address.
+			before := d.count(t, ReasonForwarded, model.Egress)
+			ret, _, out := runOut(t, from, withChecksums(c.pkt(clientIP, sport, vip, c.port, flagSYN)))
+			if ret != actOK || out != (tuple{HairpinAddr, clientIP, sport, c.back}) {
+				t.Fatalf("request: verdict %d, left as %+v", ret, out)
+			}
+			if got := d.count(t, ReasonForwarded, model.Egress); got != before+1 {
+				t.Fatalf("forwarded egress %d -> %d", before, got)
+			}
+			// 2. It is delivered to the pod although its policy admits
+			// nothing.
+			ret, _, in := runOut(t, to, withChecksums(c.pkt(HairpinAddr, sport, clientIP, c.back, flagSYN)))
+			if ret != actOK || in != (tuple{HairpinAddr, clientIP, sport, c.back}) {
+				t.Fatalf("request at the pod: verdict %d, delivered as %+v", ret, in)
+			}
+			// 3. The pod's reply to the hairpin address goes back to the
+			// pod.
+			ret, _, rp := runOut(t, from, withChecksums(c.pkt(clientIP, c.back, HairpinAddr, sport, flagSYN|flagACK)))
+			if ret != actOK || rp != (tuple{clientIP, clientIP, c.back, sport}) {
+				t.Fatalf("reply: verdict %d, left as %+v", ret, rp)
+			}
+			// 4. And arrives from the frontend.
+			ret, _, back := runOut(t, to, withChecksums(c.pkt(clientIP, c.back, clientIP, sport, flagACK)))
+			if ret != actOK || back != (tuple{vip, clientIP, c.port, sport}) {
+				t.Fatalf("reply at the pod: verdict %d, delivered as %+v", ret, back)
+			}
+			// Later packets of the flow take the same way.
+			ret, _, out = runOut(t, from, withChecksums(c.pkt(clientIP, sport, vip, c.port, flagACK)))
+			if ret != actOK || out.src != HairpinAddr {
+				t.Fatalf("second request: verdict %d, left as %+v", ret, out)
+			}
+			// A packet from the hairpin address of no such flow meets the
+			// pod's policy; so does a packet to it.
+			if ret := run(t, to, withChecksums(c.pkt(HairpinAddr, sport+1, clientIP, c.back, flagSYN))); ret != actDrop {
+				t.Fatalf("unknown hairpin flow in: verdict %d", ret)
+			}
+			if ret := run(t, from, withChecksums(c.pkt(clientIP, c.back, HairpinAddr, sport+1, flagSYN|flagACK))); ret != actDrop {
+				t.Fatalf("unknown hairpin flow out: verdict %d", ret)
+			}
+		})
 	}
 }

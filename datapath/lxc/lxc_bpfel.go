@@ -58,12 +58,12 @@ type lxcBtfLayouts struct {
 	}
 	ProxyMark   uint32
 	ProxyRoute  uint32
+	LbHairpin   uint32
 	ProxyConfig struct {
 		_    structs.HostLayout
 		Port uint16
 		Pad  uint16
 	}
-	_ [4]byte
 }
 
 type lxcCtEntry struct {
@@ -187,6 +187,12 @@ type lxcLbFrontendKey struct {
 	Proto uint8
 	Pad   uint8
 }
+
+type lxcLbHairpin uint32
+
+const (
+	lxcLbHairpinLB_HAIRPIN_ADDR lxcLbHairpin = 2852006401
+)
 
 type lxcLbRevnat struct {
 	_    structs.HostLayout

@@ -21,6 +21,13 @@ type Verdict struct {
 	Reason  string
 }
 
+// selfVerdict is the verdict on a pod's connections to itself: whatever the
+// policies say, a pod always reaches itself, directly (loopback, inside
+// the pod) or through a Service whose chosen backend it is (hairpin,
+// which kube-proxy masquerades and the eBPF datapath sources from a
+// link-local address), as the upstream NetworkPolicy tests expect.
+var selfVerdict = Verdict{Allowed: true, Reason: "allowed: a pod always reaches itself"}
+
 // Evaluate is the reference evaluator: it decides whether a connection from
 // address from to address to on proto/port is allowed, reading the
 // NetworkPolicy objects directly (it does not use identities or resolved
@@ -51,6 +58,9 @@ func evaluate(objs *Objects, from, to netip.Addr, proto Protocol, port uint16, r
 		return nil
 	}
 	src, dst := podAt(from), podAt(to)
+	if src != nil && from == to {
+		return selfVerdict
+	}
 	proxied := false
 	if src != nil {
 		if ok, _, why := evalSide(objs, src, dst, to, proto, port, true, nsLabels, nil); !ok {
@@ -358,6 +368,9 @@ func (r *Resolved) IngressRequest(dst *Endpoint, peer, peerCIDR Identity, port u
 func (r *Resolved) allowed(from, to netip.Addr, proto Protocol, port uint16, req *Request) Verdict {
 	src, srcOK := r.byIP[from]
 	dst, dstOK := r.byIP[to]
+	if srcOK && from == to {
+		return selfVerdict
+	}
 	// The identities each end's node gives the other address.
 	var srcID, dstID Identity
 	srcCIDR, dstCIDR := r.CIDRIdentityOf(from), r.CIDRIdentityOf(to)

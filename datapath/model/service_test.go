@@ -648,9 +648,6 @@ func checkServiceAgrees(t *testing.T, r *Resolved, v ServiceVerdict, from, vip n
 		if b.Verdict.Allowed {
 			allowed++
 		}
-		if b.Backend.Addr == from {
-			continue // hairpin: not what Allowed is checked for
-		}
 		if rv := r.Allowed(from, b.Backend.Addr, proto, b.Backend.Port); rv.Allowed != b.Verdict.Allowed {
 			t.Fatalf("%s -> %s:%d/%s backend %s:%d: resolved %v (%s), evaluator %v (%s)", from, vip, port, proto,
 				b.Backend.Addr, b.Backend.Port, rv.Allowed, rv.Reason, b.Verdict.Allowed, b.Verdict.Reason)
