@@ -36,6 +36,7 @@ func main() {
 func newRoot() *cobra.Command {
 	var cfg agent.Config
 	var attachMode, logLevel string
+	var iptablesServices bool
 	root := &cobra.Command{
 		Use:           "fastpath-agent",
 		Short:         "Node agent: programs a datapath from a directory of Kubernetes YAML",
@@ -48,6 +49,7 @@ func newRoot() *cobra.Command {
 				return fmt.Errorf("--attach: %w", err)
 			}
 			cfg.AttachMode = mode
+			cfg.IptablesSkipServices = !iptablesServices
 			var lvl slog.Level
 			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
 				return fmt.Errorf("--log-level: %w", err)
@@ -80,6 +82,7 @@ func newRoot() *cobra.Command {
 	f.BoolVar(&cfg.Sock.LB, "socket-lb", false, "translate service addresses at connect()/sendmsg() (cgroup sock_addr hooks) instead of per packet (ebpf)")
 	f.BoolVar(&cfg.Sock.Sockmap, "sockmap", false, "move same-node TCP payload socket to socket (sock_ops + sk_msg) for connections the policy admits (ebpf)")
 	f.BoolVar(&cfg.XDPNodePort, "xdp-nodeport", false, "translate NodePort traffic from outside in XDP on the uplinks, sending it on to other nodes' backends with XDP_TX (ebpf; default: at the uplink's TC hook)")
+	f.BoolVar(&iptablesServices, "iptables-services", true, "program Services in the nat table (iptables); false: kube-proxy owns them, the datapath programs the NetworkPolicy chains only")
 	f.StringVar(&cfg.PodNetns, "pod-netns", "", "how pods' network namespaces (under /run/netns) are named, with {namespace} and {name}: the sidecar datapath runs a proxy in each")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringSliceVar(&cfg.Uplinks, "uplink", nil, "devices packets from other nodes arrive on, for the L7 proxy redirect (ebpf; default: the device holding this node's address)")

@@ -72,6 +72,10 @@ type Config struct {
 	// XDPNodePort translates NodePort traffic from outside in XDP on the
 	// uplinks (ebpf; otherwise the uplink's TC program does it).
 	XDPNodePort bool
+	// IptablesSkipServices leaves Services to kube-proxy (iptables): the
+	// baseline programs the NetworkPolicy chains only, as an iptables
+	// NetworkPolicy controller next to kube-proxy does (on kind).
+	IptablesSkipServices bool
 	// PodNetns names pods' network namespaces ("...{namespace}-{name}"):
 	// the sidecar datapath runs a proxy inside each.
 	PodNetns string
@@ -227,6 +231,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.XDPNodePort && cfg.Datapath != "ebpf" {
 		errs = append(errs, fmt.Errorf("--xdp-nodeport needs --datapath ebpf (not %q)", cfg.Datapath))
 	}
+	if cfg.IptablesSkipServices && cfg.Datapath != "iptables" {
+		errs = append(errs, fmt.Errorf("--iptables-services=false needs --datapath iptables (not %q)", cfg.Datapath))
+	}
 	if (cfg.Sock.LB || cfg.Sock.Sockmap) && cfg.Sock.Cgroup == "" {
 		errs = append(errs, errors.New("--cgroup: required with --socket-lb or --sockmap (the cgroup v2 directory of the node's pods)"))
 	}
@@ -288,7 +295,8 @@ func New(cfg Config) (*Agent, error) {
 		if err := a.startProxy(); err != nil {
 			return nil, err
 		}
-		d, err := iptables.New(iptables.Options{ProxyPort: a.proxy.Addr().Port(), ProxyMark: uint32(lxc.MarkToProxy), ProxyMask: uint32(lxc.MarkMask)})
+		d, err := iptables.New(iptables.Options{ProxyPort: a.proxy.Addr().Port(), ProxyMark: uint32(lxc.MarkToProxy), ProxyMask: uint32(lxc.MarkMask),
+			SkipServices: cfg.IptablesSkipServices})
 		if err != nil {
 			a.stopProxy()
 			return nil, err

@@ -116,3 +116,12 @@ func TestConfigErrorsAllAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestIptablesSkipServicesNeedsIptables: leaving Services to kube-proxy
+// means something for the iptables datapath only.
+func TestIptablesSkipServicesNeedsIptables(t *testing.T) {
+	_, err := New(Config{Node: "n1", StateDir: t.TempDir(), Datapath: "none", IptablesSkipServices: true})
+	if err == nil || !strings.Contains(err.Error(), "--iptables-services=false needs --datapath iptables") {
+		t.Fatalf("error %v", err)
+	}
+}
