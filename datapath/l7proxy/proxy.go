@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -56,6 +57,9 @@ type Options struct {
 	UpstreamMark int
 	// Decider decides each request; required.
 	Decider Decider
+	// upstreamOf maps a connection's original destination to the address
+	// the proxy connects to (tests; nil: the same address).
+	upstreamOf func(netip.AddrPort) netip.AddrPort
 	// UpstreamTimeout bounds connecting to the pod; zero: 5s.
 	UpstreamTimeout time.Duration
 }
@@ -84,6 +88,7 @@ type ctxKey int
 const (
 	keyLocal ctxKey = iota
 	keyRemote
+	keyUpstream
 )
 
 // Listen opens the transparent listener (IP_TRANSPARENT needs
@@ -108,20 +113,39 @@ func Listen(opts Options) (*Proxy, error) {
 	if opts.UpstreamMark != 0 {
 		dialer.Control = setsockopt("SO_MARK", syscall.SOL_SOCKET, syscall.SO_MARK, opts.UpstreamMark)
 	}
+	// Upstream connections belong to the client connection they serve:
+	// each client connection gets its own transport, whose connection to
+	// the pod is reused by that client's requests and closed with it. A
+	// pool shared by every client would hand a later client an idle
+	// connection to a pod that has since gone, whose address a new pod
+	// may have taken (pods come and go; a FIN from a deleted pod's netns
+	// need not reach the proxy): the new pod resets it, and a request
+	// that is not replayable (POST, DELETE) fails with 502. It also keeps
+	// the pod's view of connections that of a transparent proxy: one per
+	// client connection.
+	newTransport := func() *http.Transport {
+		return &http.Transport{
+			DialContext:         dialer.DialContext,
+			MaxIdleConnsPerHost: 1,
+			IdleConnTimeout:     30 * time.Second,
+			DisableCompression:  true,
+		}
+	}
+	var transports sync.Map // net.Conn → *http.Transport
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
 			dst := r.In.Context().Value(keyLocal).(netip.AddrPort)
+			if opts.upstreamOf != nil {
+				dst = opts.upstreamOf(dst)
+			}
 			r.Out.URL.Scheme = "http"
 			r.Out.URL.Host = dst.String()
 			r.Out.Host = r.In.Host
 			r.SetXForwarded()
 		},
-		Transport: &http.Transport{
-			DialContext:         dialer.DialContext,
-			MaxIdleConnsPerHost: 64,
-			IdleConnTimeout:     30 * time.Second,
-			DisableCompression:  true,
-		},
+		Transport: roundTripperFunc(func(r *http.Request) (*http.Response, error) {
+			return r.Context().Value(keyUpstream).(*http.Transport).RoundTrip(r)
+		}),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			p.upstreamErrors.Add(1)
 			http.Error(w, "upstream: "+err.Error(), http.StatusBadGateway)
@@ -132,10 +156,21 @@ func Listen(opts Options) (*Proxy, error) {
 		ReadHeaderTimeout: 10 * time.Second,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			p.connections.Add(1)
+			t := newTransport()
+			transports.Store(c, t)
 			local := c.LocalAddr().(*net.TCPAddr).AddrPort()
 			remote := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+			ctx = context.WithValue(ctx, keyUpstream, t)
 			ctx = context.WithValue(ctx, keyLocal, netip.AddrPortFrom(local.Addr().Unmap(), local.Port()))
 			return context.WithValue(ctx, keyRemote, netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port()))
+		},
+		ConnState: func(c net.Conn, st http.ConnState) {
+			if st != http.StateClosed && st != http.StateHijacked {
+				return
+			}
+			if t, ok := transports.LoadAndDelete(c); ok {
+				t.(*http.Transport).CloseIdleConnections()
+			}
 		},
 	}
 	go func() {
@@ -144,6 +179,10 @@ func Listen(opts Options) (*Proxy, error) {
 	}()
 	return p, nil
 }
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // setsockopt returns a socket Control function that sets one integer
 // option (named name in errors) before bind or connect.
