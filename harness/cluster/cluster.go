@@ -71,10 +71,42 @@ type AgentOptions struct {
 	GoMaxProcs int
 }
 
-// Process is a component the harness started (agent, server, client).
+// Process is a component the harness started (agent, server, client):
+// a process on this host (Cmd), or a container of a pod (Container).
 type Process struct {
 	Name string
-	Cmd  *exec.Cmd
+	// Cmd is the host process (netns provider; agents found by PID).
+	Cmd *exec.Cmd
+	// Container is set instead when the command runs as a container of
+	// its pod (kind).
+	Container *Container
+}
+
+// PID is the process's PID on this host, 0 when unknown.
+func (p *Process) PID() int {
+	switch {
+	case p.Cmd != nil && p.Cmd.Process != nil:
+		return p.Cmd.Process.Pid
+	case p.Container != nil:
+		return p.Container.PID
+	}
+	return 0
+}
+
+// Container is a command running as a container of a pod.
+type Container struct {
+	// Pod is "namespace/name"; Name the container's.
+	Pod, Name string
+	// PID is its process's PID on this host while it runs (CPU and
+	// memory sampling); 0 when it could not be found.
+	PID int
+	// Done is closed once the container has ended and its output has
+	// been written to the command's Stdout; then Err says how it ended
+	// (nil: exit code 0).
+	Done <-chan struct{}
+	Err  func() error
+	// Stop ends it (SIGTERM, then SIGKILL) and waits for Done.
+	Stop func()
 }
 
 // Cluster is a built topology.
@@ -111,8 +143,11 @@ type Cluster interface {
 	StopAgents(ctx context.Context) error
 	// Agents returns the running agent processes by node.
 	Agents() map[string]*Process
-	// Command prepares a command to run inside pod's network namespace;
-	// Start or Run it with StartIn / RunIn.
+	// StartIn starts cmd (the harness's own executable with a `workload`
+	// command) in pod: as a process in the pod's network namespace
+	// (netns), or as a container of the pod from the project's image
+	// running the same arguments (kind; Process.Container is set and the
+	// output goes to cmd.Stdout when it ends).
 	StartIn(pod string, cmd *exec.Cmd) (*Process, error)
 	// Destroy removes everything the cluster created.
 	Destroy(ctx context.Context) error

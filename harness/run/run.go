@@ -524,8 +524,8 @@ func (r *runner) measure(ctx context.Context, sc scenario.Scenario, index int) r
 		}
 	}
 	serverPID := 0
-	if p := r.servers[fmt.Sprintf("%s:%d", sc.To, sc.Load.Port)]; p != nil && p.Cmd.Process != nil {
-		serverPID = p.Cmd.Process.Pid
+	if p := r.servers[fmt.Sprintf("%s:%d", sc.To, sc.Load.Port)]; p != nil {
+		serverPID = p.PID()
 	}
 	before := r.snapshot(serverPID)
 	var churn *churner
@@ -581,6 +581,9 @@ func (r *runner) load(ctx context.Context, sc scenario.Scenario, url string, d t
 	if err != nil {
 		return nil, 0, 0, err
 	}
+	if p.Container != nil {
+		return containerLoad(ctx, sc, p.Container, d, &stdout)
+	}
 	done := make(chan error, 1)
 	go func() { done <- p.Cmd.Wait() }()
 	var werr error
@@ -610,10 +613,38 @@ func (r *runner) load(ctx context.Context, sc scenario.Scenario, url string, d t
 	if werr != nil {
 		return &res, cpu, rss, fmt.Errorf("load client in %s: %v: %s", sc.From, werr, lastLine(stderr.String()))
 	}
-	if res.Errors > 0 {
-		return &res, cpu, rss, fmt.Errorf("%d of %d requests failed", res.Errors, res.Count)
+	return loadErrors(&res, cpu, rss)
+}
+
+// containerLoad waits for a load client that runs as a container of its
+// pod (kind) and reads its result from its log; its CPU and peak RSS are
+// the ones it measured itself.
+func containerLoad(ctx context.Context, sc scenario.Scenario, c *cluster.Container, d time.Duration, log *bytes.Buffer) (*workload.Result, float64, int64, error) {
+	select {
+	case <-c.Done:
+	case <-ctx.Done():
+		c.Stop()
+		return nil, 0, 0, ctx.Err()
+	case <-time.After(d + 60*time.Second):
+		c.Stop()
+		return nil, 0, 0, fmt.Errorf("load client %s in %s did not finish", c.Name, sc.From)
 	}
-	return &res, cpu, rss, nil
+	werr := c.Err()
+	res, jerr := workload.DecodeResult(log.Bytes())
+	if jerr != nil {
+		return nil, 0, 0, fmt.Errorf("load client %s in %s: %v: %s", c.Name, sc.From, errors.Join(werr, jerr), lastLine(log.String()))
+	}
+	if werr != nil {
+		return res, res.ProcessCPUSeconds, res.ProcessPeakRSSBytes, fmt.Errorf("load client %s in %s: %v", c.Name, sc.From, werr)
+	}
+	return loadErrors(res, res.ProcessCPUSeconds, res.ProcessPeakRSSBytes)
+}
+
+func loadErrors(res *workload.Result, cpu float64, rss int64) (*workload.Result, float64, int64, error) {
+	if res.Errors > 0 {
+		return res, cpu, rss, fmt.Errorf("%d of %d requests failed", res.Errors, res.Count)
+	}
+	return res, cpu, rss, nil
 }
 
 func lastLine(s string) string {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"fortio.org/log"
 	"github.com/spf13/cobra"
@@ -99,6 +100,11 @@ func newLoadCommand() *cobra.Command {
 			log.SetLogLevelQuiet(log.Critical)
 			res, err := RunLoad(ctx, opts)
 			if res != nil {
+				var ru syscall.Rusage
+				if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+					res.ProcessCPUSeconds = time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+					res.ProcessPeakRSSBytes = ru.Maxrss << 10 // kilobytes on Linux
+				}
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
 				if jerr := enc.Encode(res); jerr != nil {

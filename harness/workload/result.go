@@ -1,5 +1,33 @@
 package workload
 
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// DecodeResult finds the Result that `fastpath workload load` printed in
+// output where other lines may surround it (a container's log, which
+// interleaves stdout and stderr): the JSON document that starts at the
+// first line beginning with "{".
+func DecodeResult(output []byte) (*Result, error) {
+	start := -1
+	if bytes.HasPrefix(output, []byte("{")) {
+		start = 0
+	} else if i := bytes.Index(output, []byte("\n{")); i >= 0 {
+		start = i + 1
+	}
+	if start < 0 {
+		return nil, errors.New("no result document in the output")
+	}
+	var res Result
+	if err := json.NewDecoder(bytes.NewReader(output[start:])).Decode(&res); err != nil {
+		return nil, fmt.Errorf("result document: %w", err)
+	}
+	return &res, nil
+}
+
 // Result is the outcome of one load run: what was asked for, what was
 // done, and the latency distribution. All durations are in seconds.
 type Result struct {
@@ -31,6 +59,12 @@ type Result struct {
 	// Histogram is fortio's latency histogram: its non-empty buckets, in
 	// order. The first starts at Min, the last ends at Max.
 	Histogram []Bucket `json:"histogram"`
+	// ProcessCPUSeconds and ProcessPeakRSSBytes are the load process's
+	// own usage (getrusage at its end; the command fills them in), for
+	// where the harness cannot wait for the process itself: a container
+	// of a pod on kind.
+	ProcessCPUSeconds   float64 `json:"processCPUSeconds,omitempty"`
+	ProcessPeakRSSBytes int64   `json:"processPeakRSSBytes,omitempty"`
 }
 
 // Latency summarises a latency distribution, in seconds. Percentiles are

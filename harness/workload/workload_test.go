@@ -297,6 +297,9 @@ func TestLoadCommand(t *testing.T) {
 				if res.Count == 0 || res.Errors != 0 || len(res.Histogram) == 0 {
 					t.Errorf("result %+v", res)
 				}
+				if res.ProcessCPUSeconds <= 0 || res.ProcessPeakRSSBytes < 1<<20 {
+					t.Errorf("own usage: %v CPU s, %d bytes peak RSS", res.ProcessCPUSeconds, res.ProcessPeakRSSBytes)
+				}
 			},
 		},
 		{
@@ -392,4 +395,24 @@ func freePortPair(t *testing.T) int {
 	}
 	t.Fatal("no free pair of ports")
 	return 0
+}
+
+// TestDecodeResult: the result is found in a container's log, where
+// stderr's lines surround stdout's document.
+func TestDecodeResult(t *testing.T) {
+	doc, _ := json.MarshalIndent(Result{Count: 7, Errors: 1, LatencySeconds: Latency{P50: 0.001}}, "", "  ")
+	for _, log := range []string{
+		string(doc) + "\n",
+		"fortio: starting {not json}\n" + string(doc) + "\nworkload load: 1 of 7 requests failed\n",
+	} {
+		res, err := DecodeResult([]byte(log))
+		if err != nil || res.Count != 7 || res.Errors != 1 || res.LatencySeconds.P50 != 0.001 {
+			t.Fatalf("DecodeResult(%q) = %+v, %v", log, res, err)
+		}
+	}
+	for _, log := range []string{"", "workload load: dial tcp: refused\n", "{\"count\": \n"} {
+		if _, err := DecodeResult([]byte(log)); err == nil {
+			t.Errorf("DecodeResult(%q): no error", log)
+		}
+	}
 }

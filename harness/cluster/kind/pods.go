@@ -7,11 +7,9 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -322,36 +320,6 @@ func (t *Topology) PodNetns(pod string) string {
 		}
 	}
 	return ""
-}
-
-// StartIn starts cmd in pod's network namespace; Destroy stops it.
-func (t *Topology) StartIn(pod string, cmd *exec.Cmd) (*cluster.Process, error) {
-	name := t.PodNetns(pod)
-	if name == "" {
-		return nil, fmt.Errorf("no pod %s", pod)
-	}
-	if err := execx.StartInNetns(name, cmd); err != nil {
-		return nil, err
-	}
-	p := &cluster.Process{Name: pod, Cmd: cmd}
-	t.mu.Lock()
-	t.procs = append(t.procs, p)
-	t.mu.Unlock()
-	return p, nil
-}
-
-func stopProcess(p *cluster.Process) {
-	if p.Cmd == nil || p.Cmd.Process == nil || p.Cmd.ProcessState != nil {
-		return
-	}
-	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _, _ = p.Cmd.Process.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(3 * time.Second):
-		_ = p.Cmd.Process.Kill()
-	}
 }
 
 func unmountNetns(name string) error {
