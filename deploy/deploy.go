@@ -1,8 +1,11 @@
 // Package deploy owns the Kubernetes manifests that install the fastpath
 // node agent on a (kind) cluster as its CNI and datapath: the agent's
 // ServiceAccount, RBAC and DaemonSet (rendered from the embedded template
-// agent.yaml.tmpl by Render), and the CustomResourceDefinitions of the
-// policy kinds the agent reads (embedded crds/*.yaml, returned by CRDs).
+// agent.yaml.tmpl by Render), the CustomResourceDefinitions of the
+// policy kinds the agent reads (embedded crds/*.yaml, returned by CRDs),
+// and, for the iptables baseline, kube-proxy in iptables mode
+// (kube-proxy.yaml.tmpl, RenderKubeProxy) with the pod that removes its
+// rules from a node (RenderKubeProxyCleanup).
 package deploy
 
 import (
@@ -38,9 +41,12 @@ const (
 	DefaultPort       = 9965
 )
 
-// Datapaths the DaemonSet can run. The agent image is FROM scratch:
-// the iptables datapath and the sidecar baseline need binaries it lacks.
-var Datapaths = []string{"none", "ebpf"}
+// Datapaths the DaemonSet can run. The agent image is FROM scratch;
+// iptables runs from Options.IptablesImage (Debian, with iptables and
+// ipset) next to kube-proxy (RenderKubeProxy). The sidecar baseline runs
+// a proxy in each pod's network namespace, which the DaemonSet does not
+// do.
+var Datapaths = []string{"none", "ebpf", "iptables"}
 
 // pullPolicies are the container image pull policies Kubernetes accepts.
 var pullPolicies = []string{"Always", "IfNotPresent", "Never"}
@@ -49,6 +55,11 @@ var pullPolicies = []string{"Always", "IfNotPresent", "Never"}
 type Options struct {
 	// Image is the agent image, e.g. "fastpath/agent:abc123". Required.
 	Image string
+	// IptablesImage is the agent image of Datapath iptables: the same
+	// binaries with iptables and ipset (harness/images.BuildIptables).
+	// Required with that datapath, unused by the others. The CNI
+	// installer runs from Image whatever the datapath.
+	IptablesImage string
 	// PullPolicy is the image pull policy; "" means "Never" (images are
 	// loaded into kind nodes, there is no registry). Else Always,
 	// IfNotPresent or Never.
@@ -114,19 +125,19 @@ func (o Options) resolve() (tmplData, error) {
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("deploy: Options.%s: %s", field, fmt.Sprintf(format, args...)))
 	}
-	if strings.TrimSpace(o.Image) == "" {
-		bad("Image", "required")
-	} else if strings.ContainsAny(o.Image, " \t\r\n") {
-		bad("Image", "%q contains whitespace", o.Image)
+	checkImage(bad, "Image", o.Image)
+	agentImage := o.Image
+	switch {
+	case o.Datapath == "iptables" && strings.TrimSpace(o.IptablesImage) == "":
+		bad("IptablesImage", "required with datapath iptables (the FROM scratch agent image has no iptables-restore or ipset)")
+	case o.Datapath == "iptables":
+		checkImage(bad, "IptablesImage", o.IptablesImage)
+		agentImage = o.IptablesImage
 	}
-	if !slices.Contains(pullPolicies, o.PullPolicy) {
-		bad("PullPolicy", "%q is not one of %s", o.PullPolicy, strings.Join(pullPolicies, ", "))
-	}
-	if !isDNSLabel(o.Namespace) {
-		bad("Namespace", "%q is not a DNS label (lower case alphanumerics and '-', at most 63)", o.Namespace)
-	}
+	checkPullPolicy(bad, o.PullPolicy)
+	checkNamespace(bad, o.Namespace)
 	if !slices.Contains(Datapaths, o.Datapath) {
-		bad("Datapath", "%q is not one of %s (the agent image lacks what the others need)", o.Datapath, strings.Join(Datapaths, ", "))
+		bad("Datapath", "%q is not one of %s (the sidecar baseline runs a proxy per pod network namespace, which the DaemonSet does not)", o.Datapath, strings.Join(Datapaths, ", "))
 	}
 	if !path.IsAbs(o.Socket) || path.Dir(path.Clean(o.Socket)) == "/" || strings.HasSuffix(o.Socket, "/") {
 		bad("Socket", "%q is not an absolute path of a file in a directory other than /", o.Socket)
@@ -134,23 +145,7 @@ func (o Options) resolve() (tmplData, error) {
 	if o.Port < 1 || o.Port > 65535 {
 		bad("Port", "%d is outside 1-65535", o.Port)
 	}
-	var host, port string
-	if o.APIServer == "" {
-		bad("APIServer", "required (ip:port of the API server as reachable from the nodes)")
-	} else {
-		h, p, err := net.SplitHostPort(o.APIServer)
-		switch {
-		case err != nil:
-			bad("APIServer", "%q is not ip:port: %v", o.APIServer, err)
-		case net.ParseIP(h) == nil:
-			bad("APIServer", "%q: host %q is not an IP address", o.APIServer, h)
-		default:
-			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-				bad("APIServer", "%q: port %q is not in 1-65535", o.APIServer, p)
-			}
-			host, port = h, p
-		}
-	}
+	host, port := checkAPIServer(bad, o.APIServer)
 	if o.GoMaxProcs < 0 {
 		bad("GoMaxProcs", "%d is negative", o.GoMaxProcs)
 	}
@@ -163,13 +158,60 @@ func (o Options) resolve() (tmplData, error) {
 		return tmplData{}, err
 	}
 	return tmplData{
-		Options:   o,
-		APIHost:   host,
-		APIPort:   port,
-		SocketDir: path.Dir(path.Clean(o.Socket)),
-		Name:      AgentName,
-		Label:     AgentLabel,
+		Options:    o,
+		APIHost:    host,
+		APIPort:    port,
+		SocketDir:  path.Dir(path.Clean(o.Socket)),
+		Name:       AgentName,
+		Label:      AgentLabel,
+		AgentImage: agentImage,
+		Iptables:   o.Datapath == "iptables",
 	}, nil
+}
+
+// badFunc records a problem of an options field.
+type badFunc func(field, format string, args ...any)
+
+func checkImage(bad badFunc, field, image string) {
+	if strings.TrimSpace(image) == "" {
+		bad(field, "required")
+	} else if strings.ContainsAny(image, " \t\r\n") {
+		bad(field, "%q contains whitespace", image)
+	}
+}
+
+func checkPullPolicy(bad badFunc, p string) {
+	if !slices.Contains(pullPolicies, p) {
+		bad("PullPolicy", "%q is not one of %s", p, strings.Join(pullPolicies, ", "))
+	}
+}
+
+func checkNamespace(bad badFunc, ns string) {
+	if !isDNSLabel(ns) {
+		bad("Namespace", "%q is not a DNS label (lower case alphanumerics and '-', at most 63)", ns)
+	}
+}
+
+// checkAPIServer checks an "ip:port" and returns its parts.
+func checkAPIServer(bad badFunc, api string) (host, port string) {
+	if api == "" {
+		bad("APIServer", "required (ip:port of the API server as reachable from the nodes)")
+		return "", ""
+	}
+	h, p, err := net.SplitHostPort(api)
+	switch {
+	case err != nil:
+		bad("APIServer", "%q is not ip:port: %v", api, err)
+	case net.ParseIP(h) == nil:
+		bad("APIServer", "%q: host %q is not an IP address", api, h)
+	default:
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			bad("APIServer", "%q: port %q is not in 1-65535", api, p)
+			return "", ""
+		}
+		return h, p
+	}
+	return "", ""
 }
 
 func isDNSLabel(s string) bool {
@@ -190,6 +232,8 @@ type tmplData struct {
 	APIHost, APIPort string // APIServer split
 	SocketDir        string // Socket's directory, mounted from the host
 	Name, Label      string // AgentName, AgentLabel
+	AgentImage       string // the agent container's: Image or IptablesImage
+	Iptables         bool   // Datapath is iptables
 }
 
 //go:embed agent.yaml.tmpl

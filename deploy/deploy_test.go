@@ -464,6 +464,7 @@ func TestValidate(t *testing.T) {
 	for _, dp := range Datapaths {
 		o := validOptions()
 		o.Datapath = dp
+		o.IptablesImage = "fastpath/agent-iptables:abc123"
 		if err := o.Validate(); err != nil {
 			t.Errorf("datapath %q: %v", dp, err)
 		}
@@ -473,7 +474,7 @@ func TestValidate(t *testing.T) {
 		Image:      "",
 		PullPolicy: "Sometimes",
 		Namespace:  "Bad_NS",
-		Datapath:   "iptables",
+		Datapath:   "sidecar",
 		Socket:     "relative.sock",
 		Port:       70000,
 		APIServer:  "",
@@ -494,7 +495,7 @@ func TestValidate(t *testing.T) {
 			t.Errorf("error does not name %s:\n%v", f, err)
 		}
 	}
-	if !strings.Contains(err.Error(), `"iptables"`) {
+	if !strings.Contains(err.Error(), `"sidecar"`) {
 		t.Errorf("error does not show the bad datapath:\n%v", err)
 	}
 	if _, rerr := Render(bad); rerr == nil || rerr.Error() != err.Error() {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fastpath-bench/fastpath/harness/cluster/kind"
 	"github.com/fastpath-bench/fastpath/harness/images"
 	"github.com/fastpath-bench/fastpath/harness/kindnode"
 )
@@ -53,18 +54,35 @@ not built again. Needs Docker's engine (fastpath host-setup docker).`,
 
 func newImage() *cobra.Command {
 	var binDir string
+	var iptables bool
 	cmd := &cobra.Command{
 		Use:   "image",
-		Short: "Build the agent image FROM scratch from static binaries (make image builds them)",
+		Short: "Build the agent images from static binaries (make image builds them)",
 		Long: `Builds fastpath/agent:<digest>: fastpath-agent, fastpath-cni and fastpath,
 static, FROM scratch. The tag is a digest of the binaries: an unchanged image
 is not built again. The kind provider loads it into the nodes (the agent
-DaemonSet and the pods' containers run it). Needs Docker's engine.`,
+DaemonSet and the pods' containers run it).
+
+With --iptables (the default) also fastpath/agent-iptables:<digest>, the
+iptables datapath's agent: the same binaries on the Debian rootfs the kind
+node image is built on (its iptables, legacy and nft), with ipset from
+Debian's mirror. The rootfs is bootstrapped when Docker's store lacks it
+(make kind-node-image leaves it there). Needs Docker's engine. Prints one
+reference a line.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := interruptible()
 			defer cancel()
-			ref, err := images.Build(ctx, binDir, func(format string, args ...any) { fmt.Fprintf(os.Stderr, "fastpath: "+format+"\n", args...) })
+			logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, "fastpath: "+format+"\n", args...) }
+			ref, err := images.Build(ctx, binDir, logf)
+			if err != nil {
+				return err
+			}
+			fmt.Println(ref)
+			if !iptables {
+				return nil
+			}
+			ref, err = kind.BuildIptablesImage(ctx, binDir, logf)
 			if err != nil {
 				return err
 			}
@@ -73,5 +91,6 @@ DaemonSet and the pods' containers run it). Needs Docker's engine.`,
 		},
 	}
 	cmd.Flags().StringVar(&binDir, "bin-dir", "bin/image", "directory of the static binaries")
+	cmd.Flags().BoolVar(&iptables, "iptables", true, "also build the iptables datapath's agent image")
 	return cmd
 }

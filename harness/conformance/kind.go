@@ -37,7 +37,7 @@ func runKind(ctx context.Context, cases []*Case, opts Options, res *Result) (err
 			fmt.Fprintf(opts.Progress, "fastpath: "+f+"\n", a...)
 		}
 	}
-	if err := opts.Kind.Prepare(ctx, logf); err != nil {
+	if err := opts.Kind.Prepare(ctx, logf, base); err != nil {
 		return err
 	}
 	nodes := 0
@@ -53,7 +53,7 @@ func runKind(ctx context.Context, cases []*Case, opts Options, res *Result) (err
 		spec.Nodes = append(spec.Nodes, fmt.Sprintf("node%d", i+1))
 	}
 	topo, err := kind.Build(ctx, spec, kind.TopologyOptions{NodeImage: opts.Kind.NodeImage, AgentImage: opts.Kind.AgentImage,
-		Retain: opts.Kind.Retain, Logf: logf})
+		IptablesAgentImage: opts.Kind.IptablesAgentImage, Retain: opts.Kind.Retain, Logf: logf})
 	if err != nil {
 		return err
 	}

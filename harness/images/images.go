@@ -32,9 +32,15 @@ ENTRYPOINT ["/fastpath-agent"]
 // Ref is the image reference for the binaries in dir (static builds:
 // make image).
 func Ref(dir string) (string, error) {
+	return ref(Repository, dockerfile, dir, Binaries)
+}
+
+// ref is repo tagged with a digest of the Dockerfile and the binaries
+// bins in dir.
+func ref(repo, dockerfile, dir string, bins []string) (string, error) {
 	h := sha256.New()
 	io.WriteString(h, dockerfile)
-	for _, b := range Binaries {
+	for _, b := range bins {
 		f, err := os.Open(filepath.Join(dir, b))
 		if err != nil {
 			return "", fmt.Errorf("image input %s: %w (make image builds it)", filepath.Join(dir, b), err)
@@ -46,7 +52,7 @@ func Ref(dir string) (string, error) {
 			return "", err
 		}
 	}
-	return Repository + ":" + hex.EncodeToString(h.Sum(nil))[:12], nil
+	return repo + ":" + hex.EncodeToString(h.Sum(nil))[:12], nil
 }
 
 // Exists is true when Docker's image store has ref.
@@ -58,7 +64,13 @@ func Exists(ctx context.Context, ref string) bool {
 // Build builds the image from the binaries in dir unless it exists, and
 // returns its reference.
 func Build(ctx context.Context, dir string, logf func(string, ...any)) (string, error) {
-	ref, err := Ref(dir)
+	return build(ctx, Repository, dockerfile, dir, Binaries, logf)
+}
+
+// build builds repo from dockerfile and the binaries bins in dir unless
+// the digest's tag exists.
+func build(ctx context.Context, repo, dockerfile, dir string, bins []string, logf func(string, ...any)) (string, error) {
+	ref, err := ref(repo, dockerfile, dir, bins)
 	if err != nil {
 		return "", err
 	}
@@ -79,7 +91,7 @@ func Build(ctx context.Context, dir string, logf func(string, ...any)) (string, 
 	if err := os.WriteFile(filepath.Join(tmp, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
 		return "", err
 	}
-	for _, b := range Binaries {
+	for _, b := range bins {
 		data, err := os.ReadFile(filepath.Join(dir, b))
 		if err != nil {
 			return "", err
@@ -89,7 +101,7 @@ func Build(ctx context.Context, dir string, logf func(string, ...any)) (string, 
 		}
 	}
 	// The legacy builder: it needs no BuildKit component, and FROM
-	// scratch pulls nothing.
+	// scratch (or a local base) pulls nothing.
 	if _, err := execx.RunEnv(ctx, []string{"DOCKER_BUILDKIT=0"}, "docker", "build", "--quiet", "--tag", ref, tmp); err != nil {
 		return "", fmt.Errorf("build image %s: %w", ref, err)
 	}

@@ -246,10 +246,14 @@ func (r *Report) htmlView() htmlView {
 	}
 	for _, row := range []struct{ Label, Value string }{
 		{"Kubernetes", env.Kubernetes}, {"node image", env.NodeImage}, {"agent image", env.AgentImage},
+		{"iptables agent image", env.IptablesAgentImage},
 	} {
 		if row.Value != "" {
 			v.Env = append(v.Env, htmlEnvRow{row.Label, row.Value})
 		}
+	}
+	for _, k := range env.KubeProxy {
+		v.Env = append(v.Env, htmlEnvRow{"kube-proxy with " + k.Datapath, k.Summary()})
 	}
 	for _, s := range env.SkippedDatapaths {
 		v.Env = append(v.Env, htmlEnvRow{"skipped", s})

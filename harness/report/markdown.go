@@ -70,6 +70,16 @@ func (r *Report) writeMarkdown(b *bufio.Writer) {
 	if env.Kubernetes != "" {
 		fmt.Fprintf(b, "- Kubernetes: %s (node image `%s`, agent image `%s`)\n", env.Kubernetes, env.NodeImage, env.AgentImage)
 	}
+	if env.IptablesAgentImage != "" {
+		fmt.Fprintf(b, "- iptables agent image: `%s`\n", env.IptablesAgentImage)
+	}
+	if len(env.KubeProxy) > 0 {
+		var parts []string
+		for _, k := range env.KubeProxy {
+			parts = append(parts, fmt.Sprintf("`%s` %s", k.Datapath, k.Summary()))
+		}
+		fmt.Fprintf(b, "- kube-proxy: %s\n", strings.Join(parts, "; "))
+	}
 	for _, s := range env.SkippedDatapaths {
 		fmt.Fprintf(b, "- Skipped: %s\n", s)
 	}

@@ -80,6 +80,12 @@ type Environment struct {
 	Kubernetes string `json:"kubernetes,omitempty"`
 	NodeImage  string `json:"nodeImage,omitempty"`
 	AgentImage string `json:"agentImage,omitempty"`
+	// IptablesAgentImage is the iptables datapath's agent image (kind
+	// provider: Debian, with iptables and ipset).
+	IptablesAgentImage string `json:"iptablesAgentImage,omitempty"`
+	// KubeProxy is, per datapath (kind provider), the kube-proxy it ran
+	// with.
+	KubeProxy []KubeProxyInfo `json:"kubeProxy,omitempty"`
 	// SkippedDatapaths are datapaths of the suite this provider cannot
 	// run, each with the reason.
 	SkippedDatapaths []string `json:"skippedDatapaths,omitempty"`
@@ -98,6 +104,28 @@ func (a AgentInfo) Summary() string {
 		parts = append(parts, fmt.Sprintf("GOMAXPROCS %d", a.GoMaxProcs))
 	}
 	return strings.Join(parts, "; ")
+}
+
+// KubeProxyInfo is the kube-proxy a datapath ran with (kind provider).
+type KubeProxyInfo struct {
+	Datapath string `json:"datapath"`
+	// Mode is kube-proxy's mode, "none" when it did not run (the eBPF
+	// datapath is the Services' load balancer; the none datapath has
+	// none).
+	Mode string `json:"mode"`
+	// Image is kube-proxy's image when it ran.
+	Image string `json:"image,omitempty"`
+}
+
+// Summary is "iptables mode (image)" or "none".
+func (k KubeProxyInfo) Summary() string {
+	if k.Mode == "none" || k.Mode == "" {
+		return "none"
+	}
+	if k.Image == "" {
+		return k.Mode + " mode"
+	}
+	return k.Mode + " mode (" + k.Image + ")"
 }
 
 // AgentInfo is one datapath's agent as it reported itself.

@@ -378,3 +378,30 @@ func TestWriteMarkdownRelative(t *testing.T) {
 		})
 	}
 }
+
+// TestKubeProxyInEnvironment: a kind run says which kube-proxy each
+// datapath ran with.
+func TestKubeProxyInEnvironment(t *testing.T) {
+	r := &Report{SchemaVersion: SchemaVersion, Suite: "t", Environment: Environment{Provider: "kind",
+		IptablesAgentImage: "fastpath/agent-iptables:abc",
+		KubeProxy:          []KubeProxyInfo{{Datapath: "ebpf", Mode: "none"}, {Datapath: "iptables", Mode: "iptables", Image: "registry.k8s.io/kube-proxy:v1.35.0"}}}}
+	var b bytes.Buffer
+	if err := r.WriteMarkdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"- kube-proxy: `ebpf` none; `iptables` iptables mode (registry.k8s.io/kube-proxy:v1.35.0)\n",
+		"- iptables agent image: `fastpath/agent-iptables:abc`\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("markdown lacks %q:\n%s", want, b.String())
+		}
+	}
+	b.Reset()
+	if err := r.WriteHTML(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "kube-proxy with iptables") || !strings.Contains(b.String(), "iptables mode (registry.k8s.io/kube-proxy:v1.35.0)") {
+		t.Errorf("HTML lacks the kube-proxy rows")
+	}
+}

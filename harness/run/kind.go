@@ -17,15 +17,16 @@ import (
 type KindOptions = kind.RunOptions
 
 // prepareKind checks, before anything is created, what a kind run needs
-// (engine, capability wrapper, node image), builds the agent image when
-// missing, and drops the datapaths the DaemonSet cannot run, saying why.
+// (engine, capability wrapper, node image), builds the agent images when
+// missing (the iptables one when the suite has that datapath), and drops
+// the datapaths the DaemonSet cannot run, saying why.
 func prepareKind(ctx context.Context, opts *Options, suite *scenario.Suite) (skipped []string, err error) {
-	if err := opts.Kind.Prepare(ctx, func(f string, a ...any) { fmt.Fprintf(opts.Progress, "fastpath: "+f+"\n", a...) }); err != nil {
-		return nil, err
-	}
 	keep, skipped := kindDatapaths(suite.Spec.Datapaths)
 	if len(keep) == 0 {
 		return skipped, fmt.Errorf("kind provider: none of the suite's datapaths %v runs on kind (it runs %v)", suite.Spec.Datapaths, deploy.Datapaths)
+	}
+	if err := opts.Kind.Prepare(ctx, func(f string, a ...any) { fmt.Fprintf(opts.Progress, "fastpath: "+f+"\n", a...) }, keep...); err != nil {
+		return nil, err
 	}
 	suite.Spec.Datapaths = keep
 	if pr := suite.Spec.Propagation; pr != nil && !slices.ContainsFunc(keep, func(d string) bool { return d != "none" }) {
@@ -43,23 +44,47 @@ func kindDatapaths(dps []string) (keep, skipped []string) {
 			keep = append(keep, dp)
 			continue
 		}
-		skipped = append(skipped, fmt.Sprintf("%s: not on kind yet (the agent image is FROM scratch, without the binaries this baseline needs)", dp))
+		skipped = append(skipped, fmt.Sprintf("%s: not on kind yet (the sidecar baseline runs a proxy in each pod's network namespace, which the agent DaemonSet does not)", dp))
 	}
 	return keep, skipped
 }
 
 // buildKind creates the kind cluster and records its versions in the
-// report.
+// report; the cluster it returns records, as each datapath starts, the
+// kube-proxy it runs with.
 func (r *runner) buildKind(ctx context.Context, spec cluster.Spec, rep *report.Report) (cluster.Cluster, error) {
 	k := r.opts.Kind
-	t, err := kind.Build(ctx, spec, kind.TopologyOptions{NodeImage: k.NodeImage, AgentImage: k.AgentImage, Retain: k.Retain,
-		Logf: func(f string, a ...any) { r.logf(f, a...) }})
+	t, err := kind.Build(ctx, spec, kind.TopologyOptions{NodeImage: k.NodeImage, AgentImage: k.AgentImage, IptablesAgentImage: k.IptablesAgentImage,
+		Retain: k.Retain, Logf: func(f string, a ...any) { r.logf(f, a...) }})
 	if err != nil {
 		return nil, err
 	}
-	rep.Environment.NodeImage, rep.Environment.AgentImage = k.NodeImage, k.AgentImage
+	rep.Environment.NodeImage, rep.Environment.AgentImage, rep.Environment.IptablesAgentImage = k.NodeImage, k.AgentImage, k.IptablesAgentImage
 	if v, err := t.Client().Kube.Discovery().ServerVersion(); err == nil {
 		rep.Environment.Kubernetes = v.GitVersion
 	}
-	return t, nil
+	return &kindCluster{Topology: t, env: &rep.Environment}, nil
+}
+
+// kindCluster is the kind topology recording in the report, per
+// datapath, the kube-proxy it started with (the iptables baseline's
+// kube-proxy in iptables mode, none for the others).
+type kindCluster struct {
+	*kind.Topology
+	env *report.Environment
+}
+
+func (k *kindCluster) StartAgents(ctx context.Context, opts cluster.AgentOptions) error {
+	if err := k.Topology.StartAgents(ctx, opts); err != nil {
+		return err
+	}
+	// Only the runner's starts come here (the topology's own, at build
+	// and by StopAgents, do not): each datapath of the suite, once per
+	// repetition.
+	if slices.ContainsFunc(k.env.KubeProxy, func(i report.KubeProxyInfo) bool { return i.Datapath == opts.Datapath }) {
+		return nil
+	}
+	mode, image := k.KubeProxy()
+	k.env.KubeProxy = append(k.env.KubeProxy, report.KubeProxyInfo{Datapath: opts.Datapath, Mode: mode, Image: image})
+	return nil
 }

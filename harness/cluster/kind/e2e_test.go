@@ -7,20 +7,24 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/fastpath-bench/fastpath/datapath/agentapi"
+	"github.com/fastpath-bench/fastpath/deploy"
 	"github.com/fastpath-bench/fastpath/harness/cluster"
 	"github.com/fastpath-bench/fastpath/harness/images"
 	"github.com/fastpath-bench/fastpath/harness/probe"
 	"github.com/fastpath-bench/fastpath/internal/testutil"
 )
 
-// agentImage builds the agent image from this checkout (static binaries,
-// as make image does).
-func agentImage(t *testing.T, ctx context.Context) string {
+// agentImages builds the agent image and the iptables one from this
+// checkout (static binaries, as make image does).
+func agentImages(t *testing.T, ctx context.Context) (string, string) {
 	t.Helper()
 	dir := t.TempDir()
 	root, err := filepath.Abs("../../..")
@@ -39,7 +43,147 @@ func agentImage(t *testing.T, ctx context.Context) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ref
+	iptablesRef, err := BuildIptablesImage(ctx, dir, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ref, iptablesRef
+}
+
+// checkIptablesBaseline switches the agents from eBPF to the iptables
+// baseline: kube-proxy (iptables mode) is deployed and load-balances a
+// ClusterIP Service, the agents program the NetworkPolicy chains only,
+// first in FORWARD, and enforce policy (on the translated address).
+// Back on eBPF, kube-proxy is gone and so are its rules and the
+// baseline's: the nodes have the KUBE-* chains they had before, no FP-*
+// chain, and the eBPF datapath load-balances the Service.
+func checkIptablesBaseline(t *testing.T, ctx context.Context, topo *Topology, policy []byte, connect func(string) probe.Result) {
+	t.Helper()
+	start := time.Now()
+	nodes := []string{topo.KindNode("node1"), topo.KindNode("node2")}
+	save := func(node string, args ...string) string {
+		t.Helper()
+		out, err := dockerOut(ctx, append([]string{"exec", node, "iptables-save"}, args...)...)
+		if err != nil {
+			t.Fatalf("iptables-save on %s: %v", node, err)
+		}
+		return out
+	}
+	before := map[string][]string{}
+	for _, n := range nodes {
+		before[n] = kubeChains(save(n))
+	}
+	svc := []byte(`apiVersion: v1
+kind: Service
+metadata: {name: server, namespace: e2e}
+spec:
+  selector: {app: server}
+  ports: [{name: echo, port: 80, targetPort: 8080, protocol: TCP}]
+`)
+	if _, err := topo.WriteState("svc.yaml", svc); err != nil {
+		t.Fatal(err)
+	}
+	s, err := topo.Client().Kube.CoreV1().Services("e2e").Get(ctx, "server", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vip := netip.MustParseAddr(s.Spec.ClusterIP)
+	viaService := func(from string) probe.Result {
+		return probe.Connect(ctx, topo.PodNetns("e2e/"+from), vip, 80, "TCP", time.Second)
+	}
+
+	if err := topo.StartAgents(ctx, cluster.AgentOptions{Datapath: "iptables"}); err != nil {
+		t.Fatal(err)
+	}
+	if mode, image := topo.KubeProxy(); mode != "iptables" || !strings.HasPrefix(image, "registry.k8s.io/kube-proxy:") {
+		t.Fatalf("kube-proxy %q %q with the iptables datapath", mode, image)
+	}
+	st, err := topo.AgentClient("node2").Status(ctx)
+	if err != nil || st.Datapath != "iptables" || st.Endpoints != 1 {
+		t.Fatalf("node2's agent: %+v (%v)", st, err)
+	}
+	for _, n := range nodes {
+		nat := save(n, "-t", "nat")
+		if !strings.Contains(nat, "-d "+vip.String()+"/32") || !strings.Contains(nat, ":KUBE-SERVICES") {
+			t.Fatalf("node %s: kube-proxy has no rule for %s:\n%s", n, vip, nat)
+		}
+		if strings.Contains(nat, "FP-SERVICES") {
+			t.Fatalf("node %s: the agent programmed Services next to kube-proxy:\n%s", n, nat)
+		}
+		fwd, err := dockerOut(ctx, "exec", n, "iptables", "-S", "FORWARD")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first, _ := firstRuleOf(fwd, "FORWARD"); first != "-A FORWARD -j FP-FORWARD" {
+			t.Fatalf("node %s: the policy chain is not first in FORWARD:\n%s", n, fwd)
+		}
+	}
+	for _, from := range []string{"client", "trusted"} {
+		if r := viaService(from); !r.Connected {
+			t.Fatalf("%s -> Service %s:80 through kube-proxy: %v", from, vip, r.Err)
+		}
+	}
+	tok, err := topo.WriteState("np.yaml", policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := topo.WaitProgrammed(ctx, tok, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if r := viaService("client"); r.Connected {
+		t.Fatal("client -> Service connected under the trusted-only policy (iptables)")
+	}
+	if r := connect("client"); r.Connected {
+		t.Fatal("client -> server connected under the trusted-only policy (iptables)")
+	}
+	if r := viaService("trusted"); !r.Connected {
+		t.Fatalf("trusted -> Service under the trusted-only policy (iptables): %v", r.Err)
+	}
+	tok, err = topo.RemoveState("np.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := topo.WaitProgrammed(ctx, tok, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := topo.StartAgents(ctx, cluster.AgentOptions{Datapath: "ebpf"}); err != nil {
+		t.Fatal(err)
+	}
+	if mode, _ := topo.KubeProxy(); mode != "none" {
+		t.Fatalf("kube-proxy %q with the ebpf datapath", mode)
+	}
+	pods, err := topo.Client().Kube.CoreV1().Pods(deploy.DefaultNamespace).List(ctx, metav1.ListOptions{LabelSelector: deploy.KubeProxyLabel})
+	if err != nil || len(pods.Items) > 0 {
+		t.Fatalf("kube-proxy pods left: %d (%v)", len(pods.Items), err)
+	}
+	for _, n := range nodes {
+		all := save(n)
+		if strings.Contains(all, "KUBE-SERVICES") || strings.Contains(all, "FP-") {
+			t.Fatalf("node %s: kube-proxy's or the baseline's rules left with eBPF running:\n%s", n, all)
+		}
+		if got := kubeChains(all); !slices.Equal(got, before[n]) {
+			t.Fatalf("node %s: KUBE-* chains %v, before kube-proxy %v", n, got, before[n])
+		}
+	}
+	if r := viaService("client"); !r.Connected {
+		t.Fatalf("client -> Service %s:80 through the eBPF datapath: %v", vip, r.Err)
+	}
+	if _, err := topo.RemoveState("svc.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("iptables baseline with kube-proxy, and back to eBPF, in %s", time.Since(start).Round(time.Second))
+}
+
+// firstRuleOf is the first rule of chain in an `iptables -S chain`
+// listing.
+func firstRuleOf(listing, chain string) (string, bool) {
+	for _, l := range strings.Split(listing, "\n") {
+		if strings.HasPrefix(l, "-A "+chain+" ") {
+			return strings.TrimSpace(l), true
+		}
+	}
+	return "", false
 }
 
 // TestTopologyOnKind builds a real kind cluster with the agent as its CNI
@@ -47,7 +191,8 @@ func agentImage(t *testing.T, ctx context.Context) string {
 // node's pod CIDR), connectivity across nodes through the CNI's wiring
 // and the agents' routes, then a NetworkPolicy applied to the API server
 // and enforced by the eBPF datapath on the server's node (acknowledged by
-// revision), and removed again. Nothing is left afterwards.
+// revision), and removed again. Then the iptables baseline
+// (checkIptablesBaseline) and back to eBPF. Nothing is left afterwards.
 func TestTopologyOnKind(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
@@ -55,7 +200,7 @@ func TestTopologyOnKind(t *testing.T) {
 	if err := Preflight(ctx, nodeImage); err != nil {
 		t.Fatal(err)
 	}
-	img := agentImage(t, ctx)
+	img, iptablesImg := agentImages(t, ctx)
 	id := strings.Replace(testutil.RunID("k"), "fp-t", NamePrefix+"t", 1)
 	exact := netip.MustParseAddr("10.244.200.7")
 	spec := cluster.Spec{RunID: id, Nodes: []string{"node1", "node2"},
@@ -70,7 +215,7 @@ func TestTopologyOnKind(t *testing.T) {
 	// FASTPATH_KIND_RETAIN=1 keeps the cluster of a failed run (fastpath
 	// clean removes it).
 	retain := os.Getenv("FASTPATH_KIND_RETAIN") == "1"
-	topo, err := Build(ctx, spec, TopologyOptions{NodeImage: nodeImage, AgentImage: img, Logf: t.Logf})
+	topo, err := Build(ctx, spec, TopologyOptions{NodeImage: nodeImage, AgentImage: img, IptablesAgentImage: iptablesImg, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,6 +312,8 @@ spec:
 	if r := connect("client"); !r.Connected {
 		t.Fatalf("client -> server after the policy was deleted: %v", r.Err)
 	}
+
+	checkIptablesBaseline(t, ctx, topo, policy, connect)
 
 	if err := topo.StopAgents(ctx); err != nil {
 		t.Fatal(err)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/fastpath-bench/fastpath/harness/images"
 	"github.com/fastpath-bench/fastpath/harness/kindnode"
@@ -17,6 +19,10 @@ type RunOptions struct {
 	NodeImage string
 	// AgentImage is the agent image; empty: built from ImageBinDir.
 	AgentImage string
+	// IptablesAgentImage is the iptables datapath's agent image (Debian,
+	// with iptables and ipset); empty: built from ImageBinDir on the node
+	// image's rootfs when the run has that datapath.
+	IptablesAgentImage string
 	// ImageBinDir holds the static binaries of the agent image (make
 	// image); empty: bin/image.
 	ImageBinDir string
@@ -27,9 +33,10 @@ type RunOptions struct {
 
 // Prepare checks, before anything is created, what a kind run needs (the
 // engine, the capability wrapper, the node image), fills in the default
-// node image, and builds the agent image when missing. Each failure names
-// its fix.
-func (o *RunOptions) Prepare(ctx context.Context, logf func(string, ...any)) error {
+// node image, and builds the agent image when missing, and the iptables
+// agent image when datapaths (the run's, "ebpf+sockmap" entries
+// included) have iptables. Each failure names its fix.
+func (o *RunOptions) Prepare(ctx context.Context, logf func(string, ...any), datapaths ...string) error {
 	var err error
 	if o.NodeImage == "" {
 		if o.NodeImage, err = kindnode.Tag(ctx, kindnode.Options{}); err != nil {
@@ -39,18 +46,43 @@ func (o *RunOptions) Prepare(ctx context.Context, logf func(string, ...any)) err
 	if err := Preflight(ctx, o.NodeImage); err != nil {
 		return fmt.Errorf("kind provider: %w", err)
 	}
-	if o.AgentImage != "" {
-		if !images.Exists(ctx, o.AgentImage) {
-			return fmt.Errorf("kind provider: agent image %s is not in Docker's image store (make image)", o.AgentImage)
-		}
-		return nil
-	}
 	dir := o.ImageBinDir
 	if dir == "" {
 		dir = filepath.Join("bin", "image")
 	}
-	if o.AgentImage, err = images.Build(ctx, dir, logf); err != nil {
+	if o.AgentImage != "" {
+		if !images.Exists(ctx, o.AgentImage) {
+			return fmt.Errorf("kind provider: agent image %s is not in Docker's image store (make image)", o.AgentImage)
+		}
+	} else if o.AgentImage, err = images.Build(ctx, dir, logf); err != nil {
 		return fmt.Errorf("kind provider: agent image: %w", err)
 	}
+	if !slices.ContainsFunc(datapaths, func(dp string) bool { return strings.SplitN(dp, "+", 2)[0] == "iptables" }) {
+		return nil
+	}
+	if o.IptablesAgentImage != "" {
+		if !images.Exists(ctx, o.IptablesAgentImage) {
+			return fmt.Errorf("kind provider: iptables agent image %s is not in Docker's image store (make image)", o.IptablesAgentImage)
+		}
+		return nil
+	}
+	if o.IptablesAgentImage, err = BuildIptablesImage(ctx, dir, logf); err != nil {
+		return fmt.Errorf("kind provider: %w", err)
+	}
 	return nil
+}
+
+// BuildIptablesImage builds (or finds) the iptables datapath's agent
+// image from the static binaries in dir, on the Debian rootfs of the
+// node image (bootstrapped when missing: minutes).
+func BuildIptablesImage(ctx context.Context, dir string, logf func(string, ...any)) (string, error) {
+	base, err := kindnode.Rootfs(ctx, kindnode.Options{Logf: logf})
+	if err != nil {
+		return "", fmt.Errorf("iptables agent image: its base, the node image's rootfs: %w", err)
+	}
+	ref, err := images.BuildIptables(ctx, dir, base, logf)
+	if err != nil {
+		return "", err
+	}
+	return ref, nil
 }

@@ -40,6 +40,10 @@ type TopologyOptions struct {
 	// AgentImage is the project's image (harness/images), loaded into the
 	// nodes: the agent DaemonSet and the pods' container run it.
 	AgentImage string
+	// IptablesAgentImage is the agent image of the iptables datapath
+	// (harness/images.BuildIptables), loaded into the nodes when that
+	// datapath first starts; required for it.
+	IptablesAgentImage string
 	// PodSubnet and ServiceSubnet: DefaultPodSubnet, DefaultServiceSubnet.
 	PodSubnet, ServiceSubnet string
 	// Retain keeps the cluster after Destroy (debugging).
@@ -83,6 +87,11 @@ type Topology struct {
 	// again rolls nothing out.
 	manifest []byte
 	netnses  []string
+	// iptablesLoaded is set once IptablesAgentImage is in the nodes.
+	iptablesLoaded bool
+	// kubeProxy is the kube-proxy StartAgents deployed for the datapath
+	// (nil: none runs).
+	kubeProxy *kubeProxyState
 	// ownNetwork is set when kind's Docker network did not exist before
 	// this cluster: Destroy removes it once empty.
 	ownNetwork bool
@@ -236,7 +245,8 @@ func internalIP(n *corev1.Node) netip.Addr {
 }
 
 // LoadImage copies an image from Docker's store into every node's
-// containerd (there is no registry to pull from).
+// containerd (there is no registry to pull from), into the nodes at
+// once.
 func (t *Topology) LoadImage(ctx context.Context, ref string) error {
 	tar := filepath.Join(t.dir, "image.tar")
 	if _, err := execx.Run(ctx, "docker", "save", "-o", tar, ref); err != nil {
@@ -247,18 +257,25 @@ func (t *Topology) LoadImage(ctx context.Context, ref string) error {
 	if err != nil {
 		return err
 	}
-	for _, n := range nodes {
-		f, err := os.Open(tar)
-		if err != nil {
-			return err
-		}
-		err = nodeutils.LoadImageArchive(n, f)
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("load %s into node %s: %w", ref, n.String(), err)
-		}
+	errs := make([]error, len(nodes))
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f, err := os.Open(tar)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer f.Close()
+			if err := nodeutils.LoadImageArchive(n, f); err != nil {
+				errs[i] = fmt.Errorf("load %s into node %s: %w", ref, n.String(), err)
+			}
+		}()
 	}
-	return nil
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // applyAll applies every object of data.
@@ -347,12 +364,53 @@ func (t *Topology) AgentClient(node string) *agentapi.Client {
 }
 
 // StartAgents rolls the agent DaemonSet out with the datapath and waits
-// until every agent runs it and has programmed the current state.
+// until every agent runs it and has programmed the current state. The
+// iptables datapath runs with kube-proxy in iptables mode, which is
+// deployed first (and its image loaded); any other datapath runs without
+// it: a kube-proxy that runs is deleted, and its rules removed from the
+// nodes, before the agents roll.
 func (t *Topology) StartAgents(ctx context.Context, opts cluster.AgentOptions) error {
 	timeout := max(opts.ReadyTimeout, 3*time.Minute)
 	start := time.Now()
-	data, err := deploy.Render(deploy.Options{Image: t.opts.AgentImage, Datapath: opts.Datapath, APIServer: t.apiHost + ":6443",
-		GoMaxProcs: opts.GoMaxProcs, ExtraArgs: opts.ExtraArgs})
+	proxy, mode, err := wantsKubeProxy(opts.Datapath)
+	if err != nil {
+		return err
+	}
+	t.mu.Lock()
+	running := t.kubeProxy
+	t.mu.Unlock()
+	if running != nil && (!proxy || running.mode != mode) {
+		if err := t.stopKubeProxy(ctx, timeout); err != nil {
+			return err
+		}
+		running = nil
+	}
+	var iptablesImage string
+	if opts.Datapath == "iptables" {
+		if iptablesImage = t.opts.IptablesAgentImage; iptablesImage == "" {
+			return errors.New("kind topology: datapath iptables needs TopologyOptions.IptablesAgentImage (make image builds it)")
+		}
+		t.mu.Lock()
+		loaded := t.iptablesLoaded
+		t.mu.Unlock()
+		if !loaded {
+			load := time.Now()
+			if err := t.LoadImage(ctx, iptablesImage); err != nil {
+				return err
+			}
+			t.opts.Logf("loaded the iptables agent image %s into the nodes in %s", iptablesImage, time.Since(load).Round(100*time.Millisecond))
+			t.mu.Lock()
+			t.iptablesLoaded = true
+			t.mu.Unlock()
+		}
+	}
+	if proxy && running == nil {
+		if err := t.startKubeProxy(ctx, mode, timeout); err != nil {
+			return err
+		}
+	}
+	data, err := deploy.Render(deploy.Options{Image: t.opts.AgentImage, IptablesImage: iptablesImage, Datapath: opts.Datapath,
+		APIServer: t.apiHost + ":6443", GoMaxProcs: opts.GoMaxProcs, ExtraArgs: opts.ExtraArgs})
 	if err != nil {
 		return err
 	}
@@ -465,12 +523,13 @@ func (t *Topology) WaitProgrammed(ctx context.Context, token string, since time.
 }
 
 // StopAgents rolls the agents back to the none datapath: they are also
-// the cluster's CNI and IPAM, so they keep running.
+// the cluster's CNI and IPAM, so they keep running. A kube-proxy the
+// datapath ran with is removed, with its rules.
 func (t *Topology) StopAgents(ctx context.Context) error {
 	t.mu.Lock()
-	dp := t.datapath
+	dp, proxy := t.datapath, t.kubeProxy
 	t.mu.Unlock()
-	if dp == "none" || dp == "" {
+	if (dp == "none" || dp == "") && proxy == nil {
 		return nil
 	}
 	return t.StartAgents(ctx, cluster.AgentOptions{Datapath: "none"})
