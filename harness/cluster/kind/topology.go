@@ -181,20 +181,34 @@ func CgroupV1() bool {
 }
 
 // mapNodes maps the spec's nodes onto the workers in order, and finds
-// the API server's address on the nodes' network.
+// the API server's address on the nodes' network. A worker whose join
+// kind has reported may take a moment more to appear (a loaded host):
+// it is waited for.
 func (t *Topology) mapNodes(ctx context.Context) error {
-	nodes, err := t.client.Kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return err
-	}
 	var workers []corev1.Node
-	for _, n := range nodes.Items {
-		ip := internalIP(&n)
-		if _, cp := n.Labels["node-role.kubernetes.io/control-plane"]; cp {
-			t.apiHost = ip.String()
-			continue
+	var listErr error
+	_ = poll(ctx, time.Minute, "the workers to register", func() (bool, error) {
+		nodes, err := t.client.Kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if listErr = err; err != nil {
+			return false, nil
 		}
-		workers = append(workers, n)
+		workers = nil
+		for _, n := range nodes.Items {
+			ip := internalIP(&n)
+			if _, cp := n.Labels["node-role.kubernetes.io/control-plane"]; cp {
+				if ip.IsValid() {
+					t.apiHost = ip.String()
+				}
+				continue
+			}
+			if ip.IsValid() {
+				workers = append(workers, n)
+			}
+		}
+		return len(workers) >= len(t.spec.Nodes) && t.apiHost != "", nil
+	})
+	if listErr != nil {
+		return listErr
 	}
 	sort.Slice(workers, func(i, j int) bool { return workerIndex(workers[i].Name) < workerIndex(workers[j].Name) })
 	if len(workers) < len(t.spec.Nodes) || t.apiHost == "" {
