@@ -5,7 +5,9 @@
  *   fp_to_container at tc egress: packets delivered to the pod (its ingress);
  * and for the node's uplink device:
  *   fp_from_netdev at tc ingress: packets from other nodes, for the L7
- *   proxy redirect.
+ *   proxy redirect;
+ * and for the node's VXLAN device (the overlay, lib/tunnel.h):
+ *   fp_from_tunnel at tc ingress: the sender's identity from the VNI.
  */
 #include "compiler.h"
 #include "lib/lxc.h"
@@ -30,6 +32,8 @@ struct btf_layouts {
 	enum proxy_mark proxy_mark;
 	enum proxy_route proxy_route;
 	enum lb_hairpin lb_hairpin;
+	enum tunnel_const tunnel_const;
+	struct tunnel_config tunnel_config;
 	struct proxy_config proxy_config;
 };
 const volatile struct btf_layouts btf_layouts;
@@ -44,6 +48,12 @@ SEC("tc")
 int fp_to_container(struct __sk_buff *skb)
 {
 	return handle_endpoint(skb, DIR_INGRESS);
+}
+
+SEC("tc")
+int fp_from_tunnel(struct __sk_buff *skb)
+{
+	return handle_tunnel(skb);
 }
 
 SEC("tc")

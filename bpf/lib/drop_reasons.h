@@ -34,7 +34,9 @@ enum reason {
 				       * take a new flow */
 	DROP_NODEPORT_DSR = 22,     /* a NodePort packet for another node's backend
 				     * could not carry the DSR option */
-	REASON_MAX = 23,
+	DROP_NO_TUNNEL_KEY = 23,    /* a packet on the overlay device without
+				     * tunnel metadata */
+	REASON_MAX = 24,
 };
 
 /* Direction of traffic as the endpoint sees it. */

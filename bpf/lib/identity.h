@@ -17,6 +17,9 @@ struct ipcache_value {
 	__u32 cidr_identity;  /* for pod and node /32s: the identity of the
 			       * longest policy CIDR containing the address,
 			       * so ipBlock rules match it; 0 when none */
+	__be32 tunnel_endpoint; /* for pods of other nodes: their node's
+				 * address, where the overlay sends their
+				 * packets (tunnel.h); 0 otherwise */
 };
 
 struct {

@@ -17,6 +17,7 @@
 #include "proxy.h"
 #include "lb.h"
 #include "nodeport.h"
+#include "tunnel.h"
 
 static __always_inline int verdict(__u32 reason, __u8 dir, __u32 len)
 {
@@ -49,6 +50,15 @@ static __always_inline int endpoint_verdict(struct __sk_buff *skb,
 
 	peer_addr = dir == DIR_EGRESS ? f->daddr : f->saddr;
 	identity_of(peer_addr, &peer);
+	/* A packet that came through the overlay is from the identity its
+	 * tunnel carried, whatever its source address says (ipBlock rules
+	 * still match the address: they are about addresses). */
+	if (dir == DIR_INGRESS) {
+		__u32 id = tunnel_identity(skb);
+
+		if (id)
+			peer.identity = id;
+	}
 	if (dir == DIR_INGRESS && from_proxy(skb)) {
 		/* The node's L7 proxy has already checked this connection's
 		 * requests against the pod's policy. */
@@ -185,8 +195,52 @@ static __always_inline int handle_endpoint(struct __sk_buff *skb, __u8 dir)
 		}
 		if (steer > 0)
 			ret = REASON_TO_PROXY;
+		else {
+			/* To a pod of another node: through the overlay, with
+			 * this pod's identity. */
+			int redirect = tunnel_encap(skb, &f, ep->identity);
+
+			if (redirect < -1) {
+				emit_event(EVENT_DROP, dir, -redirect, &f, ep->ep_id, ep->identity, 0, skb->ifindex);
+				return verdict(-redirect, dir, len);
+			}
+			if (redirect >= 0) {
+				verdict(ret, dir, len);
+				return redirect;
+			}
+		}
 	}
 	return verdict(ret, dir, len);
+}
+
+/*
+ * handle_tunnel runs at tc ingress of the node's VXLAN device (tunnel.h):
+ * the packet's VNI, the sender's identity, becomes its mark for the pod's
+ * ingress hook. A packet without tunnel metadata is dropped.
+ */
+static __always_inline int handle_tunnel(struct __sk_buff *skb)
+{
+	struct bpf_tunnel_key key = {};
+	struct flow4 f;
+	int ret;
+
+	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0) {
+		emit_event(EVENT_DROP, DIR_INGRESS, DROP_NO_TUNNEL_KEY, NULL, 0, 0, 0, skb->ifindex);
+		return verdict(DROP_NO_TUNNEL_KEY, DIR_INGRESS, skb->len);
+	}
+	skb->mark = tunnel_mark(key.tunnel_id & TUNNEL_VNI_MASK);
+	/* Connections that L7 rules apply to go to the proxy here, as they
+	 * do at the uplink (the proxy's own check is by address). */
+	if (parse_ipv4(skb, &f) == L3_IPV4) {
+		ret = proxy_steer(skb, &f);
+		if (ret < 0) {
+			emit_event(EVENT_DROP, DIR_INGRESS, -ret, &f, 0, 0, 0, skb->ifindex);
+			return verdict(-ret, DIR_INGRESS, skb->len);
+		}
+		if (ret > 0)
+			return verdict(REASON_TO_PROXY, DIR_INGRESS, skb->len);
+	}
+	return CTX_ACT_OK;
 }
 
 /*

@@ -28,7 +28,27 @@ enum proxy_mark {
 	MARK_MASK = 0x0f00,
 	MARK_TO_PROXY = 0x0c00,    /* set here: deliver to the proxy's socket */
 	MARK_FROM_PROXY = 0x0d00,  /* set by the proxy on its upstream socket */
+	MARK_FROM_TUNNEL = 0x0e00, /* came through the overlay (tunnel.h): the
+				    * rest of the mark is the sender's identity,
+				    * bits 0-15 in mark bits 16-31, bits 16-23
+				    * in mark bits 0-7 */
 };
+
+static __always_inline __u32 tunnel_mark(__u32 identity)
+{
+	return ((identity & 0xffff) << 16) | ((identity >> 16) & 0xff) | MARK_FROM_TUNNEL;
+}
+
+/* tunnel_identity returns the identity a packet's mark carries from the
+ * overlay, 0 when it did not come through it. */
+static __always_inline __u32 tunnel_identity(const struct __sk_buff *skb)
+{
+	__u32 mark = skb->mark;
+
+	if ((mark & MARK_MASK) != MARK_FROM_TUNNEL)
+		return 0;
+	return (mark >> 16) | ((mark & 0xff) << 16);
+}
 
 /* The policy routing table that delivers MARK_TO_PROXY packets locally. */
 enum proxy_route {
@@ -96,6 +116,8 @@ static __always_inline int proxy_steer(struct __sk_buff *skb, const struct flow4
 	if (!(f->tcp_flags & TCP_FLAG_SYN) || (f->tcp_flags & TCP_FLAG_ACK))
 		return 0;
 	identity_of(f->saddr, &peer);
+	if (tunnel_identity(skb))
+		peer.identity = tunnel_identity(skb);
 	if (ingress_policy(dst, f, &peer, 0) != REASON_TO_PROXY)
 		return 0;
 	proxy = bpf_map_lookup_elem(&fp_proxy, &zero);

@@ -72,6 +72,11 @@ type Config struct {
 	// XDPNodePort translates NodePort traffic from outside in XDP on the
 	// uplinks (ebpf; otherwise the uplink's TC program does it).
 	XDPNodePort bool
+	// Tunnel is the overlay to other nodes: "" (routed: packets go to
+	// other nodes' pods as they are, and the receiver takes the sender's
+	// identity from its address) or "vxlan" (ebpf: the sender's identity
+	// travels in the VNI, and the receiver takes it from there).
+	Tunnel string
 	// IptablesSkipServices leaves Services to kube-proxy (iptables): the
 	// baseline programs the NetworkPolicy chains only, as an iptables
 	// NetworkPolicy controller next to kube-proxy does (on kind).
@@ -228,6 +233,13 @@ func New(cfg Config) (*Agent, error) {
 	if (cfg.Sock.LB || cfg.Sock.Sockmap) && cfg.Datapath != "ebpf" {
 		errs = append(errs, fmt.Errorf("--socket-lb and --sockmap need --datapath ebpf (not %q)", cfg.Datapath))
 	}
+	switch {
+	case cfg.Tunnel == "" || cfg.Tunnel == "vxlan" && cfg.Datapath == "ebpf":
+	case cfg.Tunnel == "vxlan":
+		errs = append(errs, fmt.Errorf("--tunnel vxlan needs --datapath ebpf (not %q)", cfg.Datapath))
+	default:
+		errs = append(errs, fmt.Errorf("--tunnel %q: want vxlan or nothing", cfg.Tunnel))
+	}
 	if cfg.XDPNodePort && cfg.Datapath != "ebpf" {
 		errs = append(errs, fmt.Errorf("--xdp-nodeport needs --datapath ebpf (not %q)", cfg.Datapath))
 	}
@@ -271,6 +283,12 @@ func New(cfg Config) (*Agent, error) {
 		if err := d.AttachSockets(cfg.Sock); err != nil {
 			d.Close()
 			return nil, err
+		}
+		if cfg.Tunnel == "vxlan" {
+			if err := d.EnableTunnel(lxc.TunnelOptions{}); err != nil {
+				d.Close()
+				return nil, err
+			}
 		}
 		a.dp = d
 		a.metrics = d.Metrics

@@ -49,6 +49,7 @@ type Datapath struct {
 	mu        sync.Mutex
 	endpoints map[string]*endpointState // by model key ns/name
 	uplinks   []attach.Attachment
+	tunnel    *tunnelState
 	nextEpID  uint32
 	ipcache   map[netip.Prefix]lxcIpcacheValue
 	// lb mirrors the load balancer's ids (lb.go); nil until first used.
@@ -376,14 +377,24 @@ func (d *Datapath) Apply(r *model.Resolved, node string) (ApplyStats, error) {
 
 // desiredIPCache is the ipcache of node: the policy CIDRs, and /32s for
 // pods and nodes carrying both their identity and the identity of the
-// longest policy CIDR that contains them.
+// longest policy CIDR that contains them; a pod of another node also
+// carries its node's address (the overlay's tunnel endpoint).
 func desiredIPCache(r *model.Resolved, node string) map[netip.Prefix]lxcIpcacheValue {
 	out := map[netip.Prefix]lxcIpcacheValue{}
 	for p, id := range r.CIDRs {
 		out[p] = lxcIpcacheValue{Identity: uint32(id)}
 	}
+	nodeIPs := map[string]netip.Addr{}
+	for _, n := range r.Nodes {
+		nodeIPs[n.Name] = n.IP
+	}
 	for _, ep := range r.Endpoints {
-		out[netip.PrefixFrom(ep.IP, 32)] = lxcIpcacheValue{Identity: uint32(ep.Identity), CidrIdentity: uint32(r.CIDRIdentityOf(ep.IP))}
+		v := lxcIpcacheValue{Identity: uint32(ep.Identity), CidrIdentity: uint32(r.CIDRIdentityOf(ep.IP))}
+		// Pods of other nodes: where the overlay sends their packets.
+		if ip := nodeIPs[ep.Node]; ep.Node != node && ip.Is4() {
+			v.TunnelEndpoint = be32(ip)
+		}
+		out[netip.PrefixFrom(ep.IP, 32)] = v
 	}
 	for _, n := range r.Nodes {
 		if !n.IP.IsValid() {
@@ -647,6 +658,10 @@ func (d *Datapath) Close() error {
 		_ = a.Detach()
 	}
 	d.uplinks = nil
+	if d.tunnel != nil {
+		_ = d.tunnel.close()
+		d.tunnel = nil
+	}
 	if d.nl != nil {
 		d.nl.Close()
 		d.nl = nil

@@ -56,14 +56,21 @@ type lxcBtfLayouts struct {
 		EpId   uint32
 		RuleId uint32
 	}
-	ProxyMark   uint32
-	ProxyRoute  uint32
-	LbHairpin   uint32
+	ProxyMark    uint32
+	ProxyRoute   uint32
+	LbHairpin    uint32
+	TunnelConst  uint32
+	TunnelConfig struct {
+		_       structs.HostLayout
+		Ifindex uint32
+		Pad     uint32
+	}
 	ProxyConfig struct {
 		_    structs.HostLayout
 		Port uint16
 		Pad  uint16
 	}
+	_ [4]byte
 }
 
 type lxcCtEntry struct {
@@ -147,9 +154,10 @@ type lxcIpcacheKey struct {
 }
 
 type lxcIpcacheValue struct {
-	_            structs.HostLayout
-	Identity     uint32
-	CidrIdentity uint32
+	_              structs.HostLayout
+	Identity       uint32
+	CidrIdentity   uint32
+	TunnelEndpoint uint32
 }
 
 type lxcLbAffinity struct {
@@ -259,9 +267,10 @@ type lxcProxyConfig struct {
 type lxcProxyMark uint32
 
 const (
-	lxcProxyMarkMARK_MASK       lxcProxyMark = 3840
-	lxcProxyMarkMARK_TO_PROXY   lxcProxyMark = 3072
-	lxcProxyMarkMARK_FROM_PROXY lxcProxyMark = 3328
+	lxcProxyMarkMARK_MASK        lxcProxyMark = 3840
+	lxcProxyMarkMARK_TO_PROXY    lxcProxyMark = 3072
+	lxcProxyMarkMARK_FROM_PROXY  lxcProxyMark = 3328
+	lxcProxyMarkMARK_FROM_TUNNEL lxcProxyMark = 3584
 )
 
 type lxcProxyRoute uint32
@@ -296,7 +305,8 @@ const (
 	lxcReasonDROP_PROXY_UNAVAILABLE  lxcReason = 20
 	lxcReasonDROP_NO_SERVICE_BACKEND lxcReason = 21
 	lxcReasonDROP_NODEPORT_DSR       lxcReason = 22
-	lxcReasonREASON_MAX              lxcReason = 23
+	lxcReasonDROP_NO_TUNNEL_KEY      lxcReason = 23
+	lxcReasonREASON_MAX              lxcReason = 24
 )
 
 type lxcRuleMetricsKey struct {
@@ -304,6 +314,19 @@ type lxcRuleMetricsKey struct {
 	EpId   uint32
 	RuleId uint32
 }
+
+type lxcTunnelConfig struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	Pad     uint32
+}
+
+type lxcTunnelConst uint32
+
+const (
+	lxcTunnelConstTUNNEL_PORT     lxcTunnelConst = 8472
+	lxcTunnelConstTUNNEL_VNI_MASK lxcTunnelConst = 16777215
+)
 
 // Names of all BPF objects in the ELF.
 //
@@ -327,8 +350,10 @@ const (
 	lxcMapFpPolicyRev      = "fp_policy_rev"
 	lxcMapFpProxy          = "fp_proxy"
 	lxcMapFpRuleMetrics    = "fp_rule_metrics"
+	lxcMapFpTunnel         = "fp_tunnel"
 	lxcProgFpFromContainer = "fp_from_container"
 	lxcProgFpFromNetdev    = "fp_from_netdev"
+	lxcProgFpFromTunnel    = "fp_from_tunnel"
 	lxcProgFpToContainer   = "fp_to_container"
 	lxcVarBtfLayouts       = "btf_layouts"
 )
@@ -377,6 +402,7 @@ type lxcSpecs struct {
 type lxcProgramSpecs struct {
 	FpFromContainer *ebpf.ProgramSpec `ebpf:"fp_from_container"`
 	FpFromNetdev    *ebpf.ProgramSpec `ebpf:"fp_from_netdev"`
+	FpFromTunnel    *ebpf.ProgramSpec `ebpf:"fp_from_tunnel"`
 	FpToContainer   *ebpf.ProgramSpec `ebpf:"fp_to_container"`
 }
 
@@ -402,6 +428,7 @@ type lxcMapSpecs struct {
 	FpPolicyRev     *ebpf.MapSpec `ebpf:"fp_policy_rev"`
 	FpProxy         *ebpf.MapSpec `ebpf:"fp_proxy"`
 	FpRuleMetrics   *ebpf.MapSpec `ebpf:"fp_rule_metrics"`
+	FpTunnel        *ebpf.MapSpec `ebpf:"fp_tunnel"`
 }
 
 // lxcVariableSpecs contains global variables before they are loaded into the kernel.
@@ -449,6 +476,7 @@ type lxcMaps struct {
 	FpPolicyRev     *ebpf.Map `ebpf:"fp_policy_rev"`
 	FpProxy         *ebpf.Map `ebpf:"fp_proxy"`
 	FpRuleMetrics   *ebpf.Map `ebpf:"fp_rule_metrics"`
+	FpTunnel        *ebpf.Map `ebpf:"fp_tunnel"`
 }
 
 func (m *lxcMaps) Close() error {
@@ -471,6 +499,7 @@ func (m *lxcMaps) Close() error {
 		m.FpPolicyRev,
 		m.FpProxy,
 		m.FpRuleMetrics,
+		m.FpTunnel,
 	)
 }
 
@@ -487,6 +516,7 @@ type lxcVariables struct {
 type lxcPrograms struct {
 	FpFromContainer *ebpf.Program `ebpf:"fp_from_container"`
 	FpFromNetdev    *ebpf.Program `ebpf:"fp_from_netdev"`
+	FpFromTunnel    *ebpf.Program `ebpf:"fp_from_tunnel"`
 	FpToContainer   *ebpf.Program `ebpf:"fp_to_container"`
 }
 
@@ -494,6 +524,7 @@ func (p *lxcPrograms) Close() error {
 	return _LxcClose(
 		p.FpFromContainer,
 		p.FpFromNetdev,
+		p.FpFromTunnel,
 		p.FpToContainer,
 	)
 }

@@ -107,9 +107,10 @@ type sockIpcacheKey struct {
 }
 
 type sockIpcacheValue struct {
-	_            structs.HostLayout
-	Identity     uint32
-	CidrIdentity uint32
+	_              structs.HostLayout
+	Identity       uint32
+	CidrIdentity   uint32
+	TunnelEndpoint uint32
 }
 
 type sockLbAffinity struct {

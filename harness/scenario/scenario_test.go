@@ -396,7 +396,8 @@ func TestAgentArgs(t *testing.T) {
 		{in: "iptables", dp: "iptables"},
 		{in: "iptables+sockmap", err: `datapath "iptables+sockmap": unknown option "sockmap" (iptables takes: none)`},
 		{in: "ebpf+sockmap+sockmap", err: `datapath "ebpf+sockmap+sockmap": option "sockmap" given twice`},
-		{in: "ebpf+xdp", err: `datapath "ebpf+xdp": unknown option "xdp" (ebpf takes: socket-lb, sockmap, xdp-nodeport)`},
+		{in: "ebpf+vxlan+sockmap", dp: "ebpf", flags: []string{"--tunnel", "vxlan", "--sockmap"}},
+		{in: "ebpf+xdp", err: `datapath "ebpf+xdp": unknown option "xdp" (ebpf takes: socket-lb, sockmap, xdp-nodeport, vxlan)`},
 		{in: "cilium", err: `unknown datapath "cilium" (known: none, ebpf, iptables, sidecar)`},
 	} {
 		dp, flags, err := AgentArgs(tc.in)

@@ -66,9 +66,14 @@ var KnownDatapaths = []string{"none", "ebpf", "iptables", "sidecar"}
 var DatapathOptions = map[string][]string{
 	// socket-lb: services translated at connect()/sendmsg() (cgroup
 	// hooks); sockmap: same-node TCP payload moved socket to socket;
-	// xdp-nodeport: NodePort traffic from outside translated in XDP.
-	"ebpf": {"socket-lb", "sockmap", "xdp-nodeport"},
+	// xdp-nodeport: NodePort traffic from outside translated in XDP;
+	// vxlan: the overlay to other nodes, the sender's identity in the
+	// VNI (--tunnel vxlan).
+	"ebpf": {"socket-lb", "sockmap", "xdp-nodeport", "vxlan"},
 }
+
+// optionFlags are the agent flags of options not named like their flag.
+var optionFlags = map[string][]string{"vxlan": {"--tunnel", "vxlan"}}
 
 // AgentArgs splits a spec.datapaths entry into the agent's --datapath and
 // the flags its options turn on.
@@ -91,6 +96,10 @@ func AgentArgs(entry string) (datapath string, flags []string, err error) {
 			return "", nil, fmt.Errorf("datapath %q: option %q given twice", entry, o)
 		}
 		seen[o] = true
+		if f, ok := optionFlags[o]; ok {
+			flags = append(flags, f...)
+			continue
+		}
 		flags = append(flags, "--"+o)
 	}
 	return datapath, flags, nil

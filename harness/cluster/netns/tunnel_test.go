@@ -1,0 +1,233 @@
+package netns
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/netip"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/fastpath-bench/fastpath/datapath/lxc"
+	"github.com/fastpath-bench/fastpath/datapath/model"
+	"github.com/fastpath-bench/fastpath/harness/cluster"
+	"github.com/fastpath-bench/fastpath/harness/execx"
+	"github.com/fastpath-bench/fastpath/harness/probe"
+	"github.com/fastpath-bench/fastpath/internal/testutil"
+)
+
+// TestTunnelIdentity runs the agents with the VXLAN overlay: connections
+// between pods of different nodes travel in it (the receiving node's
+// VXLAN device counts them) and are judged by the identity the VNI
+// carries. Then VXLAN packets are forged from a node: a packet whose
+// inner source is the allowed client's address but whose VNI is another
+// pod's identity is dropped; the same packet with the client's identity
+// is delivered, and so is one from another address with the client's
+// identity: the identity comes from the tunnel, never from the address.
+func TestTunnelIdentity(t *testing.T) {
+	testutil.RequireRoot(t)
+	ctx := context.Background()
+	c, err := NewProvider(Options{AgentBinary: agentBin}).Create(ctx, cluster.Spec{
+		RunID: runID(t),
+		Nodes: []string{"n1", "n2"},
+		Pods: []cluster.PodSpec{
+			{Namespace: "t", Name: "client", Node: "n1", Labels: map[string]string{"app": "client"}},
+			{Namespace: "t", Name: "other", Node: "n1", Labels: map[string]string{"app": "other"}},
+			{Namespace: "t", Name: "server", Node: "n2", Labels: map[string]string{"app": "server"}},
+		},
+		LogDir: t.TempDir(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Destroy(context.Background()) })
+	pods := map[string]cluster.Pod{}
+	for _, p := range c.Pods() {
+		pods[p.Name] = p
+	}
+	srv, err := probe.Serve(c.PodNetns("t/server"), 8080, "TCP")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	if _, err := c.WriteState("50-policy.yaml", []byte(allowClient)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.StartAgents(ctx, cluster.AgentOptions{Datapath: "ebpf", ExtraArgs: []string{"--tunnel", "vxlan"}}); err != nil {
+		t.Fatal(err)
+	}
+	n1, n2 := NodeNS(c.spec.RunID, "n1"), NodeNS(c.spec.RunID, "n2")
+	before := rxPackets(t, n2)
+	connect := func(from string) probe.Result {
+		return probe.Connect(ctx, c.PodNetns("t/"+from), pods["server"].IP, 8080, "TCP", time.Second)
+	}
+	if r := connect("client"); !r.Connected {
+		t.Fatalf("client -> server over the overlay: %v", r.Err)
+	}
+	if r := connect("other"); r.Connected {
+		t.Fatal("other -> server connected over the overlay")
+	}
+	if after := rxPackets(t, n2); after <= before {
+		t.Fatalf("n2's %s received %d packets before and %d after the probes: the overlay was not used", lxc.TunnelDevice, before, after)
+	}
+
+	// Forged VXLAN from node n1 to n2, to a UDP socket in the server pod.
+	objs, err := (&model.Loader{}).Load(c.StateDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := model.Resolve(objs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idOf := func(pod string) model.Identity {
+		ep, ok := r.EndpointByIP(pods[pod].IP)
+		if !ok {
+			t.Fatalf("no endpoint for %s", pod)
+		}
+		return ep.Identity
+	}
+	const port = 5353
+	got := make(chan string, 8)
+	err = execx.RunInNetns(c.PodNetns("t/server"), func() error {
+		conn, err := net.ListenUDP("udp4", &net.UDPAddr{Port: port})
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { conn.Close() })
+		go func() {
+			buf := make([]byte, 64)
+			for {
+				n, _, err := conn.ReadFromUDP(buf)
+				if err != nil {
+					return
+				}
+				got <- string(buf[:n])
+			}
+		}()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: allow-client, namespace: t}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: client}}}]
+    ports: [{protocol: TCP, port: 8080}, {protocol: UDP, port: 5353}]
+`
+	tok, err := c.WriteState("50-policy.yaml", []byte(policy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WaitProgrammed(ctx, tok, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	send := func(vni model.Identity, src netip.Addr, payload string) {
+		t.Helper()
+		pkt := vxlanFrame(uint32(vni), src, pods["server"].IP, port, payload)
+		err := execx.RunInNetns(n1, func() error {
+			conn, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(NodeIP(1), uint16(lxc.TunnelPort))))
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			_, err = conn.Write(pkt)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	expect := func(payload string, delivered bool) {
+		t.Helper()
+		select {
+		case p := <-got:
+			if !delivered || p != payload {
+				t.Fatalf("server got %q, want %q delivered=%v", p, payload, delivered)
+			}
+		case <-time.After(time.Second):
+			if delivered {
+				t.Fatalf("%q was not delivered", payload)
+			}
+		}
+	}
+	send(idOf("other"), pods["client"].IP, "forged-address")
+	expect("forged-address", false)
+	send(idOf("client"), pods["client"].IP, "client")
+	expect("client", true)
+	send(idOf("client"), pods["other"].IP, "identity-decides")
+	expect("identity-decides", true)
+
+	if err := c.StopAgents(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range []string{n1, n2} {
+		if out, err := exec.Command("ip", "-n", ns, "link", "show", lxc.TunnelDevice).CombinedOutput(); err == nil {
+			t.Fatalf("%s still has %s after the agents stopped: %s", ns, lxc.TunnelDevice, out)
+		}
+	}
+}
+
+// rxPackets is the packet count the overlay device of node namespace ns
+// has received.
+func rxPackets(t *testing.T, ns string) uint64 {
+	t.Helper()
+	out, err := exec.Command("ip", "-n", ns, "-j", "-s", "link", "show", lxc.TunnelDevice).Output()
+	if err != nil {
+		t.Fatalf("ip -n %s link show %s: %v", ns, lxc.TunnelDevice, err)
+	}
+	var links []struct {
+		Stats64 struct {
+			RX struct {
+				Packets uint64 `json:"packets"`
+			} `json:"rx"`
+		} `json:"stats64"`
+	}
+	if err := json.Unmarshal(out, &links); err != nil || len(links) != 1 {
+		t.Fatalf("ip -j: %v: %s", errors.Join(err), out)
+	}
+	return links[0].Stats64.RX.Packets
+}
+
+// vxlanFrame is a VXLAN payload (header with vni, inner Ethernet frame to
+// the overlay device's MAC) carrying a UDP datagram from src to dst:port.
+func vxlanFrame(vni uint32, src, dst netip.Addr, port uint16, payload string) []byte {
+	b := make([]byte, 8+14+20+8+len(payload))
+	b[0] = 0x08 // VNI present
+	binary.BigEndian.PutUint32(b[4:], vni<<8)
+	eth := b[8:]
+	copy(eth[0:6], lxc.TunnelMAC)
+	copy(eth[6:12], []byte{0x02, 0, 0, 0, 0, 0x99})
+	binary.BigEndian.PutUint16(eth[12:], 0x0800)
+	ip := eth[14:]
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+8+len(payload)))
+	ip[8] = 64
+	ip[9] = 17
+	s, d := src.As4(), dst.As4()
+	copy(ip[12:], s[:])
+	copy(ip[16:], d[:])
+	var sum uint32
+	for i := 0; i < 20; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(ip[i:]))
+	}
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
+	udp := ip[20:]
+	binary.BigEndian.PutUint16(udp[0:], 40000)
+	binary.BigEndian.PutUint16(udp[2:], port)
+	binary.BigEndian.PutUint16(udp[4:], uint16(8+len(payload)))
+	copy(udp[8:], payload) // checksum 0: none (IPv4)
+	return b
+}
+
