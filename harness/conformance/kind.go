@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"slices"
 	"time"
 
@@ -86,10 +85,7 @@ func runKindCase(ctx context.Context, topo *kind.Topology, c *Case, opts Options
 	if err != nil {
 		return failAll(c, fmt.Errorf("set up pods: %w", err))
 	}
-	t.nodeIPs = map[string]netip.Addr{}
-	for _, n := range t.spec.Nodes {
-		t.nodeIPs[n] = topo.NodeIP(n)
-	}
+	useNodeIPs(t, topo)
 	stop, err := setupCluster(topo, t, c)
 	if err != nil {
 		return failAll(c, err)

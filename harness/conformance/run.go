@@ -551,7 +551,7 @@ func setupCluster(c cluster.Cluster, t *topology, first *Case) (stop func(), err
 		if err == nil {
 			var state []byte
 			if state, err = servicesState(objs); err == nil {
-				_, err = c.WriteState("05-services.yaml", state)
+				_, err = c.WriteState(ServicesState, state)
 			}
 		}
 		if err != nil {
@@ -587,6 +587,51 @@ func dedup(in []string) []string {
 // externalHost is a cluster with a host outside it (netns).
 type externalHost interface{ ExternalNetns() string }
 
+// skipReason says why a probe cannot run on cluster c ("" when it can).
+func skipReason(c cluster.Cluster, p Probe) string {
+	if p.proto() == "SCTP" {
+		return "SCTP probes need SCTP sockets, which this kernel lacks"
+	}
+	if _, ok := c.(externalHost); p.From == External && !ok {
+		return "this provider has no host outside the cluster to probe from"
+	}
+	return ""
+}
+
+// runProbe makes probe p (its port resolved, its model verdict set) on
+// cluster c and records what it got.
+func runProbe(ctx context.Context, c cluster.Cluster, t *topology, cs *Case, p *ProbeResult, timeout time.Duration) {
+	var r probe.Result
+	dst := t.addrs[p.To]
+	if p.Service != "" {
+		dst = serviceIP(cs.Cluster, p.Service)
+	}
+	if p.Node != "" {
+		dst = t.nodeIP(p.Node)
+	}
+	ns := c.PodNetns(p.From)
+	if p.From == External {
+		ns = c.(externalHost).ExternalNetns()
+	}
+	if p.proto() == "HTTP" {
+		r = probe.HTTP(ctx, ns, nextSourcePort(), dst, p.ResolvedPort, p.method(), p.path(), timeout)
+	} else {
+		r = probe.ConnectFrom(ctx, ns, nextSourcePort(), dst, p.ResolvedPort, p.proto(), timeout)
+	}
+	p.Got = r.Connected
+	p.Passed = p.Got == p.Connected
+	if !p.Passed && r.Err != nil {
+		p.Error = r.Err.Error()
+	}
+	if p.Passed && p.Got != p.Model {
+		p.Error = ModelDisagrees
+	}
+}
+
+// ModelDisagrees is a passed probe's Error when the reference evaluator's
+// verdict differs from expect.yaml's (a case to fix).
+const ModelDisagrees = "the datapath agrees with expect.yaml but the model does not"
+
 func runCase(ctx context.Context, c cluster.Cluster, t *topology, cs *Case, opts Options) CaseResult {
 	cr := CaseResult{Name: cs.Name}
 	probes, err := modelVerdicts(cs, t)
@@ -596,9 +641,9 @@ func runCase(ctx context.Context, c cluster.Cluster, t *topology, cs *Case, opts
 	since := time.Now()
 	var hash string
 	if len(strings.TrimSpace(string(cs.Policies))) == 0 {
-		hash, err = c.RemoveState("10-policies.yaml")
+		hash, err = c.RemoveState(PoliciesState)
 	} else {
-		hash, err = c.WriteState("10-policies.yaml", cs.Policies)
+		hash, err = c.WriteState(PoliciesState, cs.Policies)
 	}
 	if err != nil {
 		return failAll(cs, err)
@@ -616,12 +661,7 @@ func runCase(ctx context.Context, c cluster.Cluster, t *topology, cs *Case, opts
 		if p.Error != "" {
 			continue
 		}
-		if p.proto() == "SCTP" {
-			p.Skipped = "SCTP probes need SCTP sockets, which this kernel lacks"
-			continue
-		}
-		if _, ok := c.(externalHost); p.From == External && !ok {
-			p.Skipped = "this provider has no host outside the cluster to probe from"
+		if p.Skipped = skipReason(c, p.Probe); p.Skipped != "" {
 			continue
 		}
 		wg.Add(1)
@@ -629,31 +669,7 @@ func runCase(ctx context.Context, c cluster.Cluster, t *topology, cs *Case, opts
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			var r probe.Result
-			dst := t.addrs[p.To]
-			if p.Service != "" {
-				dst = serviceIP(cs.Cluster, p.Service)
-			}
-			if p.Node != "" {
-				dst = t.nodeIP(p.Node)
-			}
-			ns := c.PodNetns(p.From)
-			if p.From == External {
-				ns = c.(externalHost).ExternalNetns()
-			}
-			if p.proto() == "HTTP" {
-				r = probe.HTTP(ctx, ns, nextSourcePort(), dst, p.ResolvedPort, p.method(), p.path(), opts.Timeout)
-			} else {
-				r = probe.ConnectFrom(ctx, ns, nextSourcePort(), dst, p.ResolvedPort, p.proto(), opts.Timeout)
-			}
-			p.Got = r.Connected
-			p.Passed = p.Got == p.Connected
-			if !p.Passed && r.Err != nil {
-				p.Error = r.Err.Error()
-			}
-			if p.Passed && p.Got != p.Model {
-				p.Error = "the datapath agrees with expect.yaml but the model does not"
-			}
+			runProbe(ctx, c, t, cs, p, opts.Timeout)
 		}()
 	}
 	wg.Wait()
