@@ -12,10 +12,10 @@ COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 export BPF_CLANG BPF_CFLAGS
 
-.PHONY: help deps deps-bpf deps-vm build image e2e-upstream-netpol generate check-generated vet test bench bench-baselines release-report compare-release conformance vm-images vm-payload kind-node-image clean
+.PHONY: help deps deps-bpf deps-vm build image e2e-upstream-netpol e2e-kind generate check-generated vet test bench bench-baselines release-report compare-release conformance vm-images vm-payload kind-node-image clean
 
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 deps: ## install the Debian packages runs need (iproute2, ...) when missing
 	@hack/deps.sh run
@@ -50,6 +50,14 @@ bench: deps build $(if $(filter kind,$(PROVIDER)),image) ## run the benchmark su
 
 e2e-upstream-netpol: image ## run the upstream Kubernetes Netpol e2e suite against the agent on kind (SCTP skipped: no SCTP sockets here)
 	./bin/fastpath e2e-upstream --report-dir reports/e2e-upstream-netpol
+
+# E2E_LABELS selects the features of make e2e-kind (e2e-framework's
+# --labels, key=value,...); empty: every feature. e2e/kind/doc.go lists
+# the labels.
+E2E_LABELS ?= tier=smoke
+E2E_TIMEOUT ?= 60m
+e2e-kind: image ## e2e-framework suites on one kind cluster: conformance cases and bench scenarios as features (E2E_LABELS=tier=smoke; suite=conformance for the whole corpus)
+	$(GO) test -tags e2e ./e2e/kind -count=1 -timeout $(E2E_TIMEOUT) -v -args $(if $(E2E_LABELS),--labels='$(E2E_LABELS)')
 
 image: build ## build the agent image FROM scratch: static fastpath-agent, fastpath-cni and fastpath in bin/image
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/image/fastpath-agent ./cmd/fastpath-agent
