@@ -59,7 +59,7 @@ E2E_TIMEOUT ?= 60m
 e2e-kind: image ## e2e-framework suites on one kind cluster: conformance cases and bench scenarios as features (E2E_LABELS=tier=smoke; suite=conformance for the whole corpus)
 	$(GO) test -tags e2e ./e2e/kind -count=1 -timeout $(E2E_TIMEOUT) -v -args $(if $(E2E_LABELS),--labels='$(E2E_LABELS)')
 
-image: build ## build the agent image FROM scratch: static fastpath-agent, fastpath-cni and fastpath in bin/image
+image: build ## build the agent images: FROM scratch (static fastpath-agent, fastpath-cni and fastpath in bin/image), and the iptables datapath's on the kind node rootfs
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/image/fastpath-agent ./cmd/fastpath-agent
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/image/fastpath-cni ./cmd/fastpath-cni
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/image/fastpath ./cmd/fastpath
