@@ -228,6 +228,19 @@ func TestPublishWatchRoundTrip(t *testing.T) {
 		t.Errorf("west's identities at east: %v", s.Identities())
 	}
 
+	// A watcher configured with another pod CIDR for west reports the
+	// difference and ignores west's endpoint outside it.
+	narrow := *eastCfg
+	narrow.Peers = []Cluster{westCfg.Cluster}
+	narrow.Peers[0].PodCIDRs = []string{"10.2.1.0/24"}
+	_, waitNarrow := watch(t, &narrow)
+	s = waitNarrow("west at a misconfigured east", 5*time.Second, func(s Snapshot) bool { return len(s.Clusters["west"].Problems) == 2 })
+	if rs := s.Clusters["west"]; len(rs.Endpoints) != 0 || len(rs.Identities) != 1 ||
+		!strings.Contains(rs.Problems[0], "publishes pod CIDRs [10.2.0.0/16] and service CIDR 10.97.0.0/16, configured here as [10.2.1.0/24]") ||
+		!strings.Contains(rs.Problems[1], "endpoints/10.2.0.5: address outside the peer's pod CIDRs") {
+		t.Errorf("west at a misconfigured east: %+v", *rs)
+	}
+
 	// Unchanged keys are not written again.
 	before, err := eastCli.Get(ctxT(t, 5*time.Second), Prefix("east")+"identities/1000")
 	if err != nil {
@@ -270,11 +283,9 @@ func TestPublishWatchRoundTrip(t *testing.T) {
 			t.Errorf("Publish(bad) = %v, want %q", err, want)
 		}
 	}
-	resp, err := eastCli.Get(ctxT(t, 5*time.Second), Prefix("east"), clientv3.WithPrefix(), clientv3.WithCountOnly())
-	if err != nil || resp.Count != 4 { // cluster, node ×2, identity, endpoint: 5 … minus nothing
-		if resp == nil || resp.Count != 5 {
-			t.Errorf("keys after a refused Publish: %v, %v", resp, err)
-		}
+	// cluster, nodes/e1, nodes/e2, identities/1000, endpoints/10.1.0.10
+	if resp, err := eastCli.Get(ctxT(t, 5*time.Second), Prefix("east"), clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || resp.Count != 5 {
+		t.Errorf("keys after a refused Publish: %v, %v", resp, err)
 	}
 
 	// Revoke: every key goes at once.

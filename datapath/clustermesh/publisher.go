@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -62,7 +63,10 @@ func NewPublisher(cfg *Config, cli *clientv3.Client, logf func(string, ...any)) 
 		cli:  cli,
 		self: cfg.Cluster,
 		ttl:  ttl,
-		info: ClusterInfo{Name: cfg.Name, ID: cfg.ClusterID(), LeaseTTLSeconds: int64(ttl / time.Second)},
+		info: ClusterInfo{
+			Name: cfg.Name, ID: cfg.ClusterID(), LeaseTTLSeconds: int64(ttl / time.Second),
+			PodCIDRs: prefixStrings(cfg.PodPrefixes()), ServiceCIDR: cfg.ServicePrefix().String(),
+		},
 		logf: logf,
 		kick: make(chan struct{}, 1),
 	}, nil
@@ -114,7 +118,7 @@ func (p *Publisher) Lease() clientv3.LeaseID {
 // each transaction at once, so a State that fits in one transaction
 // replaces the previous one atomically. An invalid State is refused and
 // nothing is written. When the write fails, st stays the desired state and
-// is retried in the background.
+// is retried in the background. Before Start, Publish only records st.
 func (p *Publisher) Publish(ctx context.Context, st State) error {
 	kvs, err := st.encode(p.self, p.info)
 	if err != nil {
@@ -126,6 +130,9 @@ func (p *Publisher) Publish(ctx context.Context, st State) error {
 		return fmt.Errorf("publish %s: publisher stopped", p.self.Name)
 	}
 	p.desired, p.dirty = kvs, true
+	if p.done == nil {
+		return nil // Start writes it
+	}
 	return p.syncLocked(ctx)
 }
 
@@ -279,6 +286,14 @@ func (p *Publisher) syncLocked(ctx context.Context) error {
 	}
 	p.dirty = false
 	return nil
+}
+
+func prefixStrings(ps []netip.Prefix) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
 }
 
 func isLeaseNotFound(err error) bool {

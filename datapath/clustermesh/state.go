@@ -82,6 +82,10 @@ type ClusterInfo struct {
 	Name            string `json:"name"`
 	ID              uint8  `json:"id"`
 	LeaseTTLSeconds int64  `json:"leaseTTLSeconds"`
+	// The publisher's own view of its ranges: a watcher whose
+	// configuration says otherwise reports it as a problem.
+	PodCIDRs    []string `json:"podCIDRs,omitempty"`
+	ServiceCIDR string   `json:"serviceCIDR,omitempty"`
 }
 
 // Endpoint is a pod of the publishing cluster: the value of

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -122,8 +123,11 @@ type Watcher struct {
 }
 
 type peerState struct {
-	cluster Cluster
-	prefix  string
+	cluster     Cluster
+	prefix      string
+	pods        []netip.Prefix
+	podCIDRs    []string // canonical
+	serviceCIDR string   // canonical
 
 	// guarded by Watcher.mu
 	kvs         map[string]string // relative key → value
@@ -145,7 +149,10 @@ func NewWatcher(cfg *Config, opts WatcherOptions) (*Watcher, error) {
 	}
 	w := &Watcher{cfg: cfg, opts: opts, changed: make(chan struct{}, 1)}
 	for _, p := range cfg.Peers {
-		ps := &peerState{cluster: p, prefix: Prefix(p.Name), kvs: map[string]string{}}
+		ps := &peerState{
+			cluster: p, prefix: Prefix(p.Name), kvs: map[string]string{},
+			pods: p.PodPrefixes(), podCIDRs: prefixStrings(p.PodPrefixes()), serviceCIDR: p.ServicePrefix().String(),
+		}
 		ps.view = w.build(ps)
 		w.peers = append(w.peers, ps)
 	}
@@ -439,6 +446,9 @@ func (w *Watcher) build(ps *peerState) *RemoteState {
 		return rs
 	}
 	rs.Published = true
+	if info.PodCIDRs != nil && !slices.Equal(info.PodCIDRs, ps.podCIDRs) || info.ServiceCIDR != "" && info.ServiceCIDR != ps.serviceCIDR {
+		problem("%s: the peer publishes pod CIDRs %v and service CIDR %s, configured here as %v and %s", keyCluster, info.PodCIDRs, info.ServiceCIDR, ps.podCIDRs, ps.serviceCIDR)
+	}
 	if info.LeaseTTLSeconds > 0 {
 		rs.LeaseTTL = time.Duration(info.LeaseTTLSeconds) * time.Second
 	}
@@ -510,7 +520,7 @@ func (w *Watcher) build(ps *peerState) *RemoteState {
 			problem("%s: address %s does not match the key", k, e.IP)
 			continue
 		}
-		if !cl.InPodCIDRs(e.IP) {
+		if !slices.ContainsFunc(ps.pods, func(p netip.Prefix) bool { return p.Contains(e.IP) }) {
 			problem("%s: address outside the peer's pod CIDRs %v", k, cl.PodCIDRs)
 			continue
 		}
