@@ -246,6 +246,7 @@ func TestTopologyOnKind(t *testing.T) {
 			t.Fatalf("%s -> server (datapath none): %v", from, r.Err)
 		}
 	}
+	checkWorkloadContainers(t, ctx, topo, exact.String())
 
 	if err := topo.StartAgents(ctx, cluster.AgentOptions{Datapath: "ebpf"}); err != nil {
 		t.Fatal(err)

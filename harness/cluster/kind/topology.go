@@ -58,9 +58,9 @@ type TopologyOptions struct {
 // Topology is a kind cluster built from a cluster.Spec, with the agent
 // DaemonSet as its CNI and datapath. It implements cluster.Cluster: the
 // spec's nodes are the workers, pods are real pods (their container is
-// `fastpath workload pause` from the project's image), and workload
-// processes run in the pods' network namespaces, which the CNI plugin
-// wired.
+// `fastpath workload pause` from the project's image), wired by the CNI
+// plugin, and workloads run as ephemeral containers of the pods
+// (StartIn).
 type Topology struct {
 	spec    cluster.Spec
 	opts    TopologyOptions
