@@ -442,7 +442,8 @@ func TestPartition(t *testing.T) {
 	px.cut()
 	cut := time.Now()
 	time.Sleep(time.Second)
-	if rs := w.Snapshot().Clusters["east"]; len(rs.Identities) != 2 || rs.Expired || rs.Connected {
+	// (Connected may still be set: a probe fails when its timeout ends.)
+	if rs := w.Snapshot().Clusters["east"]; len(rs.Identities) != 2 || rs.Expired {
 		t.Errorf("east 1s into the partition: %+v", *rs)
 	}
 	s := waitWest("drop at west", 5*time.Second, func(s Snapshot) bool { return s.Clusters["east"].Expired })

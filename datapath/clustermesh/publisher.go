@@ -18,8 +18,12 @@ import (
 const MaxTxnOps = 128
 
 // publishRetry is how often the publisher retries a failed write, and
-// grants a new lease after losing its lease.
-const publishRetry = time.Second
+// grants a new lease after losing its lease; backgroundTimeout bounds
+// each such attempt (Publish waits for it).
+const (
+	publishRetry      = time.Second
+	backgroundTimeout = 5 * time.Second
+)
 
 // Publisher writes one cluster's State under its prefix in the cluster's
 // own etcd, every key attached to one lease that it keeps alive. One
@@ -197,7 +201,10 @@ func (p *Publisher) run(ctx context.Context, ka <-chan *clientv3.LeaseKeepAliveR
 		}
 		p.mu.Lock()
 		if p.dirty || p.lease == 0 {
-			if err := p.syncLocked(ctx); err != nil && ctx.Err() == nil {
+			sctx, cancel := context.WithTimeout(ctx, backgroundTimeout)
+			err := p.syncLocked(sctx)
+			cancel()
+			if err != nil && ctx.Err() == nil {
 				p.logf("clustermesh: %s: publish: %v", p.self.Name, err)
 			}
 		}

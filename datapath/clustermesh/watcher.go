@@ -173,7 +173,7 @@ func (w *Watcher) Snapshot() Snapshot {
 }
 
 // Run watches every peer until ctx ends; it returns nil then, or an
-// error when a client cannot be created.
+// error when a client cannot be created. Call it once.
 func (w *Watcher) Run(ctx context.Context) error {
 	clients := make([]*clientv3.Client, 0, len(w.peers))
 	defer func() {
@@ -326,6 +326,10 @@ func (w *Watcher) expiryLoop(ctx context.Context) {
 					continue
 				}
 				ps.expired = true
+				if !ps.view.Published {
+					w.rebuildLocked(ps)
+					continue
+				}
 				w.opts.Logf("clustermesh: peer %s: no answer from its etcd for %s (lease TTL %s): dropping its state", ps.cluster.Name, now.Sub(ps.lastContact).Round(time.Millisecond), ttl)
 				w.rebuildLocked(ps)
 			}
@@ -450,7 +454,9 @@ func (w *Watcher) build(ps *peerState) *RemoteState {
 		problem("%s: the peer publishes pod CIDRs %v and service CIDR %s, configured here as %v and %s", keyCluster, info.PodCIDRs, info.ServiceCIDR, ps.podCIDRs, ps.serviceCIDR)
 	}
 	if info.LeaseTTLSeconds > 0 {
-		rs.LeaseTTL = time.Duration(info.LeaseTTLSeconds) * time.Second
+		// Bounded as this cluster's own: a peer cannot make its state
+		// outlive contact by more than MaxLeaseTTL.
+		rs.LeaseTTL = min(max(time.Duration(info.LeaseTTLSeconds)*time.Second, MinLeaseTTL), MaxLeaseTTL)
 	}
 	if ps.expired {
 		return rs
