@@ -9,7 +9,7 @@
 // builds the agent image first), with E2E_LABELS selecting the features:
 //
 //	make e2e-kind                                  # tier=smoke: a few cases of each corpus and the bench scenarios
-//	make e2e-kind E2E_LABELS=suite=conformance     # the whole corpus (about 20 minutes)
+//	make e2e-kind E2E_LABELS=suite=conformance     # the whole corpus (about 16 minutes)
 //	make e2e-kind E2E_LABELS=corpus=netpol,corpus=services
 //	make e2e-kind E2E_LABELS=case=netpol/006-default-deny-all
 //	make e2e-kind E2E_LABELS=suite=bench
