@@ -214,6 +214,24 @@ static __always_inline int handle_endpoint(struct __sk_buff *skb, __u8 dir)
 }
 
 /*
+ * steer_entering offers a packet entering the node (uplink, overlay) to
+ * the L7 proxy: counted as steered when the proxy takes it, dropped when
+ * an L7 rule applies and no proxy can, passed on otherwise.
+ */
+static __always_inline int steer_entering(struct __sk_buff *skb, const struct flow4 *f)
+{
+	int ret = proxy_steer(skb, f);
+
+	if (ret < 0) {
+		emit_event(EVENT_DROP, DIR_INGRESS, -ret, f, 0, 0, 0, skb->ifindex);
+		return verdict(-ret, DIR_INGRESS, skb->len);
+	}
+	if (ret > 0)
+		return verdict(REASON_TO_PROXY, DIR_INGRESS, skb->len);
+	return CTX_ACT_OK;
+}
+
+/*
  * handle_tunnel runs at tc ingress of the node's VXLAN device (tunnel.h):
  * the packet's VNI, the sender's identity, becomes its mark for the pod's
  * ingress hook. A packet without tunnel metadata is dropped.
@@ -222,7 +240,6 @@ static __always_inline int handle_tunnel(struct __sk_buff *skb)
 {
 	struct bpf_tunnel_key key = {};
 	struct flow4 f;
-	int ret;
 
 	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0) {
 		emit_event(EVENT_DROP, DIR_INGRESS, DROP_NO_TUNNEL_KEY, NULL, 0, 0, 0, skb->ifindex);
@@ -231,16 +248,9 @@ static __always_inline int handle_tunnel(struct __sk_buff *skb)
 	skb->mark = tunnel_mark(key.tunnel_id & TUNNEL_VNI_MASK);
 	/* Connections that L7 rules apply to go to the proxy here, as they
 	 * do at the uplink (the proxy's own check is by address). */
-	if (parse_ipv4(skb, &f) == L3_IPV4) {
-		ret = proxy_steer(skb, &f);
-		if (ret < 0) {
-			emit_event(EVENT_DROP, DIR_INGRESS, -ret, &f, 0, 0, 0, skb->ifindex);
-			return verdict(-ret, DIR_INGRESS, skb->len);
-		}
-		if (ret > 0)
-			return verdict(REASON_TO_PROXY, DIR_INGRESS, skb->len);
-	}
-	return CTX_ACT_OK;
+	if (parse_ipv4(skb, &f) != L3_IPV4)
+		return CTX_ACT_OK;
+	return steer_entering(skb, &f);
 }
 
 /*
@@ -270,12 +280,5 @@ static __always_inline int handle_netdev(struct __sk_buff *skb)
 	 * pod's hook drops it (DROP_PROXY_REQUIRED), failing closed. */
 	if (ret > 0)
 		return CTX_ACT_OK;
-	ret = proxy_steer(skb, &f);
-	if (ret < 0) {
-		emit_event(EVENT_DROP, DIR_INGRESS, -ret, &f, 0, 0, 0, skb->ifindex);
-		return verdict(-ret, DIR_INGRESS, skb->len);
-	}
-	if (ret > 0)
-		return verdict(REASON_TO_PROXY, DIR_INGRESS, skb->len);
-	return CTX_ACT_OK;
+	return steer_entering(skb, &f);
 }
