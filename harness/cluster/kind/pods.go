@@ -243,7 +243,16 @@ func (t *Topology) podEvents(ctx context.Context, ns, name string) string {
 // cgroup path names the pod (kubelet's systemd driver writes the uid
 // with underscores).
 func podPID(uid string) (int, error) {
-	forms := [][]byte{[]byte("pod" + uid), []byte("pod" + strings.ReplaceAll(uid, "-", "_"))}
+	pid, err := pidInCgroup("pod"+uid, "pod"+strings.ReplaceAll(uid, "-", "_"))
+	if err != nil {
+		return 0, fmt.Errorf("no process of pod uid %s in /proc", uid)
+	}
+	return pid, nil
+}
+
+// pidInCgroup returns a process of this host whose cgroup path contains
+// one of names.
+func pidInCgroup(names ...string) (int, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return 0, err
@@ -257,13 +266,13 @@ func podPID(uid string) (int, error) {
 		if err != nil {
 			continue
 		}
-		for _, f := range forms {
-			if bytes.Contains(cg, f) {
+		for _, n := range names {
+			if bytes.Contains(cg, []byte(n)) {
 				return pid, nil
 			}
 		}
 	}
-	return 0, fmt.Errorf("no process of pod uid %s in /proc", uid)
+	return 0, os.ErrNotExist
 }
 
 // hostPID maps the PID an agent reports (in its container's PID

@@ -4,10 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -108,21 +105,11 @@ func containerPID(id string) (int, error) {
 	if !ok || hex == "" {
 		return 0, fmt.Errorf("container id %q", id)
 	}
-	entries, err := os.ReadDir("/proc")
+	pid, err := pidInCgroup(hex)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("no process of container %s in /proc", id)
 	}
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cg, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cgroup"))
-		if err == nil && strings.Contains(string(cg), hex) {
-			return pid, nil
-		}
-	}
-	return 0, fmt.Errorf("no process of container %s in /proc", id)
+	return pid, nil
 }
 
 // containerSeq numbers the workload containers (names unique in a pod).
