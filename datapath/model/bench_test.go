@@ -6,6 +6,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // benchState writes the default bench suite's state: two nodes, four pods,
@@ -85,4 +90,94 @@ spec:
 			}
 		})
 	}
+}
+
+// benchObjects is a larger state for BenchmarkResolve: pods in four
+// namespaces on four nodes, NetworkPolicies and CiliumNetworkPolicies that
+// select by labels and namespaces.
+func benchObjects(pods, policies int) *Objects {
+	objs := &Objects{}
+	nss := []string{"prod", "dev", "shop", "ops"}
+	for _, ns := range nss {
+		objs.Namespaces = append(objs.Namespaces, corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{"env": ns}}})
+	}
+	for i := 1; i <= 4; i++ {
+		objs.Nodes = append(objs.Nodes, corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("node%d", i)},
+			Spec:   corev1.NodeSpec{PodCIDR: fmt.Sprintf("10.%d.0.0/16", i)},
+			Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: fmt.Sprintf("192.0.2.%d", i)}}}})
+	}
+	apps := []string{"web", "api", "db", "cache", "queue"}
+	for i := 0; i < pods; i++ {
+		node := i%4 + 1
+		objs.Pods = append(objs.Pods, corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p%d", i), Namespace: nss[i%len(nss)],
+				Labels: map[string]string{"app": apps[i%len(apps)], "shard": fmt.Sprint(i % 7)}},
+			Spec:   corev1.PodSpec{NodeName: fmt.Sprintf("node%d", node)},
+			Status: corev1.PodStatus{PodIP: fmt.Sprintf("10.%d.%d.%d", node, i/250, i%250+1)},
+		})
+	}
+	for i := 0; i < policies; i++ {
+		ns := nss[i%len(nss)]
+		port := intstr.FromInt32(int32(8000 + i%50))
+		if i%3 == 2 {
+			objs.CiliumNetworkPolicies = append(objs.CiliumNetworkPolicies, CiliumNetworkPolicy{
+				ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("c%d", i), Namespace: ns},
+				Spec: &CiliumRule{
+					EndpointSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": apps[i%len(apps)]}},
+					Ingress: []CiliumIngressRule{{
+						FromEndpoints: []metav1.LabelSelector{{MatchLabels: map[string]string{"app": apps[(i+1)%len(apps)]}}},
+						ToPorts:       []CiliumPortRule{{Ports: []CiliumPortProtocol{{Port: fmt.Sprint(8000 + i%50), Protocol: "TCP"}}}},
+					}},
+				},
+			})
+			continue
+		}
+		objs.NetworkPolicies = append(objs.NetworkPolicies, networkingv1.NetworkPolicy{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("np%d", i), Namespace: ns},
+			Spec: networkingv1.NetworkPolicySpec{
+				PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": apps[i%len(apps)]}},
+				Ingress: []networkingv1.NetworkPolicyIngressRule{{
+					From: []networkingv1.NetworkPolicyPeer{
+						{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": apps[(i+2)%len(apps)]}}},
+						{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"env": nss[(i+1)%len(nss)]}}},
+					},
+					Ports: []networkingv1.NetworkPolicyPort{{Port: &port}},
+				}},
+			},
+		})
+	}
+	return objs
+}
+
+// BenchmarkResolve is Resolve alone on validated objects: the bench
+// suite's state (4 pods, n policies) and a larger one.
+func BenchmarkResolve(b *testing.B) {
+	for _, n := range []int{100, 1000} {
+		dir, _ := benchState(b, n)
+		objs, err := new(Loader).Load(dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprintf("policies=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := Resolve(objs); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	objs := benchObjects(200, 100)
+	if err := objs.Validate(); err != nil {
+		b.Fatal(err)
+	}
+	objs.validated = true
+	b.Run("pods=200,policies=100", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := Resolve(objs); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
