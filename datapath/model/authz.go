@@ -18,7 +18,10 @@ import (
 // workloads of every namespace.
 const IstioRootNamespace = "istio-system"
 
-// TrustDomain of the principals this cluster issues.
+// TrustDomain of the principals this cluster issues. In a cluster mesh,
+// the other clusters' pods have principals in their own trust domains
+// (TrustDomainOf), and a local pod's principal also matches in
+// <local cluster>.local: see the package documentation.
 const TrustDomain = "cluster.local"
 
 // AuthorizationPolicy is the subset of security.istio.io/v1
@@ -205,6 +208,16 @@ func anyMatch(patterns []string, v string) bool {
 	return false
 }
 
+// anyMatchOf reports whether a pattern matches one of the values.
+func anyMatchOf(patterns, values []string) bool {
+	for _, v := range values {
+		if anyMatch(patterns, v) {
+			return true
+		}
+	}
+	return false
+}
+
 // Principal is the Istio identity of a pod: trust domain, namespace and
 // service account.
 func Principal(namespace, serviceAccount string) string {
@@ -215,16 +228,20 @@ func Principal(namespace, serviceAccount string) string {
 }
 
 // sourceMatchesPod decides the principal and namespace parts of a source
-// for a peer pod (nil for an address outside the mesh, which has neither).
-func sourceMatchesPod(s AuthzSource, ns, sa string, inMesh bool) bool {
-	principal, namespace := "", ""
+// for a peer pod with namespace ns and its principals (one per trust
+// domain it is known in), or for an address outside the mesh (inMesh
+// false), which has neither.
+func sourceMatchesPod(s AuthzSource, ns string, principals []string, inMesh bool) bool {
+	namespace := ""
 	if inMesh {
-		principal, namespace = Principal(ns, sa), ns
+		namespace = ns
+	} else {
+		principals = []string{""}
 	}
-	if len(s.Principals) > 0 && !anyMatch(s.Principals, principal) {
+	if len(s.Principals) > 0 && !anyMatchOf(s.Principals, principals) {
 		return false
 	}
-	if len(s.NotPrincipals) > 0 && (!inMesh || anyMatch(s.NotPrincipals, principal)) {
+	if len(s.NotPrincipals) > 0 && (!inMesh || anyMatchOf(s.NotPrincipals, principals)) {
 		return false
 	}
 	if len(s.Namespaces) > 0 && !anyMatch(s.Namespaces, namespace) {
@@ -291,14 +308,16 @@ func operationPorts(op AuthzOperation) []PortRange {
 	return out
 }
 
-func (a *AuthorizationPolicy) selects(pod *corev1.Pod) bool {
-	if a.Namespace != IstioRootNamespace && a.Namespace != pod.Namespace {
+// selects reports whether the policy selects a pod of namespace ns with
+// its own labels (LabelCluster included in a cluster mesh).
+func (a *AuthorizationPolicy) selects(ns string, own labels.Set) bool {
+	if a.Namespace != IstioRootNamespace && a.Namespace != ns {
 		return false
 	}
 	if a.Spec.Selector == nil {
 		return true
 	}
-	return labels.SelectorFromSet(a.Spec.Selector.MatchLabels).Matches(labels.Set(pod.Labels))
+	return labels.SelectorFromSet(a.Spec.Selector.MatchLabels).Matches(own)
 }
 
 // applyAuthz adds an AuthorizationPolicy's rules to the mesh layer of the
@@ -342,8 +361,7 @@ func (r *Resolved) applyAuthz(a *AuthorizationPolicy) {
 		}
 	}
 	for _, ep := range r.Endpoints {
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ep.Namespace, Labels: ep.ownLabels()}}
-		if !a.selects(pod) {
+		if !a.selects(ep.Namespace, ep.ownLabels()) {
 			continue
 		}
 		if !deny {
@@ -368,8 +386,23 @@ func (r *Resolved) authzPeers(s AuthzSource) []Identity {
 		// Pods by principal and namespace (and, when ipBlocks are also
 		// given, by their address: identity-wide, see the docs).
 		for _, ep := range r.Endpoints {
-			if sourceMatchesPod(s, ep.Namespace, ep.Labels[LabelServiceAccount], true) && (!addrFields || sourceMatchesAddr(s, ep.IP)) {
+			if sourceMatchesPod(s, ep.Namespace, principals(r.localDomains, ep.Namespace, ep.Labels[LabelServiceAccount]), true) && (!addrFields || sourceMatchesAddr(s, ep.IP)) {
 				add(ep.Identity)
+			}
+		}
+		// Remote pods by their principals in their cluster's trust
+		// domain (and their namespace).
+		if addrFields {
+			for _, e := range r.RemoteEndpoints {
+				if sourceMatchesPod(s, e.Namespace, principals([]string{TrustDomainOf(e.Cluster)}, e.Namespace, e.Labels[LabelServiceAccount]), true) && sourceMatchesAddr(s, e.IP) {
+					add(e.Identity)
+				}
+			}
+		} else {
+			for _, ri := range r.remoteIDs {
+				if sourceMatchesPod(s, ri.namespace, principals(ri.domains, ri.namespace, ri.sa), true) {
+					add(ri.id)
+				}
 			}
 		}
 	}
@@ -451,17 +484,18 @@ func authzPrefixes(aps []AuthorizationPolicy) []string {
 // requests can tell. With req it decides the request. l7 reports whether an
 // operation with methods or paths matched the connection (the proxy then
 // carries it).
-func evalAuthz(objs *Objects, dst, src *corev1.Pod, srcIP netip.Addr, port uint16, req *Request) (ok, l7 bool, why string) {
+func evalAuthz(objs *Objects, dst *corev1.Pod, src evalPeer, srcIP netip.Addr, port uint16, req *Request) (ok, l7 bool, why string) {
 	selected, allowed := false, false
+	dstOwn := labels.Set(evalOwnLabels(objs, dst))
 	for i := range objs.AuthorizationPolicies {
 		a := &objs.AuthorizationPolicies[i]
-		if !a.selects(dst) {
+		if !a.selects(dst.Namespace, dstOwn) {
 			continue
 		}
 		deny := a.action() == "DENY"
 		matches := false
 		for _, r := range a.Spec.Rules {
-			m, rl7 := authzRuleMatches(r, src, srcIP, port, req, deny)
+			m, rl7 := authzRuleMatches(objs, r, src, srcIP, port, req, deny)
 			matches = matches || m
 			l7 = l7 || rl7
 		}
@@ -483,15 +517,10 @@ func evalAuthz(objs *Objects, dst, src *corev1.Pod, srcIP netip.Addr, port uint1
 // authzRuleMatches decides one rule for the connection (req nil) or the
 // request; l7 reports whether an operation with methods or paths matched
 // the source and port.
-func authzRuleMatches(r AuthzRule, src *corev1.Pod, srcIP netip.Addr, port uint16, req *Request, deny bool) (match, l7 bool) {
+func authzRuleMatches(objs *Objects, r AuthzRule, src evalPeer, srcIP netip.Addr, port uint16, req *Request, deny bool) (match, l7 bool) {
 	fromOK := len(r.From) == 0
 	for _, f := range r.From {
-		inMesh := src != nil
-		ns, sa := "", ""
-		if inMesh {
-			ns, sa = src.Namespace, src.Spec.ServiceAccountName
-		}
-		if sourceMatchesPod(f.Source, ns, sa, inMesh) && sourceMatchesAddr(f.Source, srcIP) {
+		if sourceMatchesPod(f.Source, src.namespace(), src.principals(objs), src.isPod()) && sourceMatchesAddr(f.Source, srcIP) {
 			fromOK = true
 		}
 	}

@@ -430,6 +430,13 @@ func (r *Resolved) ciliumRule(policy string, p ciliumPeers, ns string, deny bool
 				add(ep.Identity)
 			}
 		}
+		// Pods of every cluster of the mesh (Cilium's classic
+		// behaviour; LabelCluster in the selector restricts it).
+		for _, ri := range r.remoteIDs {
+			if s.Matches(ri.labels) {
+				add(ri.id)
+			}
+		}
 	}
 	for i := range p.blocks {
 		for prefix, id := range r.CIDRs {
@@ -448,6 +455,9 @@ func (r *Resolved) ciliumRule(policy string, p ciliumPeers, ns string, deny bool
 				add(worldIdentity(id))
 			}
 		case "cluster":
+			// The local cluster only (Cilium: "all network endpoints
+			// inside of the local cluster"), with host and remote-node
+			// (which includes other clusters' nodes).
 			for _, ep := range r.Endpoints {
 				add(ep.Identity)
 			}

@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -32,8 +33,144 @@ var selfVerdict = Verdict{Allowed: true, Reason: "allowed: a pod always reaches 
 // address from to address to on proto/port is allowed, reading the
 // NetworkPolicy objects directly (it does not use identities or resolved
 // rules). Addresses that belong to no pod match only ipBlock peers.
+//
+// In a cluster mesh, an address of a remote cluster's pod (Objects.Remote)
+// is that pod: as a source, the ingress rules of a local destination see
+// its labels, namespace, namespace labels and cluster; as a destination it
+// has no local policy, so only the local source's egress applies. An
+// address that a local pod (or node) also has is the local one's, and
+// among remote clusters the one with the lowest id's; EvaluateFromRemote
+// names a remote source explicitly.
 func Evaluate(objs *Objects, from, to netip.Addr, proto Protocol, port uint16) Verdict {
-	return evaluate(objs, from, to, proto, port, nil)
+	return evaluate(objs, from, to, proto, port, nil, nil)
+}
+
+// EvaluateFromRemote is Evaluate for a connection from the pod with
+// address from of remote cluster cluster, named explicitly: what the
+// destination's node decides on a packet whose overlay header carries that
+// pod's identity, even when a local pod (or another cluster's) has the same
+// address, which an address cannot tell apart.
+func EvaluateFromRemote(objs *Objects, cluster string, from, to netip.Addr, proto Protocol, port uint16) Verdict {
+	src, ok := remoteSource(objs, cluster, from)
+	if !ok {
+		return Verdict{Reason: fmt.Sprintf("remote cluster %q has no endpoint %s", cluster, from)}
+	}
+	return evaluate(objs, from, to, proto, port, nil, &src)
+}
+
+// EvaluateRequestFromRemote is EvaluateRequest from an explicitly named
+// remote pod (see EvaluateFromRemote).
+func EvaluateRequestFromRemote(objs *Objects, cluster string, from, to netip.Addr, port uint16, req Request) Verdict {
+	src, ok := remoteSource(objs, cluster, from)
+	if !ok {
+		return Verdict{Reason: fmt.Sprintf("remote cluster %q has no endpoint %s", cluster, from)}
+	}
+	return evaluate(objs, from, to, ProtoTCP, port, &req, &src)
+}
+
+func remoteSource(objs *Objects, cluster string, ip netip.Addr) (evalPeer, bool) {
+	for i := range objs.Remote {
+		c := &objs.Remote[i]
+		if c.Name != cluster {
+			continue
+		}
+		for j := range c.Endpoints {
+			if c.Endpoints[j].IP == ip {
+				return evalPeer{remote: &c.Endpoints[j], cluster: c.Name}, true
+			}
+		}
+	}
+	return evalPeer{}, false
+}
+
+// evalPeer is the pod at one end of a connection, as the reference
+// evaluator sees it: a local pod, a remote cluster's pod, or neither (an
+// address that is no pod).
+type evalPeer struct {
+	pod     *corev1.Pod
+	remote  *RemoteEndpoint
+	cluster string // the remote pod's cluster
+}
+
+func (p evalPeer) isPod() bool { return p.pod != nil || p.remote != nil }
+
+func (p evalPeer) namespace() string {
+	switch {
+	case p.pod != nil:
+		return p.pod.Namespace
+	case p.remote != nil:
+		return p.remote.Namespace
+	}
+	return ""
+}
+
+// own returns the pod's own labels: a local pod's labels (with LabelCluster
+// in a mesh), a remote pod's identity labels without the namespace,
+// service account and namespace labels.
+func (p evalPeer) own(objs *Objects) map[string]string {
+	if p.pod != nil {
+		return evalOwnLabels(objs, p.pod)
+	}
+	out := map[string]string{}
+	for k, v := range p.remote.Labels {
+		if k != LabelNamespace && k != LabelServiceAccount && !strings.HasPrefix(k, NamespaceLabelPrefix) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// identity returns the pod's full identity labels.
+func (p evalPeer) identity(objs *Objects, nsLabels map[string]map[string]string) map[string]string {
+	if p.pod != nil {
+		return identityLabels(p.pod, nsLabels[p.pod.Namespace], objs.Cluster.Name)
+	}
+	return p.remote.Labels
+}
+
+// nsLabels returns the labels of the pod's namespace (in its cluster).
+func (p evalPeer) nsLabels(nsLabels map[string]map[string]string) map[string]string {
+	if p.pod != nil {
+		return nsLabels[p.pod.Namespace]
+	}
+	out := map[string]string{}
+	for k, v := range p.remote.Labels {
+		if strings.HasPrefix(k, NamespaceLabelPrefix) {
+			out[k[len(NamespaceLabelPrefix):]] = v
+		}
+	}
+	return out
+}
+
+// principals returns the pod's Istio principals: a local pod's in
+// cluster.local (and <local cluster>.local in a mesh), a remote pod's in
+// <its cluster>.local.
+func (p evalPeer) principals(objs *Objects) []string {
+	switch {
+	case p.pod != nil:
+		domains := []string{TrustDomain}
+		if c := objs.Cluster.Name; c != "" && c+".local" != TrustDomain {
+			domains = append(domains, c+".local")
+		}
+		return principals(domains, p.pod.Namespace, p.pod.Spec.ServiceAccountName)
+	case p.remote != nil:
+		return principals([]string{p.cluster + ".local"}, p.remote.Namespace, p.remote.Labels[LabelServiceAccount])
+	}
+	return nil
+}
+
+// evalOwnLabels returns a local pod's own labels as selectors see them:
+// with LabelCluster when the mesh is on.
+func evalOwnLabels(objs *Objects, pod *corev1.Pod) map[string]string {
+	if objs.Cluster.Name == "" {
+		return pod.Labels
+	}
+	out := make(map[string]string, len(pod.Labels)+1)
+	for k, v := range pod.Labels {
+		out[k] = v
+	}
+	out[LabelCluster] = objs.Cluster.Name
+	return out
 }
 
 // EvaluateRequest is the reference evaluator for an HTTP request over TCP:
@@ -41,40 +178,63 @@ func Evaluate(objs *Objects, from, to netip.Addr, proto Protocol, port uint16) V
 // rules.http, AuthorizationPolicy methods and paths) the request must
 // satisfy them.
 func EvaluateRequest(objs *Objects, from, to netip.Addr, port uint16, req Request) Verdict {
-	return evaluate(objs, from, to, ProtoTCP, port, &req)
+	return evaluate(objs, from, to, ProtoTCP, port, &req, nil)
 }
 
-func evaluate(objs *Objects, from, to netip.Addr, proto Protocol, port uint16, req *Request) Verdict {
+// evaluate decides a connection; remoteSrc, when given, is the source
+// instead of what the address from is.
+func evaluate(objs *Objects, from, to netip.Addr, proto Protocol, port uint16, req *Request, remoteSrc *evalPeer) Verdict {
 	nsLabels := map[string]map[string]string{}
 	for _, ns := range objs.Namespaces {
 		nsLabels[ns.Name] = ns.Labels
 	}
-	podAt := func(a netip.Addr) *corev1.Pod {
+	peerAt := func(a netip.Addr) evalPeer {
 		for i := range objs.Pods {
 			if ip, err := netip.ParseAddr(objs.Pods[i].Status.PodIP); err == nil && ip == a {
-				return &objs.Pods[i]
+				return evalPeer{pod: &objs.Pods[i]}
 			}
 		}
-		return nil
+		if len(objs.Remote) == 0 || isNodeAddr(objs, a) {
+			return evalPeer{}
+		}
+		// The remote pod with the address in the cluster with the lowest id.
+		var best evalPeer
+		var bestID uint8
+		for i := range objs.Remote {
+			c := &objs.Remote[i]
+			if best.remote != nil && c.ID >= bestID {
+				continue
+			}
+			for j := range c.Endpoints {
+				if c.Endpoints[j].IP == a {
+					best, bestID = evalPeer{remote: &c.Endpoints[j], cluster: c.Name}, c.ID
+					break
+				}
+			}
+		}
+		return best
 	}
-	src, dst := podAt(from), podAt(to)
-	if src != nil && from == to {
+	src, dst := peerAt(from), peerAt(to)
+	if remoteSrc != nil {
+		src = *remoteSrc
+	}
+	if src.pod != nil && from == to {
 		return selfVerdict
 	}
 	proxied := false
-	if src != nil {
-		if ok, _, why := evalSide(objs, src, dst, to, proto, port, true, nsLabels, nil); !ok {
+	if src.pod != nil {
+		if ok, _, why := evalSide(objs, src.pod, dst, to, proto, port, true, nsLabels, nil); !ok {
 			return Verdict{Allowed: false, Reason: why}
 		}
 	}
-	if dst != nil {
-		ok, l7, why := evalSide(objs, dst, src, from, proto, port, false, nsLabels, req)
+	if dst.pod != nil {
+		ok, l7, why := evalSide(objs, dst.pod, src, from, proto, port, false, nsLabels, req)
 		if !ok {
 			return Verdict{Allowed: false, Reason: why}
 		}
 		proxied = l7
 		if proto == ProtoTCP {
-			ok, l7, why := evalAuthz(objs, dst, src, from, port, req)
+			ok, l7, why := evalAuthz(objs, dst.pod, src, from, port, req)
 			if !ok {
 				return Verdict{Allowed: false, Reason: why}
 			}
@@ -84,14 +244,40 @@ func evaluate(objs *Objects, from, to netip.Addr, proto Protocol, port uint16, r
 	return Verdict{Allowed: true, Proxied: proxied, Reason: "allowed"}
 }
 
+// isNodeAddr reports whether a is the InternalIP of a local node.
+func isNodeAddr(objs *Objects, a netip.Addr) bool {
+	for _, n := range objs.Nodes {
+		for _, na := range n.Status.Addresses {
+			if na.Type == corev1.NodeInternalIP {
+				if ip, err := netip.ParseAddr(na.Address); err == nil && ip == a {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// isRemoteNodeAddr reports whether a is a remote cluster's node's address.
+func isRemoteNodeAddr(objs *Objects, a netip.Addr) bool {
+	for _, c := range objs.Remote {
+		for _, n := range c.Nodes {
+			if n.IP == a {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // evalSide checks the policies that select subject, for egress (subject is
 // the source) or ingress (subject is the destination). peer is the pod at
-// the other end (nil for a non-pod address peerIP). The port's owner for
+// the other end (none for a non-pod address peerIP), local or remote. The port's owner for
 // named ports is always the destination pod. A matching deny rule (Cilium)
 // denies whatever allows; otherwise a selected direction needs an allow.
 // With req, an allow rule with L7 rules for the port allows only requests
 // they match; l7 reports whether such a rule matched the connection.
-func evalSide(objs *Objects, subject, peer *corev1.Pod, peerIP netip.Addr, proto Protocol, port uint16, egress bool,
+func evalSide(objs *Objects, subject *corev1.Pod, peer evalPeer, peerIP netip.Addr, proto Protocol, port uint16, egress bool,
 	nsLabels map[string]map[string]string, req *Request) (ok, l7 bool, why string) {
 	dir := "ingress"
 	if egress {
@@ -99,12 +285,14 @@ func evalSide(objs *Objects, subject, peer *corev1.Pod, peerIP netip.Addr, proto
 	}
 	dstPod := subject
 	if egress {
-		dstPod = peer
+		// A remote destination owns no named ports here (nil).
+		dstPod = peer.pod
 	}
+	subjectOwn := labels.Set(evalOwnLabels(objs, subject))
 	selected, allowed := false, false
 	for i := range objs.NetworkPolicies {
 		np := &objs.NetworkPolicies[i]
-		if np.Namespace != subject.Namespace || !mustSelector(&np.Spec.PodSelector).Matches(labels.Set(subject.Labels)) {
+		if np.Namespace != subject.Namespace || !mustSelector(&np.Spec.PodSelector).Matches(subjectOwn) {
 			continue
 		}
 		ing, eg := policyTypes(np)
@@ -114,19 +302,19 @@ func evalSide(objs *Objects, subject, peer *corev1.Pod, peerIP netip.Addr, proto
 		selected = true
 		if egress {
 			for _, r := range np.Spec.Egress {
-				if peersMatch(r.To, np.Namespace, peer, peerIP, nsLabels) && portsMatch(r.Ports, dstPod, proto, port) {
+				if peersMatch(objs, r.To, np.Namespace, peer, peerIP, nsLabels) && portsMatch(r.Ports, dstPod, proto, port) {
 					allowed = true
 				}
 			}
 		} else {
 			for _, r := range np.Spec.Ingress {
-				if peersMatch(r.From, np.Namespace, peer, peerIP, nsLabels) && portsMatch(r.Ports, dstPod, proto, port) {
+				if peersMatch(objs, r.From, np.Namespace, peer, peerIP, nsLabels) && portsMatch(r.Ports, dstPod, proto, port) {
 					allowed = true
 				}
 			}
 		}
 	}
-	subjectLabels := identityLabels(subject, nsLabels[subject.Namespace])
+	subjectLabels := identityLabels(subject, nsLabels[subject.Namespace], objs.Cluster.Name)
 	for i := range objs.CiliumNetworkPolicies {
 		c := &objs.CiliumNetworkPolicies[i]
 		if c.Namespace != subject.Namespace {
@@ -191,12 +379,16 @@ func evalSide(objs *Objects, subject, peer *corev1.Pod, peerIP netip.Addr, proto
 }
 
 // ciliumPeerMatches decides a Cilium rule's peer side from the objects.
-func ciliumPeerMatches(objs *Objects, p ciliumPeers, ns string, subject, peer *corev1.Pod, peerIP netip.Addr, nsLabels map[string]map[string]string) bool {
+// Endpoint selectors match pods of every cluster; the entities: "cluster"
+// is the local cluster's pods and every node (host, remote-node), "world"
+// what is neither a pod (of any cluster) nor a node, "remote-node" every
+// node but the subject's, of any cluster.
+func ciliumPeerMatches(objs *Objects, p ciliumPeers, ns string, subject *corev1.Pod, peer evalPeer, peerIP netip.Addr, nsLabels map[string]map[string]string) bool {
 	if p.noPeers() {
 		return len(p.ports) > 0
 	}
-	if peer != nil {
-		pl := identityLabels(peer, nsLabels[peer.Namespace])
+	if peer.isPod() {
+		pl := peer.identity(objs, nsLabels)
 		for _, sel := range p.endpoints {
 			if s, err := ciliumSelector(sel, ns); err == nil && s.Matches(labels.Set(pl)) {
 				return true
@@ -224,16 +416,23 @@ func ciliumPeerMatches(objs *Objects, p ciliumPeers, ns string, subject, peer *c
 			}
 		}
 	}
+	switch {
+	case peer.remote != nil:
+		// A remote pod is its identity, whatever its address.
+		isNode = false
+	case !peer.isPod() && !isNode:
+		isNode = isRemoteNodeAddr(objs, peerIP)
+	}
 	for _, e := range p.entities {
 		switch e {
 		case "all":
 			return true
 		case "world":
-			if peer == nil && !isNode {
+			if !peer.isPod() && !isNode {
 				return true
 			}
 		case "cluster":
-			if peer != nil || isNode {
+			if peer.pod != nil || isNode {
 				return true
 			}
 		case "host":
@@ -258,7 +457,11 @@ func ciliumPortsMatch(p ciliumPeers, proto Protocol, port uint16) bool {
 	return false
 }
 
-func peersMatch(peers []networkingv1.NetworkPolicyPeer, ns string, peer *corev1.Pod, peerIP netip.Addr, nsLabels map[string]map[string]string) bool {
+// peersMatch decides a NetworkPolicy rule's peers. Selector peers match
+// pods of every cluster: without a namespaceSelector, those of the
+// policy's namespace name in any cluster; a namespaceSelector against the
+// labels of the pod's namespace in its own cluster.
+func peersMatch(objs *Objects, peers []networkingv1.NetworkPolicyPeer, ns string, peer evalPeer, peerIP netip.Addr, nsLabels map[string]map[string]string) bool {
 	if len(peers) == 0 {
 		return true
 	}
@@ -269,17 +472,17 @@ func peersMatch(peers []networkingv1.NetworkPolicyPeer, ns string, peer *corev1.
 			}
 			continue
 		}
-		if peer == nil {
+		if !peer.isPod() {
 			continue
 		}
 		if p.NamespaceSelector == nil {
-			if peer.Namespace != ns {
+			if peer.namespace() != ns {
 				continue
 			}
-		} else if !mustSelector(p.NamespaceSelector).Matches(labels.Set(nsLabels[peer.Namespace])) {
+		} else if !mustSelector(p.NamespaceSelector).Matches(labels.Set(peer.nsLabels(nsLabels))) {
 			continue
 		}
-		if p.PodSelector != nil && !mustSelector(p.PodSelector).Matches(labels.Set(peer.Labels)) {
+		if p.PodSelector != nil && !mustSelector(p.PodSelector).Matches(labels.Set(peer.own(objs))) {
 			continue
 		}
 		return true
@@ -380,27 +583,61 @@ func (r *Resolved) allowed(from, to netip.Addr, proto Protocol, port uint16, req
 	if srcOK {
 		dstID = r.IdentityOf(src.Node, to)
 	}
-	proxied := false
 	if srcOK {
 		if ok, _, why := sideAllows(src.Egress, src.EgressEnforced, dstID, dstCIDR, proto, port, nil); !ok {
 			return Verdict{Reason: fmt.Sprintf("egress of %s: %s (identity %d, %s/%d)", src.Key(), why, dstID, proto, port)}
 		}
 	}
 	if dstOK {
-		ok, l7, why := sideAllows(dst.Ingress, dst.IngressEnforced, srcID, srcCIDR, proto, port, req)
+		return ingressVerdict(dst, srcID, srcCIDR, proto, port, req)
+	}
+	return Verdict{Allowed: true, Reason: "allowed"}
+}
+
+// ingressVerdict applies dst's ingress: the network layer, then for TCP
+// the mesh layer.
+func ingressVerdict(dst *Endpoint, srcID, srcCIDR Identity, proto Protocol, port uint16, req *Request) Verdict {
+	ok, l7, why := sideAllows(dst.Ingress, dst.IngressEnforced, srcID, srcCIDR, proto, port, req)
+	if !ok {
+		return Verdict{Reason: fmt.Sprintf("ingress of %s: %s (identity %d, %s/%d)", dst.Key(), why, srcID, proto, port)}
+	}
+	proxied := l7
+	if proto == ProtoTCP {
+		ok, l7, why := sideAllows(dst.Mesh, dst.MeshEnforced, srcID, srcCIDR, proto, port, req)
 		if !ok {
-			return Verdict{Reason: fmt.Sprintf("ingress of %s: %s (identity %d, %s/%d)", dst.Key(), why, srcID, proto, port)}
+			return Verdict{Reason: fmt.Sprintf("mesh ingress of %s: %s (identity %d, %s/%d)", dst.Key(), why, srcID, proto, port)}
 		}
-		proxied = l7
-		if proto == ProtoTCP {
-			ok, l7, why := sideAllows(dst.Mesh, dst.MeshEnforced, srcID, srcCIDR, proto, port, req)
-			if !ok {
-				return Verdict{Reason: fmt.Sprintf("mesh ingress of %s: %s (identity %d, %s/%d)", dst.Key(), why, srcID, proto, port)}
-			}
-			proxied = proxied || l7
-		}
+		proxied = proxied || l7
 	}
 	return Verdict{Allowed: true, Proxied: proxied, Reason: "allowed"}
+}
+
+// AllowedFromIdentity decides from the resolved rules a connection that
+// reaches the local endpoint at address to from a peer with identity id and
+// address from: what the destination's node decides on a packet from the
+// overlay, whose header names the sender's identity. Only the
+// destination's ingress applies (network layer, then for TCP the mesh
+// layer; ipBlock rules by from's CIDR identity): the source's egress is
+// its own node's business, a remote source's its cluster's. It tells apart
+// peers that share an address, such as pods of two clusters with
+// overlapping pod CIDRs; checked against EvaluateFromRemote in the tests.
+// A destination that is no local endpoint is not enforced here.
+func (r *Resolved) AllowedFromIdentity(id Identity, from, to netip.Addr, proto Protocol, port uint16) Verdict {
+	dst, ok := r.byIP[to]
+	if !ok {
+		return Verdict{Allowed: true, Reason: "allowed: no local endpoint at the destination"}
+	}
+	return ingressVerdict(dst, id, r.CIDRIdentityOf(from), proto, port, nil)
+}
+
+// AllowedRequestFromIdentity is AllowedFromIdentity for an HTTP request
+// over TCP (checked against EvaluateRequestFromRemote).
+func (r *Resolved) AllowedRequestFromIdentity(id Identity, from, to netip.Addr, port uint16, req Request) Verdict {
+	dst, ok := r.byIP[to]
+	if !ok {
+		return Verdict{Allowed: true, Reason: "allowed: no local endpoint at the destination"}
+	}
+	return ingressVerdict(dst, id, r.CIDRIdentityOf(from), ProtoTCP, port, &req)
 }
 
 // sideAllows applies one endpoint's rules for one direction: a matching

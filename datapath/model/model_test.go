@@ -487,11 +487,23 @@ func randomAuthz(rng *rand.Rand, i int) AuthorizationPolicy {
 
 // TestResolvedAgreesWithEvaluator checks the identity-based rules every
 // datapath programs against the reference evaluator, on random policies.
+// A quarter of the rounds make the cluster part of a random cluster mesh
+// (addRandomMesh, drawn from a generator of its own so that the other
+// rounds' objects stay the same): remote pods as sources and destinations
+// by address, and every remote pod (also one whose address a local pod
+// has) by identity.
 func TestResolvedAgreesWithEvaluator(t *testing.T) {
 	rng := rand.New(rand.NewSource(1))
+	mrng := rand.New(rand.NewSource(2))
 	checked, proxied, l7Denied := 0, 0, 0
+	meshRounds, meshChecked := 0, 0
 	for round := 0; round < 300; round++ {
 		objs := randomObjects(rng)
+		mesh := mrng.Intn(4) == 0
+		if mesh {
+			addRandomMesh(mrng, objs)
+			meshRounds++
+		}
 		r, err := Resolve(objs)
 		if err != nil {
 			t.Fatalf("round %d: %v", round, err)
@@ -499,6 +511,10 @@ func TestResolvedAgreesWithEvaluator(t *testing.T) {
 		addrs := []string{"192.0.2.7", "192.0.2.70", "198.51.100.1", "10.9.9.9", "192.0.2.201", "192.0.2.202", "192.0.2.200"}
 		for _, p := range objs.Pods {
 			addrs = append(addrs, p.Status.PodIP)
+		}
+		if mesh {
+			addrs = append(addrs, meshAddrs(objs)...)
+			meshChecked += randomMeshProbes(t, round, objs, r)
 		}
 		for _, a := range addrs {
 			for _, b := range addrs {
@@ -556,7 +572,8 @@ func TestResolvedAgreesWithEvaluator(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d probes agreed; %d connections proxied, %d requests denied at L7", checked, proxied, l7Denied)
+	t.Logf("%d probes agreed; %d connections proxied, %d requests denied at L7; %d rounds with a cluster mesh, %d probes by remote identity",
+		checked, proxied, l7Denied, meshRounds, meshChecked)
 	if proxied == 0 || l7Denied == 0 {
 		t.Fatalf("the random policies exercised no L7 rule (proxied %d, denied at L7 %d)", proxied, l7Denied)
 	}

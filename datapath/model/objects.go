@@ -41,6 +41,14 @@ type Objects struct {
 	Services       []corev1.Service
 	EndpointSlices []discoveryv1.EndpointSlice
 
+	// Cluster names the local cluster when it is part of a cluster mesh
+	// (the zero value: no mesh), and Remote lists the other clusters'
+	// pods, which policies may name as peers (see mesh.go and the package
+	// documentation). Neither is read from state files: the agent fills
+	// them in from its configuration and the mesh's control plane.
+	Cluster ClusterInfo
+	Remote  []RemoteCluster
+
 	// Source maps "Kind namespace/name" to "file#doc".
 	Source map[string]string
 	// Hash is the digest of the files LoadDir read (see HashDir).

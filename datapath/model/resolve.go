@@ -64,7 +64,9 @@ func ParseProtocol(s string) (Protocol, error) {
 // The datapath keys every policy decision on it.
 type Identity uint32
 
-// Reserved identities. Identities of pods start at FirstPodIdentity.
+// Reserved identities. Identities of pods start at FirstPodIdentity; in a
+// cluster mesh (Objects.Cluster set) they carry the cluster id in bits
+// 16..23 (GlobalIdentity).
 const (
 	// IdentityAny is the wildcard: a rule for IdentityAny matches every peer.
 	IdentityAny Identity = 0
@@ -85,10 +87,11 @@ const (
 	// outside the cluster that fall in a policy prefix, selected by the
 	// world entity.
 	IdentityCIDRWorldBase Identity = 2 << 24
-	// FirstPodIdentity is the lowest identity given to a label set.
+	// FirstPodIdentity is the lowest identity given to a label set (the
+	// lowest local part of one, in a cluster mesh).
 	FirstPodIdentity Identity = 256
 	// maxLocalIdentity bounds pod identities to the lower 16 bits; the upper
-	// bits are kept for the cluster id.
+	// bits are kept for the cluster id (ClusterIDShift).
 	maxLocalIdentity Identity = 0xffff
 )
 
@@ -233,8 +236,25 @@ type Resolved struct {
 	// sorted by namespace and name; see service.go.
 	Services []*Service
 
+	// RemoteEndpoints are the pods of the other clusters of the mesh
+	// (Objects.Remote), by cluster id, then namespace and name: policy
+	// peers, whose identities are in Identities, never endpoints to
+	// program. The datapath gives each address that is not Shadowed its
+	// identity and tunnel endpoint (NodeIP) in the ipcache. RemoteNodes
+	// are the other clusters' nodes (remote-node to this cluster).
+	RemoteEndpoints []*RemoteEndpoint
+	RemoteNodes     []RemoteNode
+
 	byKey map[string]*Endpoint
 	byIP  map[netip.Addr]*Endpoint
+	// remoteByIP holds the remote endpoints that are not Shadowed;
+	// remoteNodeIPs the remote nodes' addresses; remoteIDs the remote
+	// identities, by number.
+	remoteByIP    map[netip.Addr]*RemoteEndpoint
+	remoteNodeIPs map[netip.Addr]bool
+	remoteIDs     []*remoteIdentity
+	// localDomains are the trust domains of local pods' principals.
+	localDomains []string
 	// frontends indexes Services' ports by frontend (see
 	// ServiceByFrontend).
 	frontends map[frontendKey]servicePortRef
@@ -268,7 +288,10 @@ func (r *Resolved) NodeEndpoints(node string) []*Endpoint {
 }
 
 // IdentityOf returns the identity the datapath gives to address ip as seen
-// from node local: a pod's identity, the host, another node, or the world.
+// from node local: a pod's identity, the host, another node, a remote
+// cluster's pod (its global identity) or node (remote-node), or the world.
+// An address that several of them have goes to the first in that order
+// (and among remote pods, to the cluster with the lowest id).
 func (r *Resolved) IdentityOf(local string, ip netip.Addr) Identity {
 	if e, ok := r.byIP[ip]; ok {
 		return e.Identity
@@ -280,6 +303,12 @@ func (r *Resolved) IdentityOf(local string, ip netip.Addr) Identity {
 			}
 			return IdentityRemoteNode
 		}
+	}
+	if e, ok := r.remoteByIP[ip]; ok {
+		return e.Identity
+	}
+	if r.remoteNodeIPs[ip] {
+		return IdentityRemoteNode
 	}
 	if id := r.CIDRIdentityOf(ip); id != IdentityAny {
 		return worldIdentity(id)
@@ -312,11 +341,15 @@ func (r *Resolved) CIDRIdentityOf(ip netip.Addr) Identity {
 }
 
 // identityLabels is the label set that defines a pod's identity: its own
-// labels, its namespace name, and its namespace's labels (prefixed).
-func identityLabels(pod *corev1.Pod, nsLabels map[string]string) map[string]string {
-	out := make(map[string]string, len(pod.Labels)+len(nsLabels)+1)
+// labels, its namespace name, its service account, its namespace's labels
+// (prefixed), and in a cluster mesh its cluster's name.
+func identityLabels(pod *corev1.Pod, nsLabels map[string]string, cluster string) map[string]string {
+	out := make(map[string]string, len(pod.Labels)+len(nsLabels)+3)
 	for k, v := range pod.Labels {
 		out[k] = v
+	}
+	if cluster != "" {
+		out[LabelCluster] = cluster
 	}
 	out[LabelNamespace] = pod.Namespace
 	sa := pod.Spec.ServiceAccountName
@@ -376,24 +409,31 @@ func allocateIdentities(sets []string) map[string]Identity {
 }
 
 // Resolve computes identities, endpoints and rules from objects. Pods without
-// an address are not endpoints yet and are skipped, as in Kubernetes.
+// an address are not endpoints yet and are skipped, as in Kubernetes. The
+// pods of remote clusters (Objects.Remote) become peers: identities and
+// address lookups, not endpoints.
 func Resolve(objs *Objects) (*Resolved, error) {
 	if !objs.validated {
 		if err := objs.Validate(); err != nil {
 			return nil, err
 		}
+	} else if errs := objs.validateMesh(); len(errs) > 0 {
+		// A Loader validated the objects of the files; the mesh part is
+		// set by the agent afterwards.
+		return nil, errors.Join(errs...)
 	}
 	nsLabels := map[string]map[string]string{}
 	for _, ns := range objs.Namespaces {
 		nsLabels[ns.Name] = ns.Labels
 	}
 	r := &Resolved{
-		Identities: map[Identity]map[string]string{},
-		byKey:      map[string]*Endpoint{},
-		byIP:       map[netip.Addr]*Endpoint{},
-		CIDRs:      map[netip.Prefix]Identity{},
-		selectors:  make(map[*metav1.LabelSelector]labels.Selector, 4*len(objs.NetworkPolicies)),
-		Policies:   len(objs.NetworkPolicies) + len(objs.CiliumNetworkPolicies) + len(objs.AuthorizationPolicies),
+		Identities:   map[Identity]map[string]string{},
+		byKey:        map[string]*Endpoint{},
+		byIP:         map[netip.Addr]*Endpoint{},
+		CIDRs:        map[netip.Prefix]Identity{},
+		selectors:    make(map[*metav1.LabelSelector]labels.Selector, 4*len(objs.NetworkPolicies)),
+		Policies:     len(objs.NetworkPolicies) + len(objs.CiliumNetworkPolicies) + len(objs.AuthorizationPolicies),
+		localDomains: localTrustDomains(objs.Cluster),
 	}
 	var errs []error
 	for _, n := range objs.Nodes {
@@ -413,7 +453,7 @@ func Resolve(objs *Objects) (*Resolved, error) {
 	var sets []string
 	podLabels := make([]map[string]string, len(objs.Pods))
 	for i := range objs.Pods {
-		podLabels[i] = identityLabels(&objs.Pods[i], nsLabels[objs.Pods[i].Namespace])
+		podLabels[i] = identityLabels(&objs.Pods[i], nsLabels[objs.Pods[i].Namespace], objs.Cluster.Name)
 		sets = append(sets, labelString(podLabels[i]))
 	}
 	ids := allocateIdentities(sets)
@@ -430,7 +470,7 @@ func Resolve(objs *Objects) (*Resolved, error) {
 			Node:       pod.Spec.NodeName,
 			IP:         ip,
 			Labels:     podLabels[i],
-			Identity:   ids[labelString(podLabels[i])],
+			Identity:   GlobalIdentity(objs.Cluster.ID, ids[labelString(podLabels[i])]),
 			NamedPorts: namedPorts(pod),
 		}
 		if other, dup := r.byIP[ip]; dup {
@@ -444,6 +484,9 @@ func Resolve(objs *Objects) (*Resolved, error) {
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
+	}
+	if len(objs.Remote) > 0 {
+		r.resolveRemote(objs)
 	}
 
 	// Policies in a stable order so that rule lists are deterministic.
@@ -864,6 +907,17 @@ func (r *Resolved) rule(policy string, peers []networkingv1.NetworkPolicyPeer, p
 				if p.IPBlock == nil && r.peerMatches(p, ns, ep.ownLabels(), nsLabels[ep.Namespace], ep.Namespace) {
 					matched = append(matched, ep)
 					addID(ep.Identity)
+					break
+				}
+			}
+		}
+		// Remote pods match selector peers by identity (they own no
+		// named ports here: a name resolves to nothing for them, failing
+		// closed), and ipBlocks by address like any other address.
+		for _, ri := range r.remoteIDs {
+			for _, p := range peers {
+				if p.IPBlock == nil && r.peerMatches(p, ns, ri.own, ri.nsl, ri.namespace) {
+					addID(ri.id)
 					break
 				}
 			}

@@ -16,7 +16,8 @@ import (
 // Validate checks every object and returns all problems at once. Each error
 // names the file, the object and the field path.
 func (o *Objects) Validate() error {
-	return errors.Join(append(o.validateObjects(), o.validateRefs()...)...)
+	errs := append(o.validateObjects(), o.validateRefs()...)
+	return errors.Join(append(errs, o.validateMesh()...)...)
 }
 
 // validateRefs checks what involves more than one object.
