@@ -161,7 +161,7 @@ func (d *Datapath) Build(r *model.Resolved, node string) (*Plan, error) {
 	ifname := model.InterfaceName
 	eps := r.NodeEndpoints(node)
 	sort.Slice(eps, func(i, j int) bool { return eps[i].Key() < eps[j].Key() })
-	var egress, toPod []string
+	var egress, toPod, selfHairpin []string
 	for _, ep := range eps {
 		name := ifname(ep.Namespace, ep.Name)
 		if d.opts.InterfaceName != nil {
@@ -172,6 +172,13 @@ func (d *Datapath) Build(r *model.Resolved, node string) (*Plan, error) {
 		chains = append(chains, eg, in, mesh)
 		fwd = append(fwd, fmt.Sprintf("-A %s -i %s ! -s %s/32 -m comment --comment \"%s: spoofed source\" -j DROP", forwardChain, name, ep.IP, ep.Key()))
 		egress = append(egress, fmt.Sprintf("-A %s -i %s -j %s", forwardChain, name, eg))
+		if d.opts.SkipServices {
+			// kube-proxy's hairpin carries its masquerade mark, not
+			// hairpinMark: a packet the node sends back out of the
+			// veth it came from is the pod reaching itself through a
+			// Service (only a DNAT makes that route).
+			selfHairpin = append(selfHairpin, fmt.Sprintf("-A %s -i %s -o %s -m comment --comment \"%s: hairpin through a Service\" -j ACCEPT", forwardChain, name, name, ep.Key()))
+		}
 		toPod = append(toPod, fmt.Sprintf("-A %s -o %s -j %s", forwardChain, name, in))
 		toPod = append(toPod, fmt.Sprintf("-A %s -o %s -p tcp -j %s", forwardChain, name, mesh))
 		body = d.chain(p, r, node, body, eg, ep, ep.Egress, ep.EgressEnforced, "dst", "")
@@ -182,6 +189,7 @@ func (d *Datapath) Build(r *model.Resolved, node string) (*Plan, error) {
 	// After every spoofing check: a pod's connection to itself through a
 	// Service (marked in its FP-SEP chain) passes whatever its policy.
 	fwd = append(fwd, fmt.Sprintf("-A %s -m mark --mark %#x/%#x -m comment --comment \"hairpin: a pod reaches itself\" -j ACCEPT", forwardChain, hairpinMark, hairpinMark))
+	fwd = append(fwd, selfHairpin...)
 	fwd = append(fwd, egress...)
 	fwd = append(fwd, toPod...)
 	proxy, err := d.proxyRules(p, r, node, eps)

@@ -157,6 +157,14 @@ func TestSkipServices(t *testing.T) {
 	if !strings.Contains(p.Filter, "-A FP-FORWARD -o "+model.InterfaceName("t", "web")+" -j FP-IN-") {
 		t.Errorf("policy rules missing with SkipServices:\n%s", p.Filter)
 	}
+	// kube-proxy's hairpin (in and out of the pod's own veth) passes,
+	// before the pod's egress chain.
+	web := model.InterfaceName("t", "web")
+	hairpin := strings.Index(p.Filter, "-A FP-FORWARD -i "+web+" -o "+web+" ")
+	egress := strings.Index(p.Filter, "-A FP-FORWARD -i "+web+" -j FP-EG-")
+	if hairpin < 0 || egress < 0 || hairpin > egress || strings.Contains(with.Filter, "-i "+web+" -o "+web) {
+		t.Errorf("hairpin rule at %d, egress jump at %d (only with SkipServices):\n%s", hairpin, egress, p.Filter)
+	}
 	for _, h := range d.hooks() {
 		if h[0] == "-t" && h[1] == "nat" {
 			t.Errorf("nat hook %v with SkipServices", h)

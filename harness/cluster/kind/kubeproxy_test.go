@@ -2,7 +2,12 @@ package kind
 
 import (
 	"slices"
+	"strings"
 	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // TestWantsKubeProxy: the iptables baseline runs with kube-proxy in
@@ -56,5 +61,78 @@ COMMIT
 		"mangle/KUBE-PROXY-CANARY", "nat/KUBE-SERVICES", "nat/KUBE-SVC-NPX46M4PTMTKRN6Y"}
 	if got := kubeChains(save); !slices.Equal(got, want) {
 		t.Errorf("kubeChains\n got %v\nwant %v", got, want)
+	}
+}
+
+// TestKubeProxyDiff: kube-proxy's rules (as iptables-save lists them)
+// are compared with the Services and EndpointSlices it should program.
+func TestKubeProxyDiff(t *testing.T) {
+	ptr := func(b bool) *bool { return &b }
+	name := func(s string) *string { return &s }
+	port := func(p int32) *int32 { return &p }
+	tcp := corev1.ProtocolTCP
+	svcs := []corev1.Service{
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}, Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.10", Type: corev1.ServiceTypeNodePort,
+			Ports: []corev1.ServicePort{{Name: "http", Port: 80, Protocol: tcp, NodePort: 30080}}}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "nothing"}, Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.30",
+			Ports: []corev1.ServicePort{{Name: "http", Port: 80, Protocol: tcp}}}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "headless"}, Spec: corev1.ServiceSpec{ClusterIP: "None",
+			Ports: []corev1.ServicePort{{Port: 80, Protocol: tcp}}}},
+	}
+	sl := []discoveryv1.EndpointSlice{{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: "shop", Name: "web-abc", Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: name("http"), Port: port(8080), Protocol: &tcp}},
+		Endpoints: []discoveryv1.Endpoint{
+			{Addresses: []string{"10.244.1.5"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr(true)}},
+			{Addresses: []string{"10.244.2.6"}},
+			{Addresses: []string{"10.244.2.7"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr(false), Serving: ptr(true), Terminating: ptr(true)}},
+			{Addresses: []string{"10.244.2.8"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr(false)}},
+		},
+	}}
+	want := kubeProxyWant(svcs, sl, "n1")
+	if len(want) != 2 || !slices.Equal(want[0].endpoints, []string{"10.244.1.5:8080", "10.244.2.6:8080"}) || want[0].key != "shop/web:http" ||
+		want[0].nodePort != 30080 || len(want[1].endpoints) != 0 {
+		t.Fatalf("want %+v", want)
+	}
+	synced := `*filter
+:KUBE-SERVICES - [0:0]
+-A KUBE-SERVICES -d 10.96.0.30/32 -p tcp -m comment --comment "shop/nothing:http has no endpoints" -m tcp --dport 80 -j REJECT --reject-with icmp-port-unreachable
+COMMIT
+*nat
+:KUBE-SERVICES - [0:0]
+-A KUBE-NODEPORTS -p tcp -m comment --comment "shop/web:http" -m tcp --dport 30080 -j KUBE-EXT-ABC
+-A KUBE-SEP-ONE -s 10.244.1.5/32 -m comment --comment "shop/web:http" -j KUBE-MARK-MASQ
+-A KUBE-SEP-ONE -p tcp -m comment --comment "shop/web:http" -m tcp -j DNAT --to-destination 10.244.1.5:8080
+-A KUBE-SEP-TWO -p tcp -m comment --comment "shop/web:http" -m tcp -j DNAT --to-destination 10.244.2.6:8080
+-A KUBE-SEP-OLD -p tcp -m comment --comment "shop/web:http" -m tcp -j DNAT --to-destination 10.244.9.9:8080
+-A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m comment --comment "shop/web:http cluster IP" -m tcp --dport 80 -j KUBE-SVC-ABC
+-A KUBE-SERVICES ! -d 127.0.0.0/8 -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS
+-A KUBE-SVC-ABC ! -s 10.244.0.0/16 -d 10.96.0.10/32 -p tcp -m comment --comment "shop/web:http cluster IP" -m tcp --dport 80 -j KUBE-MARK-MASQ
+-A KUBE-SVC-ABC -m comment --comment "shop/web:http -> 10.244.1.5:8080" -m statistic --mode random --probability 0.50000000000 -j KUBE-SEP-ONE
+-A KUBE-SVC-ABC -m comment --comment "shop/web:http -> 10.244.2.6:8080" -j KUBE-SEP-TWO
+COMMIT
+`
+	if d := kubeProxyDiff(synced, want); len(d) > 0 {
+		t.Errorf("in sync, yet: %v", d)
+	}
+	// One endpoint behind, a Service deleted but still programmed, no
+	// REJECT yet, no NodePort.
+	stale := strings.Replace(synced, "-j KUBE-SEP-TWO", "-j KUBE-SEP-OLD", 1)
+	stale = strings.Replace(stale, "-A KUBE-SERVICES -d 10.96.0.30/32", "-A KUBE-OTHER -d 10.96.0.30/32", 1)
+	stale = strings.Replace(stale, "--dport 30080", "--dport 30081", 1)
+	stale = strings.Replace(stale, "*nat\n", "*nat\n-A KUBE-SERVICES -d 10.96.0.99/32 -p tcp -m comment --comment \"gone/svc cluster IP\" -m tcp --dport 80 -j KUBE-SVC-GONE\n", 1)
+	d := strings.Join(kubeProxyDiff(stale, want), "\n")
+	for _, w := range []string{"endpoints [10.244.1.5:8080 10.244.9.9:8080]", "no REJECT", "no NodePort 30080", "10.96.0.99:80/tcp: a rule for a Service port"} {
+		if !strings.Contains(d, w) {
+			t.Errorf("diff lacks %q:\n%s", w, d)
+		}
+	}
+}
+
+func TestSplitWords(t *testing.T) {
+	got := splitWords(`-A KUBE-SERVICES -m comment --comment "a b: c" -j X`)
+	if !slices.Equal(got, []string{"-A", "KUBE-SERVICES", "-m", "comment", "--comment", "a b: c", "-j", "X"}) {
+		t.Errorf("%q", got)
 	}
 }

@@ -516,7 +516,9 @@ func (t *Topology) agentDiagnosis(ctx context.Context, node string) string {
 }
 
 // WaitProgrammed waits until every node's agent has programmed the state
-// named by token, and returns per node how long after since it did.
+// named by token (and, when kube-proxy runs, until its rules have the
+// Services of a state that changed them), and returns per node how long
+// after since the agent did.
 func (t *Topology) WaitProgrammed(ctx context.Context, token string, since time.Time) (map[string]time.Duration, error) {
 	out := map[string]time.Duration{}
 	for _, n := range t.spec.Nodes {
@@ -533,7 +535,9 @@ func (t *Topology) WaitProgrammed(ctx context.Context, token string, since time.
 		}
 		out[n] = st.AppliedAt.Sub(since)
 	}
-	return out, nil
+	// With the iptables datapath the Services are kube-proxy's: the
+	// state is programmed once its rules have them too.
+	return out, t.waitKubeProxySynced(ctx, token)
 }
 
 // StopAgents rolls the agents back to the none datapath: they are also
