@@ -396,6 +396,19 @@ func desiredIPCache(r *model.Resolved, node string) map[netip.Prefix]lxcIpcacheV
 		}
 		out[netip.PrefixFrom(ep.IP, 32)] = v
 	}
+	// Pods of other clusters (issue #10): their global identity, and
+	// their node as tunnel endpoint. An address a local pod or node also
+	// has stays theirs (the overlay's identity tells such pods apart).
+	for _, ep := range r.RemoteEndpoints {
+		if ep.Shadowed {
+			continue
+		}
+		v := lxcIpcacheValue{Identity: uint32(ep.Identity), CidrIdentity: uint32(r.CIDRIdentityOf(ep.IP))}
+		if ep.NodeIP.Is4() {
+			v.TunnelEndpoint = be32(ep.NodeIP)
+		}
+		out[netip.PrefixFrom(ep.IP, 32)] = v
+	}
 	for _, n := range r.Nodes {
 		if !n.IP.IsValid() {
 			continue
@@ -405,6 +418,11 @@ func desiredIPCache(r *model.Resolved, node string) map[netip.Prefix]lxcIpcacheV
 			id = model.IdentityHost
 		}
 		out[netip.PrefixFrom(n.IP, 32)] = lxcIpcacheValue{Identity: uint32(id), CidrIdentity: uint32(r.CIDRIdentityOf(n.IP))}
+	}
+	for _, n := range r.RemoteNodes {
+		if p := netip.PrefixFrom(n.IP, 32); n.IP.IsValid() && out[p].Identity != uint32(model.IdentityHost) {
+			out[p] = lxcIpcacheValue{Identity: uint32(model.IdentityRemoteNode), CidrIdentity: uint32(r.CIDRIdentityOf(n.IP))}
+		}
 	}
 	return out
 }
