@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -176,6 +177,33 @@ func BenchmarkResolve(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := Resolve(objs); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// The same cluster in a mesh with two remote clusters of 200 pods each
+	// (the same namespaces and labels).
+	mesh := *objs
+	mesh.Cluster = ClusterInfo{Name: "east", ID: 1}
+	for k, name := range []string{"west", "north"} {
+		id := uint8(k + 2)
+		c := RemoteCluster{Name: name, ID: id}
+		for i, p := range objs.Pods {
+			l := map[string]string{LabelNamespace: p.Namespace, LabelServiceAccount: "default", LabelCluster: name,
+				NamespaceLabelPrefix + "env": p.Namespace}
+			for k, v := range p.Labels {
+				l[k] = v
+			}
+			c.Endpoints = append(c.Endpoints, RemoteEndpoint{Namespace: p.Namespace, Name: p.Name,
+				IP: netip.AddrFrom4([4]byte{10, byte(100 + k), byte(i / 250), byte(i%250 + 1)}), Node: "n", NodeIP: netip.AddrFrom4([4]byte{172, 16, byte(k), 1}),
+				Identity: GlobalIdentity(id, FirstPodIdentity+Identity(i%140)), Labels: l}) // pod i's labels repeat every 140
+		}
+		mesh.Remote = append(mesh.Remote, c)
+	}
+	b.Run("pods=200,policies=100,remote=2x200", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := Resolve(&mesh); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -132,10 +132,14 @@ func TrustDomainOf(cluster string) string {
 // cluster.local, and <name>.local when the mesh is on.
 func localTrustDomains(c ClusterInfo) []string {
 	if !c.Enabled() || TrustDomainOf(c.Name) == TrustDomain {
-		return []string{TrustDomain}
+		return singleClusterDomains
 	}
 	return []string{TrustDomain, TrustDomainOf(c.Name)}
 }
+
+// singleClusterDomains are the trust domains without the mesh (shared,
+// never modified).
+var singleClusterDomains = []string{TrustDomain}
 
 // principals returns a pod's principal in each of its trust domains.
 func principals(domains []string, namespace, serviceAccount string) []string {
