@@ -234,8 +234,8 @@ func TestMeshIdentities(t *testing.T) {
 		if l, ok := r.Identities[e.Identity]; !ok || l[LabelCluster] != e.Cluster {
 			t.Errorf("%s: identity %#x not in Identities (%v)", e.Key(), e.Identity, l)
 		}
-		if _, ok := r.Endpoint(e.Namespace + "/" + e.Name); ok && e.Namespace+"/"+e.Name != "prod/a" {
-			t.Errorf("%s became a local endpoint", e.Key())
+		if local, ok := r.Endpoint(e.Namespace + "/" + e.Name); ok {
+			t.Errorf("%s became a local endpoint (%s)", e.Key(), local.Key())
 		}
 		if want := GlobalIdentity(map[string]uint8{"west": 2, "north": 3}[e.Cluster], 0); e.Identity&^0xffff != want {
 			t.Errorf("%s: identity %#x", e.Key(), e.Identity)
@@ -285,10 +285,11 @@ func TestMeshIdentities(t *testing.T) {
 	if len(rp.RemoteEndpoints) != 0 || len(rp.Identities) != len(rp.Endpoints) {
 		t.Errorf("no mesh: %d remote endpoints, %d identities", len(rp.RemoteEndpoints), len(rp.Identities))
 	}
-	// The mesh labels make other label sets, hence (hashed) other local
-	// numbers; the cluster bits are what the tunnel carries.
-	if got := TrustDomainOf("west"); got != "west.local" {
-		t.Errorf("TrustDomainOf(west) = %s", got)
+	if got := TrustDomainOf("west"); got != "west.local" || TrustDomainOf("") != TrustDomain {
+		t.Errorf("TrustDomainOf(west) = %s, TrustDomainOf(\"\") = %s", got, TrustDomainOf(""))
+	}
+	if id := GlobalIdentity(2, 0x1234); id != 0x21234 || ClusterIDOf(id) != 2 || LocalIdentity(id) != 0x1234 || ClusterIDOf(IdentityCIDRBase|0x21234) != 0 {
+		t.Errorf("identity layout: %#x", id)
 	}
 }
 
