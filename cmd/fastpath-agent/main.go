@@ -81,6 +81,8 @@ func newRoot() *cobra.Command {
 	f.StringVar(&cfg.Sock.Cgroup, "cgroup", "", "cgroup v2 directory holding the node's pods, for --socket-lb and --sockmap")
 	f.BoolVar(&cfg.Sock.LB, "socket-lb", false, "translate service addresses at connect()/sendmsg() (cgroup sock_addr hooks) instead of per packet (ebpf)")
 	f.BoolVar(&cfg.Sock.Sockmap, "sockmap", false, "move same-node TCP payload socket to socket (sock_ops + sk_msg) for connections the policy admits (ebpf)")
+	f.StringVar(&cfg.ClusterMesh, "clustermesh", "", "cluster mesh configuration (this cluster, its etcd, its peers): program the peers' pods as policy peers (needs --tunnel vxlan)")
+	f.BoolVar(&cfg.ClusterMeshPublish, "clustermesh-publish", false, "publish this cluster's pods, identities and nodes to its etcd (one agent per cluster)")
 	f.StringVar(&cfg.Tunnel, "tunnel", "", "overlay to other nodes: vxlan (ebpf: the sender's identity travels in the VNI, the receiver takes it from there, not from the source address); default: routed")
 	f.BoolVar(&cfg.XDPNodePort, "xdp-nodeport", false, "translate NodePort traffic from outside in XDP on the uplinks, sending it on to other nodes' backends with XDP_TX (ebpf; default: at the uplink's TC hook)")
 	f.BoolVar(&iptablesServices, "iptables-services", true, "program Services in the nat table (iptables); false: kube-proxy owns them, the datapath programs the NetworkPolicy chains only")

@@ -77,6 +77,13 @@ type Config struct {
 	// identity from its address) or "vxlan" (ebpf: the sender's identity
 	// travels in the VNI, and the receiver takes it from there).
 	Tunnel string
+	// ClusterMesh is a clustermesh configuration file (issue #10): the
+	// agent watches the peers' etcd and programs their pods as peers
+	// (ebpf with --tunnel vxlan: their identities travel in the
+	// overlay). ClusterMeshPublish makes this agent the one that
+	// publishes its cluster's state to the cluster's etcd.
+	ClusterMesh        string
+	ClusterMeshPublish bool
 	// IptablesSkipServices leaves Services to kube-proxy (iptables): the
 	// baseline programs the NetworkPolicy chains only, as an iptables
 	// NetworkPolicy controller next to kube-proxy does (on kind).
@@ -170,6 +177,10 @@ type Agent struct {
 	proxy *l7proxy.Proxy
 	// uplinks are the devices the uplink program is attached to.
 	uplinks []string
+	// mesh follows the other clusters (--clustermesh); meshVersion is
+	// the snapshot version last programmed.
+	mesh        *mesh
+	meshVersion uint64
 	// sidecar is the sidecar proxy baseline, when that is the datapath.
 	sidecar *sidecar.Datapath
 }
@@ -239,6 +250,19 @@ func New(cfg Config) (*Agent, error) {
 		errs = append(errs, fmt.Errorf("--tunnel vxlan needs --datapath ebpf (not %q)", cfg.Datapath))
 	default:
 		errs = append(errs, fmt.Errorf("--tunnel %q: want vxlan or nothing", cfg.Tunnel))
+	}
+	if cfg.ClusterMesh != "" && (cfg.Datapath != "ebpf" || cfg.Tunnel != "vxlan") {
+		errs = append(errs, fmt.Errorf("--clustermesh needs --datapath ebpf --tunnel vxlan (identities cross clusters in the overlay; not --datapath %q --tunnel %q)", cfg.Datapath, cfg.Tunnel))
+	}
+	if cfg.ClusterMeshPublish && cfg.ClusterMesh == "" {
+		errs = append(errs, errors.New("--clustermesh-publish needs --clustermesh"))
+	}
+	if cfg.ClusterMesh != "" {
+		m, err := newMesh(cfg.ClusterMesh, cfg.ClusterMeshPublish)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		a.mesh = m
 	}
 	if cfg.XDPNodePort && cfg.Datapath != "ebpf" {
 		errs = append(errs, fmt.Errorf("--xdp-nodeport needs --datapath ebpf (not %q)", cfg.Datapath))
@@ -344,6 +368,9 @@ func (a *Agent) Status() agentapi.Status {
 	st := a.status
 	st.Pending = append([]string(nil), a.status.Pending...)
 	st.Uplinks = append([]string(nil), a.uplinks...)
+	if a.lxc != nil {
+		st.Tunnel = a.lxc.TunnelDeviceName()
+	}
 	if a.prefilter != nil {
 		st.PrefilterDevices = a.prefilter.Devices()
 		st.PrefilterPrefixes = a.prefilter.Len()
@@ -516,6 +543,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() { watchErr <- a.src.watch(wctx, changed) }()
+	var meshChanged chan struct{}
+	if a.mesh != nil {
+		meshChanged = a.mesh.changed
+		go a.mesh.run(wctx, a.log.Warn)
+	}
 	a.reconcile()
 	tick := time.NewTicker(a.cfg.Resync)
 	defer tick.Stop()
@@ -530,6 +562,8 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 			return err
 		case <-changed:
+			a.reconcile()
+		case <-meshChanged:
 			a.reconcile()
 		case <-tick.C:
 			a.reconcile()
@@ -556,8 +590,15 @@ func (a *Agent) reconcile() {
 	// The source digests the state (the directory loader decoding only
 	// changed files): its digest tells whether anything changed.
 	objs, h, revs, err := a.src.load()
+	// The other clusters' pods (a copy: the source keeps its objects).
+	meshVersion := a.meshVersion
+	if a.mesh != nil && err == nil {
+		o := *objs
+		meshVersion = a.mesh.apply(&o)
+		objs = &o
+	}
 	loaded := time.Now()
-	if cur.Ready && len(cur.Pending) == 0 {
+	if cur.Ready && len(cur.Pending) == 0 && meshVersion == a.meshVersion {
 		// Unchanged, or the same refused state again: nothing to do. (Back
 		// to the programmed state after a refusal: reprogram, which also
 		// clears the error.)
@@ -617,6 +658,11 @@ func (a *Agent) reconcile() {
 	a.status.Identities = len(r.Identities)
 	a.resolved = r
 	a.status.Policies = r.Policies
+	if a.mesh != nil {
+		a.meshVersion = meshVersion
+		a.status.Mesh = a.mesh.status(objs.Remote, meshVersion)
+		a.mesh.programmed(r)
+	}
 	a.attachUplinks(r)
 	a.syncPrefilter(r)
 	if a.kube != nil {

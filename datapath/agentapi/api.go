@@ -85,6 +85,11 @@ type Status struct {
 	// Uplinks are the devices the uplink program is attached to (ebpf):
 	// connections from other nodes that L7 rules apply to are taken there.
 	Uplinks []string `json:"uplinks,omitempty"`
+	// Tunnel is the overlay device (--tunnel vxlan), "" when routed.
+	Tunnel string `json:"tunnel,omitempty"`
+	// Mesh is the cluster mesh as the agent last programmed it
+	// (--clustermesh); nil without one.
+	Mesh *MeshStatus `json:"mesh,omitempty"`
 	// PrefilterDevices carry the XDP prefilter (ebpf), which drops
 	// PrefilterPrefixes source prefixes.
 	PrefilterDevices  []string `json:"prefilterDevices,omitempty"`
@@ -478,4 +483,23 @@ type Prefilter struct {
 	PassedPackets  uint64   `json:"passedPackets"`
 	DroppedPackets uint64   `json:"droppedPackets"`
 	DroppedBytes   uint64   `json:"droppedBytes"`
+}
+
+// MeshStatus is an agent's view of its cluster mesh.
+type MeshStatus struct {
+	// Cluster is the agent's own cluster; Publishing is set on the agent
+	// that writes the cluster's state to its etcd.
+	Cluster    string `json:"cluster"`
+	Publishing bool   `json:"publishing,omitempty"`
+	// Version is the watcher's snapshot version last programmed.
+	Version uint64 `json:"version"`
+	// Peers are the other clusters with the pods programmed as peers.
+	Peers []MeshPeer `json:"peers,omitempty"`
+}
+
+// MeshPeer is one remote cluster as last programmed.
+type MeshPeer struct {
+	Name      string `json:"name"`
+	ID        uint8  `json:"id"`
+	Endpoints int    `json:"endpoints"`
 }
