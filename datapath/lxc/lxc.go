@@ -420,7 +420,9 @@ func desiredIPCache(r *model.Resolved, node string) map[netip.Prefix]lxcIpcacheV
 		out[netip.PrefixFrom(n.IP, 32)] = lxcIpcacheValue{Identity: uint32(id), CidrIdentity: uint32(r.CIDRIdentityOf(n.IP))}
 	}
 	for _, n := range r.RemoteNodes {
-		if p := netip.PrefixFrom(n.IP, 32); n.IP.IsValid() && out[p].Identity != uint32(model.IdentityHost) {
+		// After everything local and the remote pods, as the model's
+		// address lookups have it.
+		if p := netip.PrefixFrom(n.IP, 32); n.IP.IsValid() && out[p].Identity == 0 {
 			out[p] = lxcIpcacheValue{Identity: uint32(model.IdentityRemoteNode), CidrIdentity: uint32(r.CIDRIdentityOf(n.IP))}
 		}
 	}
