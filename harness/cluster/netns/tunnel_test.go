@@ -230,4 +230,3 @@ func vxlanFrame(vni uint32, src, dst netip.Addr, port uint16, payload string) []
 	copy(udp[8:], payload) // checksum 0: none (IPv4)
 	return b
 }
-
