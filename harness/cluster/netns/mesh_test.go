@@ -3,8 +3,6 @@ package netns
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,7 +11,6 @@ import (
 
 	"github.com/fastpath-bench/fastpath/datapath/agentapi"
 	"github.com/fastpath-bench/fastpath/datapath/clustermesh/embedetcd"
-	"github.com/fastpath-bench/fastpath/datapath/lxc"
 	"github.com/fastpath-bench/fastpath/datapath/model"
 	"github.com/fastpath-bench/fastpath/harness/cluster"
 	"github.com/fastpath-bench/fastpath/harness/execx"
@@ -199,62 +196,10 @@ spec:
 	}
 
 	// Forged VXLAN from east's node: the identity decides.
-	got := make(chan string, 8)
-	err = execx.RunInNetns(c.PodNetns("t/server"), func() error {
-		conn, err := net.ListenUDP("udp4", &net.UDPAddr{Port: 5353})
-		if err != nil {
-			return err
-		}
-		t.Cleanup(func() { conn.Close() })
-		go func() {
-			buf := make([]byte, 64)
-			for {
-				n, _, err := conn.ReadFromUDP(buf)
-				if err != nil {
-					return
-				}
-				got <- string(buf[:n])
-			}
-		}()
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	eastIDs := eastIdentities(t, states["east"])
-	send := func(vni model.Identity, src netip.Addr, payload string) {
-		t.Helper()
-		pkt := vxlanFrame(uint32(vni), src, pods["server"].IP, 5353, payload)
-		err := execx.RunInNetns(NodeNS(c.spec.RunID, "n1"), func() error {
-			conn, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(NodeIP(1), uint16(lxc.TunnelPort))))
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			_, err = conn.Write(pkt)
-			return err
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	expect := func(payload string, delivered bool) {
-		t.Helper()
-		select {
-		case p := <-got:
-			if !delivered || p != payload {
-				t.Fatalf("server got %q, want %q delivered=%v", p, payload, delivered)
-			}
-		case <-time.After(time.Second):
-			if delivered {
-				t.Fatalf("%q was not delivered", payload)
-			}
-		}
-	}
-	send(eastIDs["other"], pods["client"].IP, "forged-address")
-	expect("forged-address", false)
-	send(eastIDs["client"], pods["other"].IP, "identity-decides")
-	expect("identity-decides", true)
+	vx := newVXLANProbe(t, c.PodNetns("t/server"), pods["server"].IP, 5353, NodeNS(c.spec.RunID, "n1"), NodeIP(1))
+	vx.expect(eastIDs["other"], pods["client"].IP, "forged-address", false)
+	vx.expect(eastIDs["client"], pods["other"].IP, "identity-decides", true)
 
 	// Partition: west loses east's etcd. East's identities expire after
 	// their lease (2 s) and new connections from east fail closed.

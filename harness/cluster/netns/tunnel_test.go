@@ -90,81 +90,10 @@ func TestTunnelIdentity(t *testing.T) {
 		}
 		return ep.Identity
 	}
-	const port = 5353
-	got := make(chan string, 8)
-	err = execx.RunInNetns(c.PodNetns("t/server"), func() error {
-		conn, err := net.ListenUDP("udp4", &net.UDPAddr{Port: port})
-		if err != nil {
-			return err
-		}
-		t.Cleanup(func() { conn.Close() })
-		go func() {
-			buf := make([]byte, 64)
-			for {
-				n, _, err := conn.ReadFromUDP(buf)
-				if err != nil {
-					return
-				}
-				got <- string(buf[:n])
-			}
-		}()
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	policy := `apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: allow-client, namespace: t}
-spec:
-  podSelector: {matchLabels: {app: server}}
-  policyTypes: [Ingress]
-  ingress:
-  - from: [{podSelector: {matchLabels: {app: client}}}]
-    ports: [{protocol: TCP, port: 8080}, {protocol: UDP, port: 5353}]
-`
-	tok, err := c.WriteState("50-policy.yaml", []byte(policy))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.WaitProgrammed(ctx, tok, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	send := func(vni model.Identity, src netip.Addr, payload string) {
-		t.Helper()
-		pkt := vxlanFrame(uint32(vni), src, pods["server"].IP, port, payload)
-		err := execx.RunInNetns(n1, func() error {
-			conn, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(NodeIP(1), uint16(lxc.TunnelPort))))
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			_, err = conn.Write(pkt)
-			return err
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	expect := func(payload string, delivered bool) {
-		t.Helper()
-		select {
-		case p := <-got:
-			if !delivered || p != payload {
-				t.Fatalf("server got %q, want %q delivered=%v", p, payload, delivered)
-			}
-		case <-time.After(time.Second):
-			if delivered {
-				t.Fatalf("%q was not delivered", payload)
-			}
-		}
-	}
-	send(idOf("other"), pods["client"].IP, "forged-address")
-	expect("forged-address", false)
-	send(idOf("client"), pods["client"].IP, "client")
-	expect("client", true)
-	send(idOf("client"), pods["other"].IP, "identity-decides")
-	expect("identity-decides", true)
+	vx := newVXLANProbe(t, c.PodNetns("t/server"), pods["server"].IP, 5353, n1, NodeIP(1))
+	vx.expect(idOf("other"), pods["client"].IP, "forged-address", false)
+	vx.expect(idOf("client"), pods["client"].IP, "client", true)
+	vx.expect(idOf("client"), pods["other"].IP, "identity-decides", true)
 
 	if err := c.StopAgents(ctx); err != nil {
 		t.Fatal(err)
@@ -195,6 +124,74 @@ func rxPackets(t *testing.T, ns string) uint64 {
 		t.Fatalf("ip -j: %v: %s", errors.Join(err), out)
 	}
 	return links[0].Stats64.RX.Packets
+}
+
+// vxlanProbe forges VXLAN frames from a node to a UDP port of a pod on
+// another node and reports whether the pod received them.
+type vxlanProbe struct {
+	t        *testing.T
+	from     string     // the sending node's namespace
+	node     netip.Addr // the receiving node
+	dst      netip.Addr // the pod
+	port     uint16
+	received chan string
+}
+
+// newVXLANProbe listens on UDP port in the pod's namespace podNS.
+func newVXLANProbe(t *testing.T, podNS string, dst netip.Addr, port uint16, from string, node netip.Addr) *vxlanProbe {
+	t.Helper()
+	p := &vxlanProbe{t: t, from: from, node: node, dst: dst, port: port, received: make(chan string, 8)}
+	err := execx.RunInNetns(podNS, func() error {
+		conn, err := net.ListenUDP("udp4", &net.UDPAddr{Port: int(port)})
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { conn.Close() })
+		go func() {
+			buf := make([]byte, 64)
+			for {
+				n, _, err := conn.ReadFromUDP(buf)
+				if err != nil {
+					return
+				}
+				p.received <- string(buf[:n])
+			}
+		}()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// expect sends payload from src with identity vni in the VNI and checks
+// whether the pod received it.
+func (p *vxlanProbe) expect(vni model.Identity, src netip.Addr, payload string, delivered bool) {
+	p.t.Helper()
+	frame := vxlanFrame(uint32(vni), src, p.dst, p.port, payload)
+	err := execx.RunInNetns(p.from, func() error {
+		conn, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.node, uint16(lxc.TunnelPort))))
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		_, err = conn.Write(frame)
+		return err
+	})
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	select {
+	case got := <-p.received:
+		if !delivered || got != payload {
+			p.t.Fatalf("the pod got %q, want %q delivered=%v", got, payload, delivered)
+		}
+	case <-time.After(time.Second):
+		if delivered {
+			p.t.Fatalf("%q was not delivered", payload)
+		}
+	}
 }
 
 // vxlanFrame is a VXLAN payload (header with vni, inner Ethernet frame to
