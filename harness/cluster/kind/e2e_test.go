@@ -270,6 +270,14 @@ func TestTopologyOnKind(t *testing.T) {
 			t.Fatalf("agent of %s is pid %d, %q (%v)", n, p.Cmd.Process.Pid, comm, err)
 		}
 	}
+	// Asked again (as for every CPU snapshot): the same processes, from
+	// the cache.
+	again := topo.Agents()
+	for n, p := range agents {
+		if q := again[n]; q == nil || q.PID() != p.PID() {
+			t.Fatalf("agent of %s: pid %d, then %v", n, p.PID(), q)
+		}
+	}
 	if body, err := topo.AgentClient("node2").Get(ctx, "/metrics"); err != nil || !strings.Contains(string(body), "fastpath_datapath_packets_total") {
 		t.Fatalf("metrics: %v\n%s", err, body)
 	}

@@ -74,9 +74,13 @@ type Topology struct {
 	kindIPs     []netip.Addr
 	apiHost     string
 
-	mu    sync.Mutex
-	pods  []cluster.Pod
-	procs []*cluster.Process
+	mu sync.Mutex
+	// agentPIDs caches each node's agent host PID by the agent's own PID
+	// and start time: Agents runs for every CPU snapshot, and finding a
+	// host PID means a docker inspect and a walk of /proc.
+	agentPIDs map[string]agentPID
+	pods      []cluster.Pod
+	procs     []*cluster.Process
 	// applied are the objects each WriteState name applied.
 	applied map[string][]*unstructured.Unstructured
 	// revs are the resourceVersions the harness's own writes got back,
@@ -561,7 +565,7 @@ func (t *Topology) Agents() map[string]*cluster.Process {
 		if err != nil {
 			continue
 		}
-		pid, err := hostPID(t.spec.RunID, t.workers[n], st.PID)
+		pid, err := t.agentHostPID(n, st.PID, st.StartedAt)
 		if err != nil {
 			continue
 		}
@@ -572,6 +576,37 @@ func (t *Topology) Agents() map[string]*cluster.Process {
 		out[n] = &cluster.Process{Name: "agent-" + n, Cmd: &exec.Cmd{Process: p}}
 	}
 	return out
+}
+
+// agentPID is an agent's PID in its container, its start and its host
+// PID.
+type agentPID struct {
+	pid, host int
+	started   time.Time
+}
+
+// agentHostPID maps node's agent (pid in its container, started at) to
+// its host PID, from the cache while that process is still the agent.
+func (t *Topology) agentHostPID(node string, pid int, started time.Time) (int, error) {
+	t.mu.Lock()
+	c, ok := t.agentPIDs[node]
+	t.mu.Unlock()
+	if ok && c.pid == pid && c.started.Equal(started) {
+		if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", c.host)); err == nil && strings.TrimSpace(string(comm)) == "fastpath-agent" {
+			return c.host, nil
+		}
+	}
+	host, err := hostPID(t.spec.RunID, t.workers[node], pid)
+	if err != nil {
+		return 0, err
+	}
+	t.mu.Lock()
+	if t.agentPIDs == nil {
+		t.agentPIDs = map[string]agentPID{}
+	}
+	t.agentPIDs[node] = agentPID{pid: pid, host: host, started: started}
+	t.mu.Unlock()
+	return host, nil
 }
 
 // WriteState applies the objects of data to the API server, deletes
