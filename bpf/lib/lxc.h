@@ -36,7 +36,6 @@ static __always_inline int endpoint_verdict(struct __sk_buff *skb,
 					    __u32 *rev_nat)
 {
 	struct peer_identity peer;
-	__be32 peer_addr;
 	int ret, consulted = 1;
 
 	switch (ct_lookup(f, dir, len, rev_nat)) {
@@ -48,17 +47,10 @@ static __always_inline int endpoint_verdict(struct __sk_buff *skb,
 		break;
 	}
 
-	peer_addr = dir == DIR_EGRESS ? f->daddr : f->saddr;
-	identity_of(peer_addr, &peer);
-	/* A packet that came through the overlay is from the identity its
-	 * tunnel carried, whatever its source address says (ipBlock rules
-	 * still match the address: they are about addresses). */
-	if (dir == DIR_INGRESS) {
-		__u32 id = tunnel_identity(skb);
-
-		if (id)
-			peer.identity = id;
-	}
+	if (dir == DIR_EGRESS)
+		identity_of(f->daddr, &peer);
+	else
+		ingress_peer(skb, f->saddr, &peer);
 	if (dir == DIR_INGRESS && from_proxy(skb)) {
 		/* The node's L7 proxy has already checked this connection's
 		 * requests against the pod's policy. */

@@ -50,6 +50,20 @@ static __always_inline __u32 tunnel_identity(const struct __sk_buff *skb)
 	return (mark >> 16) | ((mark & 0xff) << 16);
 }
 
+/* ingress_peer is the peer of a packet entering a pod from saddr: the
+ * identity the overlay carried when it came through it (whatever the
+ * address says), else the address's; the CIDR identity is always the
+ * address's (ipBlock rules are about addresses). */
+static __always_inline void ingress_peer(const struct __sk_buff *skb, __be32 saddr,
+					 struct peer_identity *peer)
+{
+	__u32 id = tunnel_identity(skb);
+
+	identity_of(saddr, peer);
+	if (id)
+		peer->identity = id;
+}
+
 /* The policy routing table that delivers MARK_TO_PROXY packets locally. */
 enum proxy_route {
 	PROXY_ROUTE_TABLE = 3510,
@@ -115,9 +129,7 @@ static __always_inline int proxy_steer(struct __sk_buff *skb, const struct flow4
 	/* Only a connection's first packet may start one at the proxy. */
 	if (!(f->tcp_flags & TCP_FLAG_SYN) || (f->tcp_flags & TCP_FLAG_ACK))
 		return 0;
-	identity_of(f->saddr, &peer);
-	if (tunnel_identity(skb))
-		peer.identity = tunnel_identity(skb);
+	ingress_peer(skb, f->saddr, &peer);
 	if (ingress_policy(dst, f, &peer, 0) != REASON_TO_PROXY)
 		return 0;
 	proxy = bpf_map_lookup_elem(&fp_proxy, &zero);
