@@ -12,10 +12,8 @@ import (
 	"github.com/fastpath-bench/fastpath/datapath/agentapi"
 	"github.com/fastpath-bench/fastpath/datapath/clustermesh/embedetcd"
 	"github.com/fastpath-bench/fastpath/datapath/model"
-	"github.com/fastpath-bench/fastpath/harness/cluster"
 	"github.com/fastpath-bench/fastpath/harness/execx"
 	"github.com/fastpath-bench/fastpath/harness/probe"
-	"github.com/fastpath-bench/fastpath/internal/testutil"
 )
 
 // TestClusterMeshOverlay: two clusters, east (node n1: pods client and
@@ -30,31 +28,8 @@ import (
 //     east's identities expire after their lease, and new connections from
 //     east fail closed.
 func TestClusterMeshOverlay(t *testing.T) {
-	testutil.RequireRoot(t)
 	ctx := context.Background()
-	c, err := NewProvider(Options{AgentBinary: agentBin}).Create(ctx, cluster.Spec{
-		RunID: runID(t),
-		Nodes: []string{"n1", "n2"},
-		Pods: []cluster.PodSpec{
-			{Namespace: "t", Name: "client", Node: "n1", Labels: map[string]string{"app": "client"}},
-			{Namespace: "t", Name: "other", Node: "n1", Labels: map[string]string{"app": "other"}},
-			{Namespace: "t", Name: "server", Node: "n2", Labels: map[string]string{"app": "server"}},
-		},
-		LogDir: t.TempDir(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Destroy(context.Background()) })
-	pods := map[string]cluster.Pod{}
-	for _, p := range c.Pods() {
-		pods[p.Name] = p
-	}
-	srv, err := probe.Serve(c.PodNetns("t/server"), 8080, "TCP")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	c, pods := overlayCluster(t)
 
 	// One etcd per cluster, listening on the external host's address.
 	etcds := map[string]*embedetcd.Server{}

@@ -28,31 +28,8 @@ import (
 // is delivered, and so is one from another address with the client's
 // identity: the identity comes from the tunnel, never from the address.
 func TestTunnelIdentity(t *testing.T) {
-	testutil.RequireRoot(t)
 	ctx := context.Background()
-	c, err := NewProvider(Options{AgentBinary: agentBin}).Create(ctx, cluster.Spec{
-		RunID: runID(t),
-		Nodes: []string{"n1", "n2"},
-		Pods: []cluster.PodSpec{
-			{Namespace: "t", Name: "client", Node: "n1", Labels: map[string]string{"app": "client"}},
-			{Namespace: "t", Name: "other", Node: "n1", Labels: map[string]string{"app": "other"}},
-			{Namespace: "t", Name: "server", Node: "n2", Labels: map[string]string{"app": "server"}},
-		},
-		LogDir: t.TempDir(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Destroy(context.Background()) })
-	pods := map[string]cluster.Pod{}
-	for _, p := range c.Pods() {
-		pods[p.Name] = p
-	}
-	srv, err := probe.Serve(c.PodNetns("t/server"), 8080, "TCP")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	c, pods := overlayCluster(t)
 	if _, err := c.WriteState("50-policy.yaml", []byte(allowClient)); err != nil {
 		t.Fatal(err)
 	}
@@ -103,6 +80,38 @@ func TestTunnelIdentity(t *testing.T) {
 			t.Fatalf("%s still has %s after the agents stopped: %s", ns, lxc.TunnelDevice, out)
 		}
 	}
+}
+
+// overlayCluster is the cluster of the overlay tests: pods client and
+// other (app=client, app=other) on node n1, server (app=server, serving
+// TCP 8080) on n2; it and the server go at the test's end.
+func overlayCluster(t *testing.T) (*Cluster, map[string]cluster.Pod) {
+	t.Helper()
+	testutil.RequireRoot(t)
+	c, err := NewProvider(Options{AgentBinary: agentBin}).Create(context.Background(), cluster.Spec{
+		RunID: runID(t),
+		Nodes: []string{"n1", "n2"},
+		Pods: []cluster.PodSpec{
+			{Namespace: "t", Name: "client", Node: "n1", Labels: map[string]string{"app": "client"}},
+			{Namespace: "t", Name: "other", Node: "n1", Labels: map[string]string{"app": "other"}},
+			{Namespace: "t", Name: "server", Node: "n2", Labels: map[string]string{"app": "server"}},
+		},
+		LogDir: t.TempDir(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Destroy(context.Background()) })
+	pods := map[string]cluster.Pod{}
+	for _, p := range c.Pods() {
+		pods[p.Name] = p
+	}
+	srv, err := probe.Serve(c.PodNetns("t/server"), 8080, "TCP")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return c, pods
 }
 
 // rxPackets is the packet count the overlay device of node namespace ns
