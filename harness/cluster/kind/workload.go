@@ -2,6 +2,7 @@ package kind
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os/exec"
@@ -13,6 +14,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/fastpath-bench/fastpath/harness/cluster"
 )
@@ -138,22 +141,10 @@ func (c *workloadContainer) result() error {
 func (c *workloadContainer) watch() {
 	defer close(c.done)
 	ctx := context.Background()
-	var exit *corev1.ContainerStateTerminated
-	misses := 0
-	for exit == nil {
-		st, err := ephemeralStatus(ctx, c.t, c.ns, c.pod, c.name)
-		switch {
-		case err != nil || st == nil:
-			// The pod is gone (Reset, Destroy): so is the container.
-			if misses++; misses > 20 {
-				c.setErr(fmt.Errorf("container %s of pod %s/%s: status lost: %v", c.name, c.ns, c.pod, err))
-				return
-			}
-		case st.State.Terminated != nil:
-			exit = st.State.Terminated
-			continue
-		}
-		time.Sleep(100 * time.Millisecond)
+	exit, err := c.terminated(ctx)
+	if err != nil {
+		c.setErr(fmt.Errorf("container %s of pod %s/%s: status lost: %w", c.name, c.ns, c.pod, err))
+		return
 	}
 	if c.out != nil {
 		rc, err := c.t.client.Kube.CoreV1().Pods(c.ns).GetLogs(c.pod, &corev1.PodLogOptions{Container: c.name}).Stream(ctx)
@@ -173,6 +164,46 @@ func (c *workloadContainer) watch() {
 		if !stopped {
 			c.setErr(fmt.Errorf("container %s of pod %s/%s exited with %d (%s)", c.name, c.ns, c.pod, exit.ExitCode, exit.Reason))
 		}
+	}
+}
+
+// terminated waits until the container has ended, through a watch of its
+// pod: a server's container runs for a whole benchmark, and polling its
+// status would load the API server, whose node shares the CPUs being
+// measured. An error when the pod is gone (Reset, Destroy: so is the
+// container) or cannot be watched.
+func (c *workloadContainer) terminated(ctx context.Context) (*corev1.ContainerStateTerminated, error) {
+	pods := c.t.client.Kube.CoreV1().Pods(c.ns)
+	sel := fields.OneTermEqualSelector("metadata.name", c.pod).String()
+	failures := 0
+	for {
+		// Without a resourceVersion the watch starts with the pod as it
+		// is, so an end before the watch is seen too.
+		w, err := pods.Watch(ctx, metav1.ListOptions{FieldSelector: sel})
+		if err != nil {
+			if failures++; failures > 20 {
+				return nil, err
+			}
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		for ev := range w.ResultChan() {
+			if ev.Type == watch.Deleted {
+				w.Stop()
+				return nil, errors.New("pod deleted")
+			}
+			pod, ok := ev.Object.(*corev1.Pod)
+			if !ok {
+				continue
+			}
+			for _, st := range pod.Status.EphemeralContainerStatuses {
+				if st.Name == c.name && st.State.Terminated != nil {
+					w.Stop()
+					return st.State.Terminated, nil
+				}
+			}
+		}
+		w.Stop() // the server ended the watch: watch again
 	}
 }
 
