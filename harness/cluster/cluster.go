@@ -24,6 +24,48 @@ type Spec struct {
 	// LogDir receives component logs; empty: a directory under the run's
 	// state.
 	LogDir string
+	// Clusters makes the topology a cluster mesh (issue #10): every node
+	// of Nodes belongs to exactly one of them; each has its own desired
+	// state, its own control plane (etcd) and its own agents, which join
+	// the mesh through it. Nil: one cluster.
+	Clusters []ClusterSpec
+	// MeshLeaseTTL is the lease TTL of the clusters' control-plane keys
+	// (how long a partitioned peer's identities survive); zero: the
+	// control plane's default (15s).
+	MeshLeaseTTL time.Duration
+}
+
+// ClusterSpec is one cluster of a mesh.
+type ClusterSpec struct {
+	// Name is a DNS label; ID 1..255 (the upper bits of its pods'
+	// identities).
+	Name string
+	ID   int
+	// Nodes are its nodes (names of Spec.Nodes).
+	Nodes []string
+	// ServiceCIDR is the range of its ClusterIPs; zero: the provider's
+	// default for the cluster's id.
+	ServiceCIDR netip.Prefix
+}
+
+// ClusterAnnotation on an object of desired state (WriteState) names the
+// cluster of a mesh it belongs to; objects without it go to every
+// cluster.
+const ClusterAnnotation = "fastpath.dev/cluster"
+
+// Mesh is a built topology of several clusters (Spec.Clusters).
+type Mesh interface {
+	// ClusterOf names the cluster of a node.
+	ClusterOf(node string) string
+	// ClusterStateDir is the state directory of one cluster (the model
+	// evaluates each cluster's own).
+	ClusterStateDir(name string) string
+	// StopControlPlane stops a cluster's control plane: a partition
+	// between it and the other clusters (they keep its last state for a
+	// lease TTL, then forget it). StartControlPlane starts it again with
+	// its data.
+	StopControlPlane(name string) error
+	StartControlPlane(name string) error
 }
 
 // PodSpec is a pod to create.

@@ -107,3 +107,17 @@ func (s *Server) PeerURL() string { return s.peer }
 
 // Close stops the member and closes its listeners.
 func (s *Server) Close() { s.e.Close() }
+
+// Kill stops the member at once, as a crash or a cut cable would: the
+// server stops serving now, and the listeners are closed in the
+// background (Close waits several seconds for clients' streams); the
+// returned channel is closed once they are, and the ports free.
+func (s *Server) Kill() <-chan struct{} {
+	s.e.Server.HardStop()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.e.Close()
+	}()
+	return done
+}

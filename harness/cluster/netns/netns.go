@@ -92,6 +92,11 @@ type Cluster struct {
 	// wireXDPOn: the bridge-side veths run a pass-through XDP program.
 	wireXDPOn bool
 	procs     []*cluster.Process
+
+	// mesh are the clusters of a cluster mesh (Spec.Clusters; mesh.go),
+	// meshOf each node's.
+	mesh   []*meshCluster
+	meshOf map[string]*meshCluster
 }
 
 type nodeInfo struct {
@@ -142,6 +147,9 @@ func validate(spec cluster.Spec) error {
 			errs = append(errs, fmt.Errorf("node %s: more than 240 pods", p.Node))
 		}
 	}
+	if len(errs) == 0 {
+		errs = append(errs, validateMesh(spec))
+	}
 	return errors.Join(errs...)
 }
 
@@ -183,6 +191,11 @@ func (p *Provider) Create(ctx context.Context, spec cluster.Spec) (c *Cluster, e
 	}
 	if err := c.build(ctx); err != nil {
 		return c, err
+	}
+	if len(spec.Clusters) > 0 {
+		if err := c.startMesh(); err != nil {
+			return c, err
+		}
 	}
 	if err := c.writeClusterState(); err != nil {
 		return c, err
@@ -295,10 +308,11 @@ func (c *Cluster) build(ctx context.Context) error {
 			}
 		}
 		// An address outside the node's pod CIDR needs a route on the
-		// other nodes.
+		// other nodes (of its cluster, in a mesh: other clusters may use
+		// the same address).
 		if !node.podCIDR.Contains(addr) {
 			for _, o := range c.nodes {
-				if o.name != node.name {
+				if o.name != node.name && c.specSameCluster(o.name, node.name) {
 					if err := nodes[o.name].addRoute(netip.PrefixFrom(addr, 32), "eth0", node.ip); err != nil {
 						return fmt.Errorf("pod %s/%s: %w", ps.Namespace, ps.Name, err)
 					}
@@ -308,6 +322,17 @@ func (c *Cluster) build(ctx context.Context) error {
 		c.pods = append(c.pods, cluster.Pod{PodSpec: ps, IP: addr})
 	}
 	return nil
+}
+
+// specSameCluster reports whether nodes a and b are in one cluster of
+// the spec (always without a mesh).
+func (c *Cluster) specSameCluster(a, b string) bool {
+	for _, cs := range c.spec.Clusters {
+		if slices.Contains(cs.Nodes, a) {
+			return slices.Contains(cs.Nodes, b)
+		}
+	}
+	return true
 }
 
 // ExternalNS is the network namespace of the run's host outside the
@@ -457,8 +482,32 @@ func (c *Cluster) addPod(node nodeInfo, ps cluster.PodSpec, addr netip.Addr) err
 	return err
 }
 
-// writeClusterState writes Namespaces, Nodes and Pods as Kubernetes YAML.
+// writeClusterState writes Namespaces, Nodes and Pods as Kubernetes YAML
+// (in a mesh: each cluster gets every Namespace, its own Nodes and Pods).
 func (c *Cluster) writeClusterState() error {
+	if len(c.mesh) == 0 {
+		data, err := c.clusterState(func(string) bool { return true })
+		if err != nil {
+			return err
+		}
+		_, err = c.WriteState("00-cluster.yaml", data)
+		return err
+	}
+	for _, m := range c.mesh {
+		data, err := c.clusterState(func(node string) bool { return c.meshOf[node] == m })
+		if err != nil {
+			return err
+		}
+		if err := writeFileAtomic(filepath.Join(m.stateDir, "00-cluster.yaml"), data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// clusterState is the Namespaces, and the Nodes and Pods of the nodes in
+// (by name), as Kubernetes YAML.
+func (c *Cluster) clusterState(in func(node string) bool) ([]byte, error) {
 	var docs []any
 	nsSeen := map[string]bool{}
 	var nsNames []string
@@ -476,6 +525,9 @@ func (c *Cluster) writeClusterState() error {
 		})
 	}
 	for _, n := range c.nodes {
+		if !in(n.name) {
+			continue
+		}
 		docs = append(docs, &corev1.Node{
 			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Node"},
 			ObjectMeta: metav1.ObjectMeta{Name: n.name},
@@ -484,6 +536,9 @@ func (c *Cluster) writeClusterState() error {
 		})
 	}
 	for _, p := range c.pods {
+		if !in(p.Node) {
+			continue
+		}
 		pod := &corev1.Pod{
 			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
 			ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, Labels: p.Labels},
@@ -497,12 +552,7 @@ func (c *Cluster) writeClusterState() error {
 		}
 		docs = append(docs, pod)
 	}
-	data, err := MarshalDocs(docs)
-	if err != nil {
-		return err
-	}
-	_, err = c.WriteState("00-cluster.yaml", data)
-	return err
+	return MarshalDocs(docs)
 }
 
 func orDefault(s, d string) string {
@@ -553,8 +603,13 @@ func (c *Cluster) Nodes() []string {
 func (c *Cluster) StateDir() string { return c.stateDir }
 
 // WriteState writes a state file atomically (temporary name starting with
-// ".", then rename) and returns the digest of the whole state.
+// ".", then rename) and returns the digest of the whole state. In a mesh
+// the documents go to the clusters their cluster.ClusterAnnotation names
+// (every cluster without it) and the token holds each cluster's digest.
 func (c *Cluster) WriteState(name string, data []byte) (string, error) {
+	if len(c.mesh) > 0 {
+		return c.writeMeshState(name, data)
+	}
 	tmp := filepath.Join(c.stateDir, "."+name+".tmp")
 	if err := os.WriteFile(tmp, data, 0o644); err != nil {
 		return "", err
@@ -567,6 +622,9 @@ func (c *Cluster) WriteState(name string, data []byte) (string, error) {
 
 // RemoveState deletes a state file and returns the new digest.
 func (c *Cluster) RemoveState(name string) (string, error) {
+	if len(c.mesh) > 0 {
+		return c.removeMeshState(name)
+	}
 	if err := os.Remove(filepath.Join(c.stateDir, name)); err != nil && !os.IsNotExist(err) {
 		return "", err
 	}
@@ -621,7 +679,7 @@ func (c *Cluster) StartAgents(ctx context.Context, opts cluster.AgentOptions) er
 	for _, n := range c.nodes {
 		args := []string{
 			"--node", n.name,
-			"--state-dir", c.stateDir,
+			"--state-dir", c.stateDirOf(n.name),
 			"--datapath", opts.Datapath,
 			"--pin-path", filepath.Join(c.pinRoot, n.name),
 			"--api-socket", c.AgentSocket(n.name),
@@ -631,6 +689,7 @@ func (c *Cluster) StartAgents(ctx context.Context, opts cluster.AgentOptions) er
 		}
 		args = append(args, "--pod-netns", PodNS(c.spec.RunID, "{namespace}", "{name}"))
 		args = append(args, opts.ExtraArgs...)
+		args = append(args, c.meshAgentArgs(n.name, opts.Datapath, opts.ExtraArgs)...)
 		cmd := exec.Command(bin, args...)
 		// The nodes share the machine's CPUs: each agent's Go code runs on
 		// one at a time, as it would with a one-CPU limit on a node of its
@@ -657,7 +716,12 @@ func (c *Cluster) StartAgents(ctx context.Context, opts cluster.AgentOptions) er
 		c.agents[n.name] = proc
 		c.mu.Unlock()
 	}
-	hash, err := c.hasher.HashDir(c.stateDir)
+	var hash string
+	if len(c.mesh) > 0 {
+		hash, err = c.meshToken()
+	} else {
+		hash, err = c.hasher.HashDir(c.stateDir)
+	}
 	if err != nil {
 		return err
 	}
@@ -667,16 +731,23 @@ func (c *Cluster) StartAgents(ctx context.Context, opts cluster.AgentOptions) er
 	}
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	_, err = c.WaitProgrammed(wctx, hash, time.Now())
-	return err
+	if _, err = c.WaitProgrammed(wctx, hash, time.Now()); err != nil {
+		return err
+	}
+	if opts.Datapath == "ebpf" {
+		return c.waitMesh(wctx)
+	}
+	return nil
 }
 
-// WaitProgrammed waits until every agent reports the state digest hash
-// programmed with no endpoint pending.
-func (c *Cluster) WaitProgrammed(ctx context.Context, hash string, since time.Time) (map[string]time.Duration, error) {
+// WaitProgrammed waits until every agent reports the state digest token
+// programmed with no endpoint pending (in a mesh: its cluster's digest of
+// the token).
+func (c *Cluster) WaitProgrammed(ctx context.Context, token string, since time.Time) (map[string]time.Duration, error) {
 	out := map[string]time.Duration{}
 	for _, n := range c.nodes {
 		cl := agentapi.NewClient(c.AgentSocket(n.name))
+		hash := c.digestFor(token, n.name)
 		st, err := cl.WaitProgrammed(ctx, hash)
 		if err != nil {
 			return out, fmt.Errorf("agent on %s did not program state %s (see %s): %w", n.name, hash,
@@ -799,6 +870,7 @@ func (c *Cluster) Destroy(ctx context.Context) error {
 	if err := c.StopAgents(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	c.stopMesh()
 	c.mu.Lock()
 	procs := c.procs
 	c.procs = nil
