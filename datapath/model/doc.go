@@ -102,7 +102,39 @@
 // node does for a packet from the overlay.
 //
 // The reference evaluator reads Objects.Remote directly, not Resolve's
-// output. EvaluateService stays local: Services' backends are local pods.
+// output.
+//
+// Global services (globalsvc.go), Cilium's global services: a Service
+// annotated service.fastpath.dev/global: "true" is load-balanced over its
+// own backends and those of the Services of the same namespace and name
+// that the remote clusters publish (RemoteCluster.Services), which they
+// publish only when the Service is global there too: it must exist and be
+// global in both clusters. A local port takes the backends of the remote
+// port of the same name and protocol; an unnamed local port (a Service
+// with one port) those of the remote port of the same number and
+// protocol. A remote backend is taken only when its address is a pod of
+// that cluster that address lookups give to it (not a local pod's or
+// node's address, not a lower id's pod's: RemoteEndpointByIP), so that
+// the ipcache sends the translated packet into the overlay to that pod's
+// node; an address and port the local slices list (in any state), or an
+// earlier cluster's (in id order), is not taken again. Remote backends
+// carry their Cluster and their published state (ready: active;
+// terminating and serving: terminating). Then active backends of every
+// cluster take new flows alike, terminating ones only when no cluster has
+// an active one. service.fastpath.dev/affinity: local prefers the local
+// cluster: while one of its backends is active the remote ones are on
+// Standby (no new flows; existing flows keep them), else new flows go to
+// every cluster's as above; affinity remote is the converse; none (or
+// absent) prefers none. So failover is a change of the desired state: when
+// a cluster's backends go (its pods deleted, or its lease expired so that
+// its Services left Objects.Remote), Resolve gives the other clusters'.
+// The affinity is the local Service's; a remote cluster's annotations
+// decide only whether it publishes. A global Service without remote
+// clusters is a local one. EvaluateService computes the same set from
+// the objects on its own (remoteBackends). The annotations' values are
+// validated ("true"/"false"; local/remote/none), naming
+// metadata.annotations[...]; an affinity on a Service that is not global
+// has no effect.
 //
 // Validation (Validate, and Resolve also for objects a Loader validated,
 // since the agent sets the mesh afterwards) refuses, all at once and each
@@ -116,5 +148,9 @@
 // not their cluster's id or whose local part is outside 256..0xffff, or
 // that stand for two label sets; labels that are invalid, lack
 // LabelCluster or carry another cluster's, lack the service account, or
-// name another namespace than the endpoint's.
+// name another namespace than the endpoint's; remote Services with
+// invalid or duplicate names, ports that are not TCP or UDP, numbered 0,
+// or share a name or number and protocol, backends that are not an IPv4
+// address and port, not active or terminating, listed twice, set Standby
+// or name another cluster.
 package model

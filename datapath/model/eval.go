@@ -188,33 +188,7 @@ func evaluate(objs *Objects, from, to netip.Addr, proto Protocol, port uint16, r
 	for _, ns := range objs.Namespaces {
 		nsLabels[ns.Name] = ns.Labels
 	}
-	peerAt := func(a netip.Addr) evalPeer {
-		for i := range objs.Pods {
-			if ip, err := netip.ParseAddr(objs.Pods[i].Status.PodIP); err == nil && ip == a {
-				return evalPeer{pod: &objs.Pods[i]}
-			}
-		}
-		if len(objs.Remote) == 0 || isNodeAddr(objs, a) {
-			return evalPeer{}
-		}
-		// The remote pod with the address in the cluster with the lowest id.
-		var best evalPeer
-		var bestID uint8
-		for i := range objs.Remote {
-			c := &objs.Remote[i]
-			if best.remote != nil && c.ID >= bestID {
-				continue
-			}
-			for j := range c.Endpoints {
-				if c.Endpoints[j].IP == a {
-					best, bestID = evalPeer{remote: &c.Endpoints[j], cluster: c.Name}, c.ID
-					break
-				}
-			}
-		}
-		return best
-	}
-	src, dst := peerAt(from), peerAt(to)
+	src, dst := peerAt(objs, from), peerAt(objs, to)
 	if remoteSrc != nil {
 		src = *remoteSrc
 	}
@@ -242,6 +216,35 @@ func evaluate(objs *Objects, from, to netip.Addr, proto Protocol, port uint16, r
 		}
 	}
 	return Verdict{Allowed: true, Proxied: proxied, Reason: "allowed"}
+}
+
+// peerAt is the pod with address a as the evaluator sees it: a local pod,
+// else (unless a local node has the address) the remote pod with the
+// address in the cluster with the lowest id, else none.
+func peerAt(objs *Objects, a netip.Addr) evalPeer {
+	for i := range objs.Pods {
+		if ip, err := netip.ParseAddr(objs.Pods[i].Status.PodIP); err == nil && ip == a {
+			return evalPeer{pod: &objs.Pods[i]}
+		}
+	}
+	if len(objs.Remote) == 0 || isNodeAddr(objs, a) {
+		return evalPeer{}
+	}
+	var best evalPeer
+	var bestID uint8
+	for i := range objs.Remote {
+		c := &objs.Remote[i]
+		if best.remote != nil && c.ID >= bestID {
+			continue
+		}
+		for j := range c.Endpoints {
+			if c.Endpoints[j].IP == a {
+				best, bestID = evalPeer{remote: &c.Endpoints[j], cluster: c.Name}, c.ID
+				break
+			}
+		}
+	}
+	return best
 }
 
 // isNodeAddr reports whether a is the InternalIP of a local node.

@@ -54,6 +54,10 @@ type RemoteCluster struct {
 	// remote-node entity ("any node in any of the connected clusters
 	// other than the local host") says.
 	Nodes []Node
+	// Services are the cluster's global Services with its backends: the
+	// local global Service of the same namespace and name adds them to
+	// its own (globalsvc.go).
+	Services []RemoteService
 }
 
 // RemoteEndpoint is a pod of a remote cluster: a policy peer, never an
@@ -302,6 +306,7 @@ func (o *Objects) validateMesh() []error {
 			}
 		}
 		all = append(all, validateRemoteEndpoints(c, rp)...)
+		all = append(all, validateRemoteServices(c, rp)...)
 		nodes := map[string]bool{}
 		for j, n := range c.Nodes {
 			np := rp.Child("nodes").Index(j)

@@ -56,7 +56,14 @@ type Service struct {
 	// AffinityTimeout is positive when sessionAffinity is ClientIP
 	// (default 10800s, from sessionAffinityConfig.clientIP.timeoutSeconds).
 	AffinityTimeout time.Duration
-	Ports           []ServicePort
+	// Global is set when the Service is annotated
+	// service.fastpath.dev/global "true" (cluster mesh): its ports' Backends
+	// then also hold the remote clusters' backends (globalsvc.go), and
+	// Affinity (service.fastpath.dev/affinity) says which cluster's new
+	// flows prefer.
+	Global   bool
+	Affinity ServiceAffinity
+	Ports    []ServicePort
 }
 
 // Key is "namespace/name".
@@ -73,7 +80,8 @@ type ServicePort struct {
 	NodePort uint16
 	// Backends from the Service's EndpointSlices (label
 	// kubernetes.io/service-name), for the slice port with this port's
-	// name and protocol; one entry per endpoint address. Sorted by
+	// name and protocol; one entry per endpoint address. For a global
+	// Service also the remote clusters' backends (Cluster set). Sorted by
 	// address, then port.
 	Backends []Backend
 }
@@ -89,17 +97,25 @@ type Backend struct {
 	// Weight for weighted selection (Maglev); always 1 from Kubernetes
 	// objects.
 	Weight uint16
+	// Cluster is the remote cluster of a global Service's backend, ""
+	// for the local cluster's.
+	Cluster string
+	// Standby is set by Resolve on a global Service's backends of the
+	// clusters its affinity does not prefer while a preferred backend is
+	// active: no new flows (as quarantined), existing flows stay.
+	Standby bool
 }
 
 // Selectable returns the backends new flows may go to: the active ones, or
-// when there is none the terminating ones; never the quarantined ones.
+// when there is none the terminating ones; never the quarantined ones, nor
+// those on Standby.
 // The result is a new slice (nil when the port has no selectable backend),
 // in the order of Backends.
 func (p *ServicePort) Selectable() []Backend {
 	for _, want := range []BackendState{BackendActive, BackendTerminating} {
 		var out []Backend
 		for _, b := range p.Backends {
-			if b.State == want {
+			if b.State == want && !b.Standby {
 				out = append(out, b)
 			}
 		}
@@ -207,6 +223,10 @@ func (r *Resolved) resolveServices(objs *Objects) {
 	}
 	r.Services = nil
 	r.frontends = map[frontendKey]servicePortRef{}
+	var remote []*RemoteCluster
+	if len(objs.Remote) > 0 {
+		remote = remoteClustersByID(objs)
+	}
 	for i := range objs.Services {
 		s := &objs.Services[i]
 		if s.Spec.Type == corev1.ServiceTypeExternalName || isHeadless(s) {
@@ -222,6 +242,7 @@ func (r *Resolved) resolveServices(objs *Objects) {
 			ClusterIP:    ip,
 			NodePortType: isNodePortType(s.Spec.Type),
 		}
+		svc.Global, svc.Affinity, _ = ServiceMeshAnnotations(s.Annotations)
 		if s.Spec.SessionAffinity == corev1.ServiceAffinityClientIP {
 			secs := int32(defaultAffinityTimeoutSeconds)
 			if c := s.Spec.SessionAffinityConfig; c != nil && c.ClientIP != nil && c.ClientIP.TimeoutSeconds != nil {
@@ -236,6 +257,9 @@ func (r *Resolved) resolveServices(objs *Objects) {
 				sp.NodePort = uint16(p.NodePort)
 			}
 			sp.Backends = portBackends(slices[svc.Key()], sp.Name, proto)
+			if svc.Global {
+				sp.Backends = r.globalBackends(remote, svc, &sp)
+			}
 			svc.Ports = append(svc.Ports, sp)
 		}
 		r.Services = append(r.Services, svc)

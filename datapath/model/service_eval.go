@@ -57,6 +57,9 @@ func EvaluateService(objs *Objects, from, vip netip.Addr, proto Protocol, port u
 	var allowed, denied []string
 	for _, bv := range out.Backends {
 		ap := netip.AddrPortFrom(bv.Backend.Addr, bv.Backend.Port).String()
+		if bv.Backend.Cluster != "" {
+			ap += " of cluster " + bv.Backend.Cluster
+		}
 		if bv.Verdict.Allowed {
 			allowed = append(allowed, ap)
 		} else {
@@ -121,10 +124,13 @@ func frontendOf(objs *Objects, vip netip.Addr, proto Protocol, port uint16) (*co
 // flows may go to, from the slices labelled with the Service's name: the
 // addresses of ready endpoints with the number of the slice port of sp's
 // name and protocol; when there are none, those of endpoints that are
-// terminating but serving. Sorted by address, then port; each once.
+// terminating but serving. A global Service adds the remote clusters'
+// (remoteBackends) as its affinity says. Sorted by address, then port;
+// each once.
 func selectableBackends(objs *Objects, svc *corev1.Service, sp *corev1.ServicePort, proto Protocol) []Backend {
 	ready := map[netip.AddrPort]Backend{}
 	terminating := map[netip.AddrPort]Backend{}
+	listed := map[netip.AddrPort]bool{} // in any state
 	for i := range objs.EndpointSlices {
 		es := &objs.EndpointSlices[i]
 		if es.Namespace != svc.Namespace || es.Labels[discoveryv1.LabelServiceName] != svc.Name || es.AddressType != discoveryv1.AddressTypeIPv4 {
@@ -151,15 +157,16 @@ func selectableBackends(objs *Objects, svc *corev1.Service, sp *corev1.ServicePo
 			c := ep.Conditions
 			isReady := c.Ready == nil || *c.Ready
 			isTerminating := !isReady && c.Terminating != nil && *c.Terminating && (c.Serving == nil || *c.Serving)
-			if !isReady && !isTerminating {
-				continue
-			}
 			for _, a := range ep.Addresses {
 				ip, err := netip.ParseAddr(a)
 				if err != nil || !ip.Is4() {
 					continue
 				}
 				ap := netip.AddrPortFrom(ip, uint16(target))
+				listed[ap] = true
+				if !isReady && !isTerminating {
+					continue
+				}
 				b := Backend{Addr: ip, Port: uint16(target), Weight: 1, State: BackendActive}
 				if ep.NodeName != nil {
 					b.Node = *ep.NodeName
@@ -182,6 +189,24 @@ func selectableBackends(objs *Objects, svc *corev1.Service, sp *corev1.ServicePo
 			}
 		}
 	}
+	if global, affinity, errs := ServiceMeshAnnotations(svc.Annotations); global && len(errs) == 0 {
+		rReady, rTerminating := remoteBackends(objs, svc, sp, proto, listed)
+		switch {
+		case affinity == ServiceAffinityLocal && len(ready) > 0:
+			rReady, rTerminating = nil, nil
+		case affinity == ServiceAffinityRemote && len(rReady) > 0:
+			ready, terminating = map[netip.AddrPort]Backend{}, nil
+		}
+		for ap, b := range rReady {
+			ready[ap] = b
+		}
+		if terminating == nil {
+			terminating = map[netip.AddrPort]Backend{}
+		}
+		for ap, b := range rTerminating {
+			terminating[ap] = b
+		}
+	}
 	pick := ready
 	if len(pick) == 0 {
 		pick = terminating
@@ -194,4 +219,48 @@ func selectableBackends(objs *Objects, svc *corev1.Service, sp *corev1.ServicePo
 		return netip.AddrPortFrom(out[i].Addr, out[i].Port).Compare(netip.AddrPortFrom(out[j].Addr, out[j].Port)) < 0
 	})
 	return out
+}
+
+// remoteBackends returns the ready and the terminating backends the remote
+// clusters publish for the global Service svc's port sp: per cluster, in
+// id order, its Service of the same namespace and name, the port of sp's
+// name and protocol (for an unnamed sp, of sp's number and protocol), and
+// of that port the backends whose address is a pod of that cluster as
+// address lookups see it (peerAt: the local pods', local nodes' and
+// lower ids' addresses are theirs) and not listed before (listed: the
+// local slices' addresses and ports in any state; updated).
+func remoteBackends(objs *Objects, svc *corev1.Service, sp *corev1.ServicePort, proto Protocol, listed map[netip.AddrPort]bool) (ready, terminating map[netip.AddrPort]Backend) {
+	ready, terminating = map[netip.AddrPort]Backend{}, map[netip.AddrPort]Backend{}
+	clusters := make([]*RemoteCluster, 0, len(objs.Remote))
+	for i := range objs.Remote {
+		clusters = append(clusters, &objs.Remote[i])
+	}
+	sort.Slice(clusters, func(i, j int) bool { return clusters[i].ID < clusters[j].ID })
+	for _, c := range clusters {
+		for _, rs := range c.Services {
+			if rs.Namespace != svc.Namespace || rs.Name != svc.Name {
+				continue
+			}
+			for _, rp := range rs.Ports {
+				if rp.Protocol != proto || (sp.Name != "" && rp.Name != sp.Name) || (sp.Name == "" && int(rp.Port) != int(sp.Port)) {
+					continue
+				}
+				for _, b := range rp.Backends {
+					ap := netip.AddrPortFrom(b.Addr, b.Port)
+					if owner := peerAt(objs, b.Addr); owner.remote == nil || owner.cluster != c.Name || listed[ap] {
+						continue
+					}
+					listed[ap] = true
+					nb := Backend{Addr: b.Addr, Port: b.Port, Node: b.Node, Pod: b.Pod, Weight: 1, State: b.State, Cluster: c.Name}
+					if b.State == BackendActive {
+						ready[ap] = nb
+					} else {
+						terminating[ap] = nb
+					}
+				}
+				break
+			}
+		}
+	}
+	return ready, terminating
 }

@@ -349,7 +349,14 @@ func TestLoaderServiceReferencesAcrossFiles(t *testing.T) {
 func backendsString(bs []Backend) string {
 	var parts []string
 	for _, b := range bs {
-		parts = append(parts, fmt.Sprintf("%s %s pod=%s node=%s w=%d", netip.AddrPortFrom(b.Addr, b.Port), b.State, b.Pod, b.Node, b.Weight))
+		s := fmt.Sprintf("%s %s pod=%s node=%s w=%d", netip.AddrPortFrom(b.Addr, b.Port), b.State, b.Pod, b.Node, b.Weight)
+		if b.Cluster != "" {
+			s += " cluster=" + b.Cluster
+		}
+		if b.Standby {
+			s += " standby"
+		}
+		parts = append(parts, s)
 	}
 	return strings.Join(parts, "; ")
 }
@@ -630,15 +637,16 @@ func checkServiceAgrees(t *testing.T, r *Resolved, v ServiceVerdict, from, vip n
 		t.Fatalf("%s:%d/%s: resolved Service %s, evaluator %q", vip, port, proto, s.Key(), v.Service)
 	}
 	type key struct {
-		ap    netip.AddrPort
-		state BackendState
+		ap      netip.AddrPort
+		state   BackendState
+		cluster string
 	}
 	var got, want []key
 	for _, b := range p.Selectable() {
-		got = append(got, key{netip.AddrPortFrom(b.Addr, b.Port), b.State})
+		got = append(got, key{netip.AddrPortFrom(b.Addr, b.Port), b.State, b.Cluster})
 	}
 	for _, b := range v.Backends {
-		want = append(want, key{netip.AddrPortFrom(b.Backend.Addr, b.Backend.Port), b.Backend.State})
+		want = append(want, key{netip.AddrPortFrom(b.Backend.Addr, b.Backend.Port), b.Backend.State, b.Backend.Cluster})
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("%s:%d/%s (%s): resolved selectable %v, evaluator %v", vip, port, proto, s.Key(), got, want)
@@ -759,10 +767,18 @@ func randomServices(rng *rand.Rand, objs *Objects) {
 // EvaluateService, which reads the objects on its own.
 func TestServicesAgreeWithEvaluator(t *testing.T) {
 	rng := rand.New(rand.NewSource(2))
+	mrng := rand.New(rand.NewSource(3))
 	frontends, withBackends, mixed, terminatingOnly := 0, 0, 0, 0
+	meshRounds, remoteSelected, localAndRemote, standby := 0, 0, 0, 0
 	for round := 0; round < 300; round++ {
 		objs := randomObjects(rng)
 		randomServices(rng, objs)
+		if mrng.Intn(3) == 0 {
+			// A cluster mesh with global Services.
+			addRandomMesh(mrng, objs)
+			addRandomGlobalServices(mrng, objs)
+			meshRounds++
+		}
 		if err := objs.Validate(); err != nil {
 			t.Fatalf("round %d: random objects invalid: %v", round, err)
 		}
@@ -825,6 +841,22 @@ func TestServicesAgreeWithEvaluator(t *testing.T) {
 		// port, and every Service port's backends come from its slices.
 		for _, s := range r.Services {
 			for _, p := range s.Ports {
+				local, remote := false, false
+				for _, b := range p.Selectable() {
+					local, remote = local || b.Cluster == "", remote || b.Cluster != ""
+				}
+				if remote {
+					remoteSelected++
+				}
+				if local && remote {
+					localAndRemote++
+				}
+				for _, b := range p.Backends {
+					if b.Standby {
+						standby++
+						break
+					}
+				}
 				if !sort.SliceIsSorted(p.Backends, func(i, j int) bool {
 					return netip.AddrPortFrom(p.Backends[i].Addr, p.Backends[i].Port).Compare(netip.AddrPortFrom(p.Backends[j].Addr, p.Backends[j].Port)) < 0
 				}) {
@@ -839,7 +871,8 @@ func TestServicesAgreeWithEvaluator(t *testing.T) {
 		}
 	}
 	t.Logf("%d frontends, %d with backends (%d terminating only), %d mixed", frontends, withBackends, terminatingOnly, mixed)
-	if frontends == 0 || withBackends == 0 || terminatingOnly == 0 || mixed == 0 {
+	t.Logf("%d mesh rounds: %d ports with remote backends selectable (%d with local ones too), %d with backends on standby", meshRounds, remoteSelected, localAndRemote, standby)
+	if frontends == 0 || withBackends == 0 || terminatingOnly == 0 || mixed == 0 || remoteSelected == 0 || localAndRemote == 0 || standby == 0 {
 		t.Fatal("the random services exercised too little")
 	}
 }

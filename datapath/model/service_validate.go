@@ -83,6 +83,8 @@ func validateService(s *corev1.Service) field.ErrorList {
 	var all field.ErrorList
 	all = append(all, validateObjectName(s.Name, s.Namespace, validation.IsDNS1035Label)...)
 	all = append(all, validateLabels(s.Labels, field.NewPath("metadata", "labels"))...)
+	_, _, annErrs := ServiceMeshAnnotations(s.Annotations)
+	all = append(all, annErrs...)
 	spec := field.NewPath("spec")
 	nodePortType := false
 	switch s.Spec.Type {
