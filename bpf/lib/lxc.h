@@ -28,12 +28,15 @@ static __always_inline int verdict(__u32 reason, __u8 dir, __u32 len)
 /*
  * endpoint_verdict classifies a parsed packet of endpoint ep: conntrack
  * first, then, for a new connection, the policy of the direction. It
- * returns the reason the packet is counted under.
+ * returns the reason the packet is counted under. back_identity, on the
+ * egress of a flow that goes back through the overlay (tunnel_flow_of),
+ * is the peer's identity, whatever pod the ipcache has at its address (0:
+ * none, the address's).
  */
 static __always_inline int endpoint_verdict(struct __sk_buff *skb,
 					    const struct endpoint_info *ep,
 					    const struct flow4 *f, __u8 dir, __u32 len,
-					    __u32 *rev_nat)
+					    __u32 *rev_nat, __u32 back_identity)
 {
 	struct peer_identity peer;
 	int ret, consulted = 1;
@@ -47,9 +50,11 @@ static __always_inline int endpoint_verdict(struct __sk_buff *skb,
 		break;
 	}
 
-	if (dir == DIR_EGRESS)
+	if (dir == DIR_EGRESS) {
 		identity_of(f->daddr, &peer);
-	else
+		if (back_identity)
+			peer.identity = back_identity;
+	} else
 		ingress_peer(skb, f->saddr, &peer);
 	if (dir == DIR_INGRESS && from_proxy(skb)) {
 		/* The node's L7 proxy has already checked this connection's
@@ -118,10 +123,11 @@ static __always_inline int endpoint_hairpin(struct __sk_buff *skb,
  */
 static __always_inline int handle_endpoint(struct __sk_buff *skb, __u8 dir)
 {
+	struct tunnel_return back = {};
 	struct endpoint_info *ep;
 	struct flow4 f;
 	__u32 len = skb->len, rev_nat = 0;
-	int ret;
+	int ret, tunneled = 0;
 
 	ret = parse_ipv4(skb, &f);
 	if (ret < 0) {
@@ -157,13 +163,17 @@ static __always_inline int handle_endpoint(struct __sk_buff *skb, __u8 dir)
 		rev_nat = ret;
 		if (rev_nat && f.daddr == ep->ipv4)
 			return endpoint_hairpin(skb, ep, &f, len, rev_nat);
+		/* A flow that came through the overlay from an address the
+		 * ipcache gives elsewhere (a local pod of another cluster's
+		 * address) goes back where it came from (tunnel.h). */
+		tunneled = tunnel_flow_of(&f, &back);
 	} else if (lb_is_hairpin(f.saddr) && f.daddr == ep->ipv4 &&
 		   lb_hairpin_flow(&f, ep->ipv4, 0)) {
 		/* The pod's own connection through a service, back at the
 		 * pod (hairpin step 2). */
 		return verdict(REASON_CT_ESTABLISHED, dir, len);
 	}
-	ret = endpoint_verdict(skb, ep, &f, dir, len, &rev_nat);
+	ret = endpoint_verdict(skb, ep, &f, dir, len, &rev_nat, tunneled ? back.identity : 0);
 	if (dir == DIR_INGRESS && ret == REASON_CT_REPLY && rev_nat && rev_nat != REV_NAT_NODEPORT) {
 		int err = lb_reverse(skb, &f, rev_nat);
 
@@ -177,6 +187,18 @@ static __always_inline int handle_endpoint(struct __sk_buff *skb, __u8 dir)
 			return verdict(-err, dir, len);
 		verdict(ret, dir, len);
 		return nodeport_redirect(skb, &f);
+	}
+	if (dir == DIR_EGRESS && ret < DROP_POLICY && tunneled) {
+		/* Before the L7 redirect and the ipcache: both would take the
+		 * address for the local pod that has it. */
+		int redirect = tunnel_send(skb, tunnel_ifindex(), back.remote, ep->identity);
+
+		if (redirect < 0) {
+			emit_event(EVENT_DROP, dir, -redirect, &f, ep->ep_id, ep->identity, 0, skb->ifindex);
+			return verdict(-redirect, dir, len);
+		}
+		verdict(ret, dir, len);
+		return redirect;
 	}
 	if (dir == DIR_EGRESS && ret < DROP_POLICY) {
 		int steer = proxy_steer(skb, &f);
@@ -226,7 +248,9 @@ static __always_inline int steer_entering(struct __sk_buff *skb, const struct fl
 /*
  * handle_tunnel runs at tc ingress of the node's VXLAN device (tunnel.h):
  * the packet's VNI, the sender's identity, becomes its mark for the pod's
- * ingress hook. A packet without tunnel metadata is dropped.
+ * ingress hook, and a flow whose source address would not lead its
+ * replies back to the sending node is remembered. A packet without tunnel
+ * metadata is dropped.
  */
 static __always_inline int handle_tunnel(struct __sk_buff *skb)
 {
@@ -238,10 +262,12 @@ static __always_inline int handle_tunnel(struct __sk_buff *skb)
 		return verdict(DROP_NO_TUNNEL_KEY, DIR_INGRESS, skb->len);
 	}
 	skb->mark = tunnel_mark(key.tunnel_id & TUNNEL_VNI_MASK);
-	/* Connections that L7 rules apply to go to the proxy here, as they
-	 * do at the uplink (the proxy's own check is by address). */
 	if (parse_ipv4(skb, &f) != L3_IPV4)
 		return CTX_ACT_OK;
+	/* Where replies go when the source address does not say. */
+	tunnel_flow_learn(&f, bpf_htonl(key.remote_ipv4), key.tunnel_id & TUNNEL_VNI_MASK);
+	/* Connections that L7 rules apply to go to the proxy here, as they
+	 * do at the uplink (the proxy's own check is by address). */
 	return steer_entering(skb, &f);
 }
 

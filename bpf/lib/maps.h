@@ -17,3 +17,5 @@
 #define LB_AFFINITY_MAX 65536   /* ClientIP affinity entries (LRU) */
 #define LB_SOCK_REVNAT_MAX 262144 /* sockets pointed at a backend (LRU) */
 #define SOCKMAP_MAX 65536       /* same-node sockets in the sockhash */
+#define TUNNEL_FLOWS_MAX 65536  /* flows from the overlay whose source
+				 * address does not lead back (LRU) */

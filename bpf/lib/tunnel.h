@@ -18,6 +18,16 @@
  *
  * The VNI has 24 bits: the identity's. The mark holds them with the
  * fastpath mark bits set to MARK_FROM_TUNNEL (proxy.h).
+ *
+ * Return tunnels. Clusters may share pod addresses: an address a local
+ * pod also has is the local pod's in the ipcache, so a reply to a remote
+ * pod with that address would be delivered to the local one. Where the
+ * ipcache would not lead a flow's replies back to the node it came from
+ * (the source is a local pod's address, another node's pod, or unknown),
+ * fp_from_tunnel remembers that node in fp_tunnel_flows, keyed by the
+ * tuple of the replies; at a pod's egress a packet of such a flow goes
+ * back through the tunnel to it before the ipcache is consulted, and its
+ * peer is the identity the flow came with.
  */
 #pragma once
 
@@ -26,6 +36,7 @@
 #include "maps.h"
 #include "parse.h"
 #include "identity.h"
+#include "conntrack.h"
 #include "proxy.h"
 
 enum tunnel_const {
@@ -50,6 +61,160 @@ struct {
 } fp_tunnel SEC(".maps");
 
 /*
+ * A flow that came through the overlay from an address the ipcache does
+ * not lead back to the sending node, keyed by the tuple of its replies
+ * (the local side as source). Layout owned by datapath/lxc.
+ */
+struct tunnel_flow_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct tunnel_flow {
+	__u64 expires_ns;  /* bpf_ktime_get_ns() after which it is gone */
+	__be32 remote;     /* the sending node: the outer source */
+	__u32 identity;    /* the sender's identity: the VNI */
+	__u32 flags;       /* CT_F_CLOSING once a FIN or RST came through */
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct tunnel_flow_key);
+	__type(value, struct tunnel_flow);
+	__uint(max_entries, TUNNEL_FLOWS_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fp_tunnel_flows SEC(".maps");
+
+/* tunnel_ifindex is the node's VXLAN device, 0 without an overlay. */
+static __always_inline __u32 tunnel_ifindex(void)
+{
+	struct tunnel_config *cfg;
+	__u32 zero = 0;
+
+	cfg = bpf_map_lookup_elem(&fp_tunnel, &zero);
+	return cfg ? cfg->ifindex : 0;
+}
+
+/* tunnel_flow_touch keeps an entry as long as the connection's conntrack
+ * entry lives: closing after a FIN or RST, again open on a new SYN. */
+static __always_inline void tunnel_flow_touch(struct tunnel_flow *e, const struct flow4 *f, __u64 now)
+{
+	__u32 flags = e->flags;
+
+	if ((f->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN)
+		flags = 0;
+	if (f->tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST))
+		flags |= CT_F_CLOSING;
+	e->flags = flags;
+	e->expires_ns = now + ct_lifetime(f, flags | CT_F_SEEN_REPLY);
+}
+
+/*
+ * tunnel_flow_learn runs for a packet f that came through the overlay
+ * from node remote (network order) with identity: when the ipcache does
+ * not name remote as where its source address lives, the flow's replies
+ * are to go back to remote; when it does, a leftover entry of the tuple
+ * is forgotten.
+ */
+static __always_inline void tunnel_flow_learn(const struct flow4 *f, __be32 remote, __u32 identity)
+{
+	struct ipcache_key ck = { .prefixlen = 32, .addr = f->saddr };
+	struct tunnel_flow_key k = {
+		.saddr = f->daddr,
+		.daddr = f->saddr,
+		.sport = f->dport,
+		.dport = f->sport,
+		.proto = f->proto,
+	};
+	struct ipcache_value *v;
+	struct tunnel_flow *e;
+	__u64 now;
+
+	e = bpf_map_lookup_elem(&fp_tunnel_flows, &k);
+	v = bpf_map_lookup_elem(&fp_ipcache, &ck);
+	if (v && v->tunnel_endpoint == remote) {
+		if (e)
+			bpf_map_delete_elem(&fp_tunnel_flows, &k);
+		return;
+	}
+	now = bpf_ktime_get_ns();
+	if (e && e->remote == remote && e->identity == identity) {
+		tunnel_flow_touch(e, f, now);
+		return;
+	}
+	{
+		struct tunnel_flow n = { .remote = remote, .identity = identity };
+
+		tunnel_flow_touch(&n, f, now);
+		bpf_map_update_elem(&fp_tunnel_flows, &k, &n, BPF_ANY);
+	}
+}
+
+/* The node and identity a flow's packets go back to (tunnel_flow_of). */
+struct tunnel_return {
+	__be32 remote;
+	__u32 identity;
+};
+
+/*
+ * tunnel_flow_of tells whether the packet f a pod sends belongs to a flow
+ * that came through the overlay from an address the ipcache does not lead
+ * back (tunnel_flow_learn): then it fills *back and returns 1.
+ */
+static __always_inline int tunnel_flow_of(const struct flow4 *f, struct tunnel_return *back)
+{
+	struct tunnel_flow_key k = {
+		.saddr = f->saddr,
+		.daddr = f->daddr,
+		.sport = f->sport,
+		.dport = f->dport,
+		.proto = f->proto,
+	};
+	struct tunnel_flow *e;
+	__u64 now;
+
+	if (!tunnel_ifindex())
+		return 0;
+	e = bpf_map_lookup_elem(&fp_tunnel_flows, &k);
+	if (!e)
+		return 0;
+	now = bpf_ktime_get_ns();
+	if (e->expires_ns <= now)
+		return 0;
+	tunnel_flow_touch(e, f, now);
+	back->remote = e->remote;
+	back->identity = e->identity;
+	return 1;
+}
+
+/*
+ * tunnel_send puts the tunnel key (remote: a node address in network
+ * order, VNI = identity) and the device's MAC on a packet and redirects
+ * it to the overlay device ifindex: returns the redirect verdict or a
+ * negative drop reason.
+ */
+static __always_inline int tunnel_send(struct __sk_buff *skb, __u32 ifindex, __be32 remote, __u32 identity)
+{
+	struct bpf_tunnel_key key = {};
+	__u8 mac[ETH_ALEN] = TUNNEL_MAC;
+
+	if (identity & ~TUNNEL_VNI_MASK)
+		return -DROP_MALFORMED;
+	key.remote_ipv4 = bpf_ntohl(remote);
+	key.tunnel_id = identity;
+	key.tunnel_ttl = 64;
+	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0 ||
+	    bpf_skb_store_bytes(skb, 0, mac, ETH_ALEN, 0) < 0)
+		return -DROP_MALFORMED;
+	return bpf_redirect(ifindex, 0);
+}
+
+/*
  * tunnel_encap sends a packet of a pod with identity through the overlay
  * when its destination is a pod of another node: returns the redirect
  * verdict, or -1 when the packet is not for the overlay (no overlay, or a
@@ -58,25 +223,13 @@ struct {
 static __always_inline int tunnel_encap(struct __sk_buff *skb, const struct flow4 *f, __u32 identity)
 {
 	struct ipcache_key ck = { .prefixlen = 32, .addr = f->daddr };
-	struct bpf_tunnel_key key = {};
-	struct tunnel_config *cfg;
 	struct ipcache_value *v;
-	__u8 mac[ETH_ALEN] = TUNNEL_MAC;
-	__u32 zero = 0;
+	__u32 ifindex = tunnel_ifindex();
 
-	cfg = bpf_map_lookup_elem(&fp_tunnel, &zero);
-	if (!cfg || !cfg->ifindex)
+	if (!ifindex)
 		return -1;
 	v = bpf_map_lookup_elem(&fp_ipcache, &ck);
 	if (!v || !v->tunnel_endpoint)
 		return -1;
-	if (identity & ~TUNNEL_VNI_MASK)
-		return -DROP_MALFORMED;
-	key.remote_ipv4 = bpf_ntohl(v->tunnel_endpoint);
-	key.tunnel_id = identity;
-	key.tunnel_ttl = 64;
-	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0 ||
-	    bpf_skb_store_bytes(skb, 0, mac, ETH_ALEN, 0) < 0)
-		return -DROP_MALFORMED;
-	return bpf_redirect(cfg->ifindex, 0);
+	return tunnel_send(skb, ifindex, v->tunnel_endpoint, identity);
 }

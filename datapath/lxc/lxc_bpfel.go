@@ -328,6 +328,25 @@ const (
 	lxcTunnelConstTUNNEL_VNI_MASK lxcTunnelConst = 16777215
 )
 
+type lxcTunnelFlow struct {
+	_         structs.HostLayout
+	ExpiresNs uint64
+	Remote    uint32
+	Identity  uint32
+	Flags     uint32
+	Pad       uint32
+}
+
+type lxcTunnelFlowKey struct {
+	_     structs.HostLayout
+	Saddr uint32
+	Daddr uint32
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Pad   [3]uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -351,6 +370,7 @@ const (
 	lxcMapFpProxy          = "fp_proxy"
 	lxcMapFpRuleMetrics    = "fp_rule_metrics"
 	lxcMapFpTunnel         = "fp_tunnel"
+	lxcMapFpTunnelFlows    = "fp_tunnel_flows"
 	lxcProgFpFromContainer = "fp_from_container"
 	lxcProgFpFromNetdev    = "fp_from_netdev"
 	lxcProgFpFromTunnel    = "fp_from_tunnel"
@@ -429,6 +449,7 @@ type lxcMapSpecs struct {
 	FpProxy         *ebpf.MapSpec `ebpf:"fp_proxy"`
 	FpRuleMetrics   *ebpf.MapSpec `ebpf:"fp_rule_metrics"`
 	FpTunnel        *ebpf.MapSpec `ebpf:"fp_tunnel"`
+	FpTunnelFlows   *ebpf.MapSpec `ebpf:"fp_tunnel_flows"`
 }
 
 // lxcVariableSpecs contains global variables before they are loaded into the kernel.
@@ -477,6 +498,7 @@ type lxcMaps struct {
 	FpProxy         *ebpf.Map `ebpf:"fp_proxy"`
 	FpRuleMetrics   *ebpf.Map `ebpf:"fp_rule_metrics"`
 	FpTunnel        *ebpf.Map `ebpf:"fp_tunnel"`
+	FpTunnelFlows   *ebpf.Map `ebpf:"fp_tunnel_flows"`
 }
 
 func (m *lxcMaps) Close() error {
@@ -500,6 +522,7 @@ func (m *lxcMaps) Close() error {
 		m.FpProxy,
 		m.FpRuleMetrics,
 		m.FpTunnel,
+		m.FpTunnelFlows,
 	)
 }
 

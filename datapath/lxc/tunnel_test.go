@@ -1,9 +1,12 @@
 package lxc
 
 import (
+	"net"
 	"net/netip"
 	"testing"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -114,4 +117,116 @@ func TestRemotePeers(t *testing.T) {
 			t.Errorf("client -> %s: verdict %d, want %d", c.to, got, c.want)
 		}
 	}
+}
+
+// TestReturnTunnel: clusters may share pod addresses, and an address a
+// local pod has is the local pod's in the ipcache. A connection that
+// comes through the overlay from a remote pod with such an address is
+// remembered by fp_from_tunnel (a real VXLAN packet into the node's
+// device, keyed by the tuple of its replies, with the sending node and
+// the VNI), and the server's replies go back through the tunnel to that
+// node instead of to the local pod of that address; the local pod's own
+// flows, and a flow whose address the ipcache does lead back, are not
+// touched.
+func TestReturnTunnel(t *testing.T) {
+	objs := testObjects()
+	objs.Cluster = model.ClusterInfo{Name: "east", ID: 1}
+	// A node whose pods the ipcache sends through the tunnel to the
+	// loopback address the test's VXLAN packets come from.
+	objs.Nodes = []corev1.Node{
+		{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "198.18.0.1"}}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "n2"}, Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}}}},
+	}
+	far := pod("far", netip.MustParseAddr("10.0.0.9"), map[string]string{"app": "client"})
+	far.Spec.NodeName = "n2"
+	objs.Pods = append(objs.Pods, far)
+	// West's client has east's client's address (shadowed: the ipcache
+	// keeps the local pod).
+	remoteID := model.GlobalIdentity(2, 0x100)
+	objs.Remote = []model.RemoteCluster{{Name: "west", ID: 2, Nodes: []model.Node{{Name: "w1", IP: netip.MustParseAddr("172.16.0.1")}},
+		Endpoints: []model.RemoteEndpoint{{Namespace: "t", Name: "client", IP: clientIP, Node: "w1", NodeIP: netip.MustParseAddr("172.16.0.1"),
+			Identity: remoteID, Labels: map[string]string{"app": "client", model.LabelNamespace: "t", model.LabelServiceAccount: "default", model.LabelCluster: "west"}}}}}
+	// The VXLAN packets travel over lo, where the server's programs
+	// would judge them as packets into the server: it is bound to lo
+	// only after they came through.
+	d, _ := loadOnLo(t, objs, "none")
+	if err := d.EnableTunnel(TunnelOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	from, to := d.Programs()
+	var cv lxcIpcacheValue
+	if err := d.objs.FpIpcache.Lookup(lxcIpcacheKey{Prefixlen: 32, Addr: be32(clientIP)}, &cv); err != nil || cv.TunnelEndpoint != 0 {
+		t.Fatalf("ipcache of the shared address: %+v, %v (want the local pod's)", cv, err)
+	}
+
+	// West's client opens a connection from port 40000: a VXLAN packet
+	// into fp_vxlan from 127.0.0.1 (the "node" it came from).
+	sendVXLAN := func(vni model.Identity, src netip.Addr, sport uint16) {
+		t.Helper()
+		inner := tcpPacket(src, sport, serverIP, 8080, flagSYN)
+		copy(inner[0:6], TunnelMAC)
+		frame := append([]byte{0x08, 0, 0, 0, byte(vni >> 16), byte(vni >> 8), byte(vni), 0}, inner...)
+		conn, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: TunnelPort})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := conn.Write(frame); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := func(peer netip.Addr, peerPort uint16) lxcTunnelFlowKey {
+		return lxcTunnelFlowKey{Saddr: be32(serverIP), Daddr: be32(peer), Sport: htons(8080), Dport: htons(peerPort), Proto: 6}
+	}
+	waitFlow := func(k lxcTunnelFlowKey) (lxcTunnelFlow, bool) {
+		var v lxcTunnelFlow
+		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if err := d.objs.FpTunnelFlows.Lookup(k, &v); err == nil {
+				return v, true
+			}
+		}
+		return v, false
+	}
+	sendVXLAN(remoteID, clientIP, 40000)
+	v, ok := waitFlow(key(clientIP, 40000))
+	if !ok {
+		t.Fatal("no fp_tunnel_flows entry for the connection from the overlay")
+	}
+	if v.Remote != be32(netip.MustParseAddr("127.0.0.1")) || v.Identity != uint32(remoteID) || v.ExpiresNs == 0 {
+		t.Fatalf("fp_tunnel_flows entry %+v, want remote 127.0.0.1 and identity %d", v, remoteID)
+	}
+	// A pod whose address the ipcache leads back to that node needs none.
+	sendVXLAN(remoteID, netip.MustParseAddr("10.0.0.9"), 40001)
+	sendVXLAN(remoteID, clientIP, 40002) // after it: both are processed once this one is
+	if _, ok := waitFlow(key(clientIP, 40002)); !ok {
+		t.Fatal("no entry for the second connection")
+	}
+	if err := d.objs.FpTunnelFlows.Lookup(key(netip.MustParseAddr("10.0.0.9"), 40001), &v); err == nil {
+		t.Fatal("an entry for a flow the ipcache leads back")
+	}
+
+	d.opts.InterfaceName = func(ep *model.Endpoint) string {
+		if ep.Name == "server" {
+			return "lo"
+		}
+		return "absent-" + ep.Name
+	}
+	if st, err := d.Apply(mustResolve(t, objs), "n1"); err != nil || st.Endpoints != 1 {
+		t.Fatalf("apply: %+v, %v", st, err)
+	}
+
+	// The connection reaches the server (the VNI's identity is west's
+	// app=client, which the server admits); its reply goes back through
+	// the tunnel, though the ipcache has a local pod at that address.
+	const actRedirect = 7
+	syn := tcpPacket(clientIP, 40000, serverIP, 8080, flagSYN)
+	if got := runMarked(t, to, syn, tunnelMark(remoteID)); got != actOK {
+		t.Fatalf("west's client -> server: verdict %d", got)
+	}
+	d.expectVerdict(t, from, tcpPacket(serverIP, 8080, clientIP, 40000, flagSYN|flagACK), actRedirect, ReasonReply, model.Egress)
+	// The local client's own connection (another port) is answered locally.
+	if got := run(t, to, tcpPacket(clientIP, 41000, serverIP, 8080, flagSYN)); got != actOK {
+		t.Fatalf("local client -> server: verdict %d", got)
+	}
+	d.expectVerdict(t, from, tcpPacket(serverIP, 8080, clientIP, 41000, flagSYN|flagACK), actOK, ReasonReply, model.Egress)
 }
