@@ -162,7 +162,7 @@ func eastState() State {
 		Nodes: []Node{{Name: "e1", IP: ip("172.18.0.2")}, {Name: "e2", IP: ip("172.18.0.3")}},
 		Services: []GlobalService{{
 			Namespace: "shop", Name: "web", Affinity: AffinityLocal,
-			Ports: []ServicePort{{Name: "http", Protocol: "TCP", Port: 80, Backends: []Backend{{IP: ip("10.1.0.10"), Port: 8080, Node: "e1"}}}},
+			Ports: []ServicePort{{Name: "http", Protocol: "TCP", Port: 80, Backends: []Backend{{IP: ip("10.1.0.10"), Port: 8080, Node: "e1", Pod: "shop/web-1"}}}},
 		}},
 	}
 }
@@ -216,7 +216,7 @@ func TestPublishWatchRoundTrip(t *testing.T) {
 	if l := rs.Identities[web]; l["app"] != "web" || l[LabelCluster] != "east" || len(rs.Identities) != 2 {
 		t.Errorf("identities: %v", rs.Identities)
 	}
-	if svc := rs.Services["shop/web"]; svc.Affinity != AffinityLocal || len(svc.Ports) != 1 || svc.Ports[0].Backends[0].Port != 8080 {
+	if svc := rs.Services["shop/web"]; svc.Affinity != AffinityLocal || len(svc.Ports) != 1 || svc.Ports[0].Backends[0].Port != 8080 || svc.Ports[0].Backends[0].Pod != "shop/web-1" {
 		t.Errorf("services: %+v", rs.Services)
 	}
 	if len(rs.Nodes) != 2 || rs.Nodes["e2"].IP != ip("172.18.0.3") {
@@ -277,8 +277,11 @@ func TestPublishWatchRoundTrip(t *testing.T) {
 	bad.Endpoints[0].IP = ip("10.2.0.99")   // west's range
 	bad.Endpoints[1].Identity = 3000        // unknown
 	bad.Identities[5] = map[string]string{} // reserved
+	bad.Services[0].Affinity = "nearest"
+	bad.Services[0].Ports[0].Backends[0].IP = ip("fd00::1")
 	err = pe.Publish(ctxT(t, 5*time.Second), bad)
-	for _, want := range []string{"outside the cluster's pod CIDRs", "identity 3000 is not in the published identities", "identity 5: global identity: local identity 5 is reserved"} {
+	for _, want := range []string{"outside the cluster's pod CIDRs", "identity 3000 is not in the published identities", "identity 5: global identity: local identity 5 is reserved",
+		`service shop/web: affinity "nearest"`, "service shop/web: port 80: backend fd00::1:8080: want an IPv4 address and a port"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Publish(bad) = %v, want %q", err, want)
 		}
@@ -562,11 +565,58 @@ func TestServiceAnnotations(t *testing.T) {
 		{map[string]string{AnnotationGlobal: "true", AnnotationAffinity: "local"}, true, AffinityLocal, false},
 		{map[string]string{AnnotationGlobal: "true", AnnotationAffinity: "none"}, true, AffinityNone, false},
 		{map[string]string{AnnotationGlobal: "yes"}, false, AffinityNone, true},
-		{map[string]string{AnnotationGlobal: "true", AnnotationAffinity: "remote"}, false, AffinityNone, true},
+		{map[string]string{AnnotationGlobal: "true", AnnotationAffinity: "remote"}, true, AffinityRemote, false},
+		{map[string]string{AnnotationGlobal: "true", AnnotationAffinity: "nearest"}, false, AffinityNone, true},
 	} {
 		g, a, err := ServiceAnnotations(c.ann)
 		if g != c.global || a != c.affinity || (err != nil) != c.err {
 			t.Errorf("ServiceAnnotations(%v) = %v, %q, %v", c.ann, g, a, err)
 		}
+		if err != nil && !strings.Contains(err.Error(), "metadata.annotations[service.fastpath.dev/") {
+			t.Errorf("error %q does not name the annotation", err)
+		}
+	}
+}
+
+// TestCleanService: the watcher keeps a peer's usable ports and backends
+// and reports the others.
+func TestCleanService(t *testing.T) {
+	pods := []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16")}
+	in := GlobalService{Namespace: "shop", Name: "web", Ports: []ServicePort{
+		{Name: "http", Protocol: "TCP", Port: 80, Backends: []Backend{
+			{IP: ip("10.2.0.5"), Port: 8080, Pod: "shop/web-1"},
+			{IP: ip("10.2.0.5"), Port: 8080}, // twice
+			{IP: ip("10.9.0.5"), Port: 8080}, // another cluster's range
+			{IP: ip("fd00::5"), Port: 8080},  // IPv6
+			{IP: ip("10.2.0.6"), Port: 0},    // no port
+			{IP: ip("10.2.0.7"), Port: 8080, Terminating: true},
+		}},
+		{Name: "http", Protocol: "TCP", Port: 81},   // name twice
+		{Name: "alt", Protocol: "TCP", Port: 80},    // number twice
+		{Name: "quic", Protocol: "QUIC", Port: 443}, // protocol
+		{Name: "zero", Protocol: "UDP"},             // number 0
+		{Name: "dns", Protocol: "UDP", Port: 53},
+	}}
+	var problems []string
+	out := cleanService(in, pods, func(f string, a ...any) { problems = append(problems, fmt.Sprintf(f, a...)) })
+	if len(out.Ports) != 2 || out.Ports[0].Name != "http" || out.Ports[1].Name != "dns" {
+		t.Fatalf("ports %+v", out.Ports)
+	}
+	if b := out.Ports[0].Backends; len(b) != 2 || b[0].Pod != "shop/web-1" || !b[1].Terminating {
+		t.Errorf("backends %+v", b)
+	}
+	want := []string{"backend 10.2.0.5:8080: listed twice", "backend 10.9.0.5:8080: outside the peer's pod CIDRs", "backend fd00::5:8080: want an IPv4 address",
+		"backend 10.2.0.6:0: want an IPv4 address and a port", `port "http" 81/TCP: listed twice`, `port "alt" 80/TCP: listed twice`,
+		`port 443: protocol "QUIC"`, `port "zero": number 0`}
+	if len(problems) != len(want) {
+		t.Fatalf("problems %q", problems)
+	}
+	for i, w := range want {
+		if !strings.Contains(problems[i], w) {
+			t.Errorf("problem %q, want %q", problems[i], w)
+		}
+	}
+	if len(in.Ports) != 6 || len(in.Ports[0].Backends) != 6 {
+		t.Error("cleanService modified its input")
 	}
 }

@@ -70,9 +70,13 @@
 //
 // nodeIP is the tunnel endpoint peers encapsulate to. Services are
 // published when annotated service.fastpath.dev/global: "true";
-// service.fastpath.dev/affinity: local makes a cluster prefer its own
-// backends (ServiceAnnotations reads both). Backends are the serving
-// endpoints (ready, or terminating and still serving, Terminating set).
+// service.fastpath.dev/affinity: local (or remote) makes a cluster prefer
+// its own (or the others') backends (ServiceAnnotations reads both, as
+// datapath/model does, which merges a global Service's backends across
+// clusters). A published port has its name, protocol and number, and
+// its backends: the cluster's serving endpoints that are its pods (ip,
+// target port, node, pod; ready, or terminating and still serving,
+// Terminating set).
 // Identities are published local; the prefix says which cluster they
 // belong to, and the watcher turns them into global ones.
 //
@@ -117,8 +121,10 @@
 // identities by global identity (each with the label
 // io.cilium.k8s.policy.cluster=<peer>), services by namespace/name, nodes.
 // Keys that do not parse, endpoints outside the peer's configured pod
-// CIDRs or whose identity is not published are left out and listed in
-// Problems. The state is used only while the peer's cluster key exists
+// CIDRs or whose identity is not published, and a Service's ports that
+// are not TCP, UDP or SCTP, numbered 0 or listed twice, and backends
+// without an IPv4 address and port, outside the peer's pod CIDRs or
+// listed twice, are left out and listed in Problems. The state is used only while the peer's cluster key exists
 // and names the configured name and id; otherwise the peer is empty.
 // OnChange receives a Snapshot (every peer) after each change, from one
 // goroutine; changes during a call are coalesced into the next.

@@ -24,15 +24,17 @@ const (
 	dirNodes      = "nodes/"
 )
 
-// Service annotations that export a Service to the mesh.
+// Service annotations that export a Service to the mesh (the model's:
+// datapath/model merges a global Service's remote backends).
 const (
 	// AnnotationGlobal "true" makes a Service global: its backends are
 	// published for the Services of the same namespace and name in the
-	// other clusters.
-	AnnotationGlobal = "service.fastpath.dev/global"
+	// other clusters, and it takes theirs.
+	AnnotationGlobal = model.AnnotationGlobalService
 	// AnnotationAffinity "local" prefers the cluster's own backends and
-	// uses remote ones only when it has none.
-	AnnotationAffinity = "service.fastpath.dev/affinity"
+	// uses remote ones only when it has no ready one; "remote" the
+	// converse.
+	AnnotationAffinity = model.AnnotationServiceAffinity
 )
 
 // LabelCluster is the label the watcher adds to every remote identity's
@@ -44,33 +46,27 @@ const LabelCluster = "io.cilium.k8s.policy.cluster"
 func Prefix(name string) string { return KeyRoot + name + "/" }
 
 // Affinity says which backends of a global Service new flows prefer.
-type Affinity string
+type Affinity = model.ServiceAffinity
 
 // Affinities.
 const (
 	// AffinityNone balances over the backends of every cluster.
-	AffinityNone Affinity = ""
-	// AffinityLocal uses the local cluster's backends while it has any.
-	AffinityLocal Affinity = "local"
+	AffinityNone = model.ServiceAffinityNone
+	// AffinityLocal uses the local cluster's backends while it has a
+	// ready one.
+	AffinityLocal = model.ServiceAffinityLocal
+	// AffinityRemote uses the remote clusters' backends while they have
+	// a ready one.
+	AffinityRemote = model.ServiceAffinityRemote
 )
 
 // ServiceAnnotations reads the mesh annotations of a Service: whether it
 // is global and its affinity. Values other than "true"/"false" and
-// ""/"none"/"local" are errors.
+// ""/"none"/"local"/"remote" are errors.
 func ServiceAnnotations(ann map[string]string) (global bool, affinity Affinity, err error) {
-	switch v, ok := ann[AnnotationGlobal]; {
-	case !ok || v == "false":
-	case v == "true":
-		global = true
-	default:
-		return false, "", fmt.Errorf("annotation %s: %q: want \"true\" or \"false\"", AnnotationGlobal, v)
-	}
-	switch v := ann[AnnotationAffinity]; v {
-	case "", "none":
-	case "local":
-		affinity = AffinityLocal
-	default:
-		return false, "", fmt.Errorf("annotation %s: %q: want \"local\" or \"none\"", AnnotationAffinity, v)
+	global, affinity, errs := model.ServiceMeshAnnotations(ann)
+	if len(errs) > 0 {
+		return false, AffinityNone, errs.ToAggregate()
 	}
 	return global, affinity, nil
 }
@@ -130,11 +126,13 @@ type ServicePort struct {
 }
 
 // Backend is a serving endpoint of a port: ready ones, and terminating
-// ones that still serve (Terminating set). Others are not published.
+// ones that still serve (Terminating set). Others are not published. Pod
+// is the endpoint's pod ("namespace/name") when it is one.
 type Backend struct {
 	IP          netip.Addr `json:"ip"`
 	Port        uint16     `json:"port"`
 	Node        string     `json:"node,omitempty"`
+	Pod         string     `json:"pod,omitempty"`
 	Terminating bool       `json:"terminating,omitempty"`
 }
 
@@ -218,16 +216,16 @@ func (s *State) encode(self Cluster, info ClusterInfo) ([]kv, error) {
 			bad("service %s: duplicate", svc.Key())
 		}
 		svcs[svc.Key()] = true
-		if svc.Affinity != AffinityNone && svc.Affinity != AffinityLocal {
-			bad("service %s: affinity %q: want \"\" or %q", svc.Key(), svc.Affinity, AffinityLocal)
+		if svc.Affinity != AffinityNone && svc.Affinity != AffinityLocal && svc.Affinity != AffinityRemote {
+			bad("service %s: affinity %q: want \"\", %q or %q", svc.Key(), svc.Affinity, AffinityLocal, AffinityRemote)
 		}
 		for _, p := range svc.Ports {
-			if p.Protocol != "TCP" && p.Protocol != "UDP" && p.Protocol != "SCTP" {
-				bad("service %s: port %d: protocol %q: want TCP, UDP or SCTP", svc.Key(), p.Port, p.Protocol)
+			if err := checkServicePort(p); err != nil {
+				bad("service %s: %v", svc.Key(), err)
 			}
 			for _, b := range p.Backends {
-				if !b.IP.IsValid() || b.Port == 0 {
-					bad("service %s: port %d: backend %s:%d: want an address and a port", svc.Key(), p.Port, b.IP, b.Port)
+				if err := checkBackend(b); err != nil {
+					bad("service %s: port %d: %v", svc.Key(), p.Port, err)
 				}
 			}
 		}
@@ -264,6 +262,25 @@ func (s *State) encode(self Cluster, info ClusterInfo) ([]kv, error) {
 		return nil, errors.Join(errs...)
 	}
 	return out, nil
+}
+
+// checkServicePort checks a published port (not its backends).
+func checkServicePort(p ServicePort) error {
+	if p.Protocol != "TCP" && p.Protocol != "UDP" && p.Protocol != "SCTP" {
+		return fmt.Errorf("port %d: protocol %q: want TCP, UDP or SCTP", p.Port, p.Protocol)
+	}
+	if p.Port == 0 {
+		return fmt.Errorf("port %q: number 0", p.Name)
+	}
+	return nil
+}
+
+// checkBackend checks a published backend.
+func checkBackend(b Backend) error {
+	if !b.IP.IsValid() || !b.IP.Is4() || b.Port == 0 {
+		return fmt.Errorf("backend %s:%d: want an IPv4 address and a port", b.IP, b.Port)
+	}
+	return nil
 }
 
 // checkName accepts what may be one segment of a key.

@@ -509,7 +509,7 @@ func (w *Watcher) build(ps *peerState) *RemoteState {
 				problem("%s: bad service (%v)", k, err)
 				continue
 			}
-			rs.Services[s.Key()] = s
+			rs.Services[s.Key()] = cleanService(s, ps.pods, func(format string, args ...any) { problem(k+": "+format, args...) })
 		case strings.HasPrefix(k, dirEndpoints):
 			endpoints = append(endpoints, k) // after the identities
 		default:
@@ -538,6 +538,48 @@ func (w *Watcher) build(ps *peerState) *RemoteState {
 		rs.Endpoints[e.IP] = RemoteEndpoint{Endpoint: e, GlobalIdentity: g}
 	}
 	return rs
+}
+
+// cleanService returns s without the ports and backends a consumer cannot
+// use, each reported to problem: ports with another protocol than TCP,
+// UDP or SCTP, number 0, or a name or number already used for the
+// protocol; backends without an IPv4 address and port, outside the peer's
+// pod CIDRs (pods), or listed twice.
+func cleanService(s GlobalService, pods []netip.Prefix, problem func(string, ...any)) GlobalService {
+	out := s
+	out.Ports = make([]ServicePort, 0, len(s.Ports))
+	names, numbers := map[string]bool{}, map[string]bool{}
+	for _, p := range s.Ports {
+		if err := checkServicePort(p); err != nil {
+			problem("%v", err)
+			continue
+		}
+		byName, byNumber := p.Name+"/"+p.Protocol, fmt.Sprint(p.Port, "/", p.Protocol)
+		if (p.Name != "" && names[byName]) || numbers[byNumber] {
+			problem("port %q %d/%s: listed twice", p.Name, p.Port, p.Protocol)
+			continue
+		}
+		names[byName], numbers[byNumber] = true, true
+		cp := p
+		cp.Backends = make([]Backend, 0, len(p.Backends))
+		seen := map[netip.AddrPort]bool{}
+		for _, b := range p.Backends {
+			ap := netip.AddrPortFrom(b.IP, b.Port)
+			switch err := checkBackend(b); {
+			case err != nil:
+				problem("port %d: %v", p.Port, err)
+			case !slices.ContainsFunc(pods, func(pp netip.Prefix) bool { return pp.Contains(b.IP) }):
+				problem("port %d: backend %s: outside the peer's pod CIDRs", p.Port, ap)
+			case seen[ap]:
+				problem("port %d: backend %s: listed twice", p.Port, ap)
+			default:
+				seen[ap] = true
+				cp.Backends = append(cp.Backends, b)
+			}
+		}
+		out.Ports = append(out.Ports, cp)
+	}
+	return out
 }
 
 // decodeJSON decodes a value; fields it does not know are ignored, so that
