@@ -595,10 +595,14 @@ func TestCleanService(t *testing.T) {
 		{Name: "alt", Protocol: "TCP", Port: 80},    // number twice
 		{Name: "quic", Protocol: "QUIC", Port: 443}, // protocol
 		{Name: "zero", Protocol: "UDP"},             // number 0
+		{Name: "Bad_Name", Protocol: "UDP", Port: 54},
 		{Name: "dns", Protocol: "UDP", Port: 53},
 	}}
 	var problems []string
-	out := cleanService(in, pods, func(f string, a ...any) { problems = append(problems, fmt.Sprintf(f, a...)) })
+	out, ok := cleanService(in, pods, func(f string, a ...any) { problems = append(problems, fmt.Sprintf(f, a...)) })
+	if !ok {
+		t.Fatal("service dropped")
+	}
 	if len(out.Ports) != 2 || out.Ports[0].Name != "http" || out.Ports[1].Name != "dns" {
 		t.Fatalf("ports %+v", out.Ports)
 	}
@@ -607,7 +611,7 @@ func TestCleanService(t *testing.T) {
 	}
 	want := []string{"backend 10.2.0.5:8080: listed twice", "backend 10.9.0.5:8080: outside the peer's pod CIDRs", "backend fd00::5:8080: want an IPv4 address",
 		"backend 10.2.0.6:0: want an IPv4 address and a port", `port "http" 81/TCP: listed twice`, `port "alt" 80/TCP: listed twice`,
-		`port 443: protocol "QUIC"`, `port "zero": number 0`}
+		`port 443: protocol "QUIC"`, `port "zero": number 0`, `port "Bad_Name": a lowercase RFC 1123 label`}
 	if len(problems) != len(want) {
 		t.Fatalf("problems %q", problems)
 	}
@@ -616,7 +620,13 @@ func TestCleanService(t *testing.T) {
 			t.Errorf("problem %q, want %q", problems[i], w)
 		}
 	}
-	if len(in.Ports) != 6 || len(in.Ports[0].Backends) != 6 {
+	if len(in.Ports) != 7 || len(in.Ports[0].Backends) != 6 {
 		t.Error("cleanService modified its input")
+	}
+	in.Name = "Web"
+	problems = nil
+	if _, ok := cleanService(in, pods, func(f string, a ...any) { problems = append(problems, fmt.Sprintf(f, a...)) }); ok ||
+		len(problems) != 1 || !strings.Contains(problems[0], "service shop/Web: not a Kubernetes namespace and name") {
+		t.Errorf("a Service named Web: kept %v, problems %q", ok, problems)
 	}
 }

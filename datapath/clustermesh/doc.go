@@ -121,10 +121,11 @@
 // identities by global identity (each with the label
 // io.cilium.k8s.policy.cluster=<peer>), services by namespace/name, nodes.
 // Keys that do not parse, endpoints outside the peer's configured pod
-// CIDRs or whose identity is not published, and a Service's ports that
-// are not TCP, UDP or SCTP, numbered 0 or listed twice, and backends
-// without an IPv4 address and port, outside the peer's pod CIDRs or
-// listed twice, are left out and listed in Problems. The state is used only while the peer's cluster key exists
+// CIDRs or whose identity is not published, Services whose namespace or
+// name is not a Kubernetes one, a Service's ports that are not TCP, UDP
+// or SCTP, numbered 0, badly named or listed twice, and backends without
+// an IPv4 address and port, outside the peer's pod CIDRs or listed
+// twice, are left out and listed in Problems. The state is used only while the peer's cluster key exists
 // and names the configured name and id; otherwise the peer is empty.
 // OnChange receives a Snapshot (every peer) after each change, from one
 // goroutine; changes during a call are coalesced into the next.

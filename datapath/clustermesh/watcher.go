@@ -16,6 +16,7 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/fastpath-bench/fastpath/datapath/model"
 )
@@ -509,7 +510,9 @@ func (w *Watcher) build(ps *peerState) *RemoteState {
 				problem("%s: bad service (%v)", k, err)
 				continue
 			}
-			rs.Services[s.Key()] = cleanService(s, ps.pods, func(format string, args ...any) { problem(k+": "+format, args...) })
+			if cs, ok := cleanService(s, ps.pods, func(format string, args ...any) { problem(k+": "+format, args...) }); ok {
+				rs.Services[s.Key()] = cs
+			}
 		case strings.HasPrefix(k, dirEndpoints):
 			endpoints = append(endpoints, k) // after the identities
 		default:
@@ -542,16 +545,26 @@ func (w *Watcher) build(ps *peerState) *RemoteState {
 
 // cleanService returns s without the ports and backends a consumer cannot
 // use, each reported to problem: ports with another protocol than TCP,
-// UDP or SCTP, number 0, or a name or number already used for the
-// protocol; backends without an IPv4 address and port, outside the peer's
-// pod CIDRs (pods), or listed twice.
-func cleanService(s GlobalService, pods []netip.Prefix, problem func(string, ...any)) GlobalService {
+// UDP or SCTP, number 0, a name that is not a DNS label, or a name or
+// number already used for the protocol; backends without an IPv4 address
+// and port, outside the peer's pod CIDRs (pods), or listed twice. A
+// Service whose namespace or name is not a Kubernetes one is left out
+// (ok false).
+func cleanService(s GlobalService, pods []netip.Prefix, problem func(string, ...any)) (GlobalService, bool) {
+	if msgs := append(validation.IsDNS1123Label(s.Namespace), validation.IsDNS1035Label(s.Name)...); len(msgs) > 0 {
+		problem("service %s: not a Kubernetes namespace and name: %s", s.Key(), strings.Join(msgs, "; "))
+		return GlobalService{}, false
+	}
 	out := s
 	out.Ports = make([]ServicePort, 0, len(s.Ports))
 	names, numbers := map[string]bool{}, map[string]bool{}
 	for _, p := range s.Ports {
 		if err := checkServicePort(p); err != nil {
 			problem("%v", err)
+			continue
+		}
+		if msgs := validation.IsDNS1123Label(p.Name); p.Name != "" && len(msgs) > 0 {
+			problem("port %q: %s", p.Name, strings.Join(msgs, "; "))
 			continue
 		}
 		byName, byNumber := p.Name+"/"+p.Protocol, fmt.Sprint(p.Port, "/", p.Protocol)
@@ -579,7 +592,7 @@ func cleanService(s GlobalService, pods []netip.Prefix, problem func(string, ...
 		}
 		out.Ports = append(out.Ports, cp)
 	}
-	return out
+	return out, true
 }
 
 // decodeJSON decodes a value; fields it does not know are ignored, so that
