@@ -37,6 +37,8 @@ type Case struct {
 	// Policies is policies.yaml as written (may be empty).
 	Policies []byte
 	Probes   []Probe
+	// Mesh are the clusters of mesh.yaml (nil: one cluster).
+	Mesh []MeshCluster
 }
 
 // Probe is one expected connection result.
@@ -55,8 +57,17 @@ type Probe struct {
 	Protocol string             `json:"protocol,omitempty"`
 	// Method and Path make an HTTP probe's request (protocol HTTP only;
 	// defaults GET and /).
-	Method    string `json:"method,omitempty"`
-	Path      string `json:"path,omitempty"`
+	Method string `json:"method,omitempty"`
+	Path   string `json:"path,omitempty"`
+	// Spoof makes a UDP probe of a mesh case send with this pod's
+	// address as source (a forged address); connected means the
+	// datagram reached the destination's server. SpoofLayer says who
+	// forges: "pod" (default: the pod itself, whose node must drop
+	// sources that are not the pod's) or "overlay" (from's node puts an
+	// overlay packet on the wire with from's identity and the forged
+	// inner source: the receiver must judge it by the identity).
+	Spoof      string `json:"spoof,omitempty"`
+	SpoofLayer string `json:"spoofLayer,omitempty"`
 	Connected bool   `json:"connected"`
 }
 
@@ -75,6 +86,9 @@ func (p Probe) String() string {
 	if p.proto() == "HTTP" {
 		return fmt.Sprintf("%s -> %s HTTP/%s %s %s", p.From, to, p.Port.String(), p.method(), p.path())
 	}
+	if p.Spoof != "" {
+		return fmt.Sprintf("%s (as %s, forged at the %s) -> %s %s/%s", p.From, p.Spoof, p.spoofLayer(), to, p.proto(), p.Port.String())
+	}
 	return fmt.Sprintf("%s -> %s %s/%s", p.From, to, p.proto(), p.Port.String())
 }
 
@@ -85,6 +99,19 @@ func (p Probe) transport() string {
 	}
 	return p.proto()
 }
+
+func (p Probe) spoofLayer() string {
+	if p.SpoofLayer == "" {
+		return SpoofPod
+	}
+	return p.SpoofLayer
+}
+
+// Spoof layers.
+const (
+	SpoofPod     = "pod"
+	SpoofOverlay = "overlay"
+)
 
 func (p Probe) method() string {
 	if p.Method == "" {
@@ -158,11 +185,23 @@ func LoadCase(root, dir string) (*Case, error) {
 	if err != nil {
 		return nil, fmt.Errorf("case %s: %w", name, err)
 	}
-	sum := sha256.Sum256(clusterData)
+	meshData, err := os.ReadFile(filepath.Join(dir, "mesh.yaml"))
+	if err != nil && !os.IsNotExist(err) {
+		return nil, fmt.Errorf("case %s: %w", name, err)
+	}
+	sum := sha256.Sum256(append(append(clusterData, 0), meshData...))
 	c.ClusterKey = hex.EncodeToString(sum[:8])
 	c.Cluster = &model.Objects{}
 	if err := c.Cluster.Decode(filepath.Join(name, "cluster.yaml"), clusterData); err != nil {
 		return nil, fmt.Errorf("case %s: %w", name, err)
+	}
+	if meshData != nil {
+		if c.Mesh, err = decodeMesh(name, meshData, c.Cluster.Pods); err != nil {
+			return nil, err
+		}
+		if len(c.Cluster.Services)+len(c.Cluster.EndpointSlices) > 0 {
+			return nil, fmt.Errorf("case %s: cluster.yaml: Services in mesh cases: not yet", name)
+		}
 	}
 	if len(c.Cluster.NetworkPolicies) > 0 {
 		return nil, fmt.Errorf("case %s: cluster.yaml: policies belong in policies.yaml", name)
@@ -213,6 +252,10 @@ func LoadCase(root, dir string) (*Case, error) {
 	var errs []error
 	for i, p := range ef.Probes {
 		f := fmt.Sprintf("case %s: expect.yaml: probes[%d]", name, i)
+		if len(c.Mesh) > 0 {
+			errs = append(errs, checkMeshProbe(c, p, f)...)
+		}
+		errs = append(errs, checkSpoof(c, p, f, pods)...)
 		switch {
 		case p.From == External && p.Node == "":
 			errs = append(errs, fmt.Errorf("%s.from: %s reaches only node addresses (NodePorts): give node", f, External))

@@ -202,6 +202,9 @@ func topologyOf(c *Case, runID string) *topology {
 	if len(t.spec.Nodes) == 0 {
 		t.spec.Nodes = []string{"node1", "node2"}
 	}
+	if len(c.Mesh) > 0 {
+		meshSpec(c, &t.spec)
+	}
 	t.spec.RunID = runID
 	t.spec.Namespaces = map[string]map[string]string{}
 	for _, ns := range c.Cluster.Namespaces {
@@ -286,6 +289,9 @@ func (t *topology) resolvePort(p Probe, objs *model.Objects) (int, error) {
 }
 
 func modelVerdicts(c *Case, t *topology) ([]ProbeResult, error) {
+	if len(c.Mesh) > 0 {
+		return meshModelVerdicts(c, t)
+	}
 	objs, err := t.objects(c)
 	if err != nil {
 		return nil, err
@@ -461,6 +467,15 @@ func runDatapath(ctx context.Context, cases []*Case, opts Options, res *Result) 
 	return errors.Join(errs...)
 }
 
+// skipAll skips every probe of a case, saying why.
+func skipAll(c *Case, why string) CaseResult {
+	cr := CaseResult{Name: c.Name}
+	for _, p := range c.Probes {
+		cr.Probes = append(cr.Probes, ProbeResult{Probe: p, Skipped: why})
+	}
+	return cr
+}
+
 func failAll(c *Case, err error) CaseResult {
 	cr := CaseResult{Name: c.Name, Error: err.Error()}
 	for _, p := range c.Probes {
@@ -470,6 +485,12 @@ func failAll(c *Case, err error) CaseResult {
 }
 
 func runGroup(ctx context.Context, cases []*Case, runID string, opts Options) (out []CaseResult, err error) {
+	if base, _, _ := strings.Cut(opts.Datapath, "+"); len(cases[0].Mesh) > 0 && base != "ebpf" {
+		for _, cs := range cases {
+			out = append(out, skipAll(cs, "datapath "+base+" has no cluster mesh (cross-cluster rules by cluster label or identity)"))
+		}
+		return out, nil
+	}
 	t := topologyOf(cases[0], runID)
 	t.spec.LogDir = opts.LogDir
 	c, err := netns.NewProvider(netns.Options{AgentBinary: opts.AgentBinary}).Create(ctx, t.spec)
@@ -588,7 +609,13 @@ func dedup(in []string) []string {
 type externalHost interface{ ExternalNetns() string }
 
 // skipReason says why a probe cannot run on cluster c ("" when it can).
-func skipReason(c cluster.Cluster, p Probe) string {
+func skipReason(c cluster.Cluster, cs *Case, p Probe) string {
+	if _, ok := c.(cluster.Mesh); len(cs.Mesh) > 0 && !ok {
+		return "this provider builds no cluster meshes (mesh cases: netns)"
+	}
+	if _, ok := c.(externalHost); p.Spoof != "" && !ok {
+		return "spoofed probes are seen at servers of the harness process (netns)"
+	}
 	if p.proto() == "SCTP" {
 		return "SCTP probes need SCTP sockets, which this kernel lacks"
 	}
@@ -613,9 +640,14 @@ func runProbe(ctx context.Context, c cluster.Cluster, t *topology, cs *Case, p *
 	if p.From == External {
 		ns = c.(externalHost).ExternalNetns()
 	}
-	if p.proto() == "HTTP" {
+	switch {
+	case p.Spoof != "" && p.spoofLayer() == SpoofOverlay:
+		r = forgeOverlay(ctx, c, cs, t, p.Probe, p.ResolvedPort, timeout)
+	case p.Spoof != "":
+		r = probe.Spoofed(ctx, ns, t.addrs[p.Spoof], dst, p.ResolvedPort, timeout)
+	case p.proto() == "HTTP":
 		r = probe.HTTP(ctx, ns, nextSourcePort(), dst, p.ResolvedPort, p.method(), p.path(), timeout)
-	} else {
+	default:
 		r = probe.ConnectFrom(ctx, ns, nextSourcePort(), dst, p.ResolvedPort, p.proto(), timeout)
 	}
 	p.Got = r.Connected
@@ -661,7 +693,7 @@ func runCase(ctx context.Context, c cluster.Cluster, t *topology, cs *Case, opts
 		if p.Error != "" {
 			continue
 		}
-		if p.Skipped = skipReason(c, p.Probe); p.Skipped != "" {
+		if p.Skipped = skipReason(c, cs, p.Probe); p.Skipped != "" {
 			continue
 		}
 		wg.Add(1)

@@ -84,7 +84,7 @@ func (p *Prepared) Run(ctx context.Context, i int, timeout time.Duration) ProbeR
 	if r.Error != "" {
 		return r
 	}
-	if r.Skipped = skipReason(p.c, r.Probe); r.Skipped != "" {
+	if r.Skipped = skipReason(p.c, p.Case, r.Probe); r.Skipped != "" {
 		return r
 	}
 	runProbe(ctx, p.c, p.t, p.Case, &r, timeout)

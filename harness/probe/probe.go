@@ -174,6 +174,9 @@ func (s *Server) echoUDP(pc net.PacketConn) {
 		if err != nil {
 			return
 		}
+		if delivered(buf[:n]) {
+			continue // a spoofed probe: its source is not the sender's
+		}
 		_, _ = pc.WriteTo(buf[:n], addr)
 	}
 }

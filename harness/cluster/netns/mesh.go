@@ -1,12 +1,10 @@
 package netns
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -15,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
 	"github.com/fastpath-bench/fastpath/datapath/agentapi"
@@ -367,7 +364,11 @@ func (c *Cluster) meshAgentArgs(node, datapath string, extra []string) []string 
 // (removing the file where a cluster gets nothing); it returns the mesh
 // token.
 func (c *Cluster) writeMeshState(name string, data []byte) (string, error) {
-	parts, err := splitByCluster(data, c.mesh)
+	names := make([]string, 0, len(c.mesh))
+	for _, m := range c.mesh {
+		names = append(names, m.spec.Name)
+	}
+	parts, err := cluster.SplitByCluster(data, names)
 	if err != nil {
 		return "", fmt.Errorf("state %s: %w", name, err)
 	}
@@ -421,58 +422,6 @@ func (c *Cluster) digestFor(token, node string) string {
 		}
 	}
 	return ""
-}
-
-// splitByCluster sorts YAML documents by ClusterAnnotation: a document
-// with it goes to that cluster, one without to every cluster.
-func splitByCluster(data []byte, ms []*meshCluster) (map[string][]byte, error) {
-	out := map[string][]byte{}
-	known := map[string]bool{}
-	for _, m := range ms {
-		known[m.spec.Name] = true
-	}
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	for i := 0; ; i++ {
-		doc, err := r.Read()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
-		if len(bytes.TrimSpace(doc)) == 0 {
-			continue
-		}
-		var meta struct {
-			Kind     string `json:"kind"`
-			Metadata struct {
-				Name        string            `json:"name"`
-				Annotations map[string]string `json:"annotations"`
-			} `json:"metadata"`
-		}
-		if err := yaml.Unmarshal(doc, &meta); err != nil {
-			return nil, fmt.Errorf("document %d: %w", i, err)
-		}
-		add := func(name string) {
-			b := out[name]
-			if len(b) > 0 {
-				b = append(b, []byte("---\n")...)
-			}
-			out[name] = append(b, doc...)
-		}
-		target, ok := meta.Metadata.Annotations[cluster.ClusterAnnotation]
-		switch {
-		case !ok:
-			for _, m := range ms {
-				add(m.spec.Name)
-			}
-		case known[target]:
-			add(target)
-		default:
-			return nil, fmt.Errorf("document %d (%s %s): metadata.annotations[%s]: no cluster %q in the mesh", i, meta.Kind, meta.Metadata.Name, cluster.ClusterAnnotation, target)
-		}
-	}
-	return out, nil
 }
 
 // waitMesh waits until every agent has programmed every peer cluster's

@@ -2,7 +2,6 @@ package netns
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"net"
@@ -79,6 +78,14 @@ func TestTunnelIdentity(t *testing.T) {
 		if out, err := exec.Command("ip", "-n", ns, "link", "show", lxc.TunnelDevice).CombinedOutput(); err == nil {
 			t.Fatalf("%s still has %s after the agents stopped: %s", ns, lxc.TunnelDevice, out)
 		}
+	}
+}
+
+// TestOverlayConstants: the harness's view of the overlay (forge.go) is
+// the datapath's.
+func TestOverlayConstants(t *testing.T) {
+	if overlayDevice != lxc.TunnelDevice || overlayPort != lxc.TunnelPort {
+		t.Fatalf("harness overlay %s:%d, datapath %s:%d", overlayDevice, overlayPort, lxc.TunnelDevice, lxc.TunnelPort)
 	}
 }
 
@@ -178,7 +185,7 @@ func newVXLANProbe(t *testing.T, podNS string, dst netip.Addr, port uint16, from
 // whether the pod received it.
 func (p *vxlanProbe) expect(vni model.Identity, src netip.Addr, payload string, delivered bool) {
 	p.t.Helper()
-	frame := vxlanFrame(uint32(vni), src, p.dst, p.port, payload)
+	frame := VXLANFrame(uint32(vni), lxc.TunnelMAC, src, p.dst, p.port, []byte(payload))
 	err := execx.RunInNetns(p.from, func() error {
 		conn, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.node, uint16(lxc.TunnelPort))))
 		if err != nil {
@@ -201,38 +208,4 @@ func (p *vxlanProbe) expect(vni model.Identity, src netip.Addr, payload string, 
 			p.t.Fatalf("%q was not delivered", payload)
 		}
 	}
-}
-
-// vxlanFrame is a VXLAN payload (header with vni, inner Ethernet frame to
-// the overlay device's MAC) carrying a UDP datagram from src to dst:port.
-func vxlanFrame(vni uint32, src, dst netip.Addr, port uint16, payload string) []byte {
-	b := make([]byte, 8+14+20+8+len(payload))
-	b[0] = 0x08 // VNI present
-	binary.BigEndian.PutUint32(b[4:], vni<<8)
-	eth := b[8:]
-	copy(eth[0:6], lxc.TunnelMAC)
-	copy(eth[6:12], []byte{0x02, 0, 0, 0, 0, 0x99})
-	binary.BigEndian.PutUint16(eth[12:], 0x0800)
-	ip := eth[14:]
-	ip[0] = 0x45
-	binary.BigEndian.PutUint16(ip[2:], uint16(20+8+len(payload)))
-	ip[8] = 64
-	ip[9] = 17
-	s, d := src.As4(), dst.As4()
-	copy(ip[12:], s[:])
-	copy(ip[16:], d[:])
-	var sum uint32
-	for i := 0; i < 20; i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(ip[i:]))
-	}
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
-	udp := ip[20:]
-	binary.BigEndian.PutUint16(udp[0:], 40000)
-	binary.BigEndian.PutUint16(udp[2:], port)
-	binary.BigEndian.PutUint16(udp[4:], uint16(8+len(payload)))
-	copy(udp[8:], payload) // checksum 0: none (IPv4)
-	return b
 }
