@@ -252,8 +252,18 @@ func newLB() *cobra.Command {
 				var bs []string
 				for _, b := range f.Backends {
 					s := b.Address
+					var notes []string
 					if b.State != "" && b.State != "active" {
-						s += " (" + b.State + ")"
+						notes = append(notes, b.State)
+					}
+					if b.Cluster != "" {
+						notes = append(notes, "cluster "+b.Cluster)
+					}
+					if b.Standby {
+						notes = append(notes, "standby")
+					}
+					if len(notes) > 0 {
+						s += " (" + strings.Join(notes, ", ") + ")"
 					}
 					bs = append(bs, s)
 				}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/fastpath-bench/fastpath/datapath/agentapi"
 	"github.com/fastpath-bench/fastpath/datapath/lxc"
+	"github.com/fastpath-bench/fastpath/datapath/model"
 )
 
 // lbFrontends reads the live load balancer maps and names each frontend's
@@ -38,11 +39,13 @@ func (a *Agent) lbFrontends() ([]agentapi.LBFrontend, error) {
 			lf.Algorithm = lxc.LBMaglev
 		}
 		states := map[netip.AddrPort]string{}
+		desired := map[netip.AddrPort]model.Backend{}
 		if res != nil {
 			if svc, port, ok := res.ServiceByFrontend(f.VIP, f.Port, f.Protocol); ok {
 				lf.Service = svc.Key()
 				for _, b := range port.Backends {
 					states[netip.AddrPortFrom(b.Addr, b.Port)] = b.State.String()
+					desired[netip.AddrPortFrom(b.Addr, b.Port)] = b
 				}
 			}
 		}
@@ -55,10 +58,12 @@ func (a *Agent) lbFrontends() ([]agentapi.LBFrontend, error) {
 			b := backends[id]
 			ap := netip.AddrPortFrom(b.Addr, b.Port)
 			listed[ap] = true
-			lf.Backends = append(lf.Backends, agentapi.LBBackend{Address: ap.String(), ID: id, State: states[ap], Slots: n})
+			lf.Backends = append(lf.Backends, agentapi.LBBackend{Address: ap.String(), ID: id, State: states[ap], Slots: n,
+				Cluster: desired[ap].Cluster, Standby: desired[ap].Standby})
 		}
 		// Backends new flows do not go to (terminating while another is
-		// active, quarantined) still serve the flows they have.
+		// active, quarantined, on standby) still serve the flows they
+		// have.
 		for ap, state := range states {
 			if listed[ap] {
 				continue
@@ -69,7 +74,8 @@ func (a *Agent) lbFrontends() ([]agentapi.LBFrontend, error) {
 					id = bid
 				}
 			}
-			lf.Backends = append(lf.Backends, agentapi.LBBackend{Address: ap.String(), ID: id, State: state})
+			lf.Backends = append(lf.Backends, agentapi.LBBackend{Address: ap.String(), ID: id, State: state,
+				Cluster: desired[ap].Cluster, Standby: desired[ap].Standby})
 		}
 		sort.Slice(lf.Backends, func(i, j int) bool { return lf.Backends[i].Address < lf.Backends[j].Address })
 		out = append(out, lf)

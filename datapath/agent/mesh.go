@@ -138,9 +138,44 @@ func (m *mesh) remote() ([]model.RemoteCluster, uint64) {
 			})
 		}
 		sort.Slice(rc.Endpoints, func(i, j int) bool { return rc.Endpoints[i].IP.Less(rc.Endpoints[j].IP) })
+		rc.Services = remoteServices(rs.Services)
 		out = append(out, rc)
 	}
 	return out, s.Version
+}
+
+// remoteServices converts a peer's global Services (as the watcher
+// cleaned them) for the model, sorted by key: ports other than TCP and
+// UDP, which no local Service has, are left out; backends keep the
+// published order.
+func remoteServices(svcs map[string]clustermesh.GlobalService) []model.RemoteService {
+	out := make([]model.RemoteService, 0, len(svcs))
+	for _, gs := range svcs {
+		rs := model.RemoteService{Namespace: gs.Namespace, Name: gs.Name}
+		for _, p := range gs.Ports {
+			var proto model.Protocol
+			switch p.Protocol {
+			case "TCP":
+				proto = model.ProtoTCP
+			case "UDP":
+				proto = model.ProtoUDP
+			default:
+				continue
+			}
+			rp := model.RemoteServicePort{Name: p.Name, Protocol: proto, Port: p.Port}
+			for _, b := range p.Backends {
+				mb := model.Backend{Addr: b.IP, Port: b.Port, Node: b.Node, Pod: b.Pod, State: model.BackendActive, Weight: 1}
+				if b.Terminating {
+					mb.State = model.BackendTerminating
+				}
+				rp.Backends = append(rp.Backends, mb)
+			}
+			rs.Ports = append(rs.Ports, rp)
+		}
+		out = append(out, rs)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
+	return out
 }
 
 // apply sets the mesh part of objs (a shallow copy the caller resolves).
@@ -152,8 +187,8 @@ func (m *mesh) apply(objs *model.Objects) uint64 {
 }
 
 // programmed hands the publisher the cluster's state from r (its pods,
-// their local identities, its nodes); a no-op on agents that do not
-// publish.
+// their local identities, its nodes, its global Services); a no-op on
+// agents that do not publish.
 func (m *mesh) programmed(r *model.Resolved) {
 	if m.pub == nil {
 		return
@@ -174,6 +209,7 @@ func (m *mesh) programmed(r *model.Resolved) {
 			Node: ep.Node, NodeIP: nodeIPs[ep.Node], Identity: local,
 		})
 	}
+	st.Services = globalServices(r)
 	m.mu.Lock()
 	m.publish = &st
 	m.mu.Unlock()
@@ -183,11 +219,48 @@ func (m *mesh) programmed(r *model.Resolved) {
 	}
 }
 
+// globalServices are r's global Services as the cluster publishes them:
+// every port with the cluster's own serving backends (active or
+// terminating, on standby or not: the peers' affinity is theirs) that
+// are its pods — only a pod's address reaches the peers' ipcache, with
+// its node as tunnel endpoint.
+func globalServices(r *model.Resolved) []clustermesh.GlobalService {
+	var out []clustermesh.GlobalService
+	for _, s := range r.Services {
+		if !s.Global {
+			continue
+		}
+		gs := clustermesh.GlobalService{Namespace: s.Namespace, Name: s.Name, Affinity: s.Affinity, Ports: []clustermesh.ServicePort{}}
+		for _, p := range s.Ports {
+			sp := clustermesh.ServicePort{Name: p.Name, Protocol: p.Protocol.String(), Port: p.Port, Backends: []clustermesh.Backend{}}
+			for _, b := range p.Backends {
+				if b.Cluster != "" || b.State == model.BackendQuarantined {
+					continue
+				}
+				if _, pod := r.EndpointByIP(b.Addr); !pod {
+					continue
+				}
+				sp.Backends = append(sp.Backends, clustermesh.Backend{IP: b.Addr, Port: b.Port, Node: b.Node, Pod: b.Pod,
+					Terminating: b.State == model.BackendTerminating})
+			}
+			gs.Ports = append(gs.Ports, sp)
+		}
+		out = append(out, gs)
+	}
+	return out
+}
+
 // status is the mesh part of the agent's status for remote as programmed.
 func (m *mesh) status(remote []model.RemoteCluster, version uint64) *agentapi.MeshStatus {
 	st := &agentapi.MeshStatus{Cluster: m.cfg.Name, Publishing: m.pub != nil, Version: version}
 	for _, rc := range remote {
-		st.Peers = append(st.Peers, agentapi.MeshPeer{Name: rc.Name, ID: rc.ID, Endpoints: len(rc.Endpoints)})
+		p := agentapi.MeshPeer{Name: rc.Name, ID: rc.ID, Endpoints: len(rc.Endpoints), Services: len(rc.Services)}
+		for _, s := range rc.Services {
+			for _, sp := range s.Ports {
+				p.Backends += len(sp.Backends)
+			}
+		}
+		st.Peers = append(st.Peers, p)
 	}
 	return st
 }

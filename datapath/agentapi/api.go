@@ -470,6 +470,11 @@ type LBBackend struct {
 	ID      uint32 `json:"id"`
 	// State is active, terminating or quarantined (from the desired state).
 	State string `json:"state,omitempty"`
+	// Cluster is the remote cluster of a global Service's backend ("":
+	// the local cluster's); Standby is set while the Service's affinity
+	// keeps new flows from it (cluster mesh).
+	Cluster string `json:"cluster,omitempty"`
+	Standby bool   `json:"standby,omitempty"`
 	// Slots is how many entries of the selection array name it: new
 	// flows go to it with probability Slots/TableSize.
 	Slots int `json:"slots"`
@@ -497,9 +502,12 @@ type MeshStatus struct {
 	Peers []MeshPeer `json:"peers,omitempty"`
 }
 
-// MeshPeer is one remote cluster as last programmed.
+// MeshPeer is one remote cluster as last programmed: its pods, its
+// global Services and their backends (every port's).
 type MeshPeer struct {
 	Name      string `json:"name"`
 	ID        uint8  `json:"id"`
 	Endpoints int    `json:"endpoints"`
+	Services  int    `json:"services,omitempty"`
+	Backends  int    `json:"backends,omitempty"`
 }
