@@ -61,4 +61,3 @@ func SplitByCluster(data []byte, clusters []string) (map[string][]byte, error) {
 	}
 	return out, nil
 }
-

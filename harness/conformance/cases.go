@@ -68,7 +68,7 @@ type Probe struct {
 	// inner source: the receiver must judge it by the identity).
 	Spoof      string `json:"spoof,omitempty"`
 	SpoofLayer string `json:"spoofLayer,omitempty"`
-	Connected bool   `json:"connected"`
+	Connected  bool   `json:"connected"`
 }
 
 // External names, as a probe's from, a host outside the cluster on the
