@@ -45,7 +45,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newBench(), newClean(), newCompare(), newConformance(), newVMImages(), newHostSetup(), newKindNodeImage(), newImage(), newE2EUpstream(), workload.NewCommand())
+	root.AddCommand(newBench(), newClean(), newCompare(), newConformance(), newVMImages(), newHostSetup(), newKindNodeImage(), newImage(), newE2EUpstream(), newMesh(), workload.NewCommand())
 	return root
 }
 
