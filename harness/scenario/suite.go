@@ -204,6 +204,49 @@ type Cluster struct {
 	// Namespaces optionally labels namespaces; a pod namespace not listed
 	// has no labels.
 	Namespaces []Namespace `json:"namespaces,omitempty"`
+	// Clusters, when set, makes the topology a cluster mesh (issue #10):
+	// at least two clusters, every node in exactly one of them, each
+	// with its own desired state and control plane (netns provider
+	// only). Policy documents carrying the annotation
+	// fastpath.dev/cluster go to that cluster only.
+	Clusters []MeshCluster `json:"clusters,omitempty"`
+	// MeshLeaseTTL is the lease TTL of the clusters' control-plane keys,
+	// 1s to 5m; 0 means the control plane's default (15s). Only with
+	// Clusters.
+	MeshLeaseTTL Duration `json:"meshLeaseTTL,omitzero"`
+}
+
+// MeshCluster is one cluster of a mesh.
+type MeshCluster struct {
+	// Name is a DNS label, unique; policies name it in the annotation
+	// fastpath.dev/cluster and select its pods by the label
+	// io.cilium.k8s.policy.cluster.
+	Name string `json:"name"`
+	// ID is 1 to 255, unique (the upper bits of its pods' identities).
+	ID int `json:"id"`
+	// Nodes are its nodes, names of Cluster.Nodes.
+	Nodes []string `json:"nodes"`
+	// ServiceCIDR is its ClusterIP range (IPv4, not overlapping another
+	// cluster's); "" means the provider's default for its id.
+	ServiceCIDR string `json:"serviceCIDR,omitempty"`
+}
+
+// Limits of a mesh.
+const (
+	MaxClusterID    = 255
+	MinMeshLeaseTTL = time.Second
+	MaxMeshLeaseTTL = 5 * time.Minute
+)
+
+// ClusterOfNode names the mesh cluster of node ("" without clusters or
+// when no cluster lists it).
+func (c *Cluster) ClusterOfNode(node string) string {
+	for _, mc := range c.Clusters {
+		if slices.Contains(mc.Nodes, node) {
+			return mc.Name
+		}
+	}
+	return ""
 }
 
 // Namespace gives labels to a namespace.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -183,6 +184,8 @@ func (s *Suite) validateCluster(p *problems) {
 		checkLabels(p, field+".labels", ns.Labels)
 	}
 
+	s.validateMesh(p)
+
 	if len(c.Pods) == 0 {
 		p.add("spec.cluster.pods", "at least one pod is required")
 	}
@@ -213,6 +216,89 @@ func (s *Suite) validateCluster(p *problems) {
 			continue
 		}
 		pods[ref] = i
+	}
+}
+
+// validateMesh checks spec.cluster.clusters and meshLeaseTTL.
+func (s *Suite) validateMesh(p *problems) {
+	c := &s.Spec.Cluster
+	if len(c.Clusters) == 0 {
+		if c.MeshLeaseTTL.Duration != 0 {
+			p.add("spec.cluster.meshLeaseTTL", "needs spec.cluster.clusters (a cluster mesh)")
+		}
+		return
+	}
+	if len(c.Clusters) < 2 {
+		p.add("spec.cluster.clusters", "a mesh needs at least 2 clusters, have %d", len(c.Clusters))
+	}
+	if d := c.MeshLeaseTTL.Duration; d != 0 && (d < MinMeshLeaseTTL || d > MaxMeshLeaseTTL) {
+		p.add("spec.cluster.meshLeaseTTL", "must be between %s and %s (0 means the default), have %s", MinMeshLeaseTTL, MaxMeshLeaseTTL, d)
+	}
+	names := map[string]int{}
+	ids := map[int]int{}
+	nodeOf := map[string]string{} // node -> field that placed it
+	type cidr struct {
+		field string
+		pfx   netip.Prefix
+	}
+	var cidrs []cidr
+	for i, mc := range c.Clusters {
+		field := fmt.Sprintf("spec.cluster.clusters[%d]", i)
+		if mc.Name == "" {
+			p.add(field+".name", "is required")
+		} else {
+			checkDNSLabel(p, field+".name", mc.Name)
+			if j, dup := names[mc.Name]; dup {
+				p.add(field+".name", "duplicate cluster %q (also spec.cluster.clusters[%d])", mc.Name, j)
+			} else {
+				names[mc.Name] = i
+			}
+		}
+		if mc.ID < 1 || mc.ID > MaxClusterID {
+			p.add(field+".id", "must be between 1 and %d, have %d", MaxClusterID, mc.ID)
+		} else if j, dup := ids[mc.ID]; dup {
+			p.add(field+".id", "duplicate cluster id %d (also spec.cluster.clusters[%d])", mc.ID, j)
+		} else {
+			ids[mc.ID] = i
+		}
+		if len(mc.Nodes) == 0 {
+			p.add(field+".nodes", "at least one node is required")
+		}
+		for k, n := range mc.Nodes {
+			nf := fmt.Sprintf("%s.nodes[%d]", field, k)
+			if !slices.Contains(c.Nodes, n) {
+				p.add(nf, "unknown node %q (nodes: %s)", n, strings.Join(c.Nodes, ", "))
+				continue
+			}
+			if other, dup := nodeOf[n]; dup {
+				p.add(nf, "node %q is already in %s", n, other)
+				continue
+			}
+			nodeOf[n] = nf
+		}
+		if mc.ServiceCIDR != "" {
+			pfx, err := netip.ParsePrefix(mc.ServiceCIDR)
+			switch {
+			case err != nil:
+				p.add(field+".serviceCIDR", "%v", err)
+			case !pfx.Addr().Is4():
+				p.add(field+".serviceCIDR", "must be IPv4, have %s", mc.ServiceCIDR)
+			case pfx.Masked() != pfx:
+				p.add(field+".serviceCIDR", "%s has host bits set (the range is %s)", mc.ServiceCIDR, pfx.Masked())
+			default:
+				for _, o := range cidrs {
+					if o.pfx.Overlaps(pfx) {
+						p.add(field+".serviceCIDR", "%s overlaps %s (%s)", pfx, o.field, o.pfx)
+					}
+				}
+				cidrs = append(cidrs, cidr{field + ".serviceCIDR", pfx})
+			}
+		}
+	}
+	for _, n := range c.Nodes {
+		if _, ok := nodeOf[n]; !ok && n != "" {
+			p.add("spec.cluster.clusters", "node %q is in no cluster (every node of spec.cluster.nodes must be in exactly one)", n)
+		}
 	}
 }
 
