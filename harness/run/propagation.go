@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"runtime"
 	"sync"
 	"time"
@@ -11,7 +12,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/fastpath-bench/fastpath/datapath/model"
+	"github.com/fastpath-bench/fastpath/harness/cluster"
 	"github.com/fastpath-bench/fastpath/harness/cluster/netns"
 	"github.com/fastpath-bench/fastpath/harness/probe"
 	"github.com/fastpath-bench/fastpath/harness/report"
@@ -34,15 +35,32 @@ const (
 )
 
 // togglePolicy allows the propagation probe's client to reach its server
-// on the probe port.
-func togglePolicy(s *scenario.Suite) *networkingv1.NetworkPolicy {
+// on the probe port. On a mesh it goes to the server's cluster only (the
+// cluster annotation); when the client is in another cluster it also
+// admits the client's address (an ipBlock /32: datapaths without a mesh
+// know another cluster's pods only by address), while a meshed datapath
+// matches the client by its labels and identity from the overlay.
+func (r *runner) togglePolicy() *networkingv1.NetworkPolicy {
+	s := r.suite
 	pr := s.Spec.Propagation
 	from, _ := s.PodByRef(pr.From)
 	to, _ := s.PodByRef(pr.To)
-	return allowIngress("fp-propagation-toggle", to.Namespace, to.Labels, []networkingv1.NetworkPolicyPeer{{
+	peers := []networkingv1.NetworkPolicyPeer{{
 		PodSelector:       &metav1.LabelSelector{MatchLabels: from.Labels},
 		NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": from.Namespace}},
-	}}, pr.Port)
+	}}
+	c := &s.Spec.Cluster
+	toCluster := c.ClusterOfNode(to.Node)
+	if toCluster != "" && c.ClusterOfNode(from.Node) != toCluster {
+		if ip := r.podIP(pr.From); ip.IsValid() {
+			peers = append(peers, networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: netip.PrefixFrom(ip, ip.BitLen()).String()}})
+		}
+	}
+	np := allowIngress("fp-propagation-toggle", to.Namespace, to.Labels, peers, pr.Port)
+	if toCluster != "" {
+		np.Annotations = map[string]string{cluster.ClusterAnnotation: toCluster}
+	}
+	return np
 }
 
 // propagationSetup starts the probe's echo server and checks, with the
@@ -54,26 +72,33 @@ func (r *runner) propagationSetup() (stop func(), err error) {
 		return nil, fmt.Errorf("propagation: %w", err)
 	}
 	check := func(want bool) error {
-		objs, err := model.LoadDir(r.c.StateDir())
+		sm, err := r.loadModel()
 		if err != nil {
 			return err
 		}
-		v := model.Evaluate(objs, r.podIP(pr.From), r.podIP(pr.To), model.ProtoTCP, uint16(pr.Port))
-		if v.Allowed != want {
-			what := "deny"
-			if want {
-				what = "allow"
+		var errs []error
+		for _, dp := range r.enforcing() {
+			v := sm.verdict(dp, pr.From, pr.To, r.podIP(pr.From), r.podIP(pr.To), pr.Port)
+			if v.Allowed != want {
+				what := "deny"
+				if want {
+					what = "allow"
+				}
+				on := ""
+				if sm.single == nil {
+					on = " on " + dp
+				}
+				errs = append(errs, fmt.Errorf("%s: spec.propagation: the suite's policies must %s %s -> %s TCP/%d%s %s the toggle policy (%s)",
+					r.opts.SuitePath, what, pr.From, pr.To, pr.Port, on, map[bool]string{true: "with", false: "without"}[want], v.Reason))
 			}
-			return fmt.Errorf("%s: spec.propagation: the suite's policies must %s %s -> %s TCP/%d %s the toggle policy (%s)",
-				r.opts.SuitePath, what, pr.From, pr.To, pr.Port, map[bool]string{true: "with", false: "without"}[want], v.Reason)
 		}
-		return nil
+		return errors.Join(errs...)
 	}
 	if err := check(false); err != nil {
 		srv.Close()
 		return nil, err
 	}
-	data, err := netns.MarshalDocs([]any{togglePolicy(r.suite)})
+	data, err := netns.MarshalDocs([]any{r.togglePolicy()})
 	if err == nil {
 		_, err = r.c.WriteState(toggleFile, data)
 	}
@@ -102,7 +127,7 @@ func (r *runner) measurePropagation(ctx context.Context, dp string) []report.Pro
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	pr := r.suite.Spec.Propagation
 	base := len(r.suite.Spec.Policies.Files) + r.suite.Spec.Policies.Generated
-	toggle, _ := netns.MarshalDocs([]any{togglePolicy(r.suite)})
+	toggle, _ := netns.MarshalDocs([]any{r.togglePolicy()})
 	single := report.Propagation{Datapath: dp, Change: "single", Policies: 1, BasePolicies: base, ProbeIntervalSeconds: pr.ProbeInterval.Seconds()}
 	r.logf("propagation on %s: %d single-policy changes", dp, pr.Changes)
 	for i := 0; i < pr.Changes; i++ {
@@ -129,7 +154,7 @@ func (r *runner) measurePropagation(ctx context.Context, dp string) []report.Pro
 	}
 	for _, n := range pr.Bulk {
 		bulk := report.Propagation{Datapath: dp, Change: "bulk", Policies: n, BasePolicies: base, ProbeIntervalSeconds: pr.ProbeInterval.Seconds()}
-		docs := append([]any{togglePolicy(r.suite)}, generateFillers(r.suite, n-1, "fp-bulk")...)
+		docs := append([]any{r.togglePolicy()}, generateFillers(r.suite, n-1, "fp-bulk")...)
 		data, err := netns.MarshalDocs(docs)
 		if err != nil {
 			bulk.Errors = append(bulk.Errors, err.Error())

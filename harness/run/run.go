@@ -17,7 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/fastpath-bench/fastpath/datapath/model"
 	"github.com/fastpath-bench/fastpath/harness/cluster"
 	"github.com/fastpath-bench/fastpath/harness/cluster/netns"
 	"github.com/fastpath-bench/fastpath/harness/probe"
@@ -85,6 +84,11 @@ func Bench(ctx context.Context, opts Options) (*report.Report, string, error) {
 		}
 		suite.Spec.Provider = opts.Provider
 	}
+	if suite.Spec.Provider == "kind" && len(suite.Spec.Cluster.Clusters) > 0 {
+		// Refused before anything is created: the kind provider builds
+		// one cluster.
+		return nil, "", fmt.Errorf("%s: spec.cluster.clusters: the kind provider does not build cluster meshes; run this suite on the netns provider (--provider netns)", opts.SuitePath)
+	}
 	var skipped []string
 	if suite.Spec.Provider == "kind" {
 		// Everything kind needs is checked before anything is created.
@@ -149,6 +153,7 @@ func (r *runner) run(ctx context.Context, rep *report.Report) (err error) {
 	for _, ns := range s.Spec.Cluster.Namespaces {
 		spec.Namespaces[ns.Name] = ns.Labels
 	}
+	spec.Clusters, spec.MeshLeaseTTL = meshSpec(s)
 	ports := map[string][]cluster.Port{}
 	for _, sc := range s.Spec.Scenarios {
 		ports[sc.To] = append(ports[sc.To], cluster.Port{Name: "http", Port: sc.Load.Port, Protocol: "TCP"})
@@ -331,6 +336,9 @@ func (r *runner) path(sc scenario.Scenario) string {
 	if from.Node == to.Node {
 		return "same-node"
 	}
+	if c := &r.suite.Spec.Cluster; c.ClusterOfNode(from.Node) != c.ClusterOfNode(to.Node) {
+		return "cross-cluster"
+	}
 	return "cross-node"
 }
 
@@ -405,11 +413,8 @@ func (r *runner) installPolicies(ctx context.Context, sc scenario.Scenario) erro
 // scenarios' traffic (the reference evaluator decides), before anything is
 // measured.
 func (r *runner) checkScenariosAllowed() error {
-	objs, err := model.LoadDir(r.c.StateDir())
+	sm, err := r.loadModel()
 	if err != nil {
-		return fmt.Errorf("desired state: %w", err)
-	}
-	if _, err := model.Resolve(objs); err != nil {
 		return fmt.Errorf("desired state: %w", err)
 	}
 	pods := map[string]netip.Addr{}
@@ -419,10 +424,16 @@ func (r *runner) checkScenariosAllowed() error {
 	var errs []error
 	for i, sc := range r.suite.Spec.Scenarios {
 		port := trafficPort(sc.Load)
-		v := model.Evaluate(objs, pods[sc.From], pods[sc.To], model.ProtoTCP, uint16(port))
-		if !v.Allowed {
-			errs = append(errs, fmt.Errorf("%s: spec.scenarios[%d] (%s): the suite's policies deny %s -> %s TCP/%d: %s",
-				r.opts.SuitePath, i, sc.Name, sc.From, sc.To, port, v.Reason))
+		for _, dp := range r.enforcing() {
+			v := sm.verdict(dp, sc.From, sc.To, pods[sc.From], pods[sc.To], port)
+			if !v.Allowed {
+				on := ""
+				if sm.single == nil {
+					on = " on " + dp
+				}
+				errs = append(errs, fmt.Errorf("%s: spec.scenarios[%d] (%s): the suite's policies deny %s -> %s TCP/%d%s: %s",
+					r.opts.SuitePath, i, sc.Name, sc.From, sc.To, port, on, v.Reason))
+			}
 		}
 	}
 	return errors.Join(errs...)
@@ -709,4 +720,18 @@ func startAgents(ctx context.Context, c cluster.Cluster, dp string) error {
 		return err
 	}
 	return c.StartAgents(ctx, cluster.AgentOptions{Datapath: base, ExtraArgs: flags})
+}
+
+// meshSpec turns the suite's spec.cluster.clusters into the provider's
+// (nil: one cluster). Validation has checked the service CIDRs.
+func meshSpec(s *scenario.Suite) ([]cluster.ClusterSpec, time.Duration) {
+	var out []cluster.ClusterSpec
+	for _, mc := range s.Spec.Cluster.Clusters {
+		cs := cluster.ClusterSpec{Name: mc.Name, ID: mc.ID, Nodes: mc.Nodes}
+		if mc.ServiceCIDR != "" {
+			cs.ServiceCIDR, _ = netip.ParsePrefix(mc.ServiceCIDR)
+		}
+		out = append(out, cs)
+	}
+	return out, s.Spec.Cluster.MeshLeaseTTL.Duration
 }
