@@ -142,6 +142,7 @@ func (o *Objects) grow(parts []*Objects) {
 	o.Services = sized[corev1.Service](count(func(p *Objects) int { return len(p.Services) }))
 	o.EndpointSlices = sized[discoveryv1.EndpointSlice](count(func(p *Objects) int { return len(p.EndpointSlices) }))
 	o.Prefilters = sized[Prefilter](count(func(p *Objects) int { return len(p.Prefilters) }))
+	o.EgressGatewayPolicies = sized[EgressGatewayPolicy](count(func(p *Objects) int { return len(p.EgressGatewayPolicies) }))
 }
 
 // sized is an empty slice with room for n elements (nil for none, as
@@ -181,6 +182,7 @@ func (o *Objects) merge(f *Objects) []error {
 	o.Services = append(o.Services, f.Services...)
 	o.EndpointSlices = append(o.EndpointSlices, f.EndpointSlices...)
 	o.Prefilters = append(o.Prefilters, f.Prefilters...)
+	o.EgressGatewayPolicies = append(o.EgressGatewayPolicies, f.EgressGatewayPolicies...)
 	return nil
 }
 

@@ -36,6 +36,9 @@ type Objects struct {
 	// Prefilters (fastpath.dev/v1alpha1) list source prefixes the XDP
 	// prefilter drops.
 	Prefilters []Prefilter
+	// EgressGatewayPolicies (fastpath.dev/v1alpha1) send selected pods'
+	// traffic to outside CIDRs through a gateway node (egressgw.go).
+	EgressGatewayPolicies []EgressGatewayPolicy
 	// Services and their EndpointSlices (discovery.k8s.io/v1), the
 	// load-balancing subset in service_validate.go.
 	Services       []corev1.Service
@@ -273,11 +276,19 @@ func (o *Objects) decodeDoc(file string, doc int, raw []byte) error {
 		obj.Namespace = ""
 		key = ObjectKey("Prefilter", "", obj.Name)
 		o.Prefilters = append(o.Prefilters, obj)
+	case "fastpath.dev/v1alpha1/EgressGatewayPolicy":
+		var obj EgressGatewayPolicy
+		if err := strict(&obj); err != nil {
+			return err
+		}
+		obj.Namespace = ""
+		key = ObjectKey("EgressGatewayPolicy", "", obj.Name)
+		o.EgressGatewayPolicies = append(o.EgressGatewayPolicies, obj)
 	default:
 		if h.Kind == "" {
 			return fmt.Errorf("%s: kind: required", loc)
 		}
-		return fmt.Errorf("%s: apiVersion/kind: unknown kind %q of apiVersion %q (known: v1 Namespace, Node, Pod, Service; discovery.k8s.io/v1 EndpointSlice; networking.k8s.io/v1 NetworkPolicy; cilium.io/v2 CiliumNetworkPolicy; security.istio.io/v1 AuthorizationPolicy; fastpath.dev/v1alpha1 Prefilter)", loc, h.Kind, h.APIVersion)
+		return fmt.Errorf("%s: apiVersion/kind: unknown kind %q of apiVersion %q (known: v1 Namespace, Node, Pod, Service; discovery.k8s.io/v1 EndpointSlice; networking.k8s.io/v1 NetworkPolicy; cilium.io/v2 CiliumNetworkPolicy; security.istio.io/v1 AuthorizationPolicy; fastpath.dev/v1alpha1 Prefilter, EgressGatewayPolicy)", loc, h.Kind, h.APIVersion)
 	}
 	if prev, dup := o.Source[key]; dup {
 		return fmt.Errorf("%s: metadata.name: duplicate object, already defined in %s", loc, prev)

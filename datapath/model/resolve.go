@@ -232,6 +232,9 @@ type Resolved struct {
 	Policies int
 	// PrefilterDeny are the source prefixes the XDP prefilter drops.
 	PrefilterDeny []netip.Prefix
+	// EgressGateways are the EgressGatewayPolicies, by name
+	// (egressgw.go).
+	EgressGateways []*EgressGateway
 	// Services are the load-balanced Services (headless ones are not),
 	// sorted by namespace and name; see service.go.
 	Services []*Service
@@ -531,6 +534,7 @@ func Resolve(objs *Objects) (*Resolved, error) {
 	}
 	r.resolveServices(objs)
 	r.PrefilterDeny = prefilterPrefixes(objs)
+	r.resolveEgressGateways(objs, nsLabels)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}

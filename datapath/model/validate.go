@@ -64,6 +64,10 @@ func (o *Objects) validateObjects() []error {
 	if n > MaxPrefilterPrefixes {
 		errs = append(errs, fmt.Errorf("Prefilter: %d prefixes in all, more than the %d the prefilter holds", n, MaxPrefilterPrefixes))
 	}
+	for i := range o.EgressGatewayPolicies {
+		p := &o.EgressGatewayPolicies[i]
+		add("EgressGatewayPolicy", "", p.Name, validateEgressGateway(p))
+	}
 	for i := range o.Services {
 		s := &o.Services[i]
 		add("Service", s.Namespace, s.Name, validateService(s))
