@@ -18,6 +18,7 @@ import (
 	"github.com/fastpath-bench/fastpath/datapath/agentapi"
 	"github.com/fastpath-bench/fastpath/datapath/model"
 	"github.com/fastpath-bench/fastpath/harness/cluster"
+	"github.com/fastpath-bench/fastpath/harness/meshmodel"
 	"github.com/fastpath-bench/fastpath/harness/probe"
 )
 
@@ -144,21 +145,11 @@ func inCluster(meta metav1.ObjectMeta, name string) bool {
 	return !ok || v == name
 }
 
-// meshModel is the reference evaluator's view of a mesh case: each
-// cluster's objects, with the other clusters' pods as its remote peers.
-type meshModel struct {
-	objs     map[string]*model.Objects
-	resolved map[string]*model.Resolved
-	// podCluster is each pod's cluster, identity its global identity.
-	podCluster map[string]string
-	identity   map[string]model.Identity
-}
-
-// newMeshModel builds every cluster's objects, resolves them for the
-// pods' identities, and gives each cluster the others as remote clusters
-// (what their control planes publish).
-func newMeshModel(c *Case, t *topology) (*meshModel, error) {
-	mm := &meshModel{objs: map[string]*model.Objects{}, resolved: map[string]*model.Resolved{}, podCluster: map[string]string{}, identity: map[string]model.Identity{}}
+// newMeshModel builds every cluster's objects (its pods, nodes and
+// policies) and the mesh model over them (harness/meshmodel: each
+// cluster with the others' pods as remote peers, as their control planes
+// publish them).
+func newMeshModel(c *Case, t *topology) (*meshmodel.Mesh, error) {
 	var names []string
 	for _, m := range c.Mesh {
 		names = append(names, m.Name)
@@ -167,8 +158,9 @@ func newMeshModel(c *Case, t *topology) (*meshModel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policies.yaml: %w", err)
 	}
+	var clusters []meshmodel.Cluster
 	for _, m := range c.Mesh {
-		objs := &model.Objects{Namespaces: c.Cluster.Namespaces, Cluster: model.ClusterInfo{Name: m.Name, ID: uint8(m.ID)}}
+		objs := &model.Objects{Namespaces: c.Cluster.Namespaces}
 		for _, p := range c.Cluster.Pods {
 			if c.clusterOfNode(p.Spec.NodeName) != m.Name {
 				continue
@@ -176,7 +168,6 @@ func newMeshModel(c *Case, t *topology) (*meshModel, error) {
 			p := *p.DeepCopy()
 			p.Status.PodIP = t.addrs[p.Namespace+"/"+p.Name].String()
 			objs.Pods = append(objs.Pods, p)
-			mm.podCluster[p.Namespace+"/"+p.Name] = m.Name
 		}
 		for _, n := range m.Nodes {
 			objs.Nodes = append(objs.Nodes, corev1.Node{
@@ -190,48 +181,9 @@ func newMeshModel(c *Case, t *topology) (*meshModel, error) {
 		if err := objs.Validate(); err != nil {
 			return nil, fmt.Errorf("cluster %s: %w", m.Name, err)
 		}
-		r, err := model.Resolve(objs)
-		if err != nil {
-			return nil, fmt.Errorf("cluster %s: %w", m.Name, err)
-		}
-		mm.objs[m.Name] = objs
-		mm.resolved[m.Name] = r
+		clusters = append(clusters, meshmodel.Cluster{Name: m.Name, ID: m.ID, Objects: objs})
 	}
-	// Remote peers: each cluster's pods with their global identities and
-	// identity labels, as the watcher hands them to the agent.
-	remote := map[string]model.RemoteCluster{}
-	for _, m := range c.Mesh {
-		rc := model.RemoteCluster{Name: m.Name, ID: uint8(m.ID)}
-		for _, n := range m.Nodes {
-			rc.Nodes = append(rc.Nodes, model.Node{Name: n, IP: t.nodeIP(n)})
-		}
-		for _, ep := range mm.resolved[m.Name].Endpoints {
-			labels := map[string]string{model.LabelCluster: m.Name}
-			for k, v := range ep.Labels {
-				labels[k] = v
-			}
-			rc.Endpoints = append(rc.Endpoints, model.RemoteEndpoint{
-				Namespace: ep.Namespace, Name: ep.Name, IP: ep.IP, Node: ep.Node, NodeIP: t.nodeIP(ep.Node),
-				Identity: ep.Identity, Labels: labels,
-			})
-			mm.identity[ep.Namespace+"/"+ep.Name] = ep.Identity
-		}
-		remote[m.Name] = rc
-	}
-	for _, m := range c.Mesh {
-		for _, o := range c.Mesh {
-			if o.Name != m.Name {
-				mm.objs[m.Name].Remote = append(mm.objs[m.Name].Remote, remote[o.Name])
-			}
-		}
-		// Resolve again with the peers: rules that select remote pods.
-		r, err := model.Resolve(mm.objs[m.Name])
-		if err != nil {
-			return nil, fmt.Errorf("cluster %s with its peers: %w", m.Name, err)
-		}
-		mm.resolved[m.Name] = r
-	}
-	return mm, nil
+	return meshmodel.Build(clusters)
 }
 
 // verdict is the model's answer for a probe between pods of the mesh:
@@ -240,19 +192,17 @@ func newMeshModel(c *Case, t *topology) (*meshModel, error) {
 // own, for the source named explicitly (the identity the overlay
 // carries). A pod's own forgery never leaves its node; one forged in the
 // overlay is judged by the identity it carries, with the forged address.
-func (mm *meshModel) verdict(p Probe, t *topology, port uint16) bool {
-	src, dst := mm.podCluster[p.From], mm.podCluster[p.To]
+func meshVerdict(mm *meshmodel.Mesh, p Probe, t *topology, port uint16) bool {
+	src, dst := mm.PodCluster[p.From], mm.PodCluster[p.To]
 	from, to := t.addrs[p.From], t.addrs[p.To]
 	if src == dst && p.Spoof == "" {
-		// (a pod-layer spoof within a cluster is dropped at the node too)
-		return expected(mm.objs[src], p, from, to, port)
+		return expected(mm.Objects[src], p, from, to, port)
 	}
 	proto, _ := model.ParseProtocol(p.transport())
-	var egress, ingress model.Verdict
 	if p.proto() == "HTTP" {
 		req := model.Request{Method: p.method(), Path: p.path()}
-		egress = model.EvaluateRequest(mm.objs[src], from, to, port, req)
-		ingress = model.EvaluateRequestFromRemote(mm.objs[dst], src, from, to, port, req)
+		egress := model.EvaluateRequest(mm.Objects[src], from, to, port, req)
+		ingress := model.EvaluateRequestFromRemote(mm.Objects[dst], src, from, to, port, req)
 		return egress.Allowed && ingress.Allowed
 	}
 	switch {
@@ -262,12 +212,11 @@ func (mm *meshModel) verdict(p Probe, t *topology, port uint16) bool {
 	case p.Spoof != "":
 		// Forged by from's node: no egress policy saw it; the receiver
 		// judges the identity in the header.
-		v := mm.resolved[dst].AllowedFromIdentity(mm.identity[p.From], t.addrs[p.Spoof], to, proto, port)
+		v := mm.Resolved[dst].AllowedFromIdentity(mm.Identity[p.From], t.addrs[p.Spoof], to, proto, port)
 		return v.Allowed && !v.Proxied
 	}
-	egress = model.Evaluate(mm.objs[src], from, to, proto, port)
-	ingress = model.EvaluateFromRemote(mm.objs[dst], src, from, to, proto, port)
-	return egress.Allowed && ingress.Allowed && !egress.Proxied && !ingress.Proxied
+	v := mm.Verdict(src, dst, from, to, proto, port)
+	return v.Allowed && !v.Proxied
 }
 
 // meshModelVerdicts is modelVerdicts for a mesh case.
@@ -285,7 +234,7 @@ func meshModelVerdicts(c *Case, t *topology) ([]ProbeResult, error) {
 			continue
 		}
 		out[i].ResolvedPort = port
-		out[i].Model = mm.verdict(p, t, uint16(port))
+		out[i].Model = meshVerdict(mm, p, t, uint16(port))
 	}
 	return out, nil
 }
