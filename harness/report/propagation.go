@@ -13,8 +13,10 @@ import (
 type Propagation struct {
 	// Datapath is the datapath's name.
 	Datapath string `json:"datapath"`
-	// Change is "single" (one policy added or removed) or "bulk" (Policies
-	// policies added at once).
+	// Change is "single" (one policy added or removed), "bulk" (Policies
+	// policies added at once) or "relabel" (on a cluster mesh, the probe
+	// client's labels changed in its cluster, enforced by a policy of the
+	// server's cluster).
 	Change string `json:"change"`
 	// Policies is the number of policies each change added or removed.
 	Policies int `json:"policies"`
@@ -85,8 +87,11 @@ func Percentile(vs []float64, q float64) float64 {
 // Label names a Propagation's kind of change for tables, charts and
 // comparisons: "1 policy" or "N policies at once".
 func (p Propagation) Label() string {
-	if p.Change == "single" {
+	switch p.Change {
+	case "single":
 		return "1 policy"
+	case "relabel":
+		return "1 pod relabeled in its cluster"
 	}
 	return fmt.Sprintf("%d policies at once", p.Policies)
 }

@@ -108,6 +108,13 @@ func (r *runner) propagationSetup() (stop func(), err error) {
 	if _, rerr := r.c.RemoveState(toggleFile); rerr != nil {
 		err = errors.Join(err, rerr)
 	}
+	if err == nil && pr.Relabel {
+		for _, dp := range r.enforcing() {
+			if meshed(dp) {
+				err = r.checkRelabel(dp)
+			}
+		}
+	}
 	if err != nil {
 		srv.Close()
 		return nil, err
@@ -178,6 +185,13 @@ func (r *runner) measurePropagation(ctx context.Context, dp string) []report.Pro
 		}
 		bulk.Summary = report.SummarizePropagation(bulk)
 		out = append(out, bulk)
+	}
+	if pr.Relabel {
+		if meshed(dp) {
+			out = append(out, r.measureRelabel(ctx, dp, base))
+		} else {
+			r.logf("propagation on %s: no relabel changes (no mesh: the server's cluster never learns the client's labels)", dp)
+		}
 	}
 	return out
 }

@@ -86,3 +86,15 @@ func checkMessages(t *testing.T, err error, want []string) {
 		}
 	}
 }
+
+func TestPropagationRelabel(t *testing.T) {
+	base := strings.Replace(meshSuite, "%s", `    - {name: east, id: 1, nodes: [e1]}
+    - {name: west, id: 2, nodes: [w1, w2]}`, 1)
+	ok := base + "  propagation: {from: b/c, to: b/s, relabel: true}\n"
+	if _, err := Decode("mesh.yaml", []byte(ok), ""); err != nil {
+		t.Fatal(err)
+	}
+	same := strings.Replace(ok, "node: e1, labels", "node: w2, labels", 1)
+	_, err := Decode("mesh.yaml", []byte(same), "")
+	checkMessages(t, err, []string{`mesh.yaml: spec.propagation.relabel: needs from and to in different clusters (both in "west")`})
+}

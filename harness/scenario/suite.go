@@ -183,6 +183,12 @@ type Propagation struct {
 	ProbeInterval Duration `json:"probeInterval,omitzero"`
 	// Timeout bounds each change, up to 5m; 0 means 30s.
 	Timeout Duration `json:"timeout,omitzero"`
+	// Relabel, on a mesh with From and To in different clusters, also
+	// measures Changes changes made in From's cluster and enforced in
+	// To's: From's pod gains and loses a label in its cluster's state,
+	// which a policy in To's cluster selects together with From's
+	// cluster label (datapaths in the mesh only: ebpf).
+	Relabel bool `json:"relabel,omitempty"`
 }
 
 // Defaults of Propagation.

@@ -107,6 +107,15 @@ func (s *Suite) validatePropagation(p *problems) {
 			p.add(f+".port", "%d is taken by scenario %s on %s", pr.Port, sc.Name, sc.To)
 		}
 	}
+	if pr.Relabel {
+		c := &s.Spec.Cluster
+		switch {
+		case len(c.Clusters) == 0:
+			p.add(f+".relabel", "needs spec.cluster.clusters (a cluster mesh)")
+		case fromOK && toOK && c.ClusterOfNode(from.Node) == c.ClusterOfNode(to.Node):
+			p.add(f+".relabel", "needs from and to in different clusters (both in %q)", c.ClusterOfNode(to.Node))
+		}
+	}
 	if pr.Changes < 0 || pr.Changes > 1000 {
 		p.add(f+".changes", "must be between 1 and 1000 (0 means %d), have %d", DefaultPropagationChanges, pr.Changes)
 	}
