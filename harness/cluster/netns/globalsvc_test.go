@@ -131,16 +131,7 @@ func (s *nameServer) close() {
 func TestGlobalServiceFailover(t *testing.T) {
 	testutil.RequireRoot(t)
 	ctx := context.Background()
-	logDir := t.TempDir()
-	t.Cleanup(func() {
-		if t.Failed() {
-			logs, _ := filepath.Glob(filepath.Join(logDir, "agent-*.log"))
-			for _, l := range logs {
-				b, _ := os.ReadFile(l)
-				t.Logf("%s:\n%s", filepath.Base(l), b)
-			}
-		}
-	})
+	logDir := agentLogDir(t)
 	echo := map[string]string{"app": "echo"}
 	c, err := NewProvider(Options{AgentBinary: agentBin}).Create(ctx, cluster.Spec{
 		RunID: runID(t),

@@ -21,16 +21,7 @@ import (
 func TestMeshTopology(t *testing.T) {
 	testutil.RequireRoot(t)
 	ctx := context.Background()
-	logDir := t.TempDir()
-	t.Cleanup(func() {
-		if t.Failed() {
-			logs, _ := filepath.Glob(filepath.Join(logDir, "agent-*.log"))
-			for _, l := range logs {
-				b, _ := os.ReadFile(l)
-				t.Logf("%s:\n%s", filepath.Base(l), b)
-			}
-		}
-	})
+	logDir := agentLogDir(t)
 	c, err := NewProvider(Options{AgentBinary: agentBin}).Create(ctx, cluster.Spec{
 		RunID: runID(t),
 		Nodes: []string{"e1", "w1", "w2"},
@@ -139,4 +130,20 @@ func (c *Cluster) pod(name string) cluster.Pod {
 		}
 	}
 	return cluster.Pod{}
+}
+
+// agentLogDir is a log directory whose agent logs the test prints when it
+// fails.
+func agentLogDir(t *testing.T) string {
+	dir := t.TempDir()
+	t.Cleanup(func() {
+		if t.Failed() {
+			logs, _ := filepath.Glob(filepath.Join(dir, "agent-*.log"))
+			for _, l := range logs {
+				b, _ := os.ReadFile(l)
+				t.Logf("%s:\n%s", filepath.Base(l), b)
+			}
+		}
+	})
+	return dir
 }
