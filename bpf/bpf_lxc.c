@@ -5,9 +5,10 @@
  *   fp_to_container at tc egress: packets delivered to the pod (its ingress);
  * and for the node's uplink device:
  *   fp_from_netdev at tc ingress: packets from other nodes, for the L7
- *   proxy redirect;
+ *   proxy redirect, NodePort, and the egress gateway's replies;
  * and for the node's VXLAN device (the overlay, lib/tunnel.h):
- *   fp_from_tunnel at tc ingress: the sender's identity from the VNI.
+ *   fp_from_tunnel at tc ingress: the sender's identity from the VNI, and
+ *   the egress gateway's SNAT (lib/egress_gw.h).
  */
 #include "compiler.h"
 #include "lib/lxc.h"
@@ -35,6 +36,9 @@ struct btf_layouts {
 	enum tunnel_const tunnel_const;
 	struct tunnel_config tunnel_config;
 	struct proxy_config proxy_config;
+	struct egw_key egw_key;
+	struct egw_value egw_value;
+	enum egw_const egw_const;
 };
 const volatile struct btf_layouts btf_layouts;
 

@@ -36,7 +36,13 @@ enum reason {
 				     * could not carry the DSR option */
 	DROP_NO_TUNNEL_KEY = 23,    /* a packet on the overlay device without
 				     * tunnel metadata */
-	REASON_MAX = 24,
+	DROP_NO_EGRESS_GATEWAY = 24, /* an egress gateway policy applies but its
+				      * gateway is not known or not reachable, or
+				      * a packet from the overlay to outside the
+				      * mesh that this node does not SNAT */
+	DROP_EGRESS_GW_NAT = 25,    /* the egress gateway cannot SNAT it (not TCP
+				     * or UDP, no free port) */
+	REASON_MAX = 26,
 };
 
 /* Direction of traffic as the endpoint sees it. */

@@ -6,6 +6,8 @@
 #include "maps.h"
 
 #define IDENTITY_WORLD 2
+/* Identities of policy CIDRs start here (node-local, never a pod's). */
+#define IDENTITY_CIDR_BASE (1U << 24)
 
 struct ipcache_key {
 	__u32 prefixlen;

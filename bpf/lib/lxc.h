@@ -18,6 +18,7 @@
 #include "lb.h"
 #include "nodeport.h"
 #include "tunnel.h"
+#include "egress_gw.h"
 
 static __always_inline int verdict(__u32 reason, __u8 dir, __u32 len)
 {
@@ -210,9 +211,13 @@ static __always_inline int handle_endpoint(struct __sk_buff *skb, __u8 dir)
 		if (steer > 0)
 			ret = REASON_TO_PROXY;
 		else {
-			/* To a pod of another node: through the overlay, with
-			 * this pod's identity. */
-			int redirect = tunnel_encap(skb, &f, ep->identity);
+			/* Outside the mesh through an egress gateway, or to a pod
+			 * of another node through the overlay, with this pod's
+			 * identity. */
+			int redirect = egw_from_pod(skb, &f, ep->identity);
+
+			if (redirect == -1)
+				redirect = tunnel_encap(skb, &f, ep->identity);
 
 			if (redirect < -1) {
 				emit_event(EVENT_DROP, dir, -redirect, &f, ep->ep_id, ep->identity, 0, skb->ifindex);
@@ -249,23 +254,39 @@ static __always_inline int steer_entering(struct __sk_buff *skb, const struct fl
  * handle_tunnel runs at tc ingress of the node's VXLAN device (tunnel.h):
  * the packet's VNI, the sender's identity, becomes its mark for the pod's
  * ingress hook, and a flow whose source address would not lead its
- * replies back to the sending node is remembered. A packet without tunnel
- * metadata is dropped.
+ * replies back to the sending node is remembered. A packet to outside the
+ * mesh is SNATed by this node's egress gateway (egress_gw.h) or dropped.
+ * A packet without tunnel metadata is dropped.
  */
 static __always_inline int handle_tunnel(struct __sk_buff *skb)
 {
 	struct bpf_tunnel_key key = {};
 	struct flow4 f;
+	__u32 identity;
+	__be32 node;
+	int ret;
 
 	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0) {
 		emit_event(EVENT_DROP, DIR_INGRESS, DROP_NO_TUNNEL_KEY, NULL, 0, 0, 0, skb->ifindex);
 		return verdict(DROP_NO_TUNNEL_KEY, DIR_INGRESS, skb->len);
 	}
-	skb->mark = tunnel_mark(key.tunnel_id & TUNNEL_VNI_MASK);
+	identity = key.tunnel_id & TUNNEL_VNI_MASK;
+	node = bpf_htonl(key.remote_ipv4);
+	skb->mark = tunnel_mark(identity);
 	if (parse_ipv4(skb, &f) != L3_IPV4)
 		return CTX_ACT_OK;
+	/* Outside the mesh only through this node's egress gateway. */
+	ret = egw_from_tunnel(skb, &f, node, identity);
+	if (ret < -1) {
+		emit_event(EVENT_DROP, DIR_INGRESS, -ret, &f, 0, identity, 0, skb->ifindex);
+		return verdict(-ret, DIR_INGRESS, skb->len);
+	}
+	if (ret >= 0) {
+		verdict(REASON_FORWARDED, DIR_INGRESS, skb->len);
+		return ret;
+	}
 	/* Where replies go when the source address does not say. */
-	tunnel_flow_learn(&f, bpf_htonl(key.remote_ipv4), key.tunnel_id & TUNNEL_VNI_MASK);
+	tunnel_flow_learn(&f, node, identity);
 	/* Connections that L7 rules apply to go to the proxy here, as they
 	 * do at the uplink (the proxy's own check is by address). */
 	return steer_entering(skb, &f);
@@ -287,6 +308,16 @@ static __always_inline int handle_netdev(struct __sk_buff *skb)
 	ret = parse_ipv4(skb, &f);
 	if (ret != L3_IPV4)
 		return CTX_ACT_OK; /* not ours to judge: the pods' hooks are */
+	/* A reply to a flow this node's egress gateway SNATed. */
+	ret = egw_reply(skb, &f);
+	if (ret < -1) {
+		emit_event(EVENT_DROP, DIR_INGRESS, -ret, &f, 0, 0, 0, skb->ifindex);
+		return verdict(-ret, DIR_INGRESS, skb->len);
+	}
+	if (ret >= 0) {
+		verdict(REASON_CT_REPLY, DIR_INGRESS, skb->len);
+		return ret;
+	}
 	nodeport_learn(skb, &f);
 	ret = nodeport_tc(skb, &f);
 	if (ret < 0) {

@@ -19,3 +19,6 @@
 #define SOCKMAP_MAX 65536       /* same-node sockets in the sockhash */
 #define TUNNEL_FLOWS_MAX 65536  /* flows from the overlay whose source
 				 * address does not lead back (LRU) */
+#define EGW_MAX 16384           /* (identity, CIDR) egress gateway entries */
+#define EGW_NAT_MAX 131072      /* egress gateway SNAT entries, two per
+				 * flow (LRU) */

@@ -370,6 +370,10 @@ func (a *Agent) Status() agentapi.Status {
 	st.Uplinks = append([]string(nil), a.uplinks...)
 	if a.lxc != nil {
 		st.Tunnel = a.lxc.TunnelDeviceName()
+		for _, g := range a.lxc.EgressGateways() {
+			st.EgressGateways = append(st.EgressGateways, agentapi.EgressGateway{Name: g.Name, Cluster: g.Cluster, Node: g.Node,
+				EgressIP: g.EgressIP, Gateway: g.Gateway, Sources: g.Sources, Dropped: g.Dropped})
+		}
 	}
 	if a.prefilter != nil {
 		st.PrefilterDevices = a.prefilter.Devices()

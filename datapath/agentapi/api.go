@@ -108,6 +108,27 @@ type Status struct {
 	SidecarPIDs  []int  `json:"sidecarPIDs,omitempty"`
 	// Proxy counts the node's L7 proxy's work (ebpf); nil without one.
 	Proxy *ProxyStats `json:"proxy,omitempty"`
+	// EgressGateways is how the node programmed the
+	// EgressGatewayPolicies (ebpf), by name.
+	EgressGateways []EgressGateway `json:"egressGateways,omitempty"`
+}
+
+// EgressGateway is one EgressGatewayPolicy as a node programmed it.
+type EgressGateway struct {
+	Name string `json:"name"`
+	// Cluster and Node name the gateway; EgressIP is the source it gives
+	// the traffic ("" when the traffic is dropped).
+	Cluster  string `json:"cluster,omitempty"`
+	Node     string `json:"node"`
+	EgressIP string `json:"egressIP,omitempty"`
+	// Gateway says this node is the gateway: it SNATs the traffic of
+	// Sources identities (local and remote pods); otherwise it sends its
+	// selected pods' traffic (Sources identities) to the gateway.
+	Gateway bool `json:"gateway,omitempty"`
+	Sources int  `json:"sources"`
+	// Dropped says why the selected traffic is dropped (fail closed): the
+	// gateway node is not known, or the egress IP is not the gateway's.
+	Dropped string `json:"dropped,omitempty"`
 }
 
 // ProxyStats counts what the node's L7 proxy did.

@@ -300,6 +300,8 @@ const (
 	DropUnsupportedL3    = Reason(lxcReasonDROP_UNSUPPORTED_L3)
 	DropFragment         = Reason(lxcReasonDROP_FRAGMENT)
 	DropNoServiceBackend = Reason(lxcReasonDROP_NO_SERVICE_BACKEND)
+	DropNoEgressGateway  = Reason(lxcReasonDROP_NO_EGRESS_GATEWAY)
+	DropEgressGatewayNAT = Reason(lxcReasonDROP_EGRESS_GW_NAT)
 	reasonMax            = Reason(lxcReasonREASON_MAX)
 )
 

@@ -43,8 +43,10 @@ var ErrOverflow = errors.New("map would overflow")
 type Datapath struct {
 	opts Options
 	objs lxcObjects
-	// innerSpec describes a per-endpoint policy trie.
+	// innerSpec describes a per-endpoint policy trie, egwSpec the egress
+	// gateway trie.
 	innerSpec *ebpf.MapSpec
+	egwSpec   *ebpf.MapSpec
 
 	mu        sync.Mutex
 	endpoints map[string]*endpointState // by model key ns/name
@@ -59,6 +61,10 @@ type Datapath struct {
 	nl *netlink.Handle
 	// sock holds the socket programs while attached (sock.go).
 	sock *sockState
+	// egw mirrors the egress gateway trie (nil: not programmed yet),
+	// egwInfo says what it does per policy (egressgw.go).
+	egw     egwTrie
+	egwInfo []EgressGatewayInfo
 }
 
 type endpointState struct {
@@ -118,6 +124,10 @@ func Load(opts Options) (*Datapath, error) {
 	if inner == nil {
 		return nil, errors.New("lxc spec: fp_policy has no inner map")
 	}
+	egwInner := spec.Maps["fp_egress_gw"].InnerMap
+	if egwInner == nil {
+		return nil, errors.New("lxc spec: fp_egress_gw has no inner map")
+	}
 	copts := &ebpf.CollectionOptions{}
 	if opts.PinPath != "" {
 		if err := os.MkdirAll(opts.PinPath, 0o700); err != nil {
@@ -132,6 +142,7 @@ func Load(opts Options) (*Datapath, error) {
 	d := &Datapath{
 		opts:      opts,
 		innerSpec: inner.Copy(),
+		egwSpec:   egwInner.Copy(),
 		endpoints: map[string]*endpointState{},
 		nextEpID:  1,
 		ipcache:   map[netip.Prefix]lxcIpcacheValue{},
@@ -168,6 +179,10 @@ func (d *Datapath) resetTables() error {
 		for _, key := range keys {
 			_ = m.Delete(key)
 		}
+	}
+	// No egress gateway until the first Apply programs it.
+	if err := d.objs.FpEgressGw.Delete(uint32(0)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("reset fp_egress_gw: %w", err)
 	}
 	// No reader yet (a crashed agent may have left events on).
 	return d.setEvents(false)
@@ -243,6 +258,10 @@ func (d *Datapath) Apply(r *model.Resolved, node string) (ApplyStats, error) {
 	if max := int(d.objs.FpEndpoints.MaxEntries()); len(plan) > max {
 		errs = append(errs, fmt.Errorf("node %s has %d endpoints, more than the %d the endpoint map holds: %w", node, len(plan), max, ErrOverflow))
 	}
+	egw, egwInfo := egressPlan(r, node, d.localAddrs())
+	if max := int(d.egwSpec.MaxEntries); len(egw) > max {
+		errs = append(errs, fmt.Errorf("egress gateway policies need %d (identity, CIDR) entries, more than the %d the gateway trie holds: %w", len(egw), max, ErrOverflow))
+	}
 	if len(errs) > 0 {
 		// Refused: endpoints already programmed keep their policy; a new
 		// endpoint whose policy does not fit fails closed.
@@ -278,6 +297,12 @@ func (d *Datapath) Apply(r *model.Resolved, node string) (ApplyStats, error) {
 		}
 		d.ipcache[p] = v
 	}
+
+	// The egress gateway, whole: the old set of policies or the new one.
+	if err := d.programEgress(egw); err != nil {
+		return st, err
+	}
+	d.egwInfo = egwInfo
 
 	// 3. Per endpoint: build a new policy trie, swap it in, then the
 	// endpoint record, then attach programs if not yet attached.

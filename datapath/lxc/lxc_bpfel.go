@@ -70,7 +70,21 @@ type lxcBtfLayouts struct {
 		Port uint16
 		Pad  uint16
 	}
-	_ [4]byte
+	EgwKey struct {
+		_         structs.HostLayout
+		Prefixlen uint32
+		Identity  uint32
+		Daddr     uint32
+	}
+	EgwValue struct {
+		_        structs.HostLayout
+		Gateway  uint32
+		EgressIp uint32
+		Flags    uint32
+		Pad      uint32
+	}
+	EgwConst uint32
+	_        [4]byte
 }
 
 type lxcCtEntry struct {
@@ -102,6 +116,55 @@ const (
 	lxcDirectionDIR_EGRESS  lxcDirection = 1
 	lxcDirectionDIR_MAX     lxcDirection = 2
 )
+
+type lxcEgwConst uint32
+
+const (
+	lxcEgwConstEGW_F_EXCLUDED   lxcEgwConst = 1
+	lxcEgwConstEGW_F_LOCAL      lxcEgwConst = 2
+	lxcEgwConstEGW_NAT_PORT_MIN lxcEgwConst = 61000
+	lxcEgwConstEGW_NAT_PORT_MAX lxcEgwConst = 65535
+	lxcEgwConstEGW_NAT_TRIES    lxcEgwConst = 8
+	lxcEgwConstEGW_NAT_OUT      lxcEgwConst = 0
+	lxcEgwConstEGW_NAT_IN       lxcEgwConst = 1
+)
+
+type lxcEgwKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Identity  uint32
+	Daddr     uint32
+}
+
+type lxcEgwNat struct {
+	_         structs.HostLayout
+	ExpiresNs uint64
+	Addr      uint32
+	Port      uint16
+	Pad       uint16
+	Node      uint32
+	Flags     uint32
+}
+
+type lxcEgwNatKey struct {
+	_     structs.HostLayout
+	Saddr uint32
+	Daddr uint32
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Dir   uint8
+	Pad   uint16
+	Node  uint32
+}
+
+type lxcEgwValue struct {
+	_        structs.HostLayout
+	Gateway  uint32
+	EgressIp uint32
+	Flags    uint32
+	Pad      uint32
+}
 
 type lxcEndpointFlags uint32
 
@@ -306,7 +369,9 @@ const (
 	lxcReasonDROP_NO_SERVICE_BACKEND lxcReason = 21
 	lxcReasonDROP_NODEPORT_DSR       lxcReason = 22
 	lxcReasonDROP_NO_TUNNEL_KEY      lxcReason = 23
-	lxcReasonREASON_MAX              lxcReason = 24
+	lxcReasonDROP_NO_EGRESS_GATEWAY  lxcReason = 24
+	lxcReasonDROP_EGRESS_GW_NAT      lxcReason = 25
+	lxcReasonREASON_MAX              lxcReason = 26
 )
 
 type lxcRuleMetricsKey struct {
@@ -352,6 +417,8 @@ type lxcTunnelFlowKey struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	lxcMapFpCt             = "fp_ct"
+	lxcMapFpEgressGw       = "fp_egress_gw"
+	lxcMapFpEgressNat      = "fp_egress_nat"
 	lxcMapFpEndpoints      = "fp_endpoints"
 	lxcMapFpEndpointsByIp  = "fp_endpoints_by_ip"
 	lxcMapFpEvents         = "fp_events"
@@ -431,6 +498,8 @@ type lxcProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type lxcMapSpecs struct {
 	FpCt            *ebpf.MapSpec `ebpf:"fp_ct"`
+	FpEgressGw      *ebpf.MapSpec `ebpf:"fp_egress_gw"`
+	FpEgressNat     *ebpf.MapSpec `ebpf:"fp_egress_nat"`
 	FpEndpoints     *ebpf.MapSpec `ebpf:"fp_endpoints"`
 	FpEndpointsByIp *ebpf.MapSpec `ebpf:"fp_endpoints_by_ip"`
 	FpEvents        *ebpf.MapSpec `ebpf:"fp_events"`
@@ -480,6 +549,8 @@ func (o *lxcObjects) Close() error {
 // It can be passed to loadLxcObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lxcMaps struct {
 	FpCt            *ebpf.Map `ebpf:"fp_ct"`
+	FpEgressGw      *ebpf.Map `ebpf:"fp_egress_gw"`
+	FpEgressNat     *ebpf.Map `ebpf:"fp_egress_nat"`
 	FpEndpoints     *ebpf.Map `ebpf:"fp_endpoints"`
 	FpEndpointsByIp *ebpf.Map `ebpf:"fp_endpoints_by_ip"`
 	FpEvents        *ebpf.Map `ebpf:"fp_events"`
@@ -504,6 +575,8 @@ type lxcMaps struct {
 func (m *lxcMaps) Close() error {
 	return _LxcClose(
 		m.FpCt,
+		m.FpEgressGw,
+		m.FpEgressNat,
 		m.FpEndpoints,
 		m.FpEndpointsByIp,
 		m.FpEvents,

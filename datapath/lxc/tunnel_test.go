@@ -218,7 +218,6 @@ func TestReturnTunnel(t *testing.T) {
 	// The connection reaches the server (the VNI's identity is west's
 	// app=client, which the server admits); its reply goes back through
 	// the tunnel, though the ipcache has a local pod at that address.
-	const actRedirect = 7
 	syn := tcpPacket(clientIP, 40000, serverIP, 8080, flagSYN)
 	if got := runMarked(t, to, syn, tunnelMark(remoteID)); got != actOK {
 		t.Fatalf("west's client -> server: verdict %d", got)

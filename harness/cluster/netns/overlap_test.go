@@ -57,7 +57,7 @@ func TestOverlappingPodAddress(t *testing.T) {
 		t.Cleanup(func() { srv.Close() })
 	}
 
-	sockets := startMeshPair(t, c, []meshMember{
+	agents := startMeshPair(t, c, []meshMember{
 		{Name: "east", ID: 1, Node: "n1", PodCIDRs: []netip.Prefix{PodCIDR(0)},
 			State: podsYAML(pods, "client") + nodeYAML("n1", 0)},
 		{Name: "west", ID: 2, Node: "n2", PodCIDRs: []netip.Prefix{PodCIDR(1), PodCIDR(0)},
@@ -73,8 +73,8 @@ spec:
     ports: [{protocol: TCP, port: 8080}]
 `},
 	})
-	waitPeerEndpoints(t, sockets["east"], "west", 3)
-	waitPeerEndpoints(t, sockets["west"], "east", 1)
+	waitPeerEndpoints(t, agents["east"].socket, "west", 3)
+	waitPeerEndpoints(t, agents["west"].socket, "east", 1)
 
 	connect := func(ns, to string) probe.Result {
 		return probe.Connect(ctx, ns, pods[to].IP, 8080, "TCP", time.Second)
@@ -136,11 +136,16 @@ type meshMember struct {
 	Args []string
 }
 
+// meshAgent is a member's agent: its API socket and state directory.
+type meshAgent struct {
+	socket, stateDir string
+}
+
 // startMeshPair starts, for each member, an etcd on the external host
 // and an agent on its node with its own state directory, joined by
 // --clustermesh over the overlay (pod CIDRs may overlap); it returns the
-// agents' API sockets by cluster. Everything stops at the test's end.
-func startMeshPair(t *testing.T, c *Cluster, members []meshMember) map[string]string {
+// agents by cluster. Everything stops at the test's end.
+func startMeshPair(t *testing.T, c *Cluster, members []meshMember) map[string]meshAgent {
 	t.Helper()
 	etcds := map[string]*embedetcd.Server{}
 	for _, m := range members {
@@ -164,7 +169,7 @@ func startMeshPair(t *testing.T, c *Cluster, members []meshMember) map[string]st
 		return "[" + strings.Join(s, ", ") + "]"
 	}
 	dir := t.TempDir()
-	sockets := map[string]string{}
+	agents := map[string]meshAgent{}
 	for _, m := range members {
 		cfg := fmt.Sprintf("name: %s\nid: %d\npodCIDRs: %s\nserviceCIDR: 10.%d.0.0/16\nendpoints: [%s]\nleaseTTL: 2s\nallowOverlappingPodCIDRs: true\npeers:\n",
 			m.Name, m.ID, cidrs(m.PodCIDRs), 95+m.ID, etcds[m.Name].Endpoint())
@@ -191,9 +196,9 @@ func startMeshPair(t *testing.T, c *Cluster, members []meshMember) map[string]st
 		if err := os.WriteFile(cf, []byte(cfg), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		sockets[m.Name] = filepath.Join(dir, m.Name+".sock")
+		agents[m.Name] = meshAgent{socket: filepath.Join(dir, m.Name+".sock"), stateDir: sd}
 		args := append([]string{"--node", m.Node, "--state-dir", sd, "--datapath", "ebpf", "--tunnel", "vxlan",
-			"--clustermesh", cf, "--clustermesh-publish", "--api-socket", sockets[m.Name]}, m.Args...)
+			"--clustermesh", cf, "--clustermesh-publish", "--api-socket", agents[m.Name].socket}, m.Args...)
 		cmd := exec.Command(agentBin, args...)
 		logPath := filepath.Join(dir, m.Name+".log")
 		logf, err := os.Create(logPath)
@@ -215,7 +220,7 @@ func startMeshPair(t *testing.T, c *Cluster, members []meshMember) map[string]st
 			}
 		})
 	}
-	return sockets
+	return agents
 }
 
 // waitPeerEndpoints waits until the agent at socket is ready and has want
