@@ -10,6 +10,7 @@ package deploy
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -88,7 +89,24 @@ type Options struct {
 	GoMaxProcs int
 	// ExtraArgs are appended to the agent's arguments.
 	ExtraArgs []string
+	// ClusterMesh is the agent's --clustermesh configuration (YAML, see
+	// datapath/clustermesh.Config): put in the ConfigMap
+	// ClusterMeshConfigMap, mounted into the agent, and named by
+	// --clustermesh. Only with datapath ebpf (the overlay: ExtraArgs
+	// carry --tunnel). Empty: no mesh.
+	ClusterMesh []byte
+	// ClusterMeshPublishNode names the node whose agent publishes the
+	// cluster's state (--clustermesh-publish-node); empty: none does.
+	ClusterMeshPublishNode string
 }
+
+// ClusterMeshConfigMap holds Options.ClusterMesh (key ClusterMeshKey),
+// mounted at ClusterMeshDir in the agent's container.
+const (
+	ClusterMeshConfigMap = "fastpath-clustermesh"
+	ClusterMeshKey       = "clustermesh.yaml"
+	ClusterMeshDir       = "/etc/fastpath/clustermesh"
+)
 
 // withDefaults returns o with its empty fields set to their defaults.
 func (o Options) withDefaults() Options {
@@ -154,10 +172,30 @@ func (o Options) resolve() (tmplData, error) {
 			bad(fmt.Sprintf("ExtraArgs[%d]", i), "empty")
 		}
 	}
+	if len(o.ClusterMesh) > 0 && o.Datapath != "ebpf" {
+		bad("ClusterMesh", "only with datapath ebpf (the mesh needs the overlay), not %q", o.Datapath)
+	}
+	if o.ClusterMeshPublishNode != "" {
+		if len(o.ClusterMesh) == 0 {
+			bad("ClusterMeshPublishNode", "without ClusterMesh")
+		}
+		if strings.ContainsAny(o.ClusterMeshPublishNode, " \t\r\n") {
+			bad("ClusterMeshPublishNode", "%q contains whitespace", o.ClusterMeshPublishNode)
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return tmplData{}, err
 	}
+	var meshDigest string
+	if len(o.ClusterMesh) > 0 {
+		meshDigest = fmt.Sprintf("%x", sha256.Sum256(o.ClusterMesh))[:16]
+	}
 	return tmplData{
+		ClusterMeshText:   string(o.ClusterMesh),
+		ClusterMeshDigest: meshDigest,
+		MeshConfigMap:     ClusterMeshConfigMap,
+		MeshKey:           ClusterMeshKey,
+		MeshDir:           ClusterMeshDir,
 		Options:    o,
 		APIHost:    host,
 		APIPort:    port,
@@ -234,6 +272,11 @@ type tmplData struct {
 	Name, Label      string // AgentName, AgentLabel
 	AgentImage       string // the agent container's: Image or IptablesImage
 	Iptables         bool   // Datapath is iptables
+	// ClusterMeshText is Options.ClusterMesh, ClusterMeshDigest a digest
+	// of it (a pod template annotation: a changed configuration rolls the
+	// agents); empty without a mesh.
+	ClusterMeshText, ClusterMeshDigest string
+	MeshConfigMap, MeshKey, MeshDir    string
 }
 
 //go:embed agent.yaml.tmpl

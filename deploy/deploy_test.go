@@ -86,6 +86,7 @@ type rendered struct {
 	role  *rbacv1.ClusterRole
 	bind  *rbacv1.ClusterRoleBinding
 	ds    *appsv1.DaemonSet
+	cm    *corev1.ConfigMap
 	kinds []string
 }
 
@@ -116,11 +117,17 @@ func render(t *testing.T, o Options) rendered {
 		case "apps/v1/DaemonSet":
 			r.ds = &appsv1.DaemonSet{}
 			decodeStrict(t, doc, r.ds)
+		case "v1/ConfigMap":
+			r.cm = &corev1.ConfigMap{}
+			decodeStrict(t, doc, r.cm)
 		default:
 			t.Fatalf("unexpected document %s/%s", tm.APIVersion, tm.Kind)
 		}
 	}
 	want := []string{"v1/ServiceAccount", "rbac.authorization.k8s.io/v1/ClusterRole", "rbac.authorization.k8s.io/v1/ClusterRoleBinding", "apps/v1/DaemonSet"}
+	if len(o.ClusterMesh) > 0 {
+		want = slices.Insert(want, 3, "v1/ConfigMap")
+	}
 	if !slices.Equal(r.kinds, want) {
 		t.Fatalf("documents %v, want %v", r.kinds, want)
 	}

@@ -33,9 +33,15 @@ func main() {
 	}
 }
 
+// publishes says whether the agent of node publishes its cluster's state:
+// --clustermesh-publish, or --clustermesh-publish-node naming it.
+func publishes(publish bool, publishNode, node string) bool {
+	return publish || (publishNode != "" && publishNode == node)
+}
+
 func newRoot() *cobra.Command {
 	var cfg agent.Config
-	var attachMode, logLevel string
+	var attachMode, logLevel, publishNode string
 	var iptablesServices bool
 	root := &cobra.Command{
 		Use:           "fastpath-agent",
@@ -50,6 +56,7 @@ func newRoot() *cobra.Command {
 			}
 			cfg.AttachMode = mode
 			cfg.IptablesSkipServices = !iptablesServices
+			cfg.ClusterMeshPublish = publishes(cfg.ClusterMeshPublish, publishNode, cfg.Node)
 			var lvl slog.Level
 			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
 				return fmt.Errorf("--log-level: %w", err)
@@ -83,6 +90,7 @@ func newRoot() *cobra.Command {
 	f.BoolVar(&cfg.Sock.Sockmap, "sockmap", false, "move same-node TCP payload socket to socket (sock_ops + sk_msg) for connections the policy admits (ebpf)")
 	f.StringVar(&cfg.ClusterMesh, "clustermesh", "", "cluster mesh configuration (this cluster, its etcd, its peers): program the peers' pods as policy peers (needs --tunnel vxlan)")
 	f.BoolVar(&cfg.ClusterMeshPublish, "clustermesh-publish", false, "publish this cluster's pods, identities and nodes to its etcd (one agent per cluster)")
+	f.StringVar(&publishNode, "clustermesh-publish-node", "", "publish as --clustermesh-publish when --node is this name (one DaemonSet for every node of a cluster, one publisher)")
 	f.StringVar(&cfg.Tunnel, "tunnel", "", "overlay to other nodes: vxlan (ebpf: the sender's identity travels in the VNI, the receiver takes it from there, not from the source address); default: routed")
 	f.BoolVar(&cfg.XDPNodePort, "xdp-nodeport", false, "translate NodePort traffic from outside in XDP on the uplinks, sending it on to other nodes' backends with XDP_TX (ebpf; default: at the uplink's TC hook)")
 	f.BoolVar(&iptablesServices, "iptables-services", true, "program Services in the nat table (iptables); false: kube-proxy owns them, the datapath programs the NetworkPolicy chains only")
