@@ -196,14 +196,14 @@ func (o Options) resolve() (tmplData, error) {
 		MeshConfigMap:     ClusterMeshConfigMap,
 		MeshKey:           ClusterMeshKey,
 		MeshDir:           ClusterMeshDir,
-		Options:    o,
-		APIHost:    host,
-		APIPort:    port,
-		SocketDir:  path.Dir(path.Clean(o.Socket)),
-		Name:       AgentName,
-		Label:      AgentLabel,
-		AgentImage: agentImage,
-		Iptables:   o.Datapath == "iptables",
+		Options:           o,
+		APIHost:           host,
+		APIPort:           port,
+		SocketDir:         path.Dir(path.Clean(o.Socket)),
+		Name:              AgentName,
+		Label:             AgentLabel,
+		AgentImage:        agentImage,
+		Iptables:          o.Datapath == "iptables",
 	}, nil
 }
 
