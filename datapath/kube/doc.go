@@ -2,8 +2,8 @@
 // the API server: client-go informers for the built-in kinds the model
 // knows (Namespaces, Nodes, Pods, Services, EndpointSlices,
 // NetworkPolicies) and dynamic informers for the custom kinds
-// (CiliumNetworkPolicy, Istio AuthorizationPolicy, fastpath Prefilter),
-// each only when the API server serves it.
+// (CiliumNetworkPolicy, Istio AuthorizationPolicy, fastpath Prefilter and
+// EgressGatewayPolicy), each only when the API server serves it.
 //
 // A Source turns its caches into the desired state the rest of the agent
 // programs, a *model.Objects (Snapshot), signals every change (Changed),

@@ -44,6 +44,7 @@ const (
 	ResourceCiliumNetworkPolicies = "ciliumnetworkpolicies"
 	ResourceAuthorizationPolicies = "authorizationpolicies"
 	ResourcePrefilters            = "prefilters"
+	ResourceEgressGatewayPolicies = "egressgatewaypolicies"
 )
 
 // crdKind is a custom kind the Source watches when the API server serves
@@ -60,6 +61,7 @@ var crdKinds = []crdKind{
 	{schema.GroupVersionResource{Group: "cilium.io", Version: "v2", Resource: ResourceCiliumNetworkPolicies}, "CiliumNetworkPolicy"},
 	{schema.GroupVersionResource{Group: "security.istio.io", Version: "v1", Resource: ResourceAuthorizationPolicies}, "AuthorizationPolicy"},
 	{schema.GroupVersionResource{Group: "fastpath.dev", Version: "v1alpha1", Resource: ResourcePrefilters}, "Prefilter"},
+	{schema.GroupVersionResource{Group: "fastpath.dev", Version: "v1alpha1", Resource: ResourceEgressGatewayPolicies}, "EgressGatewayPolicy"},
 }
 
 // Options configure a Source.
@@ -371,6 +373,7 @@ func (s *Source) Snapshot() (*model.Objects, map[string]int64, error) {
 	in.CiliumNetworkPolicies = custom.CiliumNetworkPolicies
 	in.AuthorizationPolicies = custom.AuthorizationPolicies
 	in.Prefilters = custom.Prefilters
+	in.EgressGatewayPolicies = custom.EgressGatewayPolicies
 
 	objs := Translate(in)
 	objs.Hash = revisionsHash(revs, tombstones)

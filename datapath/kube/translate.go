@@ -27,6 +27,7 @@ type Input struct {
 	CiliumNetworkPolicies []model.CiliumNetworkPolicy
 	AuthorizationPolicies []model.AuthorizationPolicy
 	Prefilters            []model.Prefilter
+	EgressGatewayPolicies []model.EgressGatewayPolicy
 }
 
 // Translate turns a cluster's objects into the model's desired state,
@@ -137,6 +138,15 @@ func Translate(in Input) *model.Objects {
 	sortByName(out.Prefilters, func(p *model.Prefilter) (string, string) { return "", p.Name })
 	for _, p := range out.Prefilters {
 		add("Prefilter", "", p.Name)
+	}
+
+	for _, p := range in.EgressGatewayPolicies {
+		p.Namespace = ""
+		out.EgressGatewayPolicies = append(out.EgressGatewayPolicies, p)
+	}
+	sortByName(out.EgressGatewayPolicies, func(p *model.EgressGatewayPolicy) (string, string) { return "", p.Name })
+	for _, p := range out.EgressGatewayPolicies {
+		add("EgressGatewayPolicy", "", p.Name)
 	}
 	return out
 }
