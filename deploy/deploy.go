@@ -315,8 +315,9 @@ func Render(o Options) ([]byte, error) {
 }
 
 // CRDs returns the CustomResourceDefinitions of the policy kinds the
-// agent reads (CiliumNetworkPolicy, AuthorizationPolicy, Prefilter) as
-// multi-document YAML, in file name order. Apply them before the agent.
+// agent reads (CiliumNetworkPolicy, AuthorizationPolicy, Prefilter,
+// EgressGatewayPolicy) as multi-document YAML, in file name order. Apply
+// them before the agent.
 func CRDs() ([]byte, error) {
 	names, err := fs.Glob(crdFS, "crds/*.yaml")
 	if err != nil {

@@ -180,6 +180,7 @@ func TestRenderDefaults(t *testing.T) {
 		{"cilium.io", "ciliumnetworkpolicies"},
 		{"security.istio.io", "authorizationpolicies"},
 		{"fastpath.dev", "prefilters"},
+		{"fastpath.dev", "egressgatewaypolicies"},
 	} {
 		for _, verb := range []string{"get", "list", "watch"} {
 			if !allowed(r.role.Rules, gr.group, gr.resource, verb) {
@@ -561,6 +562,8 @@ func TestCRDs(t *testing.T) {
 			apiextensionsv1.NamespaceScoped, []string{"v1", "v1beta1"}, model.AuthorizationPolicy{}},
 		"prefilters.fastpath.dev": {"fastpath.dev", "Prefilter", "prefilters",
 			apiextensionsv1.ClusterScoped, []string{"v1alpha1"}, model.Prefilter{}},
+		"egressgatewaypolicies.fastpath.dev": {"fastpath.dev", "EgressGatewayPolicy", "egressgatewaypolicies",
+			apiextensionsv1.ClusterScoped, []string{"v1alpha1"}, model.EgressGatewayPolicy{}},
 	}
 	seen := map[string]bool{}
 	for _, doc := range splitDocs(t, b) {
@@ -693,6 +696,7 @@ func TestCRDsMatchModelKinds(t *testing.T) {
 	slices.Sort(gvks)
 	want := []string{
 		"cilium.io/v2/CiliumNetworkPolicy",
+		"fastpath.dev/v1alpha1/EgressGatewayPolicy",
 		"fastpath.dev/v1alpha1/Prefilter",
 		"security.istio.io/v1/AuthorizationPolicy",
 		"security.istio.io/v1beta1/AuthorizationPolicy",
