@@ -22,9 +22,13 @@ import (
 
 // Options configure the sidecar datapath.
 type Options struct {
-	// PodNetns names a pod's network namespace (under /run/netns) from its
-	// namespace and name, e.g. "fp-1a2b3c-pod-{namespace}-{name}". A CNI
-	// learns this path from the runtime; the netns provider passes it.
+	// PodNetns says where a pod's network namespace is. Either a name
+	// (under /run/netns) made from the pod's namespace and name, e.g.
+	// "fp-1a2b3c-pod-{namespace}-{name}", which the netns provider
+	// passes; or CNIPrefix and the agent's IPAM state file, e.g.
+	// "cni:/var/run/fastpath/ipam.json": the namespace the runtime gave
+	// the CNI plugin (CNI_NETNS) for the pod's sandbox, as the IPAM
+	// recorded it (on kind, where the agent is the CNI).
 	PodNetns string
 	// Dir holds one directory of files per pod.
 	Dir string
@@ -61,8 +65,8 @@ var versionRE = regexp.MustCompile(`HAProxy version (\S+)`)
 
 // New finds the proxy binary.
 func New(opts Options) (*Datapath, error) {
-	if opts.PodNetns == "" || !strings.Contains(opts.PodNetns, "{name}") {
-		return nil, errors.New("sidecar: --pod-netns must name pods' network namespaces with {namespace} and {name}")
+	if err := checkPodNetns(opts.PodNetns); err != nil {
+		return nil, err
 	}
 	if opts.HAProxy == "" {
 		p, err := exec.LookPath("haproxy")
@@ -102,10 +106,6 @@ func (d *Datapath) PIDs() []int {
 	return out
 }
 
-func (d *Datapath) netnsOf(ep *model.Endpoint) string {
-	return strings.NewReplacer("{namespace}", ep.Namespace, "{name}", ep.Name).Replace(d.opts.PodNetns)
-}
-
 // Apply runs a proxy with the current policy in every pod of node: new
 // pods get nat rules and a proxy, pods whose configuration changed get a
 // reloaded proxy (haproxy -sf: the old process finishes its connections),
@@ -116,11 +116,19 @@ func (d *Datapath) Apply(r *model.Resolved, node string) (ApplyStats, error) {
 	var st ApplyStats
 	var errs []error
 	seen := map[string]bool{}
+	netnsOf, err := podNetns(d.opts.PodNetns)
+	if err != nil {
+		return st, err
+	}
 	for _, ep := range r.NodeEndpoints(node) {
 		key := ep.Key()
 		seen[key] = true
-		ns := d.netnsOf(ep)
-		if _, err := os.Stat(filepath.Join("/run/netns", ns)); err != nil {
+		ns := netnsOf(ep.Namespace, ep.Name)
+		if ns == "" {
+			st.Pending = append(st.Pending, key)
+			continue
+		}
+		if _, err := os.Stat(execx.NetnsPath(ns)); err != nil {
 			st.Pending = append(st.Pending, key)
 			continue
 		}
@@ -128,6 +136,13 @@ func (d *Datapath) Apply(r *model.Resolved, node string) (ApplyStats, error) {
 		cfg := Render(r, ep, RenderOptions{Dir: dir})
 		digest := cfg.digest()
 		p := d.pods[key]
+		if p != nil && p.netns != ns {
+			// A new sandbox of the pod (same name, another namespace):
+			// its proxy and rules start over in the new one.
+			p.stop()
+			delete(d.pods, key)
+			p = nil
+		}
 		if p != nil && p.digest == digest && p.running() {
 			st.Endpoints++
 			continue

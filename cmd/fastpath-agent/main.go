@@ -94,7 +94,7 @@ func newRoot() *cobra.Command {
 	f.StringVar(&cfg.Tunnel, "tunnel", "", "overlay to other nodes: vxlan (ebpf: the sender's identity travels in the VNI, the receiver takes it from there, not from the source address); default: routed")
 	f.BoolVar(&cfg.XDPNodePort, "xdp-nodeport", false, "translate NodePort traffic from outside in XDP on the uplinks, sending it on to other nodes' backends with XDP_TX (ebpf; default: at the uplink's TC hook)")
 	f.BoolVar(&iptablesServices, "iptables-services", true, "program Services in the nat table (iptables); false: kube-proxy owns them, the datapath programs the NetworkPolicy chains only")
-	f.StringVar(&cfg.PodNetns, "pod-netns", "", "how pods' network namespaces (under /run/netns) are named, with {namespace} and {name}: the sidecar datapath runs a proxy in each")
+	f.StringVar(&cfg.PodNetns, "pod-netns", "", "where pods' network namespaces are, for the sidecar datapath (it runs a proxy in each): a name under /run/netns with {namespace} and {name}, or cni:FILE, the namespace each pod's CNI ADD was given (CNI_NETNS) as the IPAM state FILE records it (--source kubernetes)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringSliceVar(&cfg.Uplinks, "uplink", nil, "devices packets from other nodes arrive on, for the L7 proxy redirect (ebpf; default: the device holding this node's address)")
 

@@ -22,6 +22,9 @@ type IPAMRequest struct {
 	ContainerID string `json:"containerID"`
 	Namespace   string `json:"namespace"`
 	Name        string `json:"name"`
+	// Netns is the sandbox's network namespace (CNI_NETNS), recorded
+	// with the allocation: the sidecar baseline runs a proxy there.
+	Netns string `json:"netns,omitempty"`
 }
 
 // IPAMResponse is an allocated address.

@@ -229,7 +229,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	client := agentapi.NewClient(conf.AgentSocket)
 	ctx, cancel := p.context()
 	defer cancel()
-	alloc, err := client.AllocateIP(ctx, agentapi.IPAMRequest{ContainerID: args.ContainerID, Namespace: ns, Name: name})
+	alloc, err := client.AllocateIP(ctx, agentapi.IPAMRequest{ContainerID: args.ContainerID, Namespace: ns, Name: name, Netns: args.Netns})
 	if err != nil {
 		return agentError("allocate address for "+pod, err)
 	}

@@ -282,8 +282,12 @@ func testEndToEnd(t *testing.T, cniVersion string) {
 	if addrs, _ := pod.AddrList(eth0, netlink.FAMILY_V4); len(addrs) != 1 || addrs[0].IPNet.String() != "10.77.0.9/32" {
 		t.Fatalf("pod addresses %v", addrs)
 	}
-	if al, ok := a.Allocations()["sandbox1"]; !ok || al.IP != requested {
+	if al, ok := a.Allocations()["sandbox1"]; !ok || al.IP != requested || al.Netns != podNs {
 		t.Fatalf("allocations %v", a.Allocations())
+	}
+	// The namespace CNI_NETNS named is recorded for the sidecar baseline.
+	if m, err := ipam.ReadNetns(state); err != nil || m["default/p1"] != podNs {
+		t.Fatalf("ReadNetns = %v, %v; want default/p1 at %s", m, err, podNs)
 	}
 
 	// A retried ADD is idempotent.

@@ -55,7 +55,7 @@ func Handler(al *Allocator, lookup LookupFunc) http.Handler {
 				return
 			}
 		}
-		ip, err := al.Allocate(req.ContainerID, req.Namespace, req.Name, requested)
+		ip, err := al.AllocateIn(req.ContainerID, req.Namespace, req.Name, req.Netns, requested)
 		if err != nil {
 			http.Error(w, err.Error(), allocateStatus(err))
 			return

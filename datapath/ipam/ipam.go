@@ -49,6 +49,10 @@ type Allocation struct {
 	Namespace   string     `json:"namespace"`
 	Name        string     `json:"name"`
 	ContainerID string     `json:"containerID"`
+	// Netns is the sandbox's network namespace as the runtime gave it
+	// to the CNI plugin (CNI_NETNS, e.g. "/var/run/netns/cni-…"); the
+	// sidecar baseline runs its proxy there. Empty when not told.
+	Netns string `json:"netns,omitempty"`
 }
 
 // state is the state file's format.
@@ -114,6 +118,13 @@ func (a *Allocator) CIDR() netip.Prefix { return a.cidr }
 // from base+2 (base+1 is kept free; the network and broadcast addresses
 // are never given). The change is persisted before Allocate returns.
 func (a *Allocator) Allocate(containerID, namespace, name string, requested netip.Addr) (netip.Addr, error) {
+	return a.AllocateIn(containerID, namespace, name, "", requested)
+}
+
+// AllocateIn is Allocate that also records the sandbox's network
+// namespace (CNI_NETNS; "" records none). A repeated call for the same
+// container with another namespace updates the record.
+func (a *Allocator) AllocateIn(containerID, namespace, name, netns string, requested netip.Addr) (netip.Addr, error) {
 	if containerID == "" {
 		return netip.Addr{}, fmt.Errorf("ipam: allocate for %s/%s: no container id: %w", namespace, name, ErrInvalid)
 	}
@@ -126,6 +137,19 @@ func (a *Allocator) Allocate(containerID, namespace, name string, requested neti
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if al, ok := a.byID[containerID]; ok {
+		if netns == "" || al.Netns == netns {
+			return al.IP, nil
+		}
+		next := make(map[string]Allocation, len(a.byID))
+		for id, o := range a.byID {
+			next[id] = o
+		}
+		al.Netns = netns
+		next[containerID] = al
+		if err := a.save(next); err != nil {
+			return netip.Addr{}, err
+		}
+		a.byID = next
 		return al.IP, nil
 	}
 
@@ -164,7 +188,7 @@ func (a *Allocator) Allocate(containerID, namespace, name string, requested neti
 			return netip.Addr{}, fmt.Errorf("ipam: pod CIDR %s: %w for %s/%s", a.cidr, ErrExhausted, namespace, name)
 		}
 	}
-	next[containerID] = Allocation{IP: ip, Namespace: namespace, Name: name, ContainerID: containerID}
+	next[containerID] = Allocation{IP: ip, Namespace: namespace, Name: name, ContainerID: containerID, Netns: netns}
 	if err := a.save(next); err != nil {
 		return netip.Addr{}, err
 	}
@@ -217,6 +241,58 @@ func (a *Allocator) Allocations() map[string]Allocation {
 		out[id] = al
 	}
 	return out
+}
+
+// Netns returns the network namespace recorded for pod namespace/name
+// (its current sandbox's), or "" when none is.
+func (a *Allocator) Netns(namespace, name string) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return netnsOf(a.byID, namespace, name)
+}
+
+func netnsOf(allocs map[string]Allocation, namespace, name string) string {
+	// A pod has one sandbox at a time (Allocate drops the older ones);
+	// should a state file hold several, the lowest container id wins, so
+	// that the answer is stable.
+	var best Allocation
+	for _, al := range allocs {
+		if al.Namespace == namespace && al.Name == name && al.Netns != "" && (best.ContainerID == "" || al.ContainerID < best.ContainerID) {
+			best = al
+		}
+	}
+	return best.Netns
+}
+
+// ReadNetns reads the network namespaces a state file records, by pod
+// ("namespace/name"). It is how another process of the node (the
+// agent's sidecar baseline, after a restart too) learns where the CNI
+// plugin wired each pod. A missing file records none.
+func ReadNetns(stateFile string) (map[string]string, error) {
+	data, err := os.ReadFile(stateFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return map[string]string{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ipam: read state: %w", err)
+	}
+	var st state
+	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, fmt.Errorf("ipam: state file %s is corrupt: %w", stateFile, err)
+	}
+	byID := make(map[string]Allocation, len(st.Allocations))
+	for _, al := range st.Allocations {
+		byID[al.ContainerID] = al
+	}
+	out := map[string]string{}
+	for _, al := range st.Allocations {
+		key := al.Namespace + "/" + al.Name
+		if _, done := out[key]; done || al.Netns == "" {
+			continue
+		}
+		out[key] = netnsOf(byID, al.Namespace, al.Name)
+	}
+	return out, nil
 }
 
 // save writes allocs to the state file atomically: a temporary file in the

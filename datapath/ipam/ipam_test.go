@@ -273,3 +273,59 @@ func TestHandlerErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestNetns: the network namespace of a sandbox (CNI_NETNS) is recorded
+// with its allocation, follows the pod to a new sandbox, survives a
+// restart (ReadNetns from the state file) and goes with a release.
+func TestNetns(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "ipam.json")
+	a := newAlloc(t, Options{CIDR: cidr, StateFile: state})
+	if _, err := a.AllocateIn("c1", "default", "p1", "/var/run/netns/cni-1", netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.AllocateIn("c2", "default", "p2", "", netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.Netns("default", "p1"); got != "/var/run/netns/cni-1" {
+		t.Fatalf("Netns(p1) = %q", got)
+	}
+	if got := a.Netns("default", "p2"); got != "" {
+		t.Fatalf("Netns(p2) = %q, want none recorded", got)
+	}
+	// A retried ADD that now names the namespace records it.
+	ip2 := a.Allocations()["c2"].IP
+	if ip, err := a.AllocateIn("c2", "default", "p2", "/var/run/netns/cni-2", netip.Addr{}); err != nil || ip != ip2 {
+		t.Fatalf("retried ADD: %s, %v (had %s)", ip, err, ip2)
+	}
+	// A new sandbox of p1 takes its address and its record.
+	if _, err := a.AllocateIn("c3", "default", "p1", "/var/run/netns/cni-3", netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := ReadNetns(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m) != 2 || m["default/p1"] != "/var/run/netns/cni-3" || m["default/p2"] != "/var/run/netns/cni-2" {
+		t.Fatalf("ReadNetns = %v", m)
+	}
+	// Restarted: the same records.
+	b := newAlloc(t, Options{CIDR: cidr, StateFile: state})
+	if got := b.Netns("default", "p1"); got != "/var/run/netns/cni-3" {
+		t.Fatalf("after restart Netns(p1) = %q", got)
+	}
+	if err := b.Release("c3"); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := ReadNetns(state); err != nil || len(m) != 1 || m["default/p1"] != "" {
+		t.Fatalf("after release ReadNetns = %v, %v", m, err)
+	}
+	if m, err := ReadNetns(filepath.Join(t.TempDir(), "none.json")); err != nil || len(m) != 0 {
+		t.Fatalf("missing file: %v, %v", m, err)
+	}
+	if err := os.WriteFile(state, []byte("{"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadNetns(state); err == nil || !strings.Contains(err.Error(), "corrupt") {
+		t.Fatalf("corrupt file: %v", err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 
@@ -67,7 +68,8 @@ func Output(ctx context.Context, name string, args ...string) ([]byte, error) {
 }
 
 // StartInNetns starts cmd with its network namespace set to the named one
-// (as created by `ip netns add`). The mount namespace is left alone, unlike
+// (as created by `ip netns add`) or the one at an absolute path
+// (NetnsPath). The mount namespace is left alone, unlike
 // `ip netns exec`, so the child sees the host's /sys/fs/bpf.
 func StartInNetns(nsName string, cmd *exec.Cmd) error {
 	return RunInNetns(nsName, func() error {
@@ -92,6 +94,19 @@ func RunInNetns(nsName string, f func() error) error {
 	return <-errc
 }
 
+// NetnsDir is where named network namespaces live (`ip netns add`).
+const NetnsDir = "/run/netns"
+
+// NetnsPath is the file of a network namespace given by name (under
+// NetnsDir) or by absolute path (such as a CNI's CNI_NETNS,
+// "/var/run/netns/cni-…"), which is taken as it is.
+func NetnsPath(nsName string) string {
+	if filepath.IsAbs(nsName) {
+		return filepath.Clean(nsName)
+	}
+	return filepath.Join(NetnsDir, nsName)
+}
+
 // LockThreadInNetns locks the calling goroutine to its thread and moves
 // the thread into the named network namespace. The thread is never
 // unlocked: when the goroutine ends the runtime discards it instead of
@@ -99,7 +114,7 @@ func RunInNetns(nsName string, f func() error) error {
 // goroutine of its own.
 func LockThreadInNetns(nsName string) error {
 	runtime.LockOSThread()
-	h, err := netns.GetFromName(nsName)
+	h, err := netns.GetFromPath(NetnsPath(nsName))
 	if err != nil {
 		return fmt.Errorf("open netns %s: %w", nsName, err)
 	}
