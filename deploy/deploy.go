@@ -43,11 +43,31 @@ const (
 )
 
 // Datapaths the DaemonSet can run. The agent image is FROM scratch;
-// iptables runs from Options.IptablesImage (Debian, with iptables and
-// ipset) next to kube-proxy (RenderKubeProxy). The sidecar baseline runs
-// a proxy in each pod's network namespace, which the DaemonSet does not
-// do.
-var Datapaths = []string{"none", "ebpf", "iptables"}
+// the baselines run from Options.IptablesImage (Debian, with iptables,
+// ipset and HAProxy): iptables next to kube-proxy (RenderKubeProxy),
+// sidecar with a proxy in each pod's network namespace, which the agent
+// finds through the CNI (SidecarPodNetns).
+var Datapaths = []string{"none", "ebpf", "iptables", "sidecar"}
+
+// IPAMState is the agent's IPAM state file (its default --ipam-state,
+// in the DefaultSocket directory the DaemonSet mounts): the CNI
+// plugin's ADD records there each pod's network namespace.
+const IPAMState = "/var/run/fastpath/ipam.json"
+
+// NetnsDir is where the node's runtime (containerd) keeps pods' network
+// namespaces (the CNI plugin's CNI_NETNS): mounted into the sidecar
+// agent at the same path, so that the recorded paths open as they are.
+const NetnsDir = "/var/run/netns"
+
+// SidecarPodNetns is the sidecar agent's --pod-netns: each pod's
+// network namespace as its CNI ADD recorded it in IPAMState.
+const SidecarPodNetns = "cni:" + IPAMState
+
+// baselineImage tells whether a datapath's agent runs from
+// Options.IptablesImage.
+func baselineImage(datapath string) bool {
+	return datapath == "iptables" || datapath == "sidecar"
+}
 
 // pullPolicies are the container image pull policies Kubernetes accepts.
 var pullPolicies = []string{"Always", "IfNotPresent", "Never"}
@@ -56,10 +76,11 @@ var pullPolicies = []string{"Always", "IfNotPresent", "Never"}
 type Options struct {
 	// Image is the agent image, e.g. "fastpath/agent:abc123". Required.
 	Image string
-	// IptablesImage is the agent image of Datapath iptables: the same
-	// binaries with iptables and ipset (harness/images.BuildIptables).
-	// Required with that datapath, unused by the others. The CNI
-	// installer runs from Image whatever the datapath.
+	// IptablesImage is the agent image of the baselines, Datapath
+	// iptables and sidecar: the same binaries with iptables, ipset and
+	// HAProxy (harness/images.BuildIptables). Required with those
+	// datapaths, unused by the others. The CNI installer runs from Image
+	// whatever the datapath.
 	IptablesImage string
 	// PullPolicy is the image pull policy; "" means "Never" (images are
 	// loaded into kind nodes, there is no registry). Else Always,
@@ -146,9 +167,9 @@ func (o Options) resolve() (tmplData, error) {
 	checkImage(bad, "Image", o.Image)
 	agentImage := o.Image
 	switch {
-	case o.Datapath == "iptables" && strings.TrimSpace(o.IptablesImage) == "":
-		bad("IptablesImage", "required with datapath iptables (the FROM scratch agent image has no iptables-restore or ipset)")
-	case o.Datapath == "iptables":
+	case baselineImage(o.Datapath) && strings.TrimSpace(o.IptablesImage) == "":
+		bad("IptablesImage", "required with datapath %s (the FROM scratch agent image has no iptables-restore, ipset or haproxy)", o.Datapath)
+	case baselineImage(o.Datapath):
 		checkImage(bad, "IptablesImage", o.IptablesImage)
 		agentImage = o.IptablesImage
 	}
@@ -204,6 +225,10 @@ func (o Options) resolve() (tmplData, error) {
 		Label:             AgentLabel,
 		AgentImage:        agentImage,
 		Iptables:          o.Datapath == "iptables",
+		Sidecar:           o.Datapath == "sidecar",
+		Debian:            baselineImage(o.Datapath),
+		PodNetns:          SidecarPodNetns,
+		NetnsDir:          NetnsDir,
 	}, nil
 }
 
@@ -272,6 +297,10 @@ type tmplData struct {
 	Name, Label      string // AgentName, AgentLabel
 	AgentImage       string // the agent container's: Image or IptablesImage
 	Iptables         bool   // Datapath is iptables
+	Sidecar          bool   // Datapath is sidecar
+	Debian           bool   // the agent runs from IptablesImage (iptables commands)
+	PodNetns         string // SidecarPodNetns
+	NetnsDir         string // NetnsDir
 	// ClusterMeshText is Options.ClusterMesh, ClusterMeshDigest a digest
 	// of it (a pod template annotation: a changed configuration rolls the
 	// agents); empty without a mesh.

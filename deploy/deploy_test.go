@@ -482,7 +482,7 @@ func TestValidate(t *testing.T) {
 		Image:      "",
 		PullPolicy: "Sometimes",
 		Namespace:  "Bad_NS",
-		Datapath:   "sidecar",
+		Datapath:   "istio",
 		Socket:     "relative.sock",
 		Port:       70000,
 		APIServer:  "",
@@ -503,7 +503,7 @@ func TestValidate(t *testing.T) {
 			t.Errorf("error does not name %s:\n%v", f, err)
 		}
 	}
-	if !strings.Contains(err.Error(), `"sidecar"`) {
+	if !strings.Contains(err.Error(), `"istio"`) {
 		t.Errorf("error does not show the bad datapath:\n%v", err)
 	}
 	if _, rerr := Render(bad); rerr == nil || rerr.Error() != err.Error() {

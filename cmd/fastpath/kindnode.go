@@ -63,10 +63,10 @@ static, FROM scratch. The tag is a digest of the binaries: an unchanged image
 is not built again. The kind provider loads it into the nodes (the agent
 DaemonSet and the pods' containers run it).
 
-With --iptables (the default) also fastpath/agent-iptables:<digest>, the
-iptables datapath's agent: the same binaries on the Debian rootfs the kind
-node image is built on (its iptables, legacy and nft), with ipset from
-Debian's mirror. The rootfs is bootstrapped when Docker's store lacks it
+With --iptables (the default) also fastpath/agent-baselines:<digest>, the
+agent of the iptables and the sidecar datapath: the same binaries on the
+Debian rootfs the kind node image is built on (its iptables, legacy and
+nft), with ipset and haproxy from Debian's mirror. The rootfs is bootstrapped when Docker's store lacks it
 (make kind-node-image leaves it there). Needs Docker's engine. Prints one
 reference a line.`,
 		Args: cobra.NoArgs,
@@ -91,6 +91,6 @@ reference a line.`,
 		},
 	}
 	cmd.Flags().StringVar(&binDir, "bin-dir", "bin/image", "directory of the static binaries")
-	cmd.Flags().BoolVar(&iptables, "iptables", true, "also build the iptables datapath's agent image")
+	cmd.Flags().BoolVar(&iptables, "iptables", true, "also build the baselines' agent image (iptables and sidecar datapaths)")
 	return cmd
 }

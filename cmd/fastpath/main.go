@@ -91,7 +91,7 @@ func newBench() *cobra.Command {
 	f.StringVar(&opts.Provider, "provider", "", "cluster provider, overriding the suite's: netns (network namespaces here) or kind (a kind cluster, the agent as its CNI DaemonSet)")
 	f.StringVar(&opts.Kind.NodeImage, "node-image", "", "kind node image (default: the offline build's, make kind-node-image; or e.g. kindest/node:v1.35.0 where a registry is reachable)")
 	f.StringVar(&opts.Kind.AgentImage, "agent-image", "", "agent image for kind (default: built from --image-bin-dir)")
-	f.StringVar(&opts.Kind.IptablesAgentImage, "iptables-agent-image", "", "agent image of the iptables datapath on kind (default: built from --image-bin-dir on the node image's Debian rootfs)")
+	f.StringVar(&opts.Kind.IptablesAgentImage, "iptables-agent-image", "", "agent image of the iptables and sidecar datapaths on kind (default: built from --image-bin-dir on the node image's Debian rootfs)")
 	f.StringVar(&opts.Kind.ImageBinDir, "image-bin-dir", "bin/image", "static binaries the agent images are built from (make image)")
 	f.BoolVar(&opts.Kind.Retain, "retain", false, "keep the kind cluster at the end, for debugging (fastpath clean deletes it)")
 	return cmd
@@ -191,7 +191,7 @@ func newConformance() *cobra.Command {
 	f.StringVar(&opts.Provider, "provider", "netns", "cluster provider: netns (a cluster per case) or kind (one kind cluster for every case, the agent as its CNI DaemonSet)")
 	f.StringVar(&opts.Kind.NodeImage, "node-image", "", "kind node image (default: the offline build's, make kind-node-image)")
 	f.StringVar(&opts.Kind.AgentImage, "agent-image", "", "agent image for kind (default: built from --image-bin-dir)")
-	f.StringVar(&opts.Kind.IptablesAgentImage, "iptables-agent-image", "", "agent image of the iptables datapath on kind (default: built from --image-bin-dir on the node image's Debian rootfs)")
+	f.StringVar(&opts.Kind.IptablesAgentImage, "iptables-agent-image", "", "agent image of the iptables and sidecar datapaths on kind (default: built from --image-bin-dir on the node image's Debian rootfs)")
 	f.StringVar(&opts.Kind.ImageBinDir, "image-bin-dir", "bin/image", "static binaries the agent images are built from (make image)")
 	f.BoolVar(&opts.Kind.Retain, "retain", false, "keep the kind cluster at the end, for debugging (fastpath clean deletes it)")
 	f.StringVar(&opts.AgentBinary, "agent-binary", "", "fastpath-agent executable (default: next to this one, then PATH)")

@@ -246,7 +246,7 @@ func (r *Report) htmlView() htmlView {
 	}
 	for _, row := range []struct{ Label, Value string }{
 		{"Kubernetes", env.Kubernetes}, {"node image", env.NodeImage}, {"agent image", env.AgentImage},
-		{"iptables agent image", env.IptablesAgentImage},
+		{"baselines agent image", env.IptablesAgentImage},
 	} {
 		if row.Value != "" {
 			v.Env = append(v.Env, htmlEnvRow{row.Label, row.Value})

@@ -71,7 +71,7 @@ func (r *Report) writeMarkdown(b *bufio.Writer) {
 		fmt.Fprintf(b, "- Kubernetes: %s (node image `%s`, agent image `%s`)\n", env.Kubernetes, env.NodeImage, env.AgentImage)
 	}
 	if env.IptablesAgentImage != "" {
-		fmt.Fprintf(b, "- iptables agent image: `%s`\n", env.IptablesAgentImage)
+		fmt.Fprintf(b, "- baselines agent image: `%s`\n", env.IptablesAgentImage)
 	}
 	if len(env.KubeProxy) > 0 {
 		var parts []string

@@ -80,8 +80,10 @@ type Environment struct {
 	Kubernetes string `json:"kubernetes,omitempty"`
 	NodeImage  string `json:"nodeImage,omitempty"`
 	AgentImage string `json:"agentImage,omitempty"`
-	// IptablesAgentImage is the iptables datapath's agent image (kind
-	// provider: Debian, with iptables and ipset).
+	// IptablesAgentImage is the baselines' agent image, the iptables
+	// and the sidecar datapath's (kind provider: Debian, with iptables,
+	// ipset and HAProxy); the JSON name is kept from when it served
+	// iptables only.
 	IptablesAgentImage string `json:"iptablesAgentImage,omitempty"`
 	// KubeProxy is, per datapath (kind provider), the kube-proxy it ran
 	// with.

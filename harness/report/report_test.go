@@ -383,7 +383,7 @@ func TestWriteMarkdownRelative(t *testing.T) {
 // datapath ran with.
 func TestKubeProxyInEnvironment(t *testing.T) {
 	r := &Report{SchemaVersion: SchemaVersion, Suite: "t", Environment: Environment{Provider: "kind",
-		IptablesAgentImage: "fastpath/agent-iptables:abc",
+		IptablesAgentImage: "fastpath/agent-baselines:abc",
 		KubeProxy:          []KubeProxyInfo{{Datapath: "ebpf", Mode: "none"}, {Datapath: "iptables", Mode: "iptables", Image: "registry.k8s.io/kube-proxy:v1.35.0"}}}}
 	var b bytes.Buffer
 	if err := r.WriteMarkdown(&b); err != nil {
@@ -391,7 +391,7 @@ func TestKubeProxyInEnvironment(t *testing.T) {
 	}
 	for _, want := range []string{
 		"- kube-proxy: `ebpf` none; `iptables` iptables mode (registry.k8s.io/kube-proxy:v1.35.0)\n",
-		"- iptables agent image: `fastpath/agent-iptables:abc`\n",
+		"- baselines agent image: `fastpath/agent-baselines:abc`\n",
 	} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("markdown lacks %q:\n%s", want, b.String())

@@ -18,7 +18,7 @@ type KindOptions = kind.RunOptions
 
 // prepareKind checks, before anything is created, what a kind run needs
 // (engine, capability wrapper, node image), builds the agent images when
-// missing (the iptables one when the suite has that datapath), and drops
+// missing (the baselines' one when the suite has iptables or sidecar), and drops
 // the datapaths the DaemonSet cannot run, saying why.
 func prepareKind(ctx context.Context, opts *Options, suite *scenario.Suite) (skipped []string, err error) {
 	keep, skipped := kindDatapaths(suite.Spec.Datapaths)
@@ -44,7 +44,7 @@ func kindDatapaths(dps []string) (keep, skipped []string) {
 			keep = append(keep, dp)
 			continue
 		}
-		skipped = append(skipped, fmt.Sprintf("%s: not on kind yet (the sidecar baseline runs a proxy in each pod's network namespace, which the agent DaemonSet does not)", dp))
+		skipped = append(skipped, fmt.Sprintf("%s: not on kind (the agent DaemonSet runs %s)", dp, strings.Join(deploy.Datapaths, ", ")))
 	}
 	return keep, skipped
 }

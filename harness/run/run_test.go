@@ -134,11 +134,11 @@ func TestBenchRefusesSuiteThatDeniesItsTraffic(t *testing.T) {
 }
 
 func TestKindDatapaths(t *testing.T) {
-	keep, skipped := kindDatapaths([]string{"none", "ebpf", "iptables", "ebpf+socket-lb", "sidecar"})
-	if strings.Join(keep, ",") != "none,ebpf,iptables,ebpf+socket-lb" {
+	keep, skipped := kindDatapaths([]string{"none", "ebpf", "iptables", "ebpf+socket-lb", "sidecar", "istio"})
+	if strings.Join(keep, ",") != "none,ebpf,iptables,ebpf+socket-lb,sidecar" {
 		t.Errorf("kept %v", keep)
 	}
-	if len(skipped) != 1 || !strings.HasPrefix(skipped[0], "sidecar: ") {
+	if len(skipped) != 1 || !strings.HasPrefix(skipped[0], "istio: not on kind") {
 		t.Errorf("skipped %v", skipped)
 	}
 }

@@ -19,9 +19,10 @@ type RunOptions struct {
 	NodeImage string
 	// AgentImage is the agent image; empty: built from ImageBinDir.
 	AgentImage string
-	// IptablesAgentImage is the iptables datapath's agent image (Debian,
-	// with iptables and ipset); empty: built from ImageBinDir on the node
-	// image's rootfs when the run has that datapath.
+	// IptablesAgentImage is the baselines' agent image, the iptables and
+	// the sidecar datapath's (Debian, with iptables, ipset and HAProxy);
+	// empty: built from ImageBinDir on the node image's rootfs when the
+	// run has one of those datapaths.
 	IptablesAgentImage string
 	// ImageBinDir holds the static binaries of the agent image (make
 	// image); empty: bin/image.
@@ -33,9 +34,10 @@ type RunOptions struct {
 
 // Prepare checks, before anything is created, what a kind run needs (the
 // engine, the capability wrapper, the node image), fills in the default
-// node image, and builds the agent image when missing, and the iptables
-// agent image when datapaths (the run's, "ebpf+sockmap" entries
-// included) have iptables. Each failure names its fix.
+// node image, and builds the agent image when missing, and the
+// baselines agent image when datapaths (the run's, "ebpf+sockmap"
+// entries included) have iptables or sidecar. Each failure names its
+// fix.
 func (o *RunOptions) Prepare(ctx context.Context, logf func(string, ...any), datapaths ...string) error {
 	var err error
 	if o.NodeImage == "" {
@@ -57,12 +59,12 @@ func (o *RunOptions) Prepare(ctx context.Context, logf func(string, ...any), dat
 	} else if o.AgentImage, err = images.Build(ctx, dir, logf); err != nil {
 		return fmt.Errorf("kind provider: agent image: %w", err)
 	}
-	if !slices.ContainsFunc(datapaths, func(dp string) bool { return strings.SplitN(dp, "+", 2)[0] == "iptables" }) {
+	if !slices.ContainsFunc(datapaths, func(dp string) bool { return NeedsBaselinesImage(strings.SplitN(dp, "+", 2)[0]) }) {
 		return nil
 	}
 	if o.IptablesAgentImage != "" {
 		if !images.Exists(ctx, o.IptablesAgentImage) {
-			return fmt.Errorf("kind provider: iptables agent image %s is not in Docker's image store (make image)", o.IptablesAgentImage)
+			return fmt.Errorf("kind provider: baselines agent image %s is not in Docker's image store (make image)", o.IptablesAgentImage)
 		}
 		return nil
 	}
@@ -72,13 +74,22 @@ func (o *RunOptions) Prepare(ctx context.Context, logf func(string, ...any), dat
 	return nil
 }
 
-// BuildIptablesImage builds (or finds) the iptables datapath's agent
-// image from the static binaries in dir, on the Debian rootfs of the
-// node image (bootstrapped when missing: minutes).
+// NeedsBaselinesImage tells whether the agent of datapath (without
+// options) runs from the baselines image (BuildIptablesImage): iptables
+// needs iptables-restore and ipset, sidecar iptables-restore and
+// haproxy, which the FROM scratch image lacks.
+func NeedsBaselinesImage(datapath string) bool {
+	return datapath == "iptables" || datapath == "sidecar"
+}
+
+// BuildIptablesImage builds (or finds) the baselines' agent image (the
+// iptables and the sidecar datapath's) from the static binaries in dir,
+// on the Debian rootfs of the node image (bootstrapped when missing:
+// minutes).
 func BuildIptablesImage(ctx context.Context, dir string, logf func(string, ...any)) (string, error) {
 	base, err := kindnode.Rootfs(ctx, kindnode.Options{Logf: logf})
 	if err != nil {
-		return "", fmt.Errorf("iptables agent image: its base, the node image's rootfs: %w", err)
+		return "", fmt.Errorf("baselines agent image: its base, the node image's rootfs: %w", err)
 	}
 	ref, err := images.BuildIptables(ctx, dir, base, logf)
 	if err != nil {
