@@ -114,8 +114,19 @@ type cpuSnapshot struct {
 	proxyCPU map[int]float64
 }
 
-// sidecarPIDs asks every agent for its sidecar proxies' processes.
+// sidecarHostPIDs is a cluster whose agents report their proxies' PIDs
+// in a PID namespace of their own (kind: the agent's container), and
+// that maps them to the host's.
+type sidecarHostPIDs interface{ SidecarHostPIDs() []int }
+
+var _ sidecarHostPIDs = (*kindCluster)(nil)
+
+// sidecarPIDs asks every agent for its sidecar proxies' processes (host
+// PIDs).
 func (r *runner) sidecarPIDs() []int {
+	if m, ok := r.c.(sidecarHostPIDs); ok {
+		return m.SidecarHostPIDs()
+	}
 	var out []int
 	for _, n := range r.c.Nodes() {
 		st, err := r.c.AgentClient(n).Status(context.Background())

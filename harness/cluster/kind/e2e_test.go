@@ -22,7 +22,7 @@ import (
 	"github.com/fastpath-bench/fastpath/internal/testutil"
 )
 
-// agentImages builds the agent image and the iptables one from this
+// agentImages builds the agent image and the baselines' one from this
 // checkout (static binaries, as make image does).
 func agentImages(t *testing.T, ctx context.Context) (string, string) {
 	t.Helper()
@@ -192,7 +192,8 @@ func firstRuleOf(listing, chain string) (string, bool) {
 // and the agents' routes, then a NetworkPolicy applied to the API server
 // and enforced by the eBPF datapath on the server's node (acknowledged by
 // revision), and removed again. Then the iptables baseline
-// (checkIptablesBaseline) and back to eBPF. Nothing is left afterwards.
+// (checkIptablesBaseline) and the sidecar baseline
+// (checkSidecarBaseline), each back to eBPF. Nothing is left afterwards.
 func TestTopologyOnKind(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
@@ -323,6 +324,7 @@ spec:
 	}
 
 	checkIptablesBaseline(t, ctx, topo, policy, connect)
+	checkSidecarBaseline(t, ctx, topo, policy, connect)
 
 	if err := topo.StopAgents(ctx); err != nil {
 		t.Fatal(err)
