@@ -286,8 +286,14 @@ func nodeOfPod(c *Case, key string) string {
 	return ""
 }
 
+// agentSocket is a cluster whose agents' whole API is reached another way
+// than AgentClient's (kind: the unix socket in the node container).
+type agentSocket interface {
+	AgentSocketClient(node string) *agentapi.Client
+}
+
 // overlayForger is a cluster that can put forged overlay packets on the
-// wire (netns).
+// wire (netns, kind).
 type overlayForger interface {
 	ForgeOverlay(from, to string, vni uint32, src, dst netip.Addr, port int, payload []byte) error
 }
@@ -303,7 +309,12 @@ func forgeOverlay(ctx context.Context, c cluster.Cluster, cs *Case, t *topology,
 	fromNode, toNode := nodeOfPod(cs, p.From), nodeOfPod(cs, p.To)
 	ns, name, _ := strings.Cut(p.From, "/")
 	var ep agentapi.EndpointPolicy
-	b, err := c.AgentClient(fromNode).Get(ctx, "/v1/policy/"+ns+"/"+name)
+	cl := c.AgentClient(fromNode)
+	if s, ok := c.(agentSocket); ok {
+		// kind: the read-only port has no /v1/policy.
+		cl = s.AgentSocketClient(fromNode)
+	}
+	b, err := cl.Get(ctx, "/v1/policy/"+ns+"/"+name)
 	if err == nil {
 		err = json.Unmarshal(b, &ep)
 	}

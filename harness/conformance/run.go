@@ -613,8 +613,8 @@ func skipReason(c cluster.Cluster, cs *Case, p Probe) string {
 	if _, ok := c.(cluster.Mesh); len(cs.Mesh) > 0 && !ok {
 		return "this provider builds no cluster meshes (mesh cases: netns)"
 	}
-	if _, ok := c.(externalHost); p.Spoof != "" && !ok {
-		return "spoofed probes are seen at servers of the harness process (netns)"
+	if _, ok := c.(overlayForger); p.Spoof != "" && !ok {
+		return "spoofed probes need servers in the harness process and a provider that forges overlay packets (netns, kind)"
 	}
 	if p.proto() == "SCTP" {
 		return "SCTP probes need SCTP sockets, which this kernel lacks"

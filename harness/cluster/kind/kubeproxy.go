@@ -42,6 +42,9 @@ func wantsKubeProxy(datapath string) (bool, v1alpha4.ProxyMode, error) {
 // KubeProxy reports kube-proxy in the cluster now: its mode ("none" when
 // it does not run) and image.
 func (t *Topology) KubeProxy() (mode, image string) {
+	if t.mesh != nil {
+		return t.mesh[0].topo.KubeProxy()
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.kubeProxy == nil {

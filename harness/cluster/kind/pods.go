@@ -171,6 +171,9 @@ func (t *Topology) removeDNS(ctx context.Context) error {
 // gives the namespaces exactly spec's labels, and creates spec's pods. The
 // agents keep running: a conformance run uses one cluster for every case.
 func (t *Topology) Reset(ctx context.Context, spec cluster.Spec) error {
+	if t.mesh != nil {
+		return t.meshReset(ctx, spec)
+	}
 	t.mu.Lock()
 	names := make([]string, 0, len(t.applied))
 	for n := range t.applied {
@@ -323,6 +326,12 @@ func hostPID(cluster, node string, pid int) (int, error) {
 
 // PodNetns is the name (under /run/netns) of a pod's network namespace.
 func (t *Topology) PodNetns(pod string) string {
+	if t.mesh != nil {
+		if m := t.memberOfPod(pod); m != nil {
+			return m.topo.PodNetns(pod)
+		}
+		return ""
+	}
 	for _, p := range t.Pods() {
 		if p.Key() == pod {
 			return netns.PodNS(t.spec.RunID, p.Namespace, p.Name)

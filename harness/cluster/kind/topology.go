@@ -99,9 +99,24 @@ type Topology struct {
 	// ownNetwork is set when kind's Docker network did not exist before
 	// this cluster: Destroy removes it once empty.
 	ownNetwork bool
+
+	// mesh are the clusters of a mesh topology (Spec.Clusters; mesh.go),
+	// meshOf each spec node's; nil for one cluster. meshOpts are the
+	// agent options the mesh's agents run with.
+	mesh     []*meshMember
+	meshOf   map[string]*meshMember
+	meshOpts cluster.AgentOptions
+	// meshCfg is, on a cluster of a mesh, its agents' --clustermesh
+	// configuration (with the ebpf datapath), publishNode the kind node
+	// whose agent publishes.
+	meshCfg     []byte
+	publishNode string
 }
 
-var _ cluster.Cluster = (*Topology)(nil)
+var (
+	_ cluster.Cluster = (*Topology)(nil)
+	_ cluster.Mesh    = (*Topology)(nil)
+)
 
 func (o *TopologyOptions) defaults() {
 	if o.PodSubnet == "" {
@@ -123,6 +138,9 @@ func Build(ctx context.Context, spec cluster.Spec, opts TopologyOptions) (t *Top
 	opts.defaults()
 	if opts.AgentImage == "" {
 		return nil, errors.New("kind topology: no agent image (make image)")
+	}
+	if len(spec.Clusters) > 0 {
+		return buildMesh(ctx, spec, opts)
 	}
 	dir := opts.Dir
 	if dir == "" {
@@ -239,7 +257,12 @@ func (t *Topology) assignNodes(nodes []string) error {
 }
 
 // NodeIP is a spec node's address (its worker's).
-func (t *Topology) NodeIP(node string) netip.Addr { return t.nodeIPs[node] }
+func (t *Topology) NodeIP(node string) netip.Addr {
+	if m := t.meshOf[node]; m != nil {
+		return m.topo.NodeIP(node)
+	}
+	return t.nodeIPs[node]
+}
 
 // workerIndex orders kind's worker names: "x-worker", "x-worker2", ...
 func workerIndex(name string) int {
@@ -266,6 +289,13 @@ func internalIP(n *corev1.Node) netip.Addr {
 // containerd (there is no registry to pull from), into the nodes at
 // once.
 func (t *Topology) LoadImage(ctx context.Context, ref string) error {
+	if t.mesh != nil {
+		var errs []error
+		for _, m := range t.mesh {
+			errs = append(errs, m.topo.LoadImage(ctx, ref))
+		}
+		return errors.Join(errs...)
+	}
 	tar := filepath.Join(t.dir, "image.tar")
 	if _, err := execx.Run(ctx, "docker", "save", "-o", tar, ref); err != nil {
 		return err
@@ -361,16 +391,39 @@ func poll(ctx context.Context, timeout time.Duration, what string, f func() (boo
 func (t *Topology) Nodes() []string { return append([]string(nil), t.spec.Nodes...) }
 
 // KindNode is the kind node a spec node is.
-func (t *Topology) KindNode(node string) string { return t.workers[node] }
+func (t *Topology) KindNode(node string) string {
+	if m := t.meshOf[node]; m != nil {
+		return m.topo.KindNode(node)
+	}
+	return t.workers[node]
+}
 
-// Kubeconfig is the cluster's kubeconfig file.
-func (t *Topology) Kubeconfig() string { return t.kind.Kubeconfig }
+// Kubeconfig is the cluster's kubeconfig file (a mesh's first cluster's).
+func (t *Topology) Kubeconfig() string {
+	if t.mesh != nil {
+		return t.mesh[0].topo.Kubeconfig()
+	}
+	return t.kind.Kubeconfig
+}
 
-// Client is the cluster's API client.
-func (t *Topology) Client() *Client { return t.client }
+// Client is the cluster's API client (a mesh's first cluster's; Member
+// gives the others).
+func (t *Topology) Client() *Client {
+	if t.mesh != nil {
+		return t.mesh[0].topo.Client()
+	}
+	return t.client
+}
 
 // Pods lists the pods with their addresses.
 func (t *Topology) Pods() []cluster.Pod {
+	if t.mesh != nil {
+		var out []cluster.Pod
+		for _, m := range t.mesh {
+			out = append(out, m.topo.Pods()...)
+		}
+		return out
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return append([]cluster.Pod(nil), t.pods...)
@@ -378,6 +431,9 @@ func (t *Topology) Pods() []cluster.Pod {
 
 // AgentClient talks to a node's agent on its read-only port.
 func (t *Topology) AgentClient(node string) *agentapi.Client {
+	if m := t.meshOf[node]; m != nil {
+		return m.topo.AgentClient(node)
+	}
 	return agentapi.NewTCPClient(netip.AddrPortFrom(t.nodeIPs[node], deploy.DefaultPort).String())
 }
 
@@ -388,6 +444,9 @@ func (t *Topology) AgentClient(node string) *agentapi.Client {
 // it: a kube-proxy that runs is deleted, and its rules removed from the
 // nodes, before the agents roll.
 func (t *Topology) StartAgents(ctx context.Context, opts cluster.AgentOptions) error {
+	if t.mesh != nil {
+		return t.meshStartAgents(ctx, opts)
+	}
 	timeout := max(opts.ReadyTimeout, 3*time.Minute)
 	start := time.Now()
 	proxy, mode, err := wantsKubeProxy(opts.Datapath)
@@ -404,9 +463,9 @@ func (t *Topology) StartAgents(ctx context.Context, opts cluster.AgentOptions) e
 		running = nil
 	}
 	var iptablesImage string
-	if opts.Datapath == "iptables" {
+	if NeedsBaselinesImage(opts.Datapath) {
 		if iptablesImage = t.opts.IptablesAgentImage; iptablesImage == "" {
-			return errors.New("kind topology: datapath iptables needs TopologyOptions.IptablesAgentImage (make image builds it)")
+			return fmt.Errorf("kind topology: datapath %s needs TopologyOptions.IptablesAgentImage, the baselines' agent image (make image builds it)", opts.Datapath)
 		}
 		t.mu.Lock()
 		loaded := t.iptablesLoaded
@@ -416,7 +475,7 @@ func (t *Topology) StartAgents(ctx context.Context, opts cluster.AgentOptions) e
 			if err := t.LoadImage(ctx, iptablesImage); err != nil {
 				return err
 			}
-			t.opts.Logf("loaded the iptables agent image %s into the nodes in %s", iptablesImage, time.Since(load).Round(100*time.Millisecond))
+			t.opts.Logf("loaded the baselines agent image %s into the nodes in %s", iptablesImage, time.Since(load).Round(100*time.Millisecond))
 			t.mu.Lock()
 			t.iptablesLoaded = true
 			t.mu.Unlock()
@@ -427,8 +486,16 @@ func (t *Topology) StartAgents(ctx context.Context, opts cluster.AgentOptions) e
 			return err
 		}
 	}
-	data, err := deploy.Render(deploy.Options{Image: t.opts.AgentImage, IptablesImage: iptablesImage, Datapath: opts.Datapath,
-		APIServer: t.apiHost + ":6443", GoMaxProcs: opts.GoMaxProcs, ExtraArgs: opts.ExtraArgs})
+	do := deploy.Options{Image: t.opts.AgentImage, IptablesImage: iptablesImage, Datapath: opts.Datapath,
+		APIServer: t.apiHost + ":6443", GoMaxProcs: opts.GoMaxProcs, ExtraArgs: opts.ExtraArgs}
+	t.mu.Lock()
+	if len(t.meshCfg) > 0 && opts.Datapath == "ebpf" {
+		// A cluster of a mesh: its agents join it over the overlay.
+		do.ClusterMesh, do.ClusterMeshPublishNode = t.meshCfg, t.publishNode
+		do.ExtraArgs = meshAgentArgs(opts.ExtraArgs)
+	}
+	t.mu.Unlock()
+	data, err := deploy.Render(do)
 	if err != nil {
 		return err
 	}
@@ -524,6 +591,9 @@ func (t *Topology) agentDiagnosis(ctx context.Context, node string) string {
 // Services of a state that changed them), and returns per node how long
 // after since the agent did.
 func (t *Topology) WaitProgrammed(ctx context.Context, token string, since time.Time) (map[string]time.Duration, error) {
+	if t.mesh != nil {
+		return t.meshWaitProgrammed(ctx, token, since)
+	}
 	out := map[string]time.Duration{}
 	for _, n := range t.spec.Nodes {
 		st, err := t.AgentClient(n).WaitProgrammed(ctx, token)
@@ -548,6 +618,16 @@ func (t *Topology) WaitProgrammed(ctx context.Context, token string, since time.
 // the cluster's CNI and IPAM, so they keep running. A kube-proxy the
 // datapath ran with is removed, with its rules.
 func (t *Topology) StopAgents(ctx context.Context) error {
+	if t.mesh != nil {
+		var errs []error
+		for _, m := range t.mesh {
+			errs = append(errs, m.topo.StopAgents(ctx))
+		}
+		t.mu.Lock()
+		t.datapath = "none"
+		t.mu.Unlock()
+		return errors.Join(errs...)
+	}
 	t.mu.Lock()
 	dp, proxy := t.datapath, t.kubeProxy
 	t.mu.Unlock()
@@ -560,6 +640,14 @@ func (t *Topology) StopAgents(ctx context.Context) error {
 // Agents returns the agents' processes (host PIDs) by node.
 func (t *Topology) Agents() map[string]*cluster.Process {
 	out := map[string]*cluster.Process{}
+	if t.mesh != nil {
+		for _, m := range t.mesh {
+			for k, v := range m.topo.Agents() {
+				out[k] = v
+			}
+		}
+		return out
+	}
 	for _, n := range t.spec.Nodes {
 		st, err := t.AgentClient(n).Status(context.Background())
 		if err != nil {
@@ -614,6 +702,9 @@ func (t *Topology) agentHostPID(node string, pid int, started time.Time) (int, e
 // keeps a copy for StateDir, and returns the revision token of the
 // writes.
 func (t *Topology) WriteState(name string, data []byte) (string, error) {
+	if t.mesh != nil {
+		return t.meshWriteState(name, data)
+	}
 	objs, err := Decode(data)
 	if err != nil {
 		return "", fmt.Errorf("state %s: %w", name, err)
@@ -750,6 +841,9 @@ func (t *Topology) deleteLocked(ctx context.Context, u *unstructured.Unstructure
 // RemoveState deletes what WriteState(name) applied; a name never
 // written is no error.
 func (t *Topology) RemoveState(name string) (string, error) {
+	if t.mesh != nil {
+		return t.meshRemoveState(name)
+	}
 	ctx := context.Background()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -794,6 +888,9 @@ func writeFileAtomic(path string, data []byte) error {
 // Destroy stops the workload processes, removes the pods' namespace
 // names, and deletes the cluster (unless Retain).
 func (t *Topology) Destroy(ctx context.Context) error {
+	if t.mesh != nil {
+		return t.meshDestroy(ctx)
+	}
 	var errs []error
 	t.mu.Lock()
 	procs, netnses := t.procs, t.netnses

@@ -31,6 +31,12 @@ import (
 // Ephemeral containers cannot be removed: they end with their process
 // (Stop signals it through its host PID) and go with the pod.
 func (t *Topology) StartIn(pod string, cmd *exec.Cmd) (*cluster.Process, error) {
+	if t.mesh != nil {
+		if m := t.memberOfPod(pod); m != nil {
+			return m.topo.StartIn(pod, cmd)
+		}
+		return nil, fmt.Errorf("no pod %s", pod)
+	}
 	ns, name, ok := strings.Cut(pod, "/")
 	if !ok || t.PodNetns(pod) == "" {
 		return nil, fmt.Errorf("no pod %s", pod)
