@@ -209,7 +209,7 @@ func CgroupV1() bool {
 func (t *Topology) mapNodes(ctx context.Context) error {
 	var workers []corev1.Node
 	var listErr error
-	_ = poll(ctx, time.Minute, "the workers to register", func() (bool, error) {
+	_ = poll(ctx, 3*time.Minute, "the workers to register", func() (bool, error) {
 		nodes, err := t.client.Kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 		if listErr = err; err != nil {
 			return false, nil
