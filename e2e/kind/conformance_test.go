@@ -56,7 +56,7 @@ func buildConformanceFeatures() (built, error) {
 	for _, c := range cases {
 		name := filepath.ToSlash(c.Name)
 		if len(c.Mesh) > 0 {
-			continue // a cluster mesh: kind builds none yet
+			continue // a cluster mesh: these suites share one kind cluster (conformance run --provider kind builds a mesh for such cases)
 		}
 		out.features = append(out.features, caseFeature(c, smoke[name]))
 		out.nodes = max(out.nodes, len(c.Spec().Nodes))
