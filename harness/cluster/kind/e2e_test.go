@@ -26,6 +26,18 @@ import (
 // checkout (static binaries, as make image does).
 func agentImages(t *testing.T, ctx context.Context) (string, string) {
 	t.Helper()
+	dir, ref := agentImage(t, ctx)
+	iptablesRef, err := BuildIptablesImage(ctx, dir, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ref, iptablesRef
+}
+
+// agentImage builds the agent image from this checkout and returns the
+// binaries' directory and the image.
+func agentImage(t *testing.T, ctx context.Context) (string, string) {
+	t.Helper()
 	dir := t.TempDir()
 	root, err := filepath.Abs("../../..")
 	if err != nil {
@@ -43,11 +55,7 @@ func agentImages(t *testing.T, ctx context.Context) (string, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	iptablesRef, err := BuildIptablesImage(ctx, dir, t.Logf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ref, iptablesRef
+	return dir, ref
 }
 
 // checkIptablesBaseline switches the agents from eBPF to the iptables
