@@ -49,7 +49,8 @@ func checkSidecarBaseline(t *testing.T, ctx context.Context, topo *Topology, pol
 	}
 	stats := func(node, pod string) map[string]struct{ Sessions, Denied int64 } {
 		t.Helper()
-		b, err := topo.AgentClient(node).Get(ctx, "/v1/sidecar?pod="+pod)
+		// The proxies' counters are on the agent's unix socket only.
+		b, err := topo.AgentSocketClient(node).Get(ctx, "/v1/sidecar?pod="+pod)
 		if err != nil {
 			t.Fatal(err)
 		}
