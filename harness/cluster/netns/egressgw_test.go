@@ -5,9 +5,8 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,7 +44,7 @@ spec:
 //     client's own address.
 func TestEgressGateway(t *testing.T) {
 	ctx := context.Background()
-	c, pods := meshPairCluster(t, []cluster.PodSpec{
+	c, pods := eastWest(t, []cluster.PodSpec{
 		{Namespace: "t", Name: "client", Node: "n1", Labels: map[string]string{"app": "client"}},
 		{Namespace: "t", Name: "other", Node: "n1", Labels: map[string]string{"app": "other"}},
 		{Namespace: "t", Name: "wclient", Node: "n2", Labels: map[string]string{"app": "client"}},
@@ -58,18 +57,18 @@ func TestEgressGateway(t *testing.T) {
 	}
 	peers := serveRecordingPeers(t, ext, 8080)
 
-	agents := startMeshPair(t, c, []meshMember{
-		{Name: "east", ID: 1, Node: "n1", PodCIDRs: []netip.Prefix{PodCIDR(0)},
-			State: podsYAML(pods, "client", "other") + nodeYAML("n1", 0) + egressPolicy},
-		{Name: "west", ID: 2, Node: "n2", PodCIDRs: []netip.Prefix{PodCIDR(1)},
-			State: podsYAML(pods, "wclient") + nodeYAML("n2", 1) + egressPolicy},
-	})
-	waitPeerEndpoints(t, agents["east"].socket, "west", 1)
-	waitPeerEndpoints(t, agents["west"].socket, "east", 2)
-	waitEgress(t, agents["east"].socket, func(gs []agentapi.EgressGateway) bool {
+	// The policy in both clusters' state.
+	if _, err := c.WriteState("50-egress.yaml", []byte(egressPolicy)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.StartAgents(ctx, cluster.AgentOptions{Datapath: "ebpf"}); err != nil {
+		t.Fatal(err)
+	}
+	east, west := c.AgentSocket("n1"), c.AgentSocket("n2")
+	waitEgress(t, east, func(gs []agentapi.EgressGateway) bool {
 		return len(gs) == 1 && !gs[0].Gateway && gs[0].EgressIP == NodeIP(1).String() && gs[0].Dropped == ""
 	})
-	waitEgress(t, agents["west"].socket, func(gs []agentapi.EgressGateway) bool {
+	waitEgress(t, west, func(gs []agentapi.EgressGateway) bool {
 		return len(gs) == 1 && gs[0].Gateway && gs[0].Sources == 2 && gs[0].Dropped == ""
 	})
 
@@ -102,10 +101,11 @@ func TestEgressGateway(t *testing.T) {
 
 	// West no longer holds the policy: its gateway SNATs nothing for
 	// east, and drops what east still sends it.
-	if err := os.WriteFile(filepath.Join(agents["west"].stateDir, "state.yaml"), []byte(podsYAML(pods, "wclient")+nodeYAML("n2", 1)), 0o644); err != nil {
+	eastOnly := strings.Replace(egressPolicy, "metadata: {name: via-west}", "metadata: {name: via-west, annotations: {"+cluster.ClusterAnnotation+": east}}", 1)
+	if _, err := c.WriteState("50-egress.yaml", []byte(eastOnly)); err != nil {
 		t.Fatal(err)
 	}
-	waitEgress(t, agents["west"].socket, func(gs []agentapi.EgressGateway) bool { return len(gs) == 0 })
+	waitEgress(t, west, func(gs []agentapi.EgressGateway) bool { return len(gs) == 0 })
 	if r, peer := connect("client"); r.Connected || peer.IsValid() {
 		t.Errorf("client -> external host without the gateway's policy: connected %v, the destination saw %s", r.Connected, peer)
 	}

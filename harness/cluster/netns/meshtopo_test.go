@@ -147,3 +147,31 @@ func agentLogDir(t *testing.T) string {
 	})
 	return dir
 }
+
+// eastWest builds a two-cluster mesh through the provider: east on node
+// n1, west on n2 (lease TTL 2 s), with pods; it goes at the test's end.
+// The caller writes state and starts the agents.
+func eastWest(t *testing.T, specs []cluster.PodSpec) (*Cluster, map[string]cluster.Pod) {
+	t.Helper()
+	testutil.RequireRoot(t)
+	c, err := NewProvider(Options{AgentBinary: agentBin}).Create(context.Background(), cluster.Spec{
+		RunID: runID(t),
+		Nodes: []string{"n1", "n2"},
+		Pods:  specs,
+		Clusters: []cluster.ClusterSpec{
+			{Name: "east", ID: 1, Nodes: []string{"n1"}},
+			{Name: "west", ID: 2, Nodes: []string{"n2"}},
+		},
+		MeshLeaseTTL: 2 * time.Second,
+		LogDir:       agentLogDir(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Destroy(context.Background()) })
+	pods := map[string]cluster.Pod{}
+	for _, p := range c.Pods() {
+		pods[p.Name] = p
+	}
+	return c, pods
+}
