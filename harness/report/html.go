@@ -137,6 +137,19 @@ and to the first probe connection from which on every probe saw the new verdict 
 </table>
 </section>
 {{- end}}
+{{- if .PartitionRows}}
+<section id="partition">
+<h2>Partition</h2>
+<p class="notes">A cluster's control plane (etcd) stopped at 0 s while the client held established connections to a
+server of another cluster and opened new ones; times are from the cut (recovered: from the restart).</p>
+<table>
+<tr><th>datapath</th><th>client → server</th><th>cut</th><th>lease TTL</th><th>new: last worked</th><th>new: failed from</th><th>new ok / tried</th><th>established kept</th><th>recovered after</th></tr>
+{{- range .PartitionRows}}
+<tr><td><span class="swatch" style="{{.Style}}"></span><code>{{.Datapath}}</code></td>{{range .Cells}}<td class="num">{{.}}</td>{{end}}</tr>
+{{- end}}
+</table>
+</section>
+{{- end}}
 </body>
 </html>
 `))
@@ -165,6 +178,7 @@ type htmlView struct {
 	Scenarios       []htmlScenario
 	Propagation     []htmlPropagation
 	PropagationRows []htmlRow
+	PartitionRows   []htmlRow
 }
 
 type htmlPropagation struct {
@@ -271,6 +285,9 @@ func (r *Report) htmlView() htmlView {
 		v.Scenarios = append(v.Scenarios, scenarioHTML(i, group, colors))
 	}
 	v.Propagation, v.PropagationRows = propagationHTML(r.Propagation, colors)
+	for _, p := range r.Partition {
+		v.PartitionRows = append(v.PartitionRows, htmlRow{Datapath: p.Datapath, Style: swatchStyle(colors[p.Datapath]), Cells: p.cells()})
+	}
 	return v
 }
 

@@ -103,6 +103,7 @@ func (r *Report) writeMarkdown(b *bufio.Writer) {
 		fmt.Fprintln(b, "No results.")
 	}
 	writePropagationMarkdown(b, r.Propagation)
+	writePartitionMarkdown(b, r.Partition)
 }
 
 // byScenario groups results by scenario, in the order scenarios first

@@ -50,6 +50,9 @@ type Report struct {
 	// Propagation has, per datapath and kind of change, how fast policy
 	// changes took effect; empty when the suite measures none.
 	Propagation []Propagation `json:"propagation,omitempty"`
+	// Partition has, per datapath in a cluster mesh, what a cut of one
+	// cluster's control plane did to connections across clusters.
+	Partition []Partition `json:"partition,omitempty"`
 }
 
 // Environment describes where and with what a run was made.

@@ -298,12 +298,46 @@ func (r *runner) run(ctx context.Context, rep *report.Report) (err error) {
 			}
 		}
 	}
+	if s.Spec.Partition != nil {
+		for _, dp := range s.Spec.Datapaths {
+			if !meshed(dp) {
+				r.logf("partition: %s has no cluster mesh (nothing to cut off): skipped", dp)
+				continue
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			r.logf("partition: starting %s agents", dp)
+			if err := startAgents(ctx, c, dp); err != nil {
+				_ = c.StopAgents(context.Background())
+				return fmt.Errorf("partition, datapath %s: %w", dp, err)
+			}
+			pt := r.measurePartition(ctx, dp)
+			r.logf("partition on %s: %s cut for %s (lease TTL %s): new connections last worked at %s, failed from %s; %d/%d established kept; recovered after %s",
+				dp, pt.Cut, report.FormatSeconds(pt.CutSeconds), report.FormatSeconds(pt.LeaseTTLSeconds), fmtOpt(pt.NewKeptWorkingSeconds),
+				fmtOpt(pt.NewFailedFromSeconds), pt.EstablishedKept, pt.Established, fmtOpt(pt.RecoveredSeconds))
+			for _, e := range pt.Errors {
+				errs = append(errs, fmt.Errorf("partition on %s: %s", dp, e))
+			}
+			rep.Partition = append(rep.Partition, pt)
+			if err := c.StopAgents(ctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
 	for i := range rep.Results {
 		res := results[rep.Results[i].Scenario+"\x00"+rep.Results[i].Datapath]
 		res.Summary = report.Summarize(res.Repetitions)
 		rep.Results[i] = *res
 	}
 	return errors.Join(errs...)
+}
+
+func fmtOpt(v *float64) string {
+	if v == nil {
+		return "never"
+	}
+	return report.FormatSeconds(*v)
 }
 
 func errSuffix(e string) string {

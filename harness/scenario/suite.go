@@ -152,7 +152,44 @@ type SuiteSpec struct {
 	// Propagation, when set, measures for every datapath how fast policy
 	// changes take effect.
 	Propagation *Propagation `json:"propagation,omitempty"`
+	// Partition, on a cluster mesh, cuts a cluster's control plane off
+	// and measures which connections keep working, and for how long.
+	Partition *Partition `json:"partition,omitempty"`
 }
+
+// Partition measures a cut between the clusters of a mesh: From (in one
+// cluster) holds Established connections to To (in another) and opens
+// new ones every ProbeInterval while the control plane of cluster Cut
+// (From's by default) is stopped for Duration, then started again. The
+// report says how long new connections kept working (until the peers
+// dropped Cut's identities, a lease TTL after its control plane stopped
+// answering), whether the established ones survived, and how long the
+// mesh took to admit new connections again. Datapaths in the mesh only
+// (ebpf); the suite's policies must admit From -> To by identity (the
+// cluster label), so that losing the identities denies it.
+type Partition struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+	// Port is the TCP port (an echo server listens there); 0 means 9100.
+	Port int `json:"port,omitempty"`
+	// Cut is the cluster whose control plane stops; "" means From's.
+	Cut string `json:"cut,omitempty"`
+	// Established is how many connections are open before the cut, 0 to
+	// 64; 0 means 4.
+	Established int `json:"established,omitempty"`
+	// Duration of the cut, 1s to 5m; 0 means three lease TTLs.
+	Duration Duration `json:"duration,omitzero"`
+	// ProbeInterval is the time between new connections, 10ms to 1s; 0
+	// means 50ms.
+	ProbeInterval Duration `json:"probeInterval,omitzero"`
+}
+
+// Defaults of Partition.
+const (
+	DefaultPartitionPort          = 9100
+	DefaultPartitionEstablished   = 4
+	DefaultPartitionProbeInterval = 50 * time.Millisecond
+)
 
 // Propagation measures policy propagation: the time from a change of the
 // desired state to (a) every agent acknowledging it programmed and (b) the

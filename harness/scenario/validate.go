@@ -73,7 +73,65 @@ func (s *Suite) Validate(name string) error {
 	s.validatePolicies(p)
 	s.validateScenarios(p)
 	s.validatePropagation(p)
+	s.validatePartition(p)
 	return errors.Join(p.errs...)
+}
+
+func (s *Suite) validatePartition(p *problems) {
+	pt := s.Spec.Partition
+	if pt == nil {
+		return
+	}
+	const f = "spec.partition"
+	c := &s.Spec.Cluster
+	if len(c.Clusters) == 0 {
+		p.add(f, "needs spec.cluster.clusters (a cluster mesh)")
+		return
+	}
+	from, fromOK := s.PodByRef(pt.From)
+	to, toOK := s.PodByRef(pt.To)
+	if !fromOK {
+		p.add(f+".from", "no pod %q in spec.cluster.pods", pt.From)
+	}
+	if !toOK {
+		p.add(f+".to", "no pod %q in spec.cluster.pods", pt.To)
+	}
+	if fromOK && toOK && c.ClusterOfNode(from.Node) == c.ClusterOfNode(to.Node) {
+		p.add(f+".to", "must be in another cluster than from (both in %q)", c.ClusterOfNode(to.Node))
+	}
+	if pt.Cut != "" {
+		found := false
+		for _, cl := range c.Clusters {
+			found = found || cl.Name == pt.Cut
+		}
+		if !found {
+			p.add(f+".cut", "no cluster %q in spec.cluster.clusters", pt.Cut)
+		}
+	}
+	if pt.Port < 0 || pt.Port > 65535 {
+		p.add(f+".port", "must be between 1 and 65535 (0 means %d), have %d", DefaultPartitionPort, pt.Port)
+	}
+	port := pt.Port
+	if port == 0 {
+		port = DefaultPartitionPort
+	}
+	for _, sc := range s.Spec.Scenarios {
+		if sc.To == pt.To && (sc.Load.Port == port || sc.Load.Port+1 == port) {
+			p.add(f+".port", "%d is taken by scenario %s on %s", port, sc.Name, sc.To)
+		}
+	}
+	if pr := s.Spec.Propagation; pr != nil && pr.To == pt.To && pr.Port == port {
+		p.add(f+".port", "%d is taken by spec.propagation on %s", port, pt.To)
+	}
+	if pt.Established < 0 || pt.Established > 64 {
+		p.add(f+".established", "must be between 0 and 64 (0 means %d), have %d", DefaultPartitionEstablished, pt.Established)
+	}
+	if d := pt.Duration.Duration; d != 0 && (d < time.Second || d > 5*time.Minute) {
+		p.add(f+".duration", "must be between 1s and 5m (0 means three lease TTLs), have %s", d)
+	}
+	if d := pt.ProbeInterval.Duration; d != 0 && (d < 10*time.Millisecond || d > time.Second) {
+		p.add(f+".probeInterval", "must be between 10ms and 1s (0 means %s), have %s", DefaultPartitionProbeInterval, d)
+	}
 }
 
 func (s *Suite) validatePropagation(p *problems) {
