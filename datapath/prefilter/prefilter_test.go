@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
@@ -131,9 +132,17 @@ func TestPrefilterOnVeth(t *testing.T) {
 	before, _ := f.Counters()
 	sendRaw(t, "pf0", packet("203.0.113.9"), 5)
 	sendRaw(t, "pf0", packet("198.51.100.1"), 3)
+	// The peer's XDP runs when the veth's receive side processes the
+	// frames, not before the send returns: wait for the counts (bounded).
 	after, _ := f.Counters()
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if after.DroppedPackets-before.DroppedPackets >= 5 && after.PassedPackets-before.PassedPackets >= 3 {
+			break
+		}
+		after, _ = f.Counters()
+	}
 	if d := after.DroppedPackets - before.DroppedPackets; d != 5 {
-		t.Errorf("dropped %d of the 5 denied packets", d)
+		t.Errorf("dropped %d of the 5 denied packets (passed %d)", d, after.PassedPackets-before.PassedPackets)
 	}
 	if p := after.PassedPackets - before.PassedPackets; p < 3 {
 		t.Errorf("passed %d, want at least the 3 allowed packets", p)
