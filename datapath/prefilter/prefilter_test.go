@@ -142,7 +142,7 @@ func TestPrefilterOnVeth(t *testing.T) {
 		after, _ = f.Counters()
 	}
 	if d := after.DroppedPackets - before.DroppedPackets; d != 5 {
-		t.Errorf("dropped %d of the 5 denied packets (passed %d)", d, after.PassedPackets-before.PassedPackets)
+		t.Errorf("dropped %d of the 5 denied packets (passed %d; BPF_PROG_RUN says %d)", d, after.PassedPackets-before.PassedPackets, verdict(t, f, packet("203.0.113.9")))
 	}
 	if p := after.PassedPackets - before.PassedPackets; p < 3 {
 		t.Errorf("passed %d, want at least the 3 allowed packets", p)
