@@ -6,8 +6,9 @@
  * and for the node's uplink device:
  *   fp_from_netdev at tc ingress: packets from other nodes, for the L7
  *   proxy redirect, NodePort, and the egress gateway's replies;
- * and for the node's VXLAN device (the overlay, lib/tunnel.h):
- *   fp_from_tunnel at tc ingress: the sender's identity from the VNI, and
+ * and for the node's VXLAN or Geneve device (the overlay, lib/tunnel.h):
+ *   fp_from_tunnel at tc ingress: the sender's identity from the VNI or the
+ *   Geneve option, and
  *   the egress gateway's SNAT (lib/egress_gw.h).
  */
 #include "compiler.h"
@@ -34,7 +35,9 @@ struct btf_layouts {
 	enum proxy_route proxy_route;
 	enum lb_hairpin lb_hairpin;
 	enum tunnel_const tunnel_const;
+	enum tunnel_type tunnel_type;
 	struct tunnel_config tunnel_config;
+	struct tunnel_opt tunnel_opt;
 	struct proxy_config proxy_config;
 	struct egw_key egw_key;
 	struct egw_value egw_value;

@@ -42,7 +42,10 @@ enum reason {
 				      * mesh that this node does not SNAT */
 	DROP_EGRESS_GW_NAT = 25,    /* the egress gateway cannot SNAT it (not TCP
 				     * or UDP, no free port) */
-	REASON_MAX = 26,
+	DROP_NO_TUNNEL_OPT = 26,    /* a packet on the Geneve overlay device
+				     * without exactly the identity option
+				     * (tunnel.h), or with a malformed one */
+	REASON_MAX = 27,
 };
 
 /* Direction of traffic as the endpoint sees it. */

@@ -271,7 +271,7 @@ static __always_inline int egw_from_pod(struct __sk_buff *skb, struct flow4 *f, 
 	ifindex = tunnel_ifindex();
 	if (!ifindex)
 		return -DROP_NO_EGRESS_GATEWAY;
-	return tunnel_send(skb, ifindex, gateway, identity);
+	return tunnel_send(skb, gateway, identity);
 }
 
 /*
@@ -350,5 +350,5 @@ static __always_inline int egw_reply(struct __sk_buff *skb, struct flow4 *f)
 	ifindex = tunnel_ifindex();
 	if (!ifindex)
 		return -DROP_NO_EGRESS_GATEWAY;
-	return tunnel_send(skb, ifindex, node, IDENTITY_WORLD);
+	return tunnel_send(skb, node, IDENTITY_WORLD);
 }

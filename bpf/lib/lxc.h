@@ -192,7 +192,7 @@ static __always_inline int handle_endpoint(struct __sk_buff *skb, __u8 dir)
 	if (dir == DIR_EGRESS && ret < DROP_POLICY && tunneled) {
 		/* Before the L7 redirect and the ipcache: both would take the
 		 * address for the local pod that has it. */
-		int redirect = tunnel_send(skb, tunnel_ifindex(), back.remote, ep->identity);
+		int redirect = tunnel_send(skb, back.remote, ep->identity);
 
 		if (redirect < 0) {
 			emit_event(EVENT_DROP, dir, -redirect, &f, ep->ep_id, ep->identity, 0, skb->ifindex);
@@ -251,12 +251,13 @@ static __always_inline int steer_entering(struct __sk_buff *skb, const struct fl
 }
 
 /*
- * handle_tunnel runs at tc ingress of the node's VXLAN device (tunnel.h):
- * the packet's VNI, the sender's identity, becomes its mark for the pod's
+ * handle_tunnel runs at tc ingress of the node's overlay device (tunnel.h):
+ * the sender's identity (the VNI, or Geneve's option) becomes its mark for the pod's
  * ingress hook, and a flow whose source address would not lead its
  * replies back to the sending node is remembered. A packet to outside the
  * mesh is SNATed by this node's egress gateway (egress_gw.h) or dropped.
- * A packet without tunnel metadata is dropped.
+ * A packet without tunnel metadata, or on Geneve without exactly the
+ * identity option, is dropped.
  */
 static __always_inline int handle_tunnel(struct __sk_buff *skb)
 {
@@ -270,7 +271,12 @@ static __always_inline int handle_tunnel(struct __sk_buff *skb)
 		emit_event(EVENT_DROP, DIR_INGRESS, DROP_NO_TUNNEL_KEY, NULL, 0, 0, 0, skb->ifindex);
 		return verdict(DROP_NO_TUNNEL_KEY, DIR_INGRESS, skb->len);
 	}
-	identity = key.tunnel_id & TUNNEL_VNI_MASK;
+	ret = tunnel_identity_of(skb, &key);
+	if (ret < 0) {
+		emit_event(EVENT_DROP, DIR_INGRESS, -ret, NULL, 0, 0, 0, skb->ifindex);
+		return verdict(-ret, DIR_INGRESS, skb->len);
+	}
+	identity = ret;
 	node = bpf_htonl(key.remote_ipv4);
 	skb->mark = tunnel_mark(identity);
 	if (parse_ipv4(skb, &f) != L3_IPV4)

@@ -91,7 +91,7 @@ func newRoot() *cobra.Command {
 	f.StringVar(&cfg.ClusterMesh, "clustermesh", "", "cluster mesh configuration (this cluster, its etcd, its peers): program the peers' pods as policy peers (needs --tunnel vxlan)")
 	f.BoolVar(&cfg.ClusterMeshPublish, "clustermesh-publish", false, "publish this cluster's pods, identities and nodes to its etcd (one agent per cluster)")
 	f.StringVar(&publishNode, "clustermesh-publish-node", "", "publish as --clustermesh-publish when --node is this name (one DaemonSet for every node of a cluster, one publisher)")
-	f.StringVar(&cfg.Tunnel, "tunnel", "", "overlay to other nodes: vxlan (ebpf: the sender's identity travels in the VNI, the receiver takes it from there, not from the source address); default: routed")
+	f.StringVar(&cfg.Tunnel, "tunnel", "", "overlay to other nodes: vxlan (ebpf: the sender's identity travels in the VNI, the receiver takes it from there, not from the source address) or geneve (the identity travels in a Geneve option); default: routed")
 	f.BoolVar(&cfg.XDPNodePort, "xdp-nodeport", false, "translate NodePort traffic from outside in XDP on the uplinks, sending it on to other nodes' backends with XDP_TX (ebpf; default: at the uplink's TC hook)")
 	f.BoolVar(&iptablesServices, "iptables-services", true, "program Services in the nat table (iptables); false: kube-proxy owns them, the datapath programs the NetworkPolicy chains only")
 	f.StringVar(&cfg.PodNetns, "pod-netns", "", "where pods' network namespaces are, for the sidecar datapath (it runs a proxy in each): a name under /run/netns with {namespace} and {name}, or cni:FILE, the namespace each pod's CNI ADD was given (CNI_NETNS) as the IPAM state FILE records it (--source kubernetes)")

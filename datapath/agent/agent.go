@@ -18,7 +18,9 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -74,13 +76,14 @@ type Config struct {
 	XDPNodePort bool
 	// Tunnel is the overlay to other nodes: "" (routed: packets go to
 	// other nodes' pods as they are, and the receiver takes the sender's
-	// identity from its address) or "vxlan" (ebpf: the sender's identity
-	// travels in the VNI, and the receiver takes it from there).
+	// identity from its address), "vxlan" (ebpf: the sender's identity
+	// travels in the VNI, and the receiver takes it from there) or
+	// "geneve" (ebpf: the identity travels in a Geneve option).
 	Tunnel string
 	// ClusterMesh is a clustermesh configuration file (issue #10): the
 	// agent watches the peers' etcd and programs their pods as peers
-	// (ebpf with --tunnel vxlan: their identities travel in the
-	// overlay). ClusterMeshPublish makes this agent the one that
+	// (ebpf with --tunnel vxlan or geneve: their identities travel in
+	// the overlay). ClusterMeshPublish makes this agent the one that
 	// publishes its cluster's state to the cluster's etcd.
 	ClusterMesh        string
 	ClusterMeshPublish bool
@@ -245,14 +248,14 @@ func New(cfg Config) (*Agent, error) {
 		errs = append(errs, fmt.Errorf("--socket-lb and --sockmap need --datapath ebpf (not %q)", cfg.Datapath))
 	}
 	switch {
-	case cfg.Tunnel == "" || cfg.Tunnel == "vxlan" && cfg.Datapath == "ebpf":
-	case cfg.Tunnel == "vxlan":
-		errs = append(errs, fmt.Errorf("--tunnel vxlan needs --datapath ebpf (not %q)", cfg.Datapath))
+	case cfg.Tunnel == "" || slices.Contains(lxc.TunnelTypes, cfg.Tunnel) && cfg.Datapath == "ebpf":
+	case slices.Contains(lxc.TunnelTypes, cfg.Tunnel):
+		errs = append(errs, fmt.Errorf("--tunnel %s needs --datapath ebpf (not %q)", cfg.Tunnel, cfg.Datapath))
 	default:
-		errs = append(errs, fmt.Errorf("--tunnel %q: want vxlan or nothing", cfg.Tunnel))
+		errs = append(errs, fmt.Errorf("--tunnel %q: want %s or nothing", cfg.Tunnel, strings.Join(lxc.TunnelTypes, " or ")))
 	}
-	if cfg.ClusterMesh != "" && (cfg.Datapath != "ebpf" || cfg.Tunnel != "vxlan") {
-		errs = append(errs, fmt.Errorf("--clustermesh needs --datapath ebpf --tunnel vxlan (identities cross clusters in the overlay; not --datapath %q --tunnel %q)", cfg.Datapath, cfg.Tunnel))
+	if cfg.ClusterMesh != "" && (cfg.Datapath != "ebpf" || cfg.Tunnel == "") {
+		errs = append(errs, fmt.Errorf("--clustermesh needs --datapath ebpf and --tunnel %s (identities cross clusters in the overlay; not --datapath %q --tunnel %q)", strings.Join(lxc.TunnelTypes, " or "), cfg.Datapath, cfg.Tunnel))
 	}
 	if cfg.ClusterMeshPublish && cfg.ClusterMesh == "" {
 		errs = append(errs, errors.New("--clustermesh-publish needs --clustermesh"))
@@ -308,8 +311,8 @@ func New(cfg Config) (*Agent, error) {
 			d.Close()
 			return nil, err
 		}
-		if cfg.Tunnel == "vxlan" {
-			if err := d.EnableTunnel(lxc.TunnelOptions{}); err != nil {
+		if cfg.Tunnel != "" {
+			if err := d.EnableTunnel(lxc.TunnelOptions{Type: cfg.Tunnel}); err != nil {
 				d.Close()
 				return nil, err
 			}
@@ -370,6 +373,7 @@ func (a *Agent) Status() agentapi.Status {
 	st.Uplinks = append([]string(nil), a.uplinks...)
 	if a.lxc != nil {
 		st.Tunnel = a.lxc.TunnelDeviceName()
+		st.TunnelType = a.lxc.TunnelType()
 		for _, g := range a.lxc.EgressGateways() {
 			st.EgressGateways = append(st.EgressGateways, agentapi.EgressGateway{Name: g.Name, Cluster: g.Cluster, Node: g.Node,
 				EgressIP: g.EgressIP, Gateway: g.Gateway, Sources: g.Sources, Dropped: g.Dropped})

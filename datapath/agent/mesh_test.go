@@ -208,7 +208,7 @@ func TestClusterMesh(t *testing.T) {
 // TestClusterMeshNeedsOverlay: remote identities travel in the overlay.
 func TestClusterMeshNeedsOverlay(t *testing.T) {
 	_, err := New(Config{Node: "n1", StateDir: t.TempDir(), Datapath: "ebpf", ClusterMesh: "/nonexistent.yaml", ClusterMeshPublish: true})
-	if err == nil || !strings.Contains(err.Error(), "--clustermesh needs --datapath ebpf --tunnel vxlan") || !strings.Contains(err.Error(), "/nonexistent.yaml") {
+	if err == nil || !strings.Contains(err.Error(), "--clustermesh needs --datapath ebpf and --tunnel vxlan or geneve") || !strings.Contains(err.Error(), "/nonexistent.yaml") {
 		t.Fatalf("error %v", err)
 	}
 	_, err = New(Config{Node: "n1", StateDir: t.TempDir(), Datapath: "none", ClusterMeshPublish: true})

@@ -85,8 +85,10 @@ type Status struct {
 	// Uplinks are the devices the uplink program is attached to (ebpf):
 	// connections from other nodes that L7 rules apply to are taken there.
 	Uplinks []string `json:"uplinks,omitempty"`
-	// Tunnel is the overlay device (--tunnel vxlan), "" when routed.
-	Tunnel string `json:"tunnel,omitempty"`
+	// Tunnel is the overlay device (--tunnel), "" when routed;
+	// TunnelType its encapsulation, "vxlan" or "geneve".
+	Tunnel     string `json:"tunnel,omitempty"`
+	TunnelType string `json:"tunnelType,omitempty"`
 	// Mesh is the cluster mesh as the agent last programmed it
 	// (--clustermesh); nil without one.
 	Mesh *MeshStatus `json:"mesh,omitempty"`

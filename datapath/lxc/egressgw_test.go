@@ -165,6 +165,12 @@ func TestEgressGatewayLocalSNAT(t *testing.T) {
 // overlay to that node; a packet from the overlay to outside the mesh of
 // an identity no policy gives this gateway is dropped.
 func TestEgressGatewayFromTunnel(t *testing.T) {
+	for _, typ := range TunnelTypes {
+		t.Run(typ, func(t *testing.T) { testEgressGatewayFromTunnel(t, typ) })
+	}
+}
+
+func testEgressGatewayFromTunnel(t *testing.T, typ string) {
 	objs := egwObjects("n1")
 	objs.Cluster = model.ClusterInfo{Name: "east", ID: 1}
 	westClient := model.GlobalIdentity(2, 0x100)
@@ -177,9 +183,7 @@ func TestEgressGatewayFromTunnel(t *testing.T) {
 	if err := netlink.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: node1IP.AsSlice(), Mask: net.CIDRMask(32, 32)}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.EnableTunnel(TunnelOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	enableTunnel(t, d, typ)
 	if _, err := d.Apply(mustResolve(t, objs), "n1"); err != nil {
 		t.Fatal(err)
 	}
@@ -188,17 +192,7 @@ func TestEgressGatewayFromTunnel(t *testing.T) {
 	}
 	send := func(vni model.Identity, sport uint16) {
 		t.Helper()
-		inner := withChecksums(tcpPacket(netip.MustParseAddr("10.2.0.10"), sport, egwDest, 80, flagSYN))
-		copy(inner[0:6], TunnelMAC)
-		frame := append([]byte{0x08, 0, 0, 0, byte(vni >> 16), byte(vni >> 8), byte(vni), 0}, inner...)
-		conn, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: TunnelPort})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		if _, err := conn.Write(frame); err != nil {
-			t.Fatal(err)
-		}
+		sendOverlay(t, typ, overlayFrame(typ, vni, withChecksums(tcpPacket(netip.MustParseAddr("10.2.0.10"), sport, egwDest, 80, flagSYN))))
 	}
 	drops := d.count(t, DropNoEgressGateway, model.Ingress)
 	send(westClient, 40000)

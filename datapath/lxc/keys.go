@@ -302,6 +302,8 @@ const (
 	DropNoServiceBackend = Reason(lxcReasonDROP_NO_SERVICE_BACKEND)
 	DropNoEgressGateway  = Reason(lxcReasonDROP_NO_EGRESS_GATEWAY)
 	DropEgressGatewayNAT = Reason(lxcReasonDROP_EGRESS_GW_NAT)
+	DropNoTunnelKey      = Reason(lxcReasonDROP_NO_TUNNEL_KEY)
+	DropNoTunnelOpt      = Reason(lxcReasonDROP_NO_TUNNEL_OPT)
 	reasonMax            = Reason(lxcReasonREASON_MAX)
 )
 

@@ -60,10 +60,18 @@ type lxcBtfLayouts struct {
 	ProxyRoute   uint32
 	LbHairpin    uint32
 	TunnelConst  uint32
+	TunnelType   uint32
 	TunnelConfig struct {
 		_       structs.HostLayout
 		Ifindex uint32
-		Pad     uint32
+		Type    uint32
+	}
+	TunnelOpt struct {
+		_        structs.HostLayout
+		OptClass uint16
+		Type     uint8
+		Length   uint8
+		Identity uint32
 	}
 	ProxyConfig struct {
 		_    structs.HostLayout
@@ -84,7 +92,6 @@ type lxcBtfLayouts struct {
 		Pad      uint32
 	}
 	EgwConst uint32
-	_        [4]byte
 }
 
 type lxcCtEntry struct {
@@ -371,7 +378,8 @@ const (
 	lxcReasonDROP_NO_TUNNEL_KEY      lxcReason = 23
 	lxcReasonDROP_NO_EGRESS_GATEWAY  lxcReason = 24
 	lxcReasonDROP_EGRESS_GW_NAT      lxcReason = 25
-	lxcReasonREASON_MAX              lxcReason = 26
+	lxcReasonDROP_NO_TUNNEL_OPT      lxcReason = 26
+	lxcReasonREASON_MAX              lxcReason = 27
 )
 
 type lxcRuleMetricsKey struct {
@@ -383,14 +391,18 @@ type lxcRuleMetricsKey struct {
 type lxcTunnelConfig struct {
 	_       structs.HostLayout
 	Ifindex uint32
-	Pad     uint32
+	Type    uint32
 }
 
 type lxcTunnelConst uint32
 
 const (
-	lxcTunnelConstTUNNEL_PORT     lxcTunnelConst = 8472
-	lxcTunnelConstTUNNEL_VNI_MASK lxcTunnelConst = 16777215
+	lxcTunnelConstTUNNEL_PORT        lxcTunnelConst = 8472
+	lxcTunnelConstTUNNEL_GENEVE_PORT lxcTunnelConst = 6081
+	lxcTunnelConstTUNNEL_VNI_MASK    lxcTunnelConst = 16777215
+	lxcTunnelConstTUNNEL_OPT_CLASS   lxcTunnelConst = 65520
+	lxcTunnelConstTUNNEL_OPT_TYPE    lxcTunnelConst = 129
+	lxcTunnelConstTUNNEL_OPT_LEN     lxcTunnelConst = 1
 )
 
 type lxcTunnelFlow struct {
@@ -411,6 +423,21 @@ type lxcTunnelFlowKey struct {
 	Proto uint8
 	Pad   [3]uint8
 }
+
+type lxcTunnelOpt struct {
+	_        structs.HostLayout
+	OptClass uint16
+	Type     uint8
+	Length   uint8
+	Identity uint32
+}
+
+type lxcTunnelType uint32
+
+const (
+	lxcTunnelTypeTUNNEL_TYPE_VXLAN  lxcTunnelType = 0
+	lxcTunnelTypeTUNNEL_TYPE_GENEVE lxcTunnelType = 1
+)
 
 // Names of all BPF objects in the ELF.
 //

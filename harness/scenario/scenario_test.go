@@ -397,7 +397,9 @@ func TestAgentArgs(t *testing.T) {
 		{in: "iptables+sockmap", err: `datapath "iptables+sockmap": unknown option "sockmap" (iptables takes: none)`},
 		{in: "ebpf+sockmap+sockmap", err: `datapath "ebpf+sockmap+sockmap": option "sockmap" given twice`},
 		{in: "ebpf+vxlan+sockmap", dp: "ebpf", flags: []string{"--tunnel", "vxlan", "--sockmap"}},
-		{in: "ebpf+xdp", err: `datapath "ebpf+xdp": unknown option "xdp" (ebpf takes: socket-lb, sockmap, xdp-nodeport, vxlan)`},
+		{in: "ebpf+geneve", dp: "ebpf", flags: []string{"--tunnel", "geneve"}},
+		{in: "ebpf+vxlan+geneve", err: `datapath "ebpf+vxlan+geneve": options "vxlan" and "geneve" exclude each other`},
+		{in: "ebpf+xdp", err: `datapath "ebpf+xdp": unknown option "xdp" (ebpf takes: socket-lb, sockmap, xdp-nodeport, vxlan, geneve)`},
 		{in: "cilium", err: `unknown datapath "cilium" (known: none, ebpf, iptables, sidecar)`},
 	} {
 		dp, flags, err := AgentArgs(tc.in)

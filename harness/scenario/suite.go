@@ -68,12 +68,16 @@ var DatapathOptions = map[string][]string{
 	// hooks); sockmap: same-node TCP payload moved socket to socket;
 	// xdp-nodeport: NodePort traffic from outside translated in XDP;
 	// vxlan: the overlay to other nodes, the sender's identity in the
-	// VNI (--tunnel vxlan).
-	"ebpf": {"socket-lb", "sockmap", "xdp-nodeport", "vxlan"},
+	// VNI (--tunnel vxlan); geneve: the overlay in Geneve, the identity
+	// in an option (--tunnel geneve). One overlay at most.
+	"ebpf": {"socket-lb", "sockmap", "xdp-nodeport", "vxlan", "geneve"},
 }
 
 // optionFlags are the agent flags of options not named like their flag.
-var optionFlags = map[string][]string{"vxlan": {"--tunnel", "vxlan"}}
+var optionFlags = map[string][]string{"vxlan": {"--tunnel", "vxlan"}, "geneve": {"--tunnel", "geneve"}}
+
+// exclusiveOptions are sets of options an entry takes one of.
+var exclusiveOptions = [][]string{{"vxlan", "geneve"}}
 
 // AgentArgs splits a spec.datapaths entry into the agent's --datapath and
 // the flags its options turn on.
@@ -96,6 +100,16 @@ func AgentArgs(entry string) (datapath string, flags []string, err error) {
 			return "", nil, fmt.Errorf("datapath %q: option %q given twice", entry, o)
 		}
 		seen[o] = true
+		for _, set := range exclusiveOptions {
+			if !slices.Contains(set, o) {
+				continue
+			}
+			for _, other := range set {
+				if other != o && seen[other] {
+					return "", nil, fmt.Errorf("datapath %q: options %q and %q exclude each other", entry, other, o)
+				}
+			}
+		}
 		if f, ok := optionFlags[o]; ok {
 			flags = append(flags, f...)
 			continue

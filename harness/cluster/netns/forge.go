@@ -9,20 +9,50 @@ import (
 	"github.com/fastpath-bench/fastpath/harness/execx"
 )
 
-// The agents' VXLAN overlay as the harness sees it from outside
-// (datapath/lxc's TunnelDevice and TunnelPort; TestOverlayConstants
-// checks them: the harness does not import the datapath).
+// The agents' overlay as the harness sees it from outside (datapath/lxc's
+// TunnelDevice, TunnelPort, GeneveDevice, GenevePort and the identity
+// option's class, type and length; TestOverlayConstants checks them: the
+// harness does not import the datapath).
 const (
-	overlayDevice = "fp_vxlan"
-	overlayPort   = 8472
+	overlayDevice       = "fp_vxlan"
+	overlayPort         = 8472
+	overlayGeneveDevice = "fp_geneve"
+	overlayGenevePort   = 6081
+	geneveOptClass      = 0xfff0
+	geneveOptType       = 0x81
+	geneveOptLen        = 1
 )
 
-// ForgeOverlay sends, from node from, a VXLAN packet to node to's overlay
-// device carrying a UDP datagram from src to dst:port with payload, and
-// identity vni in the header: what a compromised node (or anything with
-// the node's network) can put on the wire. The receiving node must judge
-// it by the VNI, whatever src says.
+// ForgeOverlay sends, from node from, an overlay packet to node to's
+// overlay device carrying a UDP datagram from src to dst:port with
+// payload, and identity vni in the tunnel (VXLAN: the VNI; Geneve, when
+// node to has the Geneve device: the identity option, VNI 0): what a
+// compromised node (or anything with the node's network) can put on the
+// wire. The receiving node must judge it by that identity, whatever src
+// says.
 func (c *Cluster) ForgeOverlay(from, to string, vni uint32, src, dst netip.Addr, port int, payload []byte) error {
+	return c.forgeOverlay(from, to, func(geneve bool, mac net.HardwareAddr) []byte {
+		if geneve {
+			return GeneveFrame(0, GeneveIdentityOption(vni), mac, src, dst, uint16(port), payload)
+		}
+		return VXLANFrame(vni, mac, src, dst, uint16(port), payload)
+	})
+}
+
+// ForgeGeneve sends, from node from, a Geneve packet with VNI vni and
+// options opts (GeneveFrame) to node to's Geneve device.
+func (c *Cluster) ForgeGeneve(from, to string, vni uint32, opts []byte, src, dst netip.Addr, port int, payload []byte) error {
+	return c.forgeOverlay(from, to, func(geneve bool, mac net.HardwareAddr) []byte {
+		if !geneve {
+			return nil
+		}
+		return GeneveFrame(vni, opts, mac, src, dst, uint16(port), payload)
+	})
+}
+
+// forgeOverlay sends the frame build makes for node to's overlay device
+// (Geneve or VXLAN, with the device's MAC) from node from's namespace.
+func (c *Cluster) forgeOverlay(from, to string, build func(geneve bool, mac net.HardwareAddr) []byte) error {
 	var fromNS string
 	var toIP netip.Addr
 	for _, n := range c.nodes {
@@ -40,14 +70,22 @@ func (c *Cluster) ForgeOverlay(from, to string, vni uint32, src, dst netip.Addr,
 	if err != nil {
 		return err
 	}
-	link, err := h.handle.LinkByName(overlayDevice)
+	geneve, port := true, overlayGenevePort
+	link, err := h.handle.LinkByName(overlayGeneveDevice)
+	if err != nil {
+		geneve, port = false, overlayPort
+		link, err = h.handle.LinkByName(overlayDevice)
+	}
 	h.close()
 	if err != nil {
-		return fmt.Errorf("node %s: %s: %w (is the overlay on?)", to, overlayDevice, err)
+		return fmt.Errorf("node %s: neither %s nor %s: %w (is the overlay on?)", to, overlayDevice, overlayGeneveDevice, err)
 	}
-	frame := VXLANFrame(vni, link.Attrs().HardwareAddr, src, dst, uint16(port), payload)
+	frame := build(geneve, link.Attrs().HardwareAddr)
+	if frame == nil {
+		return fmt.Errorf("node %s: no %s (the overlay is not Geneve)", to, overlayGeneveDevice)
+	}
 	return execx.RunInNetns(fromNS, func() error {
-		conn, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(toIP, overlayPort)))
+		conn, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(toIP, uint16(port))))
 		if err != nil {
 			return err
 		}
@@ -55,6 +93,30 @@ func (c *Cluster) ForgeOverlay(from, to string, vni uint32, src, dst netip.Addr,
 		_, err = conn.Write(frame)
 		return err
 	})
+}
+
+// GeneveIdentityOption is the Geneve option that carries identity in the
+// agents' overlay (class 0xfff0, type 0x81, 4 bytes, big-endian).
+func GeneveIdentityOption(identity uint32) []byte {
+	o := make([]byte, 8)
+	binary.BigEndian.PutUint16(o, geneveOptClass)
+	o[2] = geneveOptType
+	o[3] = geneveOptLen
+	binary.BigEndian.PutUint32(o[4:], identity)
+	return o
+}
+
+// GeneveFrame is a Geneve payload (header with vni and opts, a multiple
+// of 4 bytes; inner Ethernet frame to mac) carrying a UDP datagram from
+// src to dst:port.
+func GeneveFrame(vni uint32, opts []byte, mac net.HardwareAddr, src, dst netip.Addr, port uint16, payload []byte) []byte {
+	vx := VXLANFrame(0, mac, src, dst, port, payload)
+	b := make([]byte, 8, 8+len(opts)+len(vx)-8)
+	b[0] = byte(len(opts) / 4) // version 0, options' length in 4-byte words
+	binary.BigEndian.PutUint16(b[2:], 0x6558)
+	binary.BigEndian.PutUint32(b[4:], vni<<8)
+	b = append(b, opts...)
+	return append(b, vx[8:]...)
 }
 
 // VXLANFrame is a VXLAN payload (header with vni, inner Ethernet frame to

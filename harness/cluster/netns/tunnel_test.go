@@ -87,6 +87,12 @@ func TestOverlayConstants(t *testing.T) {
 	if overlayDevice != lxc.TunnelDevice || overlayPort != lxc.TunnelPort {
 		t.Fatalf("harness overlay %s:%d, datapath %s:%d", overlayDevice, overlayPort, lxc.TunnelDevice, lxc.TunnelPort)
 	}
+	if overlayGeneveDevice != lxc.GeneveDevice || overlayGenevePort != lxc.GenevePort ||
+		geneveOptClass != lxc.TunnelOptClass || geneveOptType != lxc.TunnelOptType || geneveOptLen != lxc.TunnelOptLen {
+		t.Fatalf("harness Geneve overlay %s:%d option %#x/%#x/%d, datapath %s:%d option %#x/%#x/%d",
+			overlayGeneveDevice, overlayGenevePort, geneveOptClass, geneveOptType, geneveOptLen,
+			lxc.GeneveDevice, lxc.GenevePort, lxc.TunnelOptClass, lxc.TunnelOptType, lxc.TunnelOptLen)
+	}
 }
 
 // overlayCluster is the cluster of the overlay tests: pods client and
@@ -121,13 +127,20 @@ func overlayCluster(t *testing.T) (*Cluster, map[string]cluster.Pod) {
 	return c, pods
 }
 
-// rxPackets is the packet count the overlay device of node namespace ns
+// rxPackets is the packet count the VXLAN device of node namespace ns
 // has received.
 func rxPackets(t *testing.T, ns string) uint64 {
 	t.Helper()
-	out, err := exec.Command("ip", "-n", ns, "-j", "-s", "link", "show", lxc.TunnelDevice).Output()
+	return rxPacketsOn(t, ns, lxc.TunnelDevice)
+}
+
+// rxPacketsOn is the packet count device dev of node namespace ns has
+// received.
+func rxPacketsOn(t *testing.T, ns, dev string) uint64 {
+	t.Helper()
+	out, err := exec.Command("ip", "-n", ns, "-j", "-s", "link", "show", dev).Output()
 	if err != nil {
-		t.Fatalf("ip -n %s link show %s: %v", ns, lxc.TunnelDevice, err)
+		t.Fatalf("ip -n %s link show %s: %v", ns, dev, err)
 	}
 	var links []struct {
 		Stats64 struct {
@@ -186,16 +199,24 @@ func newVXLANProbe(t *testing.T, podNS string, dst netip.Addr, port uint16, from
 func (p *vxlanProbe) expect(vni model.Identity, src netip.Addr, payload string, delivered bool) {
 	p.t.Helper()
 	frame := VXLANFrame(uint32(vni), lxc.TunnelMAC, src, p.dst, p.port, []byte(payload))
-	err := execx.RunInNetns(p.from, func() error {
-		conn, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.node, uint16(lxc.TunnelPort))))
-		if err != nil {
+	p.expectSent(func() error {
+		return execx.RunInNetns(p.from, func() error {
+			conn, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.node, uint16(lxc.TunnelPort))))
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			_, err = conn.Write(frame)
 			return err
-		}
-		defer conn.Close()
-		_, err = conn.Write(frame)
-		return err
-	})
-	if err != nil {
+		})
+	}, payload, delivered)
+}
+
+// expectSent runs send, which forges payload to the pod, and checks
+// whether the pod received it.
+func (p *vxlanProbe) expectSent(send func() error, payload string, delivered bool) {
+	p.t.Helper()
+	if err := send(); err != nil {
 		p.t.Fatal(err)
 	}
 	select {
