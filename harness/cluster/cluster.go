@@ -194,3 +194,15 @@ type Cluster interface {
 	// Destroy removes everything the cluster created.
 	Destroy(ctx context.Context) error
 }
+
+// PodLabeler is a cluster whose pods' labels change in place: the kind
+// provider patches the Pod through its cluster's API server. (On netns a
+// pod's labels are part of its cluster's state file, which the runner
+// rewrites.)
+type PodLabeler interface {
+	// SetPodLabel sets label key of pod ("namespace/name") to *value, or
+	// removes it when value is nil, updates the state directories the
+	// model reads, and returns the token of the whole state as it is now
+	// (on a mesh, every cluster's).
+	SetPodLabel(pod, key string, value *string) (string, error)
+}

@@ -89,13 +89,22 @@ func (r *runner) relabeled(orig []byte) ([]byte, error) {
 
 // relabelState returns functions that write the client cluster's state
 // with the client relabeled (on) or as it was (off), each returning the
-// token of the whole mesh's state.
+// token of the whole mesh's state: on netns by rewriting the cluster's
+// state file, on kind (cluster.PodLabeler) by patching the Pod.
 func (r *runner) relabelState() (on, off func() (string, error), err error) {
 	mesh, ok := r.c.(cluster.Mesh)
 	if !ok {
 		return nil, nil, fmt.Errorf("the cluster is no mesh")
 	}
 	from, _ := r.suite.PodByRef(r.suite.Spec.Propagation.From)
+	if pl, ok := r.c.(cluster.PodLabeler); ok {
+		// kind: the Pod's labels are patched through its cluster's API
+		// server.
+		ref := from.Ref()
+		on := "on"
+		return func() (string, error) { return pl.SetPodLabel(ref, relabelKey, &on) },
+			func() (string, error) { return pl.SetPodLabel(ref, relabelKey, nil) }, nil
+	}
 	path := filepath.Join(mesh.ClusterStateDir(r.suite.Spec.Cluster.ClusterOfNode(from.Node)), clusterStateFile)
 	orig, err := os.ReadFile(path)
 	if err != nil {

@@ -84,11 +84,6 @@ func Bench(ctx context.Context, opts Options) (*report.Report, string, error) {
 		}
 		suite.Spec.Provider = opts.Provider
 	}
-	if suite.Spec.Provider == "kind" && len(suite.Spec.Cluster.Clusters) > 0 {
-		// Refused before anything is created: the kind provider builds
-		// one cluster.
-		return nil, "", fmt.Errorf("%s: spec.cluster.clusters: the kind provider does not build cluster meshes; run this suite on the netns provider (--provider netns)", opts.SuitePath)
-	}
 	var skipped []string
 	if suite.Spec.Provider == "kind" {
 		// Everything kind needs is checked before anything is created.

@@ -201,6 +201,10 @@ func buildMesh(ctx context.Context, spec cluster.Spec, opts TopologyOptions) (t 
 	if err := errors.Join(errs...); err != nil {
 		return t, err
 	}
+	// Datapaths without a mesh route other clusters' pods by address.
+	if err := t.addUnderlayRoutes(ctx); err != nil {
+		return t, err
+	}
 	for _, m := range ms {
 		if err := t.startEtcd(ctx, m); err != nil {
 			return t, fmt.Errorf("cluster %s: etcd: %w", m.spec.Name, err)
@@ -693,6 +697,10 @@ func (t *Topology) writeMeshClusterState() error {
 // meshDestroy deletes every cluster (at once), and kind's network when
 // the mesh created it.
 func (t *Topology) meshDestroy(ctx context.Context) error {
+	var routesErr error
+	if !t.opts.Retain {
+		routesErr = t.removeUnderlayRoutes(ctx)
+	}
 	errs := make([]error, len(t.mesh))
 	var wg sync.WaitGroup
 	for i, m := range t.mesh {
@@ -702,7 +710,7 @@ func (t *Topology) meshDestroy(ctx context.Context) error {
 		wg.Go(func() { errs[i] = m.topo.Destroy(ctx) })
 	}
 	wg.Wait()
-	err := errors.Join(errs...)
+	err := errors.Join(append(errs, routesErr)...)
 	if t.ownNetwork && !t.opts.Retain {
 		err = errors.Join(err, removeNetworkIfEmpty(ctx))
 	}

@@ -111,6 +111,9 @@ type Topology struct {
 	// whose agent publishes.
 	meshCfg     []byte
 	publishNode string
+	// underlayOn are, on a mesh, the kind nodes given the flat
+	// underlay's routes (underlay.go).
+	underlayOn []string
 }
 
 var (
