@@ -267,7 +267,7 @@ static __always_inline int handle_tunnel(struct __sk_buff *skb)
 	__be32 node;
 	int ret;
 
-	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0) {
+	if (bpf_skb_get_tunnel_key(skb, &key, TUNNEL_KEY_SIZE, 0) < 0) {
 		emit_event(EVENT_DROP, DIR_INGRESS, DROP_NO_TUNNEL_KEY, NULL, 0, 0, 0, skb->ifindex);
 		return verdict(DROP_NO_TUNNEL_KEY, DIR_INGRESS, skb->len);
 	}

@@ -81,6 +81,13 @@ struct tunnel_opt {
 	__be32 identity;
 };
 
+/* TUNNEL_KEY_SIZE is the size of struct bpf_tunnel_key passed to the
+ * tunnel key helpers: up to local_ipv4 (added in Linux 6.0; unused here),
+ * the layout kernels before 6.0 know as the whole struct and later ones
+ * accept as a compat size. sizeof() with this header fails (-EINVAL) on
+ * 5.x kernels. */
+#define TUNNEL_KEY_SIZE __builtin_offsetof(struct bpf_tunnel_key, local_ipv4)
+
 /* TUNNEL_MAC is the MAC of every node's VXLAN device: a decapsulated
  * frame is addressed to the device, so the stack takes it. */
 #define TUNNEL_MAC { 0x02, 0xfa, 0x57, 0x00, 0x00, 0x01 }
@@ -282,7 +289,7 @@ static __always_inline int tunnel_send(struct __sk_buff *skb, __be32 remote, __u
 	key.remote_ipv4 = bpf_ntohl(remote);
 	key.tunnel_id = geneve ? 0 : identity;
 	key.tunnel_ttl = 64;
-	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0)
+	if (bpf_skb_set_tunnel_key(skb, &key, TUNNEL_KEY_SIZE, BPF_F_ZERO_CSUM_TX) < 0)
 		return -DROP_MALFORMED;
 	if (geneve) {
 		struct tunnel_opt opt = {
