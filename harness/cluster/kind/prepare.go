@@ -3,8 +3,10 @@ package kind
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/fastpath-bench/fastpath/harness/images"
@@ -47,6 +49,9 @@ func (o *RunOptions) Prepare(ctx context.Context, logf func(string, ...any), dat
 	}
 	if err := Preflight(ctx, o.NodeImage); err != nil {
 		return fmt.Errorf("kind provider: %w", err)
+	}
+	if w := inotifyWarning(readInotifyInstances()); w != "" {
+		logf("%s", w)
 	}
 	dir := o.ImageBinDir
 	if dir == "" {
@@ -96,4 +101,33 @@ func BuildIptablesImage(ctx context.Context, dir string, logf func(string, ...an
 		return "", err
 	}
 	return ref, nil
+}
+
+// WantInotifyInstances is the fs.inotify.max_user_instances kind's
+// known-issues page asks for: every node's kubelet, containerd and
+// systemd, and every kube-proxy, hold inotify instances of the host's
+// root user, and the kernel's default 128 runs out with a mesh of kind
+// clusters (kube-proxy then exits with "too many open files").
+const WantInotifyInstances = 512
+
+const inotifyInstancesPath = "/proc/sys/fs/inotify/max_user_instances"
+
+// readInotifyInstances is the host's limit (0: unknown).
+func readInotifyInstances() int {
+	b, err := os.ReadFile(inotifyInstancesPath)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return n
+}
+
+// inotifyWarning warns of a limit below WantInotifyInstances ("" when it
+// is not, or unknown). The harness does not change it: the host is not
+// its to tune.
+func inotifyWarning(limit int) string {
+	if limit <= 0 || limit >= WantInotifyInstances {
+		return ""
+	}
+	return fmt.Sprintf("warning: fs.inotify.max_user_instances is %d: kube-proxy and kubelets of several kind clusters may exit with \"too many open files\" (kind's known issue); raise it with sysctl -w fs.inotify.max_user_instances=%d", limit, WantInotifyInstances)
 }

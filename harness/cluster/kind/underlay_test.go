@@ -92,3 +92,15 @@ func TestLabelPatch(t *testing.T) {
 		}
 	}
 }
+
+// A low inotify instance limit is warned about, with the fix.
+func TestInotifyWarning(t *testing.T) {
+	if w := inotifyWarning(128); !strings.Contains(w, "is 128") || !strings.Contains(w, "sysctl -w fs.inotify.max_user_instances=512") {
+		t.Errorf("128: %q", w)
+	}
+	for _, n := range []int{0, 512, 8192} {
+		if w := inotifyWarning(n); w != "" {
+			t.Errorf("%d: %q", n, w)
+		}
+	}
+}
