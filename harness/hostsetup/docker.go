@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -140,6 +141,20 @@ func SetupDocker(ctx context.Context, opts DockerOptions) (*DockerReport, error)
 			opts.Logf("%s: runtime %q removed", opts.DaemonJSON, RuntimeName)
 		}
 	}
+	// kind's known issue: kubelets, systemd and kube-proxy of every node
+	// of every cluster hold inotify instances of the host's user; with
+	// the kernel's default (128) a second cluster's kube-proxy exits with
+	// "too many open files".
+	for _, sc := range inotifySysctls {
+		changed, err := raiseSysctl(sc.path, sc.want)
+		if err != nil {
+			return rep, err
+		}
+		if changed {
+			rep.Changed = append(rep.Changed, fmt.Sprintf("%s=%d", sc.name, sc.want))
+			opts.Logf("raised %s to %d (kind's nodes hold inotify instances of the host; not kept across reboots)", sc.name, sc.want)
+		}
+	}
 	running := EngineAnswers(ctx)
 	if running && configChanged {
 		opts.Logf("restarting dockerd for its new configuration")
@@ -167,6 +182,35 @@ func SetupDocker(ctx context.Context, opts DockerOptions) (*DockerReport, error)
 			rep.DefaultRuntime, RuntimeName, opts.DaemonJSON)
 	}
 	return rep, nil
+}
+
+// inotifySysctls are the inotify limits kind's documentation asks for
+// when several clusters run on one host.
+var inotifySysctls = []struct {
+	name, path string
+	want       int
+}{
+	{"fs.inotify.max_user_instances", "/proc/sys/fs/inotify/max_user_instances", 512},
+	{"fs.inotify.max_user_watches", "/proc/sys/fs/inotify/max_user_watches", 524288},
+}
+
+// raiseSysctl writes want to the sysctl file at path when it holds less.
+func raiseSysctl(path string, want int) (bool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", path, err)
+	}
+	cur, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return false, fmt.Errorf("%s: %q is no number", path, strings.TrimSpace(string(b)))
+	}
+	if cur >= want {
+		return false, nil
+	}
+	if err := os.WriteFile(path, []byte(strconv.Itoa(want)), 0o644); err != nil {
+		return false, fmt.Errorf("raise %s from %d to %d: %w", path, cur, want, err)
+	}
+	return true, nil
 }
 
 // installWrapper copies the fastpath executable to path (when its contents

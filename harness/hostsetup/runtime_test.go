@@ -190,3 +190,21 @@ func TestWriteDaemonJSON(t *testing.T) {
 		t.Fatalf("bad JSON: %v", err)
 	}
 }
+
+func TestRaiseSysctl(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "max_user_instances")
+	os.WriteFile(p, []byte("128\n"), 0o644)
+	if changed, err := raiseSysctl(p, 512); err != nil || !changed {
+		t.Fatalf("128 -> 512: changed %v, %v", changed, err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "512" {
+		t.Fatalf("file holds %q", b)
+	}
+	if changed, err := raiseSysctl(p, 256); err != nil || changed {
+		t.Fatalf("512 is above 256: changed %v, %v", changed, err)
+	}
+	os.WriteFile(p, []byte("lots"), 0o644)
+	if _, err := raiseSysctl(p, 512); err == nil {
+		t.Fatal("a non-number was accepted")
+	}
+}
