@@ -99,15 +99,17 @@ func TestGeneveIdentity(t *testing.T) {
 		}
 		p.expectSent(func() error { return c.ForgeGeneve("n1", "n2", vni, opts, from, srv, 5353, []byte(payload)) }, payload, delivered)
 	}
+	// The refused ones first: forged datagrams share one 5-tuple per
+	// source address, and a delivered one makes the flow established.
 	// ForgeOverlay puts the identity in the option on a Geneve node.
 	p.expectSent(func() error { return c.ForgeOverlay("n1", "n2", other, cli, srv, 5353, []byte("forged-address")) }, "forged-address", false)
-	p.expectSent(func() error { return c.ForgeOverlay("n1", "n2", client, cli, srv, 5353, []byte("client")) }, "client", true)
-	p.expectSent(func() error { return c.ForgeOverlay("n1", "n2", client, oth, srv, 5353, []byte("identity-decides")) }, "identity-decides", true)
 	forge(client, GeneveIdentityOption(other), "client", "vni-ignored", false)
 	forge(client, nil, "client", "no-option", false)
 	wrongClass := GeneveIdentityOption(client)
 	wrongClass[0], wrongClass[1] = 0x01, 0x4b
 	forge(client, wrongClass, "client", "other-class", false)
+	p.expectSent(func() error { return c.ForgeOverlay("n1", "n2", client, cli, srv, 5353, []byte("client")) }, "client", true)
+	p.expectSent(func() error { return c.ForgeOverlay("n1", "n2", client, oth, srv, 5353, []byte("identity-decides")) }, "identity-decides", true)
 	forge(0, GeneveIdentityOption(client), "client", "client-again", true)
 
 	if err := c.StopAgents(ctx); err != nil {
