@@ -129,5 +129,5 @@ func inotifyWarning(limit int) string {
 	if limit <= 0 || limit >= WantInotifyInstances {
 		return ""
 	}
-	return fmt.Sprintf("warning: fs.inotify.max_user_instances is %d: kube-proxy and kubelets of several kind clusters may exit with \"too many open files\" (kind's known issue); raise it with sysctl -w fs.inotify.max_user_instances=%d", limit, WantInotifyInstances)
+	return fmt.Sprintf("warning: fs.inotify.max_user_instances is %d: kube-proxy and kubelets of several kind clusters may exit with \"too many open files\" (kind's known issue); fastpath host-setup docker raises it, or sysctl -w fs.inotify.max_user_instances=%d", limit, WantInotifyInstances)
 }
