@@ -534,3 +534,37 @@ type MeshPeer struct {
 	Services  int    `json:"services,omitempty"`
 	Backends  int    `json:"backends,omitempty"`
 }
+
+// WaitMeshPeers polls the agent until its status shows, for every peer
+// cluster of want, that many of the peer's pods programmed
+// (status.mesh.peers), or ctx ends; the error then names what it has.
+func (c *Client) WaitMeshPeers(ctx context.Context, interval time.Duration, want map[string]int) error {
+	var last *Status
+	_, err := c.WaitFor(ctx, interval, func(s *Status) bool {
+		last = s
+		if s.Mesh == nil {
+			return false
+		}
+		got := map[string]int{}
+		for _, p := range s.Mesh.Peers {
+			got[p.Name] = p.Endpoints
+		}
+		for k, v := range want {
+			if got[k] != v {
+				return false
+			}
+		}
+		return true
+	})
+	if err == nil {
+		return nil
+	}
+	var peers []string
+	if last != nil && last.Mesh != nil {
+		for _, p := range last.Mesh.Peers {
+			peers = append(peers, fmt.Sprintf("%s: %d", p.Name, p.Endpoints))
+		}
+	}
+	sort.Strings(peers)
+	return fmt.Errorf("peers' pods programmed: want %v, has [%s]: %w", want, strings.Join(peers, ", "), err)
+}

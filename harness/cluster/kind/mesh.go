@@ -20,7 +20,6 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
-	"github.com/fastpath-bench/fastpath/datapath/agentapi"
 	"github.com/fastpath-bench/fastpath/datapath/clustermesh"
 	"github.com/fastpath-bench/fastpath/harness/cluster"
 )
@@ -504,33 +503,8 @@ func (t *Topology) waitMesh(ctx context.Context) error {
 				want[m.spec.Name] = len(m.topo.Pods())
 			}
 		}
-		var last *agentapi.Status
-		_, err := t.AgentClient(n).WaitFor(ctx, 50*time.Millisecond, func(s *agentapi.Status) bool {
-			last = s
-			if s.Mesh == nil {
-				return false
-			}
-			got := map[string]int{}
-			for _, p := range s.Mesh.Peers {
-				got[p.Name] = p.Endpoints
-			}
-			for k, v := range want {
-				if got[k] != v {
-					return false
-				}
-			}
-			return true
-		})
-		if err != nil {
-			var peers []string
-			if last != nil && last.Mesh != nil {
-				for _, p := range last.Mesh.Peers {
-					peers = append(peers, fmt.Sprintf("%s: %d", p.Name, p.Endpoints))
-				}
-			}
-			sort.Strings(peers)
-			return fmt.Errorf("agent on %s (cluster %s) did not program its peers' pods (want %v, has [%s]): %w%s",
-				n, self.spec.Name, want, strings.Join(peers, ", "), err, self.topo.agentDiagnosis(ctx, n))
+		if err := t.AgentClient(n).WaitMeshPeers(ctx, 50*time.Millisecond, want); err != nil {
+			return fmt.Errorf("agent on %s (cluster %s) did not program its peers' pods: %w%s", n, self.spec.Name, err, self.topo.agentDiagnosis(ctx, n))
 		}
 	}
 	return nil

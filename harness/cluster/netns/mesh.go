@@ -8,14 +8,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/fastpath-bench/fastpath/datapath/agentapi"
 	"github.com/fastpath-bench/fastpath/datapath/clustermesh"
 	"github.com/fastpath-bench/fastpath/datapath/clustermesh/embedetcd"
 	"github.com/fastpath-bench/fastpath/datapath/model"
@@ -438,34 +436,9 @@ func (c *Cluster) waitMesh(ctx context.Context) error {
 				want[m.spec.Name] = m.pods
 			}
 		}
-		cl := c.AgentClient(n.name)
-		var last *agentapi.Status
-		_, err := cl.WaitFor(ctx, 20*time.Millisecond, func(s *agentapi.Status) bool {
-			last = s
-			if s.Mesh == nil {
-				return false
-			}
-			got := map[string]int{}
-			for _, p := range s.Mesh.Peers {
-				got[p.Name] = p.Endpoints
-			}
-			for k, v := range want {
-				if got[k] != v {
-					return false
-				}
-			}
-			return true
-		})
-		if err != nil {
-			var peers []string
-			if last != nil && last.Mesh != nil {
-				for _, p := range last.Mesh.Peers {
-					peers = append(peers, fmt.Sprintf("%s: %d", p.Name, p.Endpoints))
-				}
-			}
-			sort.Strings(peers)
-			return fmt.Errorf("agent on %s (cluster %s) did not program its peers' pods (want %v, has [%s]; see %s): %w",
-				n.name, self.spec.Name, want, strings.Join(peers, ", "), filepath.Join(c.logDir, "agent-"+n.name+".log"), err)
+		if err := c.AgentClient(n.name).WaitMeshPeers(ctx, 20*time.Millisecond, want); err != nil {
+			return fmt.Errorf("agent on %s (cluster %s) did not program its peers' pods (see %s): %w",
+				n.name, self.spec.Name, filepath.Join(c.logDir, "agent-"+n.name+".log"), err)
 		}
 	}
 	return nil
