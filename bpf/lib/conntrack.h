@@ -83,6 +83,22 @@ static __always_inline void ct_touch(struct ct_entry *e, const struct flow4 *f,
 	e->expires_ns = now + ct_lifetime(f, flags);
 }
 
+/* ct_follow keeps the lifetime of an entry that shadows a connection
+ * (return tunnels, egress gateway NAT) as conntrack keeps the
+ * connection's: closing after a FIN or RST, open again on a new SYN. */
+static __always_inline void ct_follow(__u32 *flags, __u64 *expires_ns,
+				      const struct flow4 *f, __u64 now)
+{
+	__u32 fl = *flags;
+
+	if ((f->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN)
+		fl = 0;
+	if (f->tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST))
+		fl |= CT_F_CLOSING;
+	*flags = fl;
+	*expires_ns = now + ct_lifetime(f, fl | CT_F_SEEN_REPLY);
+}
+
 /* ct_lookup classifies a packet seen in direction dir; for a reply it
  * sets *rev_nat to the frontend id of a load-balanced connection (0 for
  * others). */

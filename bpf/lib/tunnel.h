@@ -180,14 +180,7 @@ static __always_inline int tunnel_identity_of(struct __sk_buff *skb, const struc
  * entry lives: closing after a FIN or RST, again open on a new SYN. */
 static __always_inline void tunnel_flow_touch(struct tunnel_flow *e, const struct flow4 *f, __u64 now)
 {
-	__u32 flags = e->flags;
-
-	if ((f->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN)
-		flags = 0;
-	if (f->tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST))
-		flags |= CT_F_CLOSING;
-	e->flags = flags;
-	e->expires_ns = now + ct_lifetime(f, flags | CT_F_SEEN_REPLY);
+	ct_follow(&e->flags, &e->expires_ns, f, now);
 }
 
 /*
