@@ -34,6 +34,10 @@ type BackendDump struct {
 // DumpLB reads the load balancer's maps (not the user-space copy), so it
 // shows what the datapath uses.
 func (d *Datapath) DumpLB() ([]FrontendDump, map[uint32]BackendDump, error) {
+	// Not while an apply swaps selection arrays: a replaced array's id
+	// names no map any more once the outer map lets go of it.
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	var fronts []FrontendDump
 	var fk lxcLbFrontendKey
 	var fv lxcLbFrontend
