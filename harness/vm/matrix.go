@@ -311,10 +311,22 @@ func parseTestEvents(data []byte) map[string]Cell {
 		case "skip":
 			out[e.Test] = Cell{Status: Skip, Reason: last(logs[e.Test])}
 		case "fail":
-			out[e.Test] = Cell{Status: Fail, Reason: first(logs[e.Test])}
+			out[e.Test] = Cell{Status: Fail, Reason: failure(logs[e.Test])}
 		}
 	}
 	return out
+}
+
+// failure is a failed test's reason: its first line from the test itself
+// ("file_test.go:N: ..."), else its first line (the code under test may
+// log before it).
+func failure(lines []string) string {
+	for _, l := range lines {
+		if i := strings.Index(l, "_test.go:"); i > 0 && !strings.ContainsAny(l[:i], " \t") {
+			return l
+		}
+	}
+	return first(lines)
 }
 
 func last(s []string) string {

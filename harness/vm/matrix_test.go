@@ -95,3 +95,22 @@ func TestBuildMatrix(t *testing.T) {
 		t.Error("want OK")
 	}
 }
+
+// TestFailureReason: a failed test's reason is its own first failure
+// line, not a log line of the code under test before it.
+func TestFailureReason(t *testing.T) {
+	events := `{"Action":"output","Test":"TestX","Output":"=== RUN   TestX\n"}
+{"Action":"output","Test":"TestX","Output":"2026/12/05 WARN uplink not found: L7 rules cannot be enforced\n"}
+{"Action":"output","Test":"TestX","Output":"    mesh_test.go:321: east's t/echo as west sees it: map[]\n"}
+{"Action":"fail","Test":"TestX"}
+{"Action":"output","Test":"TestY","Output":"panic: boom\n"}
+{"Action":"fail","Test":"TestY"}
+`
+	got := parseTestEvents([]byte(events))
+	if r := got["TestX"].Reason; r != "mesh_test.go:321: east's t/echo as west sees it: map[]" {
+		t.Errorf("TestX reason %q", r)
+	}
+	if r := got["TestY"].Reason; r != "panic: boom" {
+		t.Errorf("TestY reason %q", r)
+	}
+}
