@@ -23,7 +23,7 @@ id: %d
 podCIDRs: [%s]
 serviceCIDR: %s
 endpoints: [%s]
-leaseTTL: 2s
+leaseTTL: 10s
 peers:
 - {name: %s, id: %d, podCIDRs: [%s], serviceCIDR: %s, endpoints: [%s]}
 `
