@@ -10,7 +10,6 @@ import (
 
 	"github.com/fastpath-bench/fastpath/datapath/agentapi"
 	"github.com/fastpath-bench/fastpath/datapath/lxc"
-	"github.com/fastpath-bench/fastpath/datapath/model"
 	"github.com/fastpath-bench/fastpath/harness/cluster"
 	"github.com/fastpath-bench/fastpath/harness/probe"
 	"github.com/fastpath-bench/fastpath/internal/testutil"
@@ -73,24 +72,10 @@ func TestGeneveIdentity(t *testing.T) {
 		t.Fatalf("n2's %s received %d packets before and %d after the probes: the overlay was not used", lxc.GeneveDevice, before, after)
 	}
 
-	objs, err := (&model.Loader{}).Load(c.StateDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := model.Resolve(objs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	idOf := func(pod string) uint32 {
-		ep, ok := r.EndpointByIP(pods[pod].IP)
-		if !ok {
-			t.Fatalf("no endpoint for %s", pod)
-		}
-		return uint32(ep.Identity)
-	}
-	client, other := idOf("client"), idOf("other")
+	idOf := identities(t, c, pods)
+	client, other := uint32(idOf("client")), uint32(idOf("other"))
 	srv, cli, oth := pods["server"].IP, pods["client"].IP, pods["other"].IP
-	p := newVXLANProbe(t, c.PodNetns("t/server"), srv, 5353, n1, NodeIP(1))
+	p := newOverlayProbe(t, c.PodNetns("t/server"), 5353)
 	forge := func(vni uint32, opts []byte, src string, payload string, delivered bool) {
 		t.Helper()
 		from := cli

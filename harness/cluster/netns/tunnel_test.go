@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
-	"net/netip"
 	"os/exec"
 	"testing"
 	"time"
@@ -51,25 +50,16 @@ func TestTunnelIdentity(t *testing.T) {
 	}
 
 	// Forged VXLAN from node n1 to n2, to a UDP socket in the server pod.
-	objs, err := (&model.Loader{}).Load(c.StateDir())
-	if err != nil {
-		t.Fatal(err)
+	idOf := identities(t, c, pods)
+	srv := pods["server"].IP
+	vx := newOverlayProbe(t, c.PodNetns("t/server"), 5353)
+	forge := func(id model.Identity, src, payload string, delivered bool) {
+		t.Helper()
+		vx.expectSent(func() error { return c.ForgeOverlay("n1", "n2", uint32(id), pods[src].IP, srv, 5353, []byte(payload)) }, payload, delivered)
 	}
-	r, err := model.Resolve(objs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	idOf := func(pod string) model.Identity {
-		ep, ok := r.EndpointByIP(pods[pod].IP)
-		if !ok {
-			t.Fatalf("no endpoint for %s", pod)
-		}
-		return ep.Identity
-	}
-	vx := newVXLANProbe(t, c.PodNetns("t/server"), pods["server"].IP, 5353, n1, NodeIP(1))
-	vx.expect(idOf("other"), pods["client"].IP, "forged-address", false)
-	vx.expect(idOf("client"), pods["client"].IP, "client", true)
-	vx.expect(idOf("client"), pods["other"].IP, "identity-decides", true)
+	forge(idOf("other"), "client", "forged-address", false)
+	forge(idOf("client"), "client", "client", true)
+	forge(idOf("client"), "other", "identity-decides", true)
 
 	if err := c.StopAgents(ctx); err != nil {
 		t.Fatal(err)
@@ -155,21 +145,17 @@ func rxPacketsOn(t *testing.T, ns, dev string) uint64 {
 	return links[0].Stats64.RX.Packets
 }
 
-// vxlanProbe forges VXLAN frames from a node to a UDP port of a pod on
-// another node and reports whether the pod received them.
-type vxlanProbe struct {
+// overlayProbe listens on a UDP port of a pod and reports whether
+// packets forged to it (through the overlay) arrived.
+type overlayProbe struct {
 	t        *testing.T
-	from     string     // the sending node's namespace
-	node     netip.Addr // the receiving node
-	dst      netip.Addr // the pod
-	port     uint16
 	received chan string
 }
 
-// newVXLANProbe listens on UDP port in the pod's namespace podNS.
-func newVXLANProbe(t *testing.T, podNS string, dst netip.Addr, port uint16, from string, node netip.Addr) *vxlanProbe {
+// newOverlayProbe listens on UDP port in the pod's namespace podNS.
+func newOverlayProbe(t *testing.T, podNS string, port uint16) *overlayProbe {
 	t.Helper()
-	p := &vxlanProbe{t: t, from: from, node: node, dst: dst, port: port, received: make(chan string, 8)}
+	p := &overlayProbe{t: t, received: make(chan string, 8)}
 	err := execx.RunInNetns(podNS, func() error {
 		conn, err := net.ListenUDP("udp4", &net.UDPAddr{Port: int(port)})
 		if err != nil {
@@ -194,27 +180,31 @@ func newVXLANProbe(t *testing.T, podNS string, dst netip.Addr, port uint16, from
 	return p
 }
 
-// expect sends payload from src with identity vni in the VNI and checks
-// whether the pod received it.
-func (p *vxlanProbe) expect(vni model.Identity, src netip.Addr, payload string, delivered bool) {
-	p.t.Helper()
-	frame := VXLANFrame(uint32(vni), lxc.TunnelMAC, src, p.dst, p.port, []byte(payload))
-	p.expectSent(func() error {
-		return execx.RunInNetns(p.from, func() error {
-			conn, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.node, uint16(lxc.TunnelPort))))
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			_, err = conn.Write(frame)
-			return err
-		})
-	}, payload, delivered)
+// identities resolves c's state as its agents do and returns a lookup of
+// the pods' identities by name.
+func identities(t *testing.T, c *Cluster, pods map[string]cluster.Pod) func(pod string) model.Identity {
+	t.Helper()
+	objs, err := (&model.Loader{}).Load(c.StateDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := model.Resolve(objs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(pod string) model.Identity {
+		t.Helper()
+		ep, ok := r.EndpointByIP(pods[pod].IP)
+		if !ok {
+			t.Fatalf("no endpoint for %s", pod)
+		}
+		return ep.Identity
+	}
 }
 
 // expectSent runs send, which forges payload to the pod, and checks
 // whether the pod received it.
-func (p *vxlanProbe) expectSent(send func() error, payload string, delivered bool) {
+func (p *overlayProbe) expectSent(send func() error, payload string, delivered bool) {
 	p.t.Helper()
 	if err := send(); err != nil {
 		p.t.Fatal(err)
