@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -54,12 +53,6 @@ type meshMember struct {
 // cluster ("mesh|east=rv:...|west=rv:...").
 const meshTokenPrefix = "mesh|"
 
-// DefaultServiceCIDR of cluster id in a mesh: 10.(95+id).0.0/16 (id 1:
-// Kubernetes' default), as on netns.
-func DefaultServiceCIDR(id int) netip.Prefix {
-	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(95 + id), 0, 0}), 16)
-}
-
 // MeshPodSubnet is the pod CIDR of the i-th cluster of a mesh:
 // 10.(244+i).0.0/16 (the first is kind's default).
 func MeshPodSubnet(i int) netip.Prefix {
@@ -92,21 +85,11 @@ func planMesh(spec cluster.Spec) ([]*meshMember, []cluster.Spec, error) {
 			errs = append(errs, fmt.Errorf("clusters[%d].id: %d twice", i, cs.ID))
 		}
 		names[cs.Name], ids[cs.ID] = true, true
-		if len(cs.Nodes) == 0 {
-			errs = append(errs, fmt.Errorf("clusters[%d] (%s).nodes: none", i, cs.Name))
-		}
 		for _, n := range cs.Nodes {
-			if prev, ok := of[n]; ok {
-				errs = append(errs, fmt.Errorf("clusters[%d] (%s).nodes: node %q is also in cluster %q", i, cs.Name, n, prev))
-			}
 			of[n] = cs.Name
 		}
 	}
-	for _, n := range spec.Nodes {
-		if _, ok := of[n]; !ok {
-			errs = append(errs, fmt.Errorf("nodes: node %q is in no cluster of clusters", n))
-		}
-	}
+	errs = append(errs, spec.CheckClusterNodes()...)
 	for _, p := range spec.Pods {
 		if _, ok := of[p.Node]; !ok {
 			errs = append(errs, fmt.Errorf("pod %s/%s: node %q is in no cluster", p.Namespace, p.Name, p.Node))
@@ -120,7 +103,7 @@ func planMesh(spec cluster.Spec) ([]*meshMember, []cluster.Spec, error) {
 	for i, cs := range spec.Clusters {
 		m := &meshMember{spec: cs, podSubnet: MeshPodSubnet(i), serviceCIDR: cs.ServiceCIDR}
 		if !m.serviceCIDR.IsValid() {
-			m.serviceCIDR = DefaultServiceCIDR(cs.ID)
+			m.serviceCIDR = cluster.DefaultServiceCIDR(cs.ID)
 		}
 		if m.serviceCIDR.Overlaps(m.podSubnet) {
 			errs = append(errs, fmt.Errorf("clusters[%d] (%s): service CIDR %s overlaps its pod CIDR %s", i, cs.Name, m.serviceCIDR, m.podSubnet))
@@ -297,46 +280,30 @@ func (t *Topology) stopEtcd(ctx context.Context, m *meshMember) error {
 // cluster's pod subnet, plus /32s for its pods at requested addresses
 // outside it, its service CIDR and its etcd.
 func meshConfig(ms []*meshMember, self *meshMember, ttl time.Duration) *clustermesh.Config {
-	member := func(m *meshMember) clustermesh.Cluster {
-		c := clustermesh.Cluster{Name: m.spec.Name, ID: m.spec.ID, ServiceCIDR: m.serviceCIDR.String(), Endpoints: []string{m.etcdURL},
-			PodCIDRs: []string{m.podSubnet.String()}}
-		if m.etcdURL == "" {
-			c.Endpoints = []string{fmt.Sprintf("http://0.0.0.0:%d", EtcdPort)}
+	members := make([]cluster.MeshMember, len(ms))
+	at := 0
+	for i, m := range ms {
+		if m == self {
+			at = i
 		}
-		var extra []string
+		ep := m.etcdURL
+		if ep == "" {
+			ep = fmt.Sprintf("http://0.0.0.0:%d", EtcdPort)
+		}
+		cidrs := []netip.Prefix{m.podSubnet}
 		if m.topo != nil {
+			var extra []netip.Prefix
 			for _, p := range m.topo.spec.Pods {
 				if p.IP.IsValid() && !m.podSubnet.Contains(p.IP) {
-					extra = append(extra, netip.PrefixFrom(p.IP, 32).String())
+					extra = append(extra, netip.PrefixFrom(p.IP, 32))
 				}
 			}
+			slices.SortFunc(extra, netip.Prefix.Compare)
+			cidrs = append(cidrs, slices.Compact(extra)...)
 		}
-		sort.Strings(extra)
-		c.PodCIDRs = append(c.PodCIDRs, slices.Compact(extra)...)
-		return c
+		members[i] = cluster.MeshMember{Name: m.spec.Name, ID: m.spec.ID, PodCIDRs: cidrs, ServiceCIDR: m.serviceCIDR, Endpoint: ep}
 	}
-	cfg := &clustermesh.Config{Cluster: member(self)}
-	if ttl > 0 {
-		cfg.LeaseTTL = ttl.String()
-	}
-	for _, m := range ms {
-		if m != self {
-			cfg.Peers = append(cfg.Peers, member(m))
-		}
-	}
-	// Requested addresses may repeat across clusters: the overlay tells
-	// such pods apart by identity.
-	for _, a := range cfg.PodCIDRs {
-		for _, p := range cfg.Peers {
-			for _, b := range p.PodCIDRs {
-				if netip.MustParsePrefix(a).Overlaps(netip.MustParsePrefix(b)) {
-					cfg.AllowOverlappingPodCIDRs = true
-				}
-			}
-		}
-	}
-	cfg.Default()
-	return cfg
+	return cluster.MeshConfig(members, at, ttl)
 }
 
 // updateMeshConfigs renders every member's mesh configuration into it

@@ -51,12 +51,6 @@ type meshCluster struct {
 	clientURL, peerURL string
 }
 
-// defaultServiceCIDR of cluster id: 10.(95+id).0.0/16 (id 1: 10.96.0.0/16,
-// Kubernetes' default).
-func defaultServiceCIDR(id int) netip.Prefix {
-	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(95 + id), 0, 0}), 16)
-}
-
 // meshTokenPrefix starts the token WriteState returns for a mesh: one
 // state digest per cluster ("mesh;east=<digest>;west=<digest>").
 const meshTokenPrefix = "mesh;"
@@ -68,24 +62,7 @@ func validateMesh(spec cluster.Spec) error {
 	if len(spec.Clusters) == 0 {
 		return nil
 	}
-	var errs []error
-	of := map[string]string{}
-	for i, cs := range spec.Clusters {
-		if len(cs.Nodes) == 0 {
-			errs = append(errs, fmt.Errorf("clusters[%d] (%s).nodes: none", i, cs.Name))
-		}
-		for _, n := range cs.Nodes {
-			if prev, ok := of[n]; ok {
-				errs = append(errs, fmt.Errorf("clusters[%d] (%s).nodes: node %q is also in cluster %q", i, cs.Name, n, prev))
-			}
-			of[n] = cs.Name
-		}
-	}
-	for _, n := range spec.Nodes {
-		if _, ok := of[n]; !ok {
-			errs = append(errs, fmt.Errorf("nodes: node %q is in no cluster of clusters", n))
-		}
-	}
+	errs := spec.CheckClusterNodes()
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
@@ -114,7 +91,7 @@ func planMesh(spec cluster.Spec, runDir string) []*meshCluster {
 	for _, cs := range spec.Clusters {
 		m := &meshCluster{spec: cs, serviceCIDR: cs.ServiceCIDR}
 		if !m.serviceCIDR.IsValid() {
-			m.serviceCIDR = defaultServiceCIDR(cs.ID)
+			m.serviceCIDR = cluster.DefaultServiceCIDR(cs.ID)
 		}
 		in := map[string]bool{}
 		for _, n := range cs.Nodes {
@@ -143,42 +120,22 @@ func planMesh(spec cluster.Spec, runDir string) []*meshCluster {
 	return out
 }
 
-// meshConfig is cluster self's --clustermesh configuration.
+// meshConfig is cluster self's --clustermesh configuration (its etcd not
+// started yet: a stand-in endpoint on the external host).
 func meshConfig(ms []*meshCluster, self *meshCluster, ttl time.Duration) *clustermesh.Config {
-	member := func(m *meshCluster) clustermesh.Cluster {
+	members := make([]cluster.MeshMember, len(ms))
+	at := 0
+	for i, m := range ms {
+		if m == self {
+			at = i
+		}
 		ep := m.clientURL
 		if ep == "" {
 			ep = "http://" + externalIP.String() + ":2379"
 		}
-		c := clustermesh.Cluster{Name: m.spec.Name, ID: m.spec.ID, ServiceCIDR: m.serviceCIDR.String(), Endpoints: []string{ep}}
-		for _, p := range m.podCIDRs {
-			c.PodCIDRs = append(c.PodCIDRs, p.String())
-		}
-		return c
+		members[i] = cluster.MeshMember{Name: m.spec.Name, ID: m.spec.ID, PodCIDRs: m.podCIDRs, ServiceCIDR: m.serviceCIDR, Endpoint: ep}
 	}
-	cfg := &clustermesh.Config{Cluster: member(self)}
-	if ttl > 0 {
-		cfg.LeaseTTL = ttl.String()
-	}
-	for _, m := range ms {
-		if m != self {
-			cfg.Peers = append(cfg.Peers, member(m))
-		}
-	}
-	// Requested addresses may repeat across clusters (the overlapping-CIDR
-	// cases): the overlay tells such pods apart by identity.
-	for _, a := range append([]string{}, cfg.PodCIDRs...) {
-		for _, p := range cfg.Peers {
-			for _, b := range p.PodCIDRs {
-				pa, pb := netip.MustParsePrefix(a), netip.MustParsePrefix(b)
-				if pa.Overlaps(pb) {
-					cfg.AllowOverlappingPodCIDRs = true
-				}
-			}
-		}
-	}
-	cfg.Default()
-	return cfg
+	return cluster.MeshConfig(members, at, ttl)
 }
 
 // ClusterOf names the cluster of node ("" without a mesh).
