@@ -3,6 +3,7 @@ package cluster
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/fastpath-bench/fastpath/datapath/clustermesh"
@@ -83,4 +84,36 @@ func MeshConfig(members []MeshMember, self int, ttl time.Duration) *clustermesh.
 	}
 	cfg.Default()
 	return cfg
+}
+
+// MeshTokenPrefix starts the state token WriteState returns on a mesh:
+// each cluster's own token by name ("mesh|east=...|west=...").
+const MeshTokenPrefix = "mesh|"
+
+// MeshToken joins the clusters' tokens (names[i]'s is tokens[i]).
+func MeshToken(names, tokens []string) string {
+	parts := make([]string, len(names))
+	for i := range names {
+		parts[i] = names[i] + "=" + tokens[i]
+	}
+	return MeshTokenPrefix + strings.Join(parts, "|")
+}
+
+// SplitMeshToken gives each cluster's token of a mesh token; a token of
+// no mesh stands for every cluster of names.
+func SplitMeshToken(token string, names []string) map[string]string {
+	out := map[string]string{}
+	rest, ok := strings.CutPrefix(token, MeshTokenPrefix)
+	if !ok {
+		for _, n := range names {
+			out[n] = token
+		}
+		return out
+	}
+	for _, kv := range strings.Split(rest, "|") {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			out[k] = v
+		}
+	}
+	return out
 }

@@ -70,11 +70,11 @@ func labelPatch(key string, value *string) ([]byte, error) {
 // meshToken is the token of the mesh's state as it is now: each cluster's
 // revisions.
 func (t *Topology) meshToken() string {
-	toks := make([]string, 0, len(t.mesh))
+	var names, toks []string
 	for _, m := range t.mesh {
 		m.topo.mu.Lock()
-		toks = append(toks, m.spec.Name+"="+agentapi.RevisionToken(m.topo.revs))
+		names, toks = append(names, m.spec.Name), append(toks, agentapi.RevisionToken(m.topo.revs))
 		m.topo.mu.Unlock()
 	}
-	return meshTokenPrefix + strings.Join(toks, "|")
+	return cluster.MeshToken(names, toks)
 }

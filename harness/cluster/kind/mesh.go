@@ -49,10 +49,6 @@ type meshMember struct {
 	etcdURL     string
 }
 
-// meshTokenPrefix starts a mesh's state token: one revision token per
-// cluster ("mesh|east=rv:...|west=rv:...").
-const meshTokenPrefix = "mesh|"
-
 // MeshPodSubnet is the pod CIDR of the i-th cluster of a mesh:
 // 10.(244+i).0.0/16 (the first is kind's default).
 func MeshPodSubnet(i int) netip.Prefix {
@@ -500,44 +496,25 @@ func (t *Topology) meshWriteState(name string, data []byte) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("cluster %s: %w", m.spec.Name, err)
 		}
-		toks = append(toks, m.spec.Name+"="+tok)
+		toks = append(toks, tok)
 	}
 	if err := writeFileAtomic(filepath.Join(t.dir, "state", name), data); err != nil {
 		return "", err
 	}
-	return meshTokenPrefix + strings.Join(toks, "|"), nil
+	return cluster.MeshToken(names, toks), nil
 }
 
 func (t *Topology) meshRemoveState(name string) (string, error) {
-	toks := make([]string, 0, len(t.mesh))
+	var names, toks []string
 	for _, m := range t.mesh {
 		tok, err := m.topo.RemoveState(name)
 		if err != nil {
 			return "", fmt.Errorf("cluster %s: %w", m.spec.Name, err)
 		}
-		toks = append(toks, m.spec.Name+"="+tok)
+		names, toks = append(names, m.spec.Name), append(toks, tok)
 	}
 	_ = os.Remove(filepath.Join(t.dir, "state", name))
-	return meshTokenPrefix + strings.Join(toks, "|"), nil
-}
-
-// splitMeshToken gives each cluster's token of a mesh token (a token of
-// no mesh goes to every cluster).
-func splitMeshToken(token string, names []string) map[string]string {
-	out := map[string]string{}
-	rest, ok := strings.CutPrefix(token, meshTokenPrefix)
-	if !ok {
-		for _, n := range names {
-			out[n] = token
-		}
-		return out
-	}
-	for _, kv := range strings.Split(rest, "|") {
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			out[k] = v
-		}
-	}
-	return out
+	return cluster.MeshToken(names, toks), nil
 }
 
 // meshWaitProgrammed waits per cluster for its token, then (ebpf) until
@@ -547,7 +524,7 @@ func (t *Topology) meshWaitProgrammed(ctx context.Context, token string, since t
 	for _, m := range t.mesh {
 		names = append(names, m.spec.Name)
 	}
-	toks := splitMeshToken(token, names)
+	toks := cluster.SplitMeshToken(token, names)
 	out := map[string]time.Duration{}
 	for _, m := range t.mesh {
 		d, err := m.topo.WaitProgrammed(ctx, toks[m.spec.Name], since)

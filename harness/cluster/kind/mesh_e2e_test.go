@@ -101,7 +101,7 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(tok, meshTokenPrefix) {
+	if !strings.HasPrefix(tok, cluster.MeshTokenPrefix) {
 		t.Fatalf("token %q", tok)
 	}
 	if _, err := topo.WaitProgrammed(ctx, tok, since); err != nil {

@@ -114,7 +114,7 @@ func TestKindMeshConfig(t *testing.T) {
 	if len(back.Peers) != 1 || back.Peers[0].Name != "east" || back.Peers[0].Endpoints[0] != "http://172.18.0.2:12379" {
 		t.Errorf("peers %+v", back.Peers)
 	}
-	if tok := splitMeshToken("mesh|east=rv:pods=3,services=4|west=rv:pods=9", []string{"east", "west"}); tok["east"] != "rv:pods=3,services=4" || tok["west"] != "rv:pods=9" {
+	if tok := cluster.SplitMeshToken("mesh|east=rv:pods=3,services=4|west=rv:pods=9", []string{"east", "west"}); tok["east"] != "rv:pods=3,services=4" || tok["west"] != "rv:pods=9" {
 		t.Errorf("split token %v", tok)
 	}
 }

@@ -51,10 +51,6 @@ type meshCluster struct {
 	clientURL, peerURL string
 }
 
-// meshTokenPrefix starts the token WriteState returns for a mesh: one
-// state digest per cluster ("mesh;east=<digest>;west=<digest>").
-const meshTokenPrefix = "mesh;"
-
 // validateMesh checks Spec.Clusters, and the mesh configurations the
 // agents would get (duplicate ids, overlapping service CIDRs...), before
 // anything is created.
@@ -353,30 +349,24 @@ func (c *Cluster) removeMeshState(name string) (string, error) {
 }
 
 func (c *Cluster) meshToken() (string, error) {
-	parts := make([]string, 0, len(c.mesh))
+	var names, digests []string
 	for _, m := range c.mesh {
 		h, err := m.hasher.HashDir(m.stateDir)
 		if err != nil {
 			return "", err
 		}
-		parts = append(parts, m.spec.Name+"="+h)
+		names, digests = append(names, m.spec.Name), append(digests, h)
 	}
-	return meshTokenPrefix + strings.Join(parts, ";"), nil
+	return cluster.MeshToken(names, digests), nil
 }
 
 // digestFor is the state digest node's agent must report for token.
 func (c *Cluster) digestFor(token, node string) string {
-	rest, ok := strings.CutPrefix(token, meshTokenPrefix)
-	if !ok {
+	if len(c.mesh) == 0 {
 		return token
 	}
 	want := c.ClusterOf(node)
-	for _, kv := range strings.Split(rest, ";") {
-		if k, v, _ := strings.Cut(kv, "="); k == want {
-			return v
-		}
-	}
-	return ""
+	return cluster.SplitMeshToken(token, []string{want})[want]
 }
 
 // waitMesh waits until every agent has programmed every peer cluster's

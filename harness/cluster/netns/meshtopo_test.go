@@ -77,7 +77,7 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(token, meshTokenPrefix) {
+	if !strings.HasPrefix(token, cluster.MeshTokenPrefix) {
 		t.Fatalf("token %q", token)
 	}
 	if _, err := os.Stat(filepath.Join(c.ClusterStateDir("east"), "50-policy.yaml")); !os.IsNotExist(err) {
