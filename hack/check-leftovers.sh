@@ -9,6 +9,9 @@ if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
   while read -r cl name; do
     [[ "$cl" == fp-* ]] && left+=("kind node container $name")
   done < <(docker ps -a --filter label=io.x-k8s.kind.cluster --format '{{.Label "io.x-k8s.kind.cluster"}} {{.Names}}')
+  if [[ -n "$(docker network ls -q --filter name=^fastpath-kind$)" ]] && [[ "$(docker network inspect --format '{{len .Containers}}' fastpath-kind)" == 0 ]]; then
+    left+=("docker network fastpath-kind (no container on it)")
+  fi
 fi
 if ((${#left[@]})); then
   printf 'check-leftovers: left behind: %s\n' "${left[@]}" >&2

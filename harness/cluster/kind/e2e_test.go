@@ -183,6 +183,54 @@ spec:
 	t.Logf("iptables baseline with kube-proxy, and back to eBPF, in %s", time.Since(start).Round(time.Second))
 }
 
+// checkNodePortFromExternal: the nodes are on NodeNetwork, and the host
+// outside the cluster (at ExternalIP on that network) reaches the server
+// pod through a NodePort Service on either node (the eBPF datapath's
+// NodePort on the node's eth0: locally, and forwarded to the other node).
+func checkNodePortFromExternal(t *testing.T, ctx context.Context, topo *Topology) {
+	t.Helper()
+	ext := topo.ExternalNetns()
+	if ext == "" {
+		t.Fatal("no external host")
+	}
+	for _, n := range []string{"node1", "node2"} {
+		if ip := topo.NodeIP(n); !NodeNetwork.Contains(ip) {
+			t.Fatalf("%s has %s, outside %s", n, ip, NodeNetwork)
+		}
+	}
+	svc := []byte(`apiVersion: v1
+kind: Service
+metadata: {name: server-np, namespace: e2e}
+spec:
+  type: NodePort
+  selector: {app: server}
+  ports: [{name: echo, port: 80, targetPort: 8080, nodePort: 30080, protocol: TCP}]
+`)
+	since := time.Now()
+	tok, err := topo.WriteState("nodeport.yaml", svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := topo.WaitProgrammed(ctx, tok, since); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"node1", "node2"} {
+		if r := probe.Connect(ctx, ext, topo.NodeIP(n), 30080, "TCP", 2*time.Second); !r.Connected {
+			t.Fatalf("external host %s -> NodePort %s:30080 (%s): %v", ExternalIP, topo.NodeIP(n), n, r.Err)
+		}
+	}
+	if r := probe.Connect(ctx, ext, topo.NodeIP("node1"), 30081, "TCP", 500*time.Millisecond); r.Connected {
+		t.Fatal("external host -> node1:30081 (no Service) connected")
+	}
+	tok, err = topo.RemoveState("nodeport.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := topo.WaitProgrammed(ctx, tok, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // firstRuleOf is the first rule of chain in an `iptables -S chain`
 // listing.
 func firstRuleOf(listing, chain string) (string, bool) {
@@ -291,6 +339,8 @@ func TestTopologyOnKind(t *testing.T) {
 		t.Fatalf("metrics: %v\n%s", err, body)
 	}
 
+	checkNodePortFromExternal(t, ctx, topo)
+
 	policy := []byte(`apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: trusted-only, namespace: e2e}
@@ -338,6 +388,7 @@ spec:
 		t.Fatal(err)
 	}
 	srv.Close()
+	ext := topo.ExternalNetns()
 	if err := topo.Destroy(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -346,7 +397,9 @@ spec:
 	if err != nil || strings.TrimSpace(left) != "" {
 		t.Fatalf("containers left: %q (%v)", left, err)
 	}
-	if _, err := os.Stat(filepath.Join("/run/netns", topo.PodNetns("e2e/server"))); err == nil {
-		t.Fatal("pod netns name left in /run/netns")
+	for _, ns := range []string{topo.PodNetns("e2e/server"), ext} {
+		if _, err := os.Stat(filepath.Join("/run/netns", ns)); err == nil {
+			t.Fatalf("netns %s left in /run/netns", ns)
+		}
 	}
 }

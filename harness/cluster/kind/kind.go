@@ -56,6 +56,9 @@ func Create(ctx context.Context, c Config, opts CreateOptions) (*Cluster, error)
 	if opts.Kubeconfig == "" {
 		opts.Kubeconfig = c.Name + ".kubeconfig"
 	}
+	if _, err := ensureNetwork(ctx); err != nil {
+		return nil, err
+	}
 	p := newProvider(opts.Logf)
 	done := make(chan error, 1)
 	go func() {
@@ -133,28 +136,6 @@ func Clean(ctx context.Context) ([]string, error) {
 		errs = append(errs, err)
 	}
 	return done, errors.Join(errs...)
-}
-
-// kindNetwork is the Docker network kind puts every cluster's nodes on.
-const kindNetwork = "kind"
-
-// networkExists is true when Docker has kind's network.
-func networkExists(ctx context.Context) bool {
-	_, err := execx.Run(ctx, "docker", "network", "inspect", kindNetwork)
-	return err == nil
-}
-
-// removeNetworkIfEmpty removes kind's network when no container is on
-// it any more (kind creates it again with the next cluster).
-func removeNetworkIfEmpty(ctx context.Context) error {
-	out, err := execx.Output(ctx, "docker", "network", "inspect", "--format", "{{len .Containers}}", kindNetwork)
-	if err != nil || strings.TrimSpace(string(out)) != "0" {
-		return nil
-	}
-	if _, err := execx.Run(ctx, "docker", "network", "rm", kindNetwork); err != nil {
-		return fmt.Errorf("docker network %s: %w", kindNetwork, err)
-	}
-	return nil
 }
 
 // Preflight checks, before anything is created, what a kind cluster

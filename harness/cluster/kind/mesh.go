@@ -146,7 +146,9 @@ func buildMesh(ctx context.Context, spec cluster.Spec, opts TopologyOptions) (t 
 		return nil, err
 	}
 	t = &Topology{spec: spec, opts: opts, dir: dir, mesh: ms, meshOf: map[string]*meshMember{}}
-	t.ownNetwork = !networkExists(ctx)
+	if t.ownNetwork, err = ensureNetwork(ctx); err != nil {
+		return nil, err
+	}
 	for _, m := range ms {
 		for _, n := range m.spec.Nodes {
 			t.meshOf[n] = m
@@ -167,6 +169,7 @@ func buildMesh(ctx context.Context, spec cluster.Spec, opts TopologyOptions) (t 
 		wg.Go(func() {
 			o := opts
 			o.Dir = filepath.Join(dir, m.spec.Name)
+			o.member = true
 			o.PodSubnet, o.ServiceSubnet = m.podSubnet.String(), m.serviceCIDR.String()
 			o.Logf = func(f string, a ...any) { opts.Logf("["+m.spec.Name+"] "+f, a...) }
 			m.topo, errs[i] = Build(ctx, subs[i], o)
@@ -177,6 +180,9 @@ func buildMesh(ctx context.Context, spec cluster.Spec, opts TopologyOptions) (t 
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
+		return t, err
+	}
+	if err := t.addExternal(ctx); err != nil {
 		return t, err
 	}
 	// Datapaths without a mesh route other clusters' pods by address.
@@ -628,7 +634,7 @@ func (t *Topology) meshDestroy(ctx context.Context) error {
 		wg.Go(func() { errs[i] = m.topo.Destroy(ctx) })
 	}
 	wg.Wait()
-	err := errors.Join(append(errs, routesErr)...)
+	err := errors.Join(append(errs, routesErr, t.removeExternal())...)
 	if t.ownNetwork && !t.opts.Retain {
 		err = errors.Join(err, removeNetworkIfEmpty(ctx))
 	}

@@ -53,6 +53,10 @@ type TopologyOptions struct {
 	Dir string
 	// Logf reports progress.
 	Logf func(string, ...any)
+
+	// member is set on the clusters of a mesh (the mesh has the
+	// external host).
+	member bool
 }
 
 // Topology is a kind cluster built from a cluster.Spec, with the agent
@@ -96,9 +100,12 @@ type Topology struct {
 	// kubeProxy is the kube-proxy StartAgents deployed for the datapath
 	// (nil: none runs).
 	kubeProxy *kubeProxyState
-	// ownNetwork is set when kind's Docker network did not exist before
-	// this cluster: Destroy removes it once empty.
+	// ownNetwork is set when the Docker network (NetworkName) did not
+	// exist before this cluster: Destroy removes it once empty.
 	ownNetwork bool
+	// external is the network namespace of the host outside the
+	// clusters (external.go; "" on a cluster of a mesh).
+	external string
 
 	// mesh are the clusters of a mesh topology (Spec.Clusters; mesh.go),
 	// meshOf each spec node's; nil for one cluster. meshOpts are the
@@ -156,7 +163,9 @@ func Build(ctx context.Context, spec cluster.Spec, opts TopologyOptions) (t *Top
 	}
 	t = &Topology{spec: spec, opts: opts, dir: dir, workers: map[string]string{}, nodeIPs: map[string]netip.Addr{},
 		applied: map[string][]*unstructured.Unstructured{}, revs: map[string]int64{}}
-	t.ownNetwork = !networkExists(ctx)
+	if t.ownNetwork, err = ensureNetwork(ctx); err != nil {
+		return nil, err
+	}
 	opts.Logf("creating kind cluster %s: %d workers, node image %s", spec.RunID, len(spec.Nodes), opts.NodeImage)
 	kc, err := Create(ctx, Config{Name: spec.RunID, Workers: len(spec.Nodes), PodSubnet: opts.PodSubnet, ServiceSubnet: opts.ServiceSubnet,
 		Datapath: "ebpf", CgroupV1: CgroupV1(), Image: opts.NodeImage}, CreateOptions{Kubeconfig: filepath.Join(dir, "kubeconfig"), Logf: opts.Logf})
@@ -175,6 +184,11 @@ func Build(ctx context.Context, spec cluster.Spec, opts TopologyOptions) (t *Top
 	}
 	if err := t.mapNodes(ctx); err != nil {
 		return t, err
+	}
+	if !opts.member {
+		if err := t.addExternal(ctx); err != nil {
+			return t, err
+		}
 	}
 	if err := t.LoadImage(ctx, opts.AgentImage); err != nil {
 		return t, err
@@ -906,6 +920,9 @@ func (t *Topology) Destroy(ctx context.Context) error {
 		if err := unmountNetns(n); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := t.removeExternal(); err != nil {
+		errs = append(errs, err)
 	}
 	if t.kind != nil && !t.opts.Retain {
 		if err := t.kind.Delete(); err != nil {

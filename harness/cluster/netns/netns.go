@@ -349,6 +349,20 @@ func (c *Cluster) ExternalIP() netip.Addr { return externalIP }
 // ExternalAddr is the address every cluster gives its external host.
 func ExternalAddr() netip.Addr { return externalIP }
 
+// ExternalHostLink makes dev, in namespace ns, the link of a host outside
+// the cluster (here and on the kind provider): a host on a wire sends
+// complete checksums (a veth would pass on the partial ones of checksum
+// offload, which a datapath that rewrites and retransmits frames in XDP,
+// XDP_TX, cannot finish); and it takes replies of direct server return,
+// which come from the node the client connected to but are sent by the
+// backend's node (no reverse-path filter).
+func ExternalHostLink(ns, dev string) error {
+	if err := ethtoolSet(ns, dev, ethtoolSTXCSUM, 0); err != nil {
+		return err
+	}
+	return sysctls(ns, "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0", "net.ipv4.conf."+dev+".rp_filter=0")
+}
+
 func (c *Cluster) addExternal(fabric *nl) error {
 	ns := c.ExternalNetns()
 	if err := addNetns(ns); err != nil {
@@ -366,15 +380,7 @@ func (c *Cluster) addExternal(fabric *nl) error {
 		func() error { return fabric.up("ext") },
 		func() error { return h.addAddr("eth0", netip.PrefixFrom(externalIP, 24)) },
 		func() error { return h.up("eth0") },
-		// A host on a wire sends complete checksums; a veth would pass
-		// on the partial ones of checksum offload, which a datapath that
-		// rewrites and retransmits frames in XDP (XDP_TX) cannot finish.
-		func() error { return ethtoolSet(ns, "eth0", ethtoolSTXCSUM, 0) },
-		func() error {
-			// Replies of direct server return come from the node the
-			// client connected to, sent by the backend's node.
-			return sysctls(ns, "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0", "net.ipv4.conf.eth0.rp_filter=0")
-		},
+		func() error { return ExternalHostLink(ns, "eth0") },
 	} {
 		if err := step(); err != nil {
 			return fmt.Errorf("external host: %w", err)
