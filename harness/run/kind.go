@@ -21,7 +21,7 @@ type KindOptions = kind.RunOptions
 // missing (the baselines' one when the suite has iptables or sidecar), and drops
 // the datapaths the DaemonSet cannot run, saying why.
 func prepareKind(ctx context.Context, opts *Options, suite *scenario.Suite) (skipped []string, err error) {
-	keep, skipped := kindDatapaths(suite.Spec.Datapaths)
+	keep, skipped := kindDatapaths(suite.Spec.Datapaths, func(ambient bool) error { return kind.IstioPreflight(ctx, ambient) })
 	if len(keep) == 0 {
 		return skipped, fmt.Errorf("kind provider: none of the suite's datapaths %v runs on kind (it runs %v)", suite.Spec.Datapaths, deploy.Datapaths)
 	}
@@ -36,15 +36,32 @@ func prepareKind(ctx context.Context, opts *Options, suite *scenario.Suite) (ski
 }
 
 // kindDatapaths splits a suite's datapaths into those the agent
-// DaemonSet runs and the others, each with the reason.
-func kindDatapaths(dps []string) (keep, skipped []string) {
+// DaemonSet runs and the others, each with the reason; istio's is what
+// its preflight says.
+func kindDatapaths(dps []string, istio func(ambient bool) error) (keep, skipped []string) {
 	for _, dp := range dps {
-		base, _, _ := strings.Cut(dp, "+")
-		if slices.Contains(deploy.Datapaths, base) {
+		base, opts, _ := strings.Cut(dp, "+")
+		switch {
+		case slices.Contains(deploy.Datapaths, base):
 			keep = append(keep, dp)
+		case base == scenario.Istio:
+			skipped = append(skipped, fmt.Sprintf("%s: not run: %v", dp, istio(opts == "ambient")))
+		default:
+			skipped = append(skipped, fmt.Sprintf("%s: not on kind (the agent DaemonSet runs %s)", dp, strings.Join(deploy.Datapaths, ", ")))
+		}
+	}
+	return keep, skipped
+}
+
+// netnsDatapaths drops, saying why, the datapaths the netns provider
+// cannot run (Istio's: images, in Kubernetes).
+func netnsDatapaths(dps []string) (keep, skipped []string) {
+	for _, dp := range dps {
+		if base, _, _ := strings.Cut(dp, "+"); base == scenario.Istio {
+			skipped = append(skipped, dp+": on kind only (--provider kind): Istio's control plane and proxies are images that run in Kubernetes")
 			continue
 		}
-		skipped = append(skipped, fmt.Sprintf("%s: not on kind (the agent DaemonSet runs %s)", dp, strings.Join(deploy.Datapaths, ", ")))
+		keep = append(keep, dp)
 	}
 	return keep, skipped
 }

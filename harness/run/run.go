@@ -90,6 +90,12 @@ func Bench(ctx context.Context, opts Options) (*report.Report, string, error) {
 		if skipped, err = prepareKind(ctx, &opts, suite); err != nil {
 			return nil, "", err
 		}
+	} else {
+		var keep []string
+		if keep, skipped = netnsDatapaths(suite.Spec.Datapaths); len(keep) == 0 {
+			return nil, "", fmt.Errorf("netns provider: none of the suite's datapaths %v runs here: %s", suite.Spec.Datapaths, strings.Join(skipped, "; "))
+		}
+		suite.Spec.Datapaths = keep
 	}
 	started := time.Now()
 	outDir := opts.OutDir

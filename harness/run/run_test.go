@@ -2,9 +2,11 @@ package run
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -134,11 +136,27 @@ func TestBenchRefusesSuiteThatDeniesItsTraffic(t *testing.T) {
 }
 
 func TestKindDatapaths(t *testing.T) {
-	keep, skipped := kindDatapaths([]string{"none", "ebpf", "iptables", "ebpf+socket-lb", "sidecar", "istio"})
+	var asked []bool
+	istio := func(ambient bool) error {
+		asked = append(asked, ambient)
+		return errors.New("istio on kind: istioctl is not on PATH")
+	}
+	keep, skipped := kindDatapaths([]string{"none", "ebpf", "iptables", "ebpf+socket-lb", "sidecar", "istio", "istio+ambient"}, istio)
 	if strings.Join(keep, ",") != "none,ebpf,iptables,ebpf+socket-lb,sidecar" {
 		t.Errorf("kept %v", keep)
 	}
-	if len(skipped) != 1 || !strings.HasPrefix(skipped[0], "istio: not on kind") {
-		t.Errorf("skipped %v", skipped)
+	want := []string{"istio: not run: istio on kind: istioctl is not on PATH", "istio+ambient: not run: istio on kind: istioctl is not on PATH"}
+	if !slices.Equal(skipped, want) {
+		t.Errorf("skipped %q, want %q", skipped, want)
+	}
+	if !slices.Equal(asked, []bool{false, true}) {
+		t.Errorf("preflight asked for ambient %v, want [false true]", asked)
+	}
+}
+
+func TestNetnsDatapaths(t *testing.T) {
+	keep, skipped := netnsDatapaths([]string{"ebpf", "istio+ambient", "iptables"})
+	if strings.Join(keep, ",") != "ebpf,iptables" || len(skipped) != 1 || !strings.HasPrefix(skipped[0], "istio+ambient: on kind only") {
+		t.Errorf("kept %v, skipped %q", keep, skipped)
 	}
 }

@@ -141,7 +141,7 @@ func TestLoadInvalid(t *testing.T) {
 				`invalid-many.yaml: kind: must be "Suite", have "Suit"`,
 				`invalid-many.yaml: metadata.name: "Many_Problems" is not a valid name`,
 				`invalid-many.yaml: spec.provider: unknown provider "openstack"`,
-				`invalid-many.yaml: spec.datapaths[1]: unknown datapath "cilium" (known: none, ebpf, iptables, sidecar)`,
+				`invalid-many.yaml: spec.datapaths[1]: unknown datapath "cilium" (known: none, ebpf, iptables, sidecar, istio)`,
 				`invalid-many.yaml: spec.datapaths[2]: duplicate datapath "none"`,
 				`invalid-many.yaml: spec.repetitions: must be between 1 and 100`,
 				`invalid-many.yaml: spec.warmup: must be between 0s and 1h0m0s, have -1s`,
@@ -256,7 +256,7 @@ func TestValidateFieldErrors(t *testing.T) {
 	tests := []struct {
 		field, want string
 	}{
-		{"spec.datapaths[1]", `quick.yaml: spec.datapaths[1]: unknown datapath "xdp" (known: none, ebpf, iptables, sidecar)`},
+		{"spec.datapaths[1]", `quick.yaml: spec.datapaths[1]: unknown datapath "xdp" (known: none, ebpf, iptables, sidecar, istio)`},
 		{"spec.scenarios[0].load.qps", `quick.yaml: spec.scenarios[0].load.qps: must be >= 0 (0 means as fast as possible), have -1`},
 	}
 	msgs := errorMessages(err)
@@ -400,7 +400,7 @@ func TestAgentArgs(t *testing.T) {
 		{in: "ebpf+geneve", dp: "ebpf", flags: []string{"--tunnel", "geneve"}},
 		{in: "ebpf+vxlan+geneve", err: `datapath "ebpf+vxlan+geneve": options "vxlan" and "geneve" exclude each other`},
 		{in: "ebpf+xdp", err: `datapath "ebpf+xdp": unknown option "xdp" (ebpf takes: socket-lb, sockmap, xdp-nodeport, vxlan, geneve)`},
-		{in: "cilium", err: `unknown datapath "cilium" (known: none, ebpf, iptables, sidecar)`},
+		{in: "cilium", err: `unknown datapath "cilium" (known: none, ebpf, iptables, sidecar, istio)`},
 	} {
 		dp, flags, err := AgentArgs(tc.in)
 		if tc.err != "" {

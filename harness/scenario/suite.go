@@ -59,7 +59,14 @@ var KnownProviders = []string{"netns", "kind"}
 // KnownDatapaths are the datapaths an entry of spec.datapaths names; an
 // entry may add options after "+" (DatapathOptions), e.g.
 // "ebpf+socket-lb+sockmap".
-var KnownDatapaths = []string{"none", "ebpf", "iptables", "sidecar"}
+//
+// "istio" is Istio itself (sidecar mode; "istio+ambient": ambient mode),
+// on the kind provider only: a run checks what it needs before anything
+// is created and skips it, saying why (kind.IstioPreflight).
+var KnownDatapaths = []string{"none", "ebpf", "iptables", "sidecar", "istio"}
+
+// Istio is the datapath that is Istio itself (not an agent datapath).
+const Istio = "istio"
 
 // DatapathOptions are the options a datapath takes, each the agent flag of
 // the same name.
@@ -71,6 +78,9 @@ var DatapathOptions = map[string][]string{
 	// VNI (--tunnel vxlan); geneve: the overlay in Geneve, the identity
 	// in an option (--tunnel geneve). One overlay at most.
 	"ebpf": {"socket-lb", "sockmap", "xdp-nodeport", "vxlan", "geneve"},
+	// ambient: Istio's ambient mode (ztunnel per node) instead of
+	// sidecars.
+	"istio": {"ambient"},
 }
 
 // optionFlags are the agent flags of options not named like their flag.
