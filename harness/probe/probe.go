@@ -37,16 +37,32 @@ type Result struct {
 // can tell them from a proxy's.
 const ServerHeader = "X-Fastpath-Probe"
 
-// Server is an echo server on TCP or UDP inside a namespace.
+// Server is an echo server on TCP or UDP inside a namespace. A TCP
+// connection lasts as long as its client keeps talking: it is closed
+// after IdleTimeout without a byte from the client, or by Close.
 type Server struct {
 	closers []io.Closer
 	wg      sync.WaitGroup
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{}
+}
+
+// IdleTimeout ends a probe server's TCP connection whose client sent
+// nothing for that long.
+const IdleTimeout = 10 * time.Second
+
+// idleConn extends its deadline by IdleTimeout at every read.
+type idleConn struct{ net.Conn }
+
+func (c idleConn) Read(b []byte) (int, error) {
+	_ = c.Conn.SetDeadline(time.Now().Add(IdleTimeout))
+	return c.Conn.Read(b)
 }
 
 // Serve starts echo servers for each protocol ("TCP", "UDP") on port inside
 // network namespace ns (by name; "" means the caller's).
 func Serve(ns string, port int, protocols ...string) (*Server, error) {
-	s := &Server{}
+	s := &Server{conns: map[net.Conn]struct{}{}}
 	for _, proto := range protocols {
 		var err error
 		switch strings.ToUpper(proto) {
@@ -99,10 +115,17 @@ func (s *Server) acceptTCP(l net.Listener) {
 		if err != nil {
 			return
 		}
+		s.mu.Lock()
+		s.conns[c] = struct{}{}
+		s.mu.Unlock()
 		go func() {
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			br := bufio.NewReader(c)
+			defer func() {
+				s.mu.Lock()
+				delete(s.conns, c)
+				s.mu.Unlock()
+				c.Close()
+			}()
+			br := bufio.NewReader(idleConn{c})
 			if head, err := br.Peek(4); err == nil && looksLikeHTTP(head) {
 				serveHTTP(c, br)
 				return
@@ -181,12 +204,17 @@ func (s *Server) echoUDP(pc net.PacketConn) {
 	}
 }
 
-// Close stops the server.
+// Close stops the server and closes its open connections.
 func (s *Server) Close() error {
 	for _, c := range s.closers {
 		c.Close()
 	}
 	s.wg.Wait()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
 	return nil
 }
 

@@ -108,11 +108,13 @@ func (r *runner) measurePartition(ctx context.Context, dp string) report.Partiti
 	}
 	to := r.podIP(pt.To)
 	fromNS := r.c.PodNetns(pt.From)
-	stopServer, err := serveLongEcho(r.c.PodNetns(pt.To), pt.Port)
+	// The probe server keeps a connection while its client talks (an
+	// echo every probe interval).
+	srv, err := probe.Serve(r.c.PodNetns(pt.To), pt.Port, "TCP")
 	if err != nil {
 		return fail(err)
 	}
-	defer stopServer()
+	defer srv.Close()
 	dialer, err := probe.NewDialer(fromNS)
 	if err != nil {
 		return fail(err)
@@ -223,55 +225,6 @@ func (r *runner) measurePartition(ctx context.Context, dp string) report.Partiti
 		res.Errors = append(res.Errors, fmt.Sprintf("new connections did not work again within %s of the restart", time.Since(restart).Round(time.Second)))
 	}
 	return res
-}
-
-// serveLongEcho runs a TCP echo server on port in namespace ns whose
-// connections last as long as their clients keep them (the probe
-// server's end after 10 s).
-func serveLongEcho(ns string, port int) (stop func(), err error) {
-	var l net.Listener
-	if err := execx.RunInNetns(ns, func() (err error) {
-		l, err = net.Listen("tcp4", net.JoinHostPort("0.0.0.0", strconv.Itoa(port)))
-		return err
-	}); err != nil {
-		return nil, fmt.Errorf("echo server on %s:%d: %w", ns, port, err)
-	}
-	var mu sync.Mutex
-	var open []net.Conn
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			open = append(open, c)
-			mu.Unlock()
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 4096)
-				for {
-					n, err := c.Read(buf)
-					if n > 0 {
-						if _, werr := c.Write(buf[:n]); werr != nil {
-							return
-						}
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return func() {
-		l.Close()
-		mu.Lock()
-		for _, c := range open {
-			c.Close()
-		}
-		mu.Unlock()
-	}, nil
 }
 
 // echoOnce writes a line on c and reads it back from the echo server.

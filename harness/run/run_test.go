@@ -160,3 +160,49 @@ func TestNetnsDatapaths(t *testing.T) {
 		t.Errorf("kept %v, skipped %q", keep, skipped)
 	}
 }
+
+// TestBenchPartition runs a partition on a two-cluster mesh (netns,
+// ebpf): east's etcd stopped for 11 s with a 2 s lease. New connections
+// work at first and fail closed from about a lease TTL on (west dropped
+// east's identities); the two connections established before the cut
+// keep working to its end, past the probe server's idle timeout; new
+// connections work again after the restart. Nothing is left.
+func TestBenchPartition(t *testing.T) {
+	testutil.RequireRoot(t)
+	self, agent := buildBinaries(t)
+	out := t.TempDir()
+	id := testutil.RunID("part")
+	var progress strings.Builder
+	rep, _, err := Bench(context.Background(), Options{SuitePath: "testdata/partition.yaml", OutRoot: out, Self: self, AgentBinary: agent, Progress: &progress, RunID: id})
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, progress.String())
+	}
+	if len(rep.Partition) != 1 {
+		t.Fatalf("%d partition results, want 1 (ebpf)", len(rep.Partition))
+	}
+	p := rep.Partition[0]
+	t.Logf("partition: new connections worked until %v s, failed from %v s, %d/%d succeeded; established kept %d/%d; recovered after %v s",
+		deref(p.NewKeptWorkingSeconds), deref(p.NewFailedFromSeconds), p.NewSucceeded, p.NewAttempts, p.EstablishedKept, p.Established, deref(p.RecoveredSeconds))
+	if len(p.Errors) > 0 || p.Datapath != "ebpf" || p.Cut != "east" || p.LeaseTTLSeconds != 2 || p.CutSeconds < 11 || p.CutSeconds > 14 {
+		t.Fatalf("partition %+v", p)
+	}
+	if p.NewSucceeded == 0 || p.NewFailedFromSeconds == nil || *p.NewFailedFromSeconds < 1 || *p.NewFailedFromSeconds > 8 {
+		t.Errorf("new connections: %d/%d succeeded, failing from %v s: want them to fail closed from about the 2 s lease on", p.NewSucceeded, p.NewAttempts, deref(p.NewFailedFromSeconds))
+	}
+	if p.Established != 2 || p.EstablishedKept != 2 {
+		t.Errorf("established: %d of %d kept (failed at %v s)", p.EstablishedKept, p.Established, p.EstablishedFailedSeconds)
+	}
+	if p.RecoveredSeconds == nil {
+		t.Error("new connections did not work again after the restart")
+	}
+	if left, _ := netns.Leftovers(id); len(left) > 0 {
+		t.Fatalf("left behind: %v", left)
+	}
+}
+
+func deref(v *float64) any {
+	if v == nil {
+		return "never"
+	}
+	return *v
+}
