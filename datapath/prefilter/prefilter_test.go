@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
@@ -109,6 +110,13 @@ func TestPrefilterVerdicts(t *testing.T) {
 func TestPrefilterOnVeth(t *testing.T) {
 	f := load(t)
 	testutil.InNewNetns(t)
+	// No IPv6: the links' own router solicitations and MLD reports
+	// would be counted as passed.
+	for _, k := range []string{"all", "default"} {
+		if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+k+"/disable_ipv6", []byte("1"), 0o644); err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+	}
 	la := netlink.NewLinkAttrs()
 	la.Name = "pf0"
 	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "pf1"}); err != nil {
@@ -118,6 +126,22 @@ func TestPrefilterOnVeth(t *testing.T) {
 		l, _ := netlink.LinkByName(n)
 		if err := netlink.LinkSetUp(l); err != nil {
 			t.Fatal(err)
+		}
+	}
+	// A veth drops what it is given until both ends are running (on a
+	// loaded machine that is not at once): wait for both (bounded).
+	for _, n := range []string{"pf0", "pf1"} {
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			l, err := netlink.LinkByName(n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l.Attrs().OperState == netlink.OperUp {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not up after 10 s: %s", n, l.Attrs().OperState)
+			}
 		}
 	}
 	if err := f.Attach("pf1"); err != nil {
@@ -135,7 +159,7 @@ func TestPrefilterOnVeth(t *testing.T) {
 	// The peer's XDP runs when the veth's receive side processes the
 	// frames, not before the send returns: wait for the counts (bounded).
 	after, _ := f.Counters()
-	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if after.DroppedPackets-before.DroppedPackets >= 5 && after.PassedPackets-before.PassedPackets >= 3 {
 			break
 		}
