@@ -19,8 +19,9 @@ import (
 )
 
 // kindEgressPolicy sends app=client's traffic to the upper half of the
-// nodes' network, where the external host is, through west's node %s (a
-// policy names the gateway by its Kubernetes name: the kind worker's).
+// nodes' network, where the external host is, through west's node %s
+// (the spec's name, as on netns: WriteState gives the API server the
+// kind worker's).
 const kindEgressPolicy = `apiVersion: fastpath.dev/v1alpha1
 kind: EgressGatewayPolicy
 metadata: {name: via-west%s}
@@ -89,7 +90,7 @@ func TestEgressGatewayOnKind(t *testing.T) {
 	}
 	peers := recordPeers(t, ext, 8080)
 
-	policy := fmt.Sprintf(kindEgressPolicy, "", topo.KindNode("n2"))
+	policy := fmt.Sprintf(kindEgressPolicy, "", "n2")
 	if _, err := topo.WriteState("egress.yaml", []byte(policy)); err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +141,7 @@ func TestEgressGatewayOnKind(t *testing.T) {
 
 	// The policy in east's API server only: west's gateway no longer
 	// SNATs for east's client and drops what east still sends it.
-	eastOnly := fmt.Sprintf(kindEgressPolicy, ", annotations: {"+cluster.ClusterAnnotation+": east}", topo.KindNode("n2"))
+	eastOnly := fmt.Sprintf(kindEgressPolicy, ", annotations: {"+cluster.ClusterAnnotation+": east}", "n2")
 	since := time.Now()
 	tok, err := topo.WriteState("egress.yaml", []byte(eastOnly))
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
 	"github.com/fastpath-bench/fastpath/harness/hostsetup"
 	"github.com/fastpath-bench/fastpath/harness/kindnode"
 	"github.com/fastpath-bench/fastpath/internal/testutil"
@@ -75,5 +77,41 @@ func TestCreateCluster(t *testing.T) {
 	left, err := dockerOut(ctx, "ps", "-a", "-q", "--filter", "label=io.x-k8s.kind.cluster="+name)
 	if err != nil || strings.TrimSpace(left) != "" {
 		t.Fatalf("containers left: %q (%v)", left, err)
+	}
+}
+
+// TestToKubeNodeNames: an EgressGatewayPolicy's gateway node given by its
+// spec name reaches the API server as the kind worker's name; a name
+// that is no spec node's, and other kinds, are left as given.
+func TestToKubeNodeNames(t *testing.T) {
+	objs, err := Decode([]byte(`apiVersion: fastpath.dev/v1alpha1
+kind: EgressGatewayPolicy
+metadata: {name: a}
+spec: {gateway: {node: n2}}
+---
+apiVersion: fastpath.dev/v1alpha1
+kind: EgressGatewayPolicy
+metadata: {name: b}
+spec: {gateway: {node: fp-other-worker}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: c, namespace: x}
+data: {node: n2}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	topo := &Topology{workers: map[string]string{"n2": "fp-t1-worker2"}}
+	if err := topo.toKubeNodeNames(objs); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"fp-t1-worker2", "fp-other-worker"} {
+		if got, _, _ := unstructured.NestedString(objs[i].Object, "spec", "gateway", "node"); got != want {
+			t.Errorf("%s: gateway node %q, want %q", objs[i].GetName(), got, want)
+		}
+	}
+	if got, _, _ := unstructured.NestedString(objs[2].Object, "data", "node"); got != "n2" {
+		t.Errorf("ConfigMap rewritten: %q", got)
 	}
 }

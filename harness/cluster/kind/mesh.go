@@ -182,6 +182,9 @@ func buildMesh(ctx context.Context, spec cluster.Spec, opts TopologyOptions) (t 
 	if err := errors.Join(errs...); err != nil {
 		return t, err
 	}
+	for _, m := range ms {
+		m.topo.kubeNode = t.KindNode
+	}
 	if err := t.addExternal(ctx); err != nil {
 		return t, err
 	}

@@ -106,6 +106,10 @@ type Topology struct {
 	// external is the network namespace of the host outside the
 	// clusters (external.go; "" on a cluster of a mesh).
 	external string
+	// kubeNode maps a spec node name to its Kubernetes node name (the
+	// kind worker's) for the objects WriteState applies; on a cluster
+	// of a mesh it knows every cluster's nodes (nil: this cluster's).
+	kubeNode func(string) string
 
 	// mesh are the clusters of a mesh topology (Spec.Clusters; mesh.go),
 	// meshOf each spec node's; nil for one cluster. meshOpts are the
@@ -761,6 +765,9 @@ func (t *Topology) WriteState(name string, data []byte) (string, error) {
 		}
 		apply = append(apply, u)
 	}
+	if err := t.toKubeNodeNames(apply); err != nil {
+		return "", fmt.Errorf("state %s: %w", name, err)
+	}
 	ctx := context.Background()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -796,6 +803,32 @@ func (t *Topology) WriteState(name string, data []byte) (string, error) {
 		return "", err
 	}
 	return agentapi.RevisionToken(t.revs), nil
+}
+
+// toKubeNodeNames rewrites the spec node names objects give as a node's
+// name into the Kubernetes names (the kind workers'), so that state
+// written for any provider holds on kind: an EgressGatewayPolicy's
+// spec.gateway.node. Names that are no spec node's are left as given.
+func (t *Topology) toKubeNodeNames(objs []*unstructured.Unstructured) error {
+	kube := t.kubeNode
+	if kube == nil {
+		kube = t.KindNode
+	}
+	for _, u := range objs {
+		if u.GetKind() != "EgressGatewayPolicy" {
+			continue
+		}
+		n, found, err := unstructured.NestedString(u.Object, "spec", "gateway", "node")
+		if err != nil || !found {
+			continue // the agent reports a malformed one
+		}
+		if k := kube(n); k != "" {
+			if err := unstructured.SetNestedField(u.Object, k, "spec", "gateway", "node"); err != nil {
+				return fmt.Errorf("EgressGatewayPolicy %s: spec.gateway.node: %w", u.GetName(), err)
+			}
+		}
+	}
+	return nil
 }
 
 // waitSlices waits until the controller manager's EndpointSlices of
