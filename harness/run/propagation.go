@@ -225,6 +225,7 @@ type attempt struct {
 	start time.Time
 	done  bool
 	ok    bool
+	err   error // why it did not connect
 }
 
 // measureChange makes one change with write while a prober opens a new
@@ -268,7 +269,7 @@ func (r *runner) measureChange(ctx context.Context, write func() (string, error)
 				defer wg.Done()
 				res := dialer.Connect(ctx, to, pr.Port, attemptTimeout)
 				mu.Lock()
-				a.done, a.ok = true, res.Connected
+				a.done, a.ok, a.err = true, res.Connected, res.Err
 				mu.Unlock()
 			}()
 		}
@@ -362,7 +363,13 @@ func (r *runner) measureChange(ctx context.Context, write func() (string, error)
 		}
 	}
 	if last == len(after)-1 {
-		return ack, 0, errors.New("the last probe connection still had the old verdict")
+		a := after[last]
+		if !want && a.ok {
+			return ack, 0, fmt.Errorf("the last probe connection (started %s after the change) still connected", a.start.Sub(t0).Round(time.Microsecond))
+		}
+		// A connection that should have worked: say how it failed (a
+		// timeout is a lost SYN or reply, a refusal a reject).
+		return ack, 0, fmt.Errorf("the last probe connection (started %s after the change) still had the old verdict: %v", a.start.Sub(t0).Round(time.Microsecond), a.err)
 	}
 	return ack, max(time.Nanosecond, after[last+1].start.Sub(t0)), nil
 }
