@@ -45,6 +45,7 @@ type Server struct {
 	wg      sync.WaitGroup
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{}
+	peers   peerLog
 }
 
 // IdleTimeout ends a probe server's TCP connection whose client sent
@@ -118,6 +119,7 @@ func (s *Server) acceptTCP(l net.Listener) {
 		s.mu.Lock()
 		s.conns[c] = struct{}{}
 		s.mu.Unlock()
+		s.notePeer(c)
 		go func() {
 			defer func() {
 				s.mu.Lock()

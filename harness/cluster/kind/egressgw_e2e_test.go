@@ -3,10 +3,7 @@ package kind
 import (
 	"context"
 	"fmt"
-	"io"
-	"net"
 	"net/netip"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -88,7 +85,12 @@ func TestEgressGatewayOnKind(t *testing.T) {
 	if out, err := execx.Run(ctx, "ip", "-n", ext, "route", "add", MeshPodSubnet(0).String(), "via", n1.String()); err != nil {
 		t.Fatalf("route on the external host: %v: %s", err, out)
 	}
-	peers := recordPeers(t, ext, 8080)
+	srv, err := probe.Serve(ext, 8080, "TCP")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	peers := srv.Peers()
 
 	policy := fmt.Sprintf(kindEgressPolicy, "", "n2")
 	if _, err := topo.WriteState("egress.yaml", []byte(policy)); err != nil {
@@ -181,39 +183,4 @@ func waitEgressOnKind(t *testing.T, ctx context.Context, topo *Topology, node st
 		}
 		t.Fatalf("agent on %s: egress gateways %+v: %v", node, gs, err)
 	}
-}
-
-// recordPeers runs a TCP echo server on port in namespace ns; the peer
-// address of every connection it accepts is sent on the channel.
-func recordPeers(t *testing.T, ns string, port int) <-chan netip.Addr {
-	t.Helper()
-	var l net.Listener
-	err := execx.RunInNetns(ns, func() (err error) {
-		l, err = net.Listen("tcp4", net.JoinHostPort("0.0.0.0", strconv.Itoa(port)))
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	peers := make(chan netip.Addr, 16)
-	go func() {
-		for {
-			conn, err := l.Accept()
-			if err != nil {
-				return
-			}
-			ap, _ := netip.ParseAddrPort(conn.RemoteAddr().String())
-			select {
-			case peers <- ap.Addr():
-			default:
-			}
-			go func() {
-				defer conn.Close()
-				_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-				_, _ = io.Copy(conn, conn)
-			}()
-		}
-	}()
-	return peers
 }

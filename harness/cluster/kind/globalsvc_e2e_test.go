@@ -24,6 +24,7 @@ import (
 	"github.com/fastpath-bench/fastpath/datapath/lxc"
 	"github.com/fastpath-bench/fastpath/harness/cluster"
 	"github.com/fastpath-bench/fastpath/harness/execx"
+	"github.com/fastpath-bench/fastpath/harness/probe"
 	"github.com/fastpath-bench/fastpath/internal/testutil"
 )
 
@@ -60,46 +61,6 @@ func serviceIP(id int) netip.Addr {
 	a := cluster.DefaultServiceCIDR(id).Addr().As4()
 	a[3] = 80
 	return netip.AddrFrom4(a)
-}
-
-// podNameServer answers every TCP connection to port 8080 of a pod with
-// the pod's name, then closes it. It runs in the harness process, in the
-// pod's network namespace.
-type podNameServer struct {
-	l    net.Listener
-	wg   sync.WaitGroup
-	once sync.Once
-}
-
-func startPodNameServer(t *testing.T, netns, name string) *podNameServer {
-	t.Helper()
-	s := &podNameServer{}
-	err := execx.RunInNetns(netns, func() (err error) {
-		s.l, err = net.Listen("tcp4", ":8080")
-		return err
-	})
-	if err != nil {
-		t.Fatalf("name server in pod %s: %v", name, err)
-	}
-	s.wg.Go(func() {
-		for {
-			conn, err := s.l.Accept()
-			if err != nil {
-				return
-			}
-			_, _ = conn.Write([]byte(name))
-			conn.Close()
-		}
-	})
-	t.Cleanup(s.close)
-	return s
-}
-
-func (s *podNameServer) close() {
-	s.once.Do(func() {
-		s.l.Close()
-		s.wg.Wait()
-	})
 }
 
 // TestGlobalServiceOnKind: a two-cluster mesh on kind (east: node e1 with
@@ -162,7 +123,11 @@ func TestGlobalServiceOnKind(t *testing.T) {
 	for _, p := range topo.Pods() {
 		addrName[p.IP.String()+":8080"] = p.Name
 		if p.Name != "client" {
-			startPodNameServer(t, topo.PodNetns(p.Key()), p.Name)
+			srv, err := probe.ServeName(topo.PodNetns(p.Key()), 8080, p.Name)
+			if err != nil {
+				t.Fatalf("name server in pod %s: %v", p.Name, err)
+			}
+			t.Cleanup(func() { srv.Close() })
 		}
 	}
 	eastIP, westIP := serviceIP(1), serviceIP(2)

@@ -2,10 +2,7 @@ package netns
 
 import (
 	"context"
-	"io"
-	"net"
 	"net/netip"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -55,7 +52,12 @@ func TestEgressGateway(t *testing.T) {
 	if out, err := execx.Run(ctx, "ip", "-n", ext, "route", "add", PodCIDR(0).String(), "via", NodeIP(0).String()); err != nil {
 		t.Fatalf("route on the external host: %v: %s", err, out)
 	}
-	peers := serveRecordingPeers(t, ext, 8080)
+	srv, err := probe.Serve(ext, 8080, "TCP")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	peers := srv.Peers()
 
 	// The policy in both clusters' state.
 	if _, err := c.WriteState("50-egress.yaml", []byte(egressPolicy)); err != nil {
@@ -112,38 +114,6 @@ func TestEgressGateway(t *testing.T) {
 	if r, peer := connect("other"); !r.Connected || peer != pods["other"].IP {
 		t.Errorf("other -> external host: connected %v (%v), seen as %s", r.Connected, r.Err, peer)
 	}
-}
-
-// serveRecordingPeers runs a TCP echo server on port in namespace ns; the
-// peer address of every connection it accepts is sent on the channel.
-func serveRecordingPeers(t *testing.T, ns string, port int) <-chan netip.Addr {
-	t.Helper()
-	var l net.Listener
-	err := execx.RunInNetns(ns, func() (err error) {
-		l, err = net.Listen("tcp4", net.JoinHostPort("0.0.0.0", strconv.Itoa(port)))
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	peers := make(chan netip.Addr, 16)
-	go func() {
-		for {
-			conn, err := l.Accept()
-			if err != nil {
-				return
-			}
-			ap, _ := netip.ParseAddrPort(conn.RemoteAddr().String())
-			peers <- ap.Addr()
-			go func() {
-				defer conn.Close()
-				_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-				_, _ = io.Copy(conn, conn)
-			}()
-		}
-	}()
-	return peers
 }
 
 // waitEgress waits until the agent at socket reports egress gateways

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/fastpath-bench/fastpath/datapath/lxc"
 	"github.com/fastpath-bench/fastpath/harness/cluster"
 	"github.com/fastpath-bench/fastpath/harness/execx"
+	"github.com/fastpath-bench/fastpath/harness/probe"
 	"github.com/fastpath-bench/fastpath/internal/testutil"
 )
 
@@ -69,47 +69,6 @@ endpoints: [{{west}}]
 ports: [{name: http, port: 8080}]
 `
 
-// nameServer answers every TCP connection to port 8080 of a pod with the
-// pod's name, then closes it.
-type nameServer struct {
-	l    net.Listener
-	wg   sync.WaitGroup
-	once sync.Once
-}
-
-func startNameServer(t *testing.T, c *Cluster, pod string) *nameServer {
-	t.Helper()
-	s := &nameServer{}
-	err := execx.RunInNetns(c.PodNetns("t/"+pod), func() (err error) {
-		s.l, err = net.Listen("tcp4", ":8080")
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.wg.Go(func() {
-		for {
-			conn, err := s.l.Accept()
-			if err != nil {
-				return
-			}
-			_, _ = conn.Write([]byte(pod))
-			conn.Close()
-		}
-	})
-	t.Cleanup(s.close)
-	return s
-}
-
-// close stops the server: connections to the port are refused from then
-// on, as when the pod's process is gone.
-func (s *nameServer) close() {
-	s.once.Do(func() {
-		s.l.Close()
-		s.wg.Wait()
-	})
-}
-
 // TestGlobalServiceFailover: a cluster mesh on netns (Spec.Clusters: east
 // with node e1, pods client, east-a and east-b; west with node w1, pods
 // west-a and west-b; each cluster its own state, etcd and agent), the
@@ -155,9 +114,14 @@ func TestGlobalServiceFailover(t *testing.T) {
 	}
 	t.Cleanup(func() { c.Destroy(context.Background()) })
 	pods := podsByName(c)
-	servers := map[string]*nameServer{}
+	servers := map[string]*probe.NameServer{}
 	for _, p := range []string{"east-a", "east-b", "west-a", "west-b"} {
-		servers[p] = startNameServer(t, c, p)
+		srv, err := probe.ServeName(c.PodNetns("t/"+p), 8080, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Close() })
+		servers[p] = srv
 	}
 	if err := c.StartAgents(ctx, cluster.AgentOptions{Datapath: "ebpf"}); err != nil {
 		t.Fatal(err)
@@ -323,8 +287,8 @@ func TestGlobalServiceFailover(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}()
-	servers["east-a"].close()
-	servers["east-b"].close()
+	servers["east-a"].Close()
+	servers["east-b"].Close()
 	written := time.Now()
 	programmed := apply(state(", service.fastpath.dev/affinity: local"))
 	var failover time.Duration
