@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -250,12 +249,8 @@ func echoState(affinity string, ready bool) string {
 // [cluster] slots" per backend (slots 0: no new flows), from GET /v1/lb.
 func (m *meshAgent) lbBackends(t *testing.T, frontend string) string {
 	t.Helper()
-	b, err := m.cl.Get(m.ctx, "/v1/lb")
+	fronts, err := m.cl.LB(m.ctx)
 	if err != nil {
-		t.Fatal(err)
-	}
-	var fronts []agentapi.LBFrontend
-	if err := json.Unmarshal(b, &fronts); err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range fronts {

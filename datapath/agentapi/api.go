@@ -487,6 +487,32 @@ type LBFrontend struct {
 	TableSize int `json:"tableSize"`
 }
 
+// LB returns the agent's service frontends (GET /v1/lb).
+func (c *Client) LB(ctx context.Context) ([]LBFrontend, error) {
+	var out []LBFrontend
+	if err := c.getJSON(ctx, "/v1/lb", &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Choices are the frontend's backends as name gives them (by address):
+// those new flows go to as the name, those on standby as "name
+// standby"; others are left out. Sorted.
+func (f LBFrontend) Choices(name func(address string) string) []string {
+	var out []string
+	for _, be := range f.Backends {
+		switch {
+		case be.Slots > 0:
+			out = append(out, name(be.Address))
+		case be.Standby:
+			out = append(out, name(be.Address)+" standby")
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 // LBBackend is one backend of a frontend.
 type LBBackend struct {
 	Address string `json:"address"` // "10.0.0.5:8080"

@@ -2,9 +2,11 @@ package probe
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 )
 
 // NameServer answers every TCP connection with a fixed text (a pod's
@@ -47,6 +49,22 @@ func (s *NameServer) Close() error {
 		s.wg.Wait()
 	})
 	return nil
+}
+
+// AskName connects from namespace ns to dst:port and returns what a
+// NameServer there answered (the text up to its close).
+func AskName(ns string, dst netip.AddrPort, timeout time.Duration) (string, error) {
+	var c net.Conn
+	if err := inNS(ns, func() (err error) {
+		c, err = net.DialTimeout("tcp4", dst.String(), timeout)
+		return err
+	}); err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	b, err := io.ReadAll(c)
+	return string(b), err
 }
 
 // peerLog keeps the peer addresses of a Server's TCP connections.

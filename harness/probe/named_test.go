@@ -1,7 +1,6 @@
 package probe
 
 import (
-	"io"
 	"net"
 	"net/netip"
 	"testing"
@@ -27,15 +26,8 @@ func TestServeName(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 2; i++ {
-		c, err := net.DialTimeout("tcp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)).String(), time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = c.SetDeadline(time.Now().Add(time.Second))
-		b, err := io.ReadAll(c)
-		c.Close()
-		if err != nil || string(b) != "east-a" {
-			t.Fatalf("read %q, %v", b, err)
+		if got, err := AskName("", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)), time.Second); err != nil || got != "east-a" {
+			t.Fatalf("read %q, %v", got, err)
 		}
 	}
 	s.Close()

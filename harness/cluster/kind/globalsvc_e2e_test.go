@@ -2,10 +2,8 @@ package kind
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -20,7 +18,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 
-	"github.com/fastpath-bench/fastpath/datapath/agentapi"
 	"github.com/fastpath-bench/fastpath/datapath/lxc"
 	"github.com/fastpath-bench/fastpath/harness/cluster"
 	"github.com/fastpath-bench/fastpath/harness/execx"
@@ -159,34 +156,23 @@ func TestGlobalServiceOnKind(t *testing.T) {
 		sort.Strings(want)
 		start := time.Now()
 		var got []string
+		name := func(addr string) string {
+			if n := addrName[addr]; n != "" {
+				return n
+			}
+			return addr
+		}
 		for {
-			got = got[:0]
-			b, err := lb.Get(ctx, "/v1/lb")
+			got = nil
+			fronts, err := lb.LB(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
-			var fronts []agentapi.LBFrontend
-			if err := json.Unmarshal(b, &fronts); err != nil {
-				t.Fatal(err)
-			}
 			for _, f := range fronts {
-				if f.Frontend != frontKey {
-					continue
-				}
-				for _, be := range f.Backends {
-					name := addrName[be.Address]
-					if name == "" {
-						name = be.Address
-					}
-					switch {
-					case be.Slots > 0:
-						got = append(got, name)
-					case be.Standby:
-						got = append(got, name+" standby")
-					}
+				if f.Frontend == frontKey {
+					got = f.Choices(name)
 				}
 			}
-			sort.Strings(got)
 			if strings.Join(got, ",") == strings.Join(want, ",") {
 				return time.Since(start)
 			}
@@ -200,21 +186,7 @@ func TestGlobalServiceOnKind(t *testing.T) {
 	// pod that answered.
 	client := topo.PodNetns("t/client")
 	ask := func(timeout time.Duration) (string, error) {
-		var conn net.Conn
-		err := execx.RunInNetns(client, func() (err error) {
-			conn, err = net.DialTimeout("tcp4", netip.AddrPortFrom(eastIP, 80).String(), timeout)
-			return err
-		})
-		if err != nil {
-			return "", err
-		}
-		defer conn.Close()
-		_ = conn.SetDeadline(time.Now().Add(timeout))
-		b, err := io.ReadAll(conn)
-		if err != nil {
-			return "", err
-		}
-		return string(b), nil
+		return probe.AskName(client, netip.AddrPortFrom(eastIP, 80), timeout)
 	}
 	// tally makes n connections and counts the answers per cluster.
 	tally := func(n int) map[string]int {

@@ -2,11 +2,10 @@ package netns
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -14,10 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fastpath-bench/fastpath/datapath/agentapi"
 	"github.com/fastpath-bench/fastpath/datapath/lxc"
 	"github.com/fastpath-bench/fastpath/harness/cluster"
-	"github.com/fastpath-bench/fastpath/harness/execx"
 	"github.com/fastpath-bench/fastpath/harness/probe"
 	"github.com/fastpath-bench/fastpath/internal/testutil"
 )
@@ -167,29 +164,16 @@ func TestGlobalServiceFailover(t *testing.T) {
 		deadline := time.Now().Add(15 * time.Second)
 		var got []string
 		for {
-			got = got[:0]
-			b, err := c.AgentClient("e1").Get(ctx, "/v1/lb")
+			got = nil
+			fronts, err := c.AgentClient("e1").LB(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
-			var fronts []agentapi.LBFrontend
-			if err := json.Unmarshal(b, &fronts); err != nil {
-				t.Fatal(err)
-			}
 			for _, f := range fronts {
-				if f.Frontend != "10.96.0.80:80/TCP" {
-					continue
-				}
-				for _, be := range f.Backends {
-					switch {
-					case be.Slots > 0:
-						got = append(got, addrName[be.Address])
-					case be.Standby:
-						got = append(got, addrName[be.Address]+" standby")
-					}
+				if f.Frontend == "10.96.0.80:80/TCP" {
+					got = f.Choices(func(addr string) string { return addrName[addr] })
 				}
 			}
-			sort.Strings(got)
 			if strings.Join(got, ",") == strings.Join(want, ",") {
 				return
 			}
@@ -202,21 +186,7 @@ func TestGlobalServiceFailover(t *testing.T) {
 	// ask connects from east's client to east's ClusterIP and returns the
 	// pod that answered.
 	ask := func(timeout time.Duration) (string, error) {
-		var conn net.Conn
-		err := execx.RunInNetns(c.PodNetns("t/client"), func() (err error) {
-			conn, err = net.DialTimeout("tcp4", "10.96.0.80:80", timeout)
-			return err
-		})
-		if err != nil {
-			return "", err
-		}
-		defer conn.Close()
-		_ = conn.SetDeadline(time.Now().Add(timeout))
-		b, err := io.ReadAll(conn)
-		if err != nil {
-			return "", err
-		}
-		return string(b), nil
+		return probe.AskName(c.PodNetns("t/client"), netip.MustParseAddrPort("10.96.0.80:80"), timeout)
 	}
 	// tally makes n connections and counts the answering pods.
 	tally := func(n int) map[string]int {
