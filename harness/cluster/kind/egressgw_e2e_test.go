@@ -12,7 +12,6 @@ import (
 	"github.com/fastpath-bench/fastpath/harness/cluster"
 	"github.com/fastpath-bench/fastpath/harness/execx"
 	"github.com/fastpath-bench/fastpath/harness/probe"
-	"github.com/fastpath-bench/fastpath/internal/testutil"
 )
 
 // kindEgressPolicy sends app=client's traffic to the upper half of the
@@ -44,14 +43,7 @@ spec:
 //     drops what east still sends it, the connection fails, nothing
 //     arrives; other is unaffected.
 func TestEgressGatewayOnKind(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	nodeImage := requireKind(t, ctx)
-	if err := Preflight(ctx, nodeImage); err != nil {
-		t.Fatal(err)
-	}
-	_, img := agentImage(t, ctx)
-	id := strings.Replace(testutil.RunID("g"), "fp-t", NamePrefix+"t", 1)
+	ctx, nodeImage, img, id := meshTestEnv(t, "x")
 	spec := cluster.Spec{RunID: id, Nodes: []string{"n1", "n2"},
 		Clusters: []cluster.ClusterSpec{{Name: "east", ID: 1, Nodes: []string{"n1"}}, {Name: "west", ID: 2, Nodes: []string{"n2"}}},
 		Pods: []cluster.PodSpec{

@@ -22,7 +22,6 @@ import (
 	"github.com/fastpath-bench/fastpath/harness/cluster"
 	"github.com/fastpath-bench/fastpath/harness/execx"
 	"github.com/fastpath-bench/fastpath/harness/probe"
-	"github.com/fastpath-bench/fastpath/internal/testutil"
 )
 
 // globalEchoServices is t/echo in east and in west (ClusterIPs {{east
@@ -79,14 +78,7 @@ func serviceIP(id int) netip.Addr {
 //     (the SYN dropped: a timeout); west's etcd back: they reach west's
 //     backends again.
 func TestGlobalServiceOnKind(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	nodeImage := requireKind(t, ctx)
-	if err := Preflight(ctx, nodeImage); err != nil {
-		t.Fatal(err)
-	}
-	_, img := agentImage(t, ctx)
-	id := strings.Replace(testutil.RunID("g"), "fp-t", NamePrefix+"t", 1)
+	ctx, nodeImage, img, id := meshTestEnv(t, "g")
 	echo := map[string]string{"app": "echo"}
 	spec := cluster.Spec{RunID: id, Nodes: []string{"e1", "w1"}, MeshLeaseTTL: 2 * time.Second,
 		Clusters: []cluster.ClusterSpec{{Name: "east", ID: 1, Nodes: []string{"e1"}}, {Name: "west", ID: 2, Nodes: []string{"w1"}}},

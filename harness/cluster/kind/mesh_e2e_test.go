@@ -22,14 +22,7 @@ import (
 // (2 s lease), new connections from east fail within seconds; started
 // again, they return. Nothing is left afterwards.
 func TestMeshOnKind(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	nodeImage := requireKind(t, ctx)
-	if err := Preflight(ctx, nodeImage); err != nil {
-		t.Fatal(err)
-	}
-	_, img := agentImage(t, ctx)
-	id := strings.Replace(testutil.RunID("m"), "fp-t", NamePrefix+"t", 1)
+	ctx, nodeImage, img, id := meshTestEnv(t, "m")
 	spec := cluster.Spec{RunID: id, Nodes: []string{"e1", "w1"}, MeshLeaseTTL: 2 * time.Second,
 		Clusters: []cluster.ClusterSpec{{Name: "east", ID: 1, Nodes: []string{"e1"}}, {Name: "west", ID: 2, Nodes: []string{"w1"}}},
 		Pods: []cluster.PodSpec{
@@ -160,4 +153,19 @@ spec:
 			t.Fatalf("containers of %s left: %q (%v)", name, left, err)
 		}
 	}
+}
+
+// meshTestEnv is what a mesh test on kind starts from: a context of 15
+// minutes, the node image (skipped without kind; preflight passed), the
+// agent image, and a run id with letter.
+func meshTestEnv(t *testing.T, letter string) (ctx context.Context, nodeImage, agentImg, id string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	t.Cleanup(cancel)
+	nodeImage = requireKind(t, ctx)
+	if err := Preflight(ctx, nodeImage); err != nil {
+		t.Fatal(err)
+	}
+	_, agentImg = agentImage(t, ctx)
+	return ctx, nodeImage, agentImg, strings.Replace(testutil.RunID(letter), "fp-t", NamePrefix+"t", 1)
 }
