@@ -24,7 +24,7 @@ import (
 )
 
 // A kind cluster mesh (Spec.Clusters, issue #10): one kind cluster per
-// mesh cluster, all on kind's one Docker network, each with its own pod
+// mesh cluster, all on the harness's one Docker network (NetworkName), each with its own pod
 // and service CIDRs, its own agent DaemonSet and its own etcd, a
 // host-network pod on its control-plane node (EtcdPort, the node's
 // address on the Docker network). Every agent of a cluster gets the same
@@ -160,8 +160,8 @@ func buildMesh(ctx context.Context, spec cluster.Spec, opts TopologyOptions) (t 
 			t = nil
 		}
 	}()
-	// The clusters are created at once (kind's network creation copes
-	// with concurrent creators): on 2 cores about as long as one.
+	// The clusters are created at once (the network exists by then; kind
+	// copes with concurrent creators): on 2 cores about as long as one.
 	opts.Logf("creating a mesh of %d kind clusters (%s)", len(ms), spec.RunID)
 	errs := make([]error, len(ms))
 	var wg sync.WaitGroup
@@ -621,7 +621,7 @@ func (t *Topology) writeMeshClusterState() error {
 	return nil
 }
 
-// meshDestroy deletes every cluster (at once), and kind's network when
+// meshDestroy deletes every cluster (at once), and the Docker network (NetworkName) when
 // the mesh created it.
 func (t *Topology) meshDestroy(ctx context.Context) error {
 	var routesErr error
