@@ -56,7 +56,13 @@ func Create(ctx context.Context, c Config, opts CreateOptions) (*Cluster, error)
 	if opts.Kubeconfig == "" {
 		opts.Kubeconfig = c.Name + ".kubeconfig"
 	}
-	if _, err := ensureNetwork(ctx); err != nil {
+	// The network must stay until the nodes are on it (network.go).
+	unlock, err := networkLock(false)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if err := ensureNetwork(ctx); err != nil {
 		return nil, err
 	}
 	p := newProvider(opts.Logf)
@@ -86,13 +92,15 @@ func Create(ctx context.Context, c Config, opts CreateOptions) (*Cluster, error)
 	return &Cluster{Name: c.Name, Kubeconfig: opts.Kubeconfig, provider: p}, nil
 }
 
-// Delete removes the cluster's nodes and its kubeconfig entry.
+// Delete removes the cluster's nodes and its kubeconfig entry, then the
+// Docker network when no other cluster is on it.
 func (c *Cluster) Delete() error {
 	err := c.provider.Delete(c.Name, c.Kubeconfig)
-	if err == nil {
-		_ = os.Remove(c.Kubeconfig)
+	if err != nil {
+		return err
 	}
-	return err
+	_ = os.Remove(c.Kubeconfig)
+	return removeNetworkIfEmpty(context.Background())
 }
 
 // Nodes lists the cluster's node containers.

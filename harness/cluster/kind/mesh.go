@@ -146,7 +146,7 @@ func buildMesh(ctx context.Context, spec cluster.Spec, opts TopologyOptions) (t 
 		return nil, err
 	}
 	t = &Topology{spec: spec, opts: opts, dir: dir, mesh: ms, meshOf: map[string]*meshMember{}}
-	if t.ownNetwork, err = ensureNetwork(ctx); err != nil {
+	if err := ensureNetwork(ctx); err != nil { // refused early, before anything is made
 		return nil, err
 	}
 	for _, m := range ms {
@@ -638,7 +638,7 @@ func (t *Topology) meshDestroy(ctx context.Context) error {
 	}
 	wg.Wait()
 	err := errors.Join(append(errs, routesErr, t.removeExternal())...)
-	if t.ownNetwork && !t.opts.Retain {
+	if !t.opts.Retain { // the members removed it when the external host was not on it
 		err = errors.Join(err, removeNetworkIfEmpty(ctx))
 	}
 	if t.opts.Dir == "" && !t.opts.Retain {

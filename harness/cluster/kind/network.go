@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/fastpath-bench/fastpath/harness/execx"
 )
@@ -17,7 +19,15 @@ import (
 // hands out 198.18.0.2-127), the host's bridge 198.18.0.1, and the host
 // outside the clusters (ExternalNetns) 198.18.0.254. Every cluster of a
 // run, and of a mesh, is on it; the first run that needs it creates it,
-// and it is removed when no container is on it any more.
+// and whichever run deletes the last cluster on it removes it.
+//
+// Runs (and the packages of `go test ./...`) share the network, so its
+// creation and removal are serialised by a lock file (networkLock): a
+// cluster being created holds it shared from ensureNetwork until its
+// nodes are on the network, and removeNetworkIfEmpty holds it exclusive,
+// so the network is never removed between the check that it exists and
+// the nodes joining it (kind would then create a network of that name
+// with addresses of Docker's choice).
 const (
 	// NetworkName is the Docker network (kind's own "kind" network is
 	// not used: its addresses are Docker's choice, and users' own kind
@@ -62,25 +72,58 @@ func networkCreateArgs() []string {
 		NetworkName}
 }
 
-// ensureNetwork creates NetworkName when Docker lacks it and says whether
-// it did. A network of that name with other addresses (made by hand) is
-// refused: the cases' addresses would not hold on it.
-func ensureNetwork(ctx context.Context) (created bool, err error) {
+// networkLockFile is the lock that serialises the network's creation
+// and removal between processes (it is left in place: removing a lock
+// file others may be waiting on would break the lock).
+var networkLockFile = "/run/fastpath/kind-network.lock"
+
+// networkLock takes the network's lock, shared or exclusive, and returns
+// its release.
+func networkLock(exclusive bool) (unlock func(), err error) {
+	if err := os.MkdirAll(filepath.Dir(networkLockFile), 0o755); err != nil {
+		return nil, fmt.Errorf("docker network %s: lock: %w", NetworkName, err)
+	}
+	f, err := os.OpenFile(networkLockFile, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("docker network %s: lock: %w", NetworkName, err)
+	}
+	how := syscall.LOCK_SH
+	if exclusive {
+		how = syscall.LOCK_EX
+	}
+	for {
+		err = syscall.Flock(int(f.Fd()), how)
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("docker network %s: lock %s: %w", NetworkName, networkLockFile, err)
+	}
+	return func() { f.Close() }, nil // closing the file releases the lock
+}
+
+// ensureNetwork creates NetworkName when Docker lacks it. A network of
+// that name with other addresses (made by hand) is refused: the cases'
+// addresses would not hold on it. The caller holds networkLock (shared)
+// when it needs the network to stay until its nodes are on it.
+func ensureNetwork(ctx context.Context) error {
 	useNetwork()
 	if networkExists(ctx) {
-		return false, checkNetwork(ctx)
+		return checkNetwork(ctx)
 	}
 	if _, err := execx.Run(ctx, "docker", networkCreateArgs()...); err != nil {
 		if networkExists(ctx) { // another run created it meanwhile
-			return false, checkNetwork(ctx)
+			return checkNetwork(ctx)
 		}
 		if strings.Contains(err.Error(), "overlap") {
-			return false, fmt.Errorf("docker network %s: %s is taken by another network or route on this host; remove that one (ip route show %s; docker network ls): %w",
+			return fmt.Errorf("docker network %s: %s is taken by another network or route on this host; remove that one (ip route show %s; docker network ls): %w",
 				NetworkName, NodeNetwork, NodeNetwork, err)
 		}
-		return false, fmt.Errorf("docker network %s: %w", NetworkName, err)
+		return fmt.Errorf("docker network %s: %w", NetworkName, err)
 	}
-	return true, nil
+	return nil
 }
 
 // checkNetwork refuses a NetworkName whose subnet is not NodeNetwork.
@@ -102,8 +145,15 @@ func networkExists(ctx context.Context) bool {
 }
 
 // removeNetworkIfEmpty removes NetworkName when no container is on it
-// any more (the next run creates it again).
+// any more (the next run creates it again). It holds networkLock
+// exclusive, so no cluster is between ensureNetwork and its nodes
+// joining the network.
 func removeNetworkIfEmpty(ctx context.Context) error {
+	unlock, err := networkLock(true)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	out, err := execx.Output(ctx, "docker", "network", "inspect", "--format", "{{len .Containers}}", NetworkName)
 	if err != nil || strings.TrimSpace(string(out)) != "0" {
 		return nil

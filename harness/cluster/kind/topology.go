@@ -100,9 +100,6 @@ type Topology struct {
 	// kubeProxy is the kube-proxy StartAgents deployed for the datapath
 	// (nil: none runs).
 	kubeProxy *kubeProxyState
-	// ownNetwork is set when the Docker network (NetworkName) did not
-	// exist before this cluster: Destroy removes it once empty.
-	ownNetwork bool
 	// external is the network namespace of the host outside the
 	// clusters (external.go; "" on a cluster of a mesh).
 	external string
@@ -167,7 +164,7 @@ func Build(ctx context.Context, spec cluster.Spec, opts TopologyOptions) (t *Top
 	}
 	t = &Topology{spec: spec, opts: opts, dir: dir, workers: map[string]string{}, nodeIPs: map[string]netip.Addr{},
 		applied: map[string][]*unstructured.Unstructured{}, revs: map[string]int64{}}
-	if t.ownNetwork, err = ensureNetwork(ctx); err != nil {
+	if err := ensureNetwork(ctx); err != nil { // refused early, before anything is made
 		return nil, err
 	}
 	opts.Logf("creating kind cluster %s: %d workers, node image %s", spec.RunID, len(spec.Nodes), opts.NodeImage)
@@ -958,12 +955,9 @@ func (t *Topology) Destroy(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	if t.kind != nil && !t.opts.Retain {
+		// Delete also removes the network once no cluster is on it.
 		if err := t.kind.Delete(); err != nil {
 			errs = append(errs, fmt.Errorf("delete kind cluster %s: %w", t.kind.Name, err))
-		} else if t.ownNetwork {
-			if err := removeNetworkIfEmpty(ctx); err != nil {
-				errs = append(errs, err)
-			}
 		}
 	}
 	if t.opts.Dir == "" && !t.opts.Retain {
