@@ -24,6 +24,7 @@ import (
 	"github.com/fastpath-bench/fastpath/datapath/agentapi"
 	"github.com/fastpath-bench/fastpath/deploy"
 	"github.com/fastpath-bench/fastpath/harness/cluster"
+	"github.com/fastpath-bench/fastpath/harness/cluster/netns"
 	"github.com/fastpath-bench/fastpath/harness/execx"
 )
 
@@ -533,6 +534,12 @@ func (t *Topology) StartAgents(ctx context.Context, opts cluster.AgentOptions) e
 		if err := t.waitRollout(ctx, timeout); err != nil {
 			return err
 		}
+		// The new datapath starts from empty conntrack tables (see
+		// netns.FlushConntrack: what the previous one left made allowed
+		// connections fail).
+		if err := t.flushConntrack(ctx); err != nil {
+			return err
+		}
 	}
 	for _, n := range t.spec.Nodes {
 		cl := t.AgentClient(n)
@@ -553,6 +560,25 @@ func (t *Topology) StartAgents(ctx context.Context, opts cluster.AgentOptions) e
 	defer cancel()
 	_, err = t.WaitProgrammed(wctx, tok, time.Now())
 	return err
+}
+
+// flushConntrack empties the conntrack table of every node container of
+// the cluster.
+func (t *Topology) flushConntrack(ctx context.Context) error {
+	nodes, err := t.kind.Nodes()
+	if err != nil {
+		return fmt.Errorf("kind cluster %s: list nodes: %w", t.kind.Name, err)
+	}
+	for _, n := range nodes {
+		pid, err := nodeContainerPID(ctx, n)
+		if err != nil {
+			return err
+		}
+		if err := netns.FlushConntrack(fmt.Sprintf("/proc/%d/ns/net", pid)); err != nil {
+			return fmt.Errorf("node %s: %w", n, err)
+		}
+	}
+	return nil
 }
 
 // waitRollout waits until the DaemonSet's pods all run the newest

@@ -677,6 +677,13 @@ func (c *Cluster) StartAgents(ctx context.Context, opts cluster.AgentOptions) er
 		return errors.New("agents already running")
 	}
 	c.mu.Unlock()
+	// The datapath starts from empty conntrack tables (FlushConntrack:
+	// what the previous one left made allowed connections fail).
+	for _, n := range c.nodes {
+		if err := FlushConntrack(filepath.Join(netnsRunDir, n.ns)); err != nil {
+			return fmt.Errorf("node %s: %w", n.name, err)
+		}
+	}
 	if slices.Contains(opts.ExtraArgs, "--xdp-nodeport") {
 		if err := c.wireXDP(true); err != nil {
 			return err
