@@ -25,16 +25,9 @@ const (
 	bulkFile   = "31-propagation-bulk.yaml"
 )
 
-// Probe connections: a dropped SYN shows as a timeout. The timeout is
-// below Linux's initial SYN retransmission timeout (1 s), so a probe
-// never gets through on a retransmitted SYN sent after its start, and
-// long enough that a probe which does get through (a handshake and an
-// echo through the server) is not counted as refused on a busy machine:
-// at 100 ms, an allowed probe now and then timed out while two kind
-// clusters ran on two cores, and a change whose last probe that was
-// counted as not enforced.
+// Probe connections: a dropped SYN shows as a timeout.
 const (
-	attemptTimeout = 500 * time.Millisecond
+	attemptTimeout = 100 * time.Millisecond
 	// stableAttempts is how many consecutive probes, started after the
 	// acknowledgement, must see the new verdict before a change counts as
 	// enforced.
