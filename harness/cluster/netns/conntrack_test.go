@@ -1,6 +1,7 @@
 package netns
 
 import (
+	"context"
 	"net"
 	"testing"
 
@@ -8,6 +9,7 @@ import (
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/fastpath-bench/fastpath/harness/cluster"
 	"github.com/fastpath-bench/fastpath/internal/testutil"
 )
 
@@ -66,5 +68,53 @@ func TestFlushConntrack(t *testing.T) {
 	}
 	if count(hb) != 1 {
 		t.Errorf("the other namespace's entry was flushed too (%d left)", count(hb))
+	}
+}
+
+// StartAgents empties the nodes' conntrack tables before the datapath
+// starts: an entry left in a node's table (as the previous datapath's
+// traffic leaves them) is gone once the agents run.
+func TestStartAgentsFlushesConntrack(t *testing.T) {
+	testutil.RequireRoot(t)
+	ctx := context.Background()
+	c, err := NewProvider(Options{AgentBinary: agentBin}).Create(ctx, cluster.Spec{
+		RunID:  runID(t),
+		Nodes:  []string{"n1"},
+		Pods:   []cluster.PodSpec{{Namespace: "t", Name: "a", Node: "n1"}},
+		LogDir: t.TempDir(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Destroy(context.Background()) })
+	ns := c.nodes[0].ns
+	nsh, err := vnetns.GetFromName(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nsh.Close()
+	h, err := netlink.NewHandleAt(nsh, unix.NETLINK_NETFILTER)
+	if err != nil {
+		t.Skipf("no conntrack netlink in this kernel: %v", err)
+	}
+	defer h.Close()
+	f := &netlink.ConntrackFlow{FamilyType: unix.AF_INET, TimeOut: 300, ProtoInfo: &netlink.ProtoInfoTCP{State: 3}}
+	f.Forward = netlink.IPTuple{SrcIP: net.ParseIP("10.1.0.9"), DstIP: net.ParseIP("10.1.0.2"), Protocol: unix.IPPROTO_TCP, SrcPort: 9000, DstPort: 40000}
+	f.Reverse = netlink.IPTuple{SrcIP: net.ParseIP("10.1.0.2"), DstIP: net.ParseIP("10.1.0.9"), Protocol: unix.IPPROTO_TCP, SrcPort: 40000, DstPort: 9000}
+	if err := h.ConntrackCreate(netlink.ConntrackTable, unix.AF_INET, f); err != nil {
+		t.Skipf("cannot create a conntrack entry here: %v", err)
+	}
+	if err := c.StartAgents(ctx, cluster.AgentOptions{Datapath: "none"}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.StopAgents(context.Background())
+	flows, err := h.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fl := range flows {
+		if fl.Forward.SrcPort == 9000 && fl.Forward.DstPort == 40000 {
+			t.Fatalf("the entry made before StartAgents is still there: %s", fl)
+		}
 	}
 }
