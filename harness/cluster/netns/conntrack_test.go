@@ -13,6 +13,52 @@ import (
 	"github.com/fastpath-bench/fastpath/internal/testutil"
 )
 
+// ctHandle is a conntrack netlink handle in the named namespace (the
+// test skips where the kernel has none).
+func ctHandle(t *testing.T, ns string) *netlink.Handle {
+	t.Helper()
+	nsh, err := vnetns.GetFromName(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nsh.Close()
+	h, err := netlink.NewHandleAt(nsh, unix.NETLINK_NETFILTER)
+	if err != nil {
+		t.Skipf("no conntrack netlink in this kernel: %v", err)
+	}
+	t.Cleanup(h.Close)
+	return h
+}
+
+// addReverseEntry makes the kind of entry the eBPF datapath leaves: an
+// established TCP connection from a server's port 9000 to a client's
+// port 40000, as netfilter tracks replies it saw without their requests.
+func addReverseEntry(t *testing.T, h *netlink.Handle) {
+	t.Helper()
+	f := &netlink.ConntrackFlow{FamilyType: unix.AF_INET, TimeOut: 300, ProtoInfo: &netlink.ProtoInfoTCP{State: 3}} // established
+	f.Forward = netlink.IPTuple{SrcIP: net.ParseIP("10.245.1.2"), DstIP: net.ParseIP("10.244.1.2"), Protocol: unix.IPPROTO_TCP, SrcPort: 9000, DstPort: 40000}
+	f.Reverse = netlink.IPTuple{SrcIP: net.ParseIP("10.244.1.2"), DstIP: net.ParseIP("10.245.1.2"), Protocol: unix.IPPROTO_TCP, SrcPort: 40000, DstPort: 9000}
+	if err := h.ConntrackCreate(netlink.ConntrackTable, unix.AF_INET, f); err != nil {
+		t.Skipf("cannot create a conntrack entry here: %v", err)
+	}
+}
+
+// reverseEntries counts the entries addReverseEntry makes.
+func reverseEntries(t *testing.T, h *netlink.Handle) int {
+	t.Helper()
+	flows, err := h.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, f := range flows {
+		if f.Forward.SrcPort == 9000 && f.Forward.DstPort == 40000 {
+			n++
+		}
+	}
+	return n
+}
+
 // A conntrack entry made in a namespace is gone after FlushConntrack of
 // that namespace, and one in another namespace is not.
 func TestFlushConntrack(t *testing.T) {
@@ -24,50 +70,20 @@ func TestFlushConntrack(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = delNetns(n) })
 	}
-	handle := func(ns string) *netlink.Handle {
-		nsh, err := vnetns.GetFromName(ns)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nsh.Close()
-		h, err := netlink.NewHandleAt(nsh, unix.NETLINK_NETFILTER)
-		if err != nil {
-			t.Skipf("no conntrack netlink in this kernel: %v", err)
-		}
-		t.Cleanup(h.Close)
-		return h
-	}
-	flow := func() *netlink.ConntrackFlow {
-		f := &netlink.ConntrackFlow{FamilyType: unix.AF_INET, TimeOut: 300}
-		f.Forward = netlink.IPTuple{SrcIP: net.ParseIP("10.245.1.2"), DstIP: net.ParseIP("10.244.1.2"), Protocol: unix.IPPROTO_TCP, SrcPort: 9000, DstPort: 40000}
-		f.Reverse = netlink.IPTuple{SrcIP: net.ParseIP("10.244.1.2"), DstIP: net.ParseIP("10.245.1.2"), Protocol: unix.IPPROTO_TCP, SrcPort: 40000, DstPort: 9000}
-		f.ProtoInfo = &netlink.ProtoInfoTCP{State: 3} // established
-		return f
-	}
-	count := func(h *netlink.Handle) int {
-		flows, err := h.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return len(flows)
-	}
-	ha, hb := handle(a), handle(b)
-	for _, h := range []*netlink.Handle{ha, hb} {
-		if err := h.ConntrackCreate(netlink.ConntrackTable, unix.AF_INET, flow()); err != nil {
-			t.Skipf("cannot create a conntrack entry here: %v", err)
-		}
-	}
-	if count(ha) != 1 || count(hb) != 1 {
-		t.Fatalf("entries before the flush: %d, %d; want 1, 1", count(ha), count(hb))
+	ha, hb := ctHandle(t, a), ctHandle(t, b)
+	addReverseEntry(t, ha)
+	addReverseEntry(t, hb)
+	if reverseEntries(t, ha) != 1 || reverseEntries(t, hb) != 1 {
+		t.Fatalf("entries before the flush: %d, %d; want 1, 1", reverseEntries(t, ha), reverseEntries(t, hb))
 	}
 	if err := FlushConntrack(netnsRunDir + "/" + a); err != nil {
 		t.Fatal(err)
 	}
-	if count(ha) != 0 {
-		t.Errorf("%d entries left in the flushed namespace", count(ha))
+	if n := reverseEntries(t, ha); n != 0 {
+		t.Errorf("%d entries left in the flushed namespace", n)
 	}
-	if count(hb) != 1 {
-		t.Errorf("the other namespace's entry was flushed too (%d left)", count(hb))
+	if n := reverseEntries(t, hb); n != 1 {
+		t.Errorf("the other namespace's entry was flushed too (%d left)", n)
 	}
 }
 
@@ -87,34 +103,13 @@ func TestStartAgentsFlushesConntrack(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Destroy(context.Background()) })
-	ns := c.nodes[0].ns
-	nsh, err := vnetns.GetFromName(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nsh.Close()
-	h, err := netlink.NewHandleAt(nsh, unix.NETLINK_NETFILTER)
-	if err != nil {
-		t.Skipf("no conntrack netlink in this kernel: %v", err)
-	}
-	defer h.Close()
-	f := &netlink.ConntrackFlow{FamilyType: unix.AF_INET, TimeOut: 300, ProtoInfo: &netlink.ProtoInfoTCP{State: 3}}
-	f.Forward = netlink.IPTuple{SrcIP: net.ParseIP("10.1.0.9"), DstIP: net.ParseIP("10.1.0.2"), Protocol: unix.IPPROTO_TCP, SrcPort: 9000, DstPort: 40000}
-	f.Reverse = netlink.IPTuple{SrcIP: net.ParseIP("10.1.0.2"), DstIP: net.ParseIP("10.1.0.9"), Protocol: unix.IPPROTO_TCP, SrcPort: 40000, DstPort: 9000}
-	if err := h.ConntrackCreate(netlink.ConntrackTable, unix.AF_INET, f); err != nil {
-		t.Skipf("cannot create a conntrack entry here: %v", err)
-	}
+	h := ctHandle(t, c.nodes[0].ns)
+	addReverseEntry(t, h)
 	if err := c.StartAgents(ctx, cluster.AgentOptions{Datapath: "none"}); err != nil {
 		t.Fatal(err)
 	}
 	defer c.StopAgents(context.Background())
-	flows, err := h.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, fl := range flows {
-		if fl.Forward.SrcPort == 9000 && fl.Forward.DstPort == 40000 {
-			t.Fatalf("the entry made before StartAgents is still there: %s", fl)
-		}
+	if n := reverseEntries(t, h); n != 0 {
+		t.Fatalf("%d entries made before StartAgents are still there", n)
 	}
 }
