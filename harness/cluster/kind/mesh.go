@@ -621,8 +621,8 @@ func (t *Topology) writeMeshClusterState() error {
 	return nil
 }
 
-// meshDestroy deletes every cluster (at once), and the Docker network (NetworkName) when
-// the mesh created it.
+// meshDestroy deletes every cluster (at once; the last one's Delete
+// removes the Docker network) and the external host.
 func (t *Topology) meshDestroy(ctx context.Context) error {
 	var routesErr error
 	if !t.opts.Retain {
@@ -638,9 +638,6 @@ func (t *Topology) meshDestroy(ctx context.Context) error {
 	}
 	wg.Wait()
 	err := errors.Join(append(errs, routesErr, t.removeExternal())...)
-	if !t.opts.Retain { // the members removed it when the external host was not on it
-		err = errors.Join(err, removeNetworkIfEmpty(ctx))
-	}
 	if t.opts.Dir == "" && !t.opts.Retain {
 		_ = os.RemoveAll(t.dir)
 	}

@@ -165,9 +165,7 @@ func Build(ctx context.Context, spec cluster.Spec, opts TopologyOptions) (t *Top
 	}
 	t = &Topology{spec: spec, opts: opts, dir: dir, workers: map[string]string{}, nodeIPs: map[string]netip.Addr{},
 		applied: map[string][]*unstructured.Unstructured{}, revs: map[string]int64{}}
-	if err := ensureNetwork(ctx); err != nil { // refused early, before anything is made
-		return nil, err
-	}
+	// Create makes (or checks) the Docker network first, under its lock.
 	opts.Logf("creating kind cluster %s: %d workers, node image %s", spec.RunID, len(spec.Nodes), opts.NodeImage)
 	kc, err := Create(ctx, Config{Name: spec.RunID, Workers: len(spec.Nodes), PodSubnet: opts.PodSubnet, ServiceSubnet: opts.ServiceSubnet,
 		Datapath: "ebpf", CgroupV1: CgroupV1(), Image: opts.NodeImage}, CreateOptions{Kubeconfig: filepath.Join(dir, "kubeconfig"), Logf: opts.Logf})
